@@ -1,0 +1,55 @@
+/**
+ * A node's identity: an ML-DSA-65 key pair made in memory at start (never stored), and the node id derived from
+ * its public key. Anyone holding the public key can recompute the id, so an id cannot be claimed with
+ * someone else's key.
+ * @module
+ */
+
+import { NODE_ID_BYTES } from "../spec.ts";
+import { pq, type PqBackend, type SigningKey } from "./pq.ts";
+
+/** SHA-256 of `data`. */
+export async function sha256(data: Uint8Array): Promise<Uint8Array> {
+  return new Uint8Array(await crypto.subtle.digest("SHA-256", data as BufferSource));
+}
+
+/** The node id for a raw ML-DSA-65 public key: the first 16 bytes of its SHA-256. */
+export async function nodeIdOf(publicKey: Uint8Array): Promise<Uint8Array> {
+  return (await sha256(publicKey)).subarray(0, NODE_ID_BYTES);
+}
+
+/** Constant-time-ish equality for short byte strings (ids, hashes); lengths are not secret. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** Lower-case hex, for logs, map keys and JSON. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** A node's signing identity. */
+export class Identity {
+  private constructor(readonly nodeId: Uint8Array, readonly publicKey: Uint8Array, readonly key: SigningKey) {}
+
+  /** Makes a fresh identity (or a deterministic one from a 32-byte seed, for tests). */
+  static async generate(options: { seed?: Uint8Array; backend?: PqBackend } = {}): Promise<Identity> {
+    const backend = options.backend ?? await pq();
+    const key = await backend.signingKey(options.seed);
+    return new Identity(await nodeIdOf(key.publicKey), key.publicKey, key);
+  }
+
+  /** The node id as hex. */
+  get id(): string {
+    return toHex(this.nodeId);
+  }
+
+  sign(message: Uint8Array): Promise<Uint8Array> {
+    return this.key.sign(message);
+  }
+}

@@ -1,0 +1,178 @@
+/**
+ * A stream seals one direction of traffic between two nodes with AES-256-GCM under a key from the handshake.
+ *
+ * Nonce: 4 zero bytes || the 64-bit message counter. The key is fresh for every stream and only its sender seals,
+ * so a (key, nonce) pair never repeats as long as the counter never does: `seal` takes the next counter
+ * synchronously, before any await, and refuses to go past REJECT_AFTER_MESSAGES.
+ *
+ * The sender seals at most REJECT_AFTER_MS after the handshake and should open a new stream after REKEY_AFTER_*;
+ * the receiver refuses messages after REJECT_AFTER_MS, counters outside its replay window, and anything that does
+ * not authenticate (header included, TTL excepted).
+ * @module
+ */
+
+import {
+  DEFAULT_DATA_TTL,
+  REJECT_AFTER_MESSAGES,
+  REJECT_AFTER_MS,
+  REKEY_AFTER_MESSAGES,
+  REKEY_AFTER_MS,
+} from "../spec.ts";
+import { WireError } from "../wire/bytes.ts";
+import {
+  DATA_HEADER_BYTES,
+  dataAad,
+  DataType,
+  MAX_BATCH_BYTES,
+  readDataHeader,
+  sealedPart,
+  writeDataHeader,
+} from "../wire/envelope.ts";
+import { bytesEqual, toHex } from "./identity.ts";
+import { ReplayWindow } from "./replay_window.ts";
+
+/** What a completed handshake yields, on each side. */
+export interface StreamSecrets {
+  /** Stream id (8 bytes), the same on both sides. */
+  id: Uint8Array;
+  /** AES-256-GCM key, non-extractable. */
+  key: CryptoKey;
+  /** The node at the other end: the destination for the sender, the source for the receiver. */
+  peer: Uint8Array;
+  /** When this side completed the handshake (its own clock, ms). */
+  createdAt: number;
+}
+
+/** Why a data message could not be sealed or opened: a stable label for metrics. */
+export type StreamErrorReason = "expired" | "exhausted" | "malformed" | "wrong-stream" | "misdirected" | "auth" | "replayed";
+
+/** A data message refused (or a stream past its limits). The caller drops the message and counts `reason`. */
+export class StreamError extends Error {
+  override name = "StreamError";
+  constructor(readonly reason: StreamErrorReason, message: string, options?: ErrorOptions) {
+    super(message, options);
+  }
+}
+
+function nonceFor(counter: number): Uint8Array {
+  const iv = new Uint8Array(12);
+  const view = new DataView(iv.buffer);
+  view.setUint32(4, Math.floor(counter / 2 ** 32));
+  view.setUint32(8, counter >>> 0);
+  return iv;
+}
+
+/** The sending end of a stream. */
+export class StreamSealer {
+  #next = 0;
+
+  constructor(readonly secrets: StreamSecrets, readonly clock: () => number) {}
+
+  /** Messages sealed so far. */
+  get sealed(): number {
+    return this.#next;
+  }
+
+  /** True once the stream should be replaced by a fresh one (it still works until `expired`). */
+  needsRekey(): boolean {
+    return this.clock() - this.secrets.createdAt >= REKEY_AFTER_MS || this.#next >= REKEY_AFTER_MESSAGES;
+  }
+
+  /** True once `seal` refuses. */
+  expired(): boolean {
+    return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS || this.#next >= REJECT_AFTER_MESSAGES;
+  }
+
+  /**
+   * Seals a batch (see BatchBuilder) into a complete data message for `secrets.peer`. The batch is copied by
+   * WebCrypto when the call starts, so the caller may reuse its buffer as soon as this returns a promise.
+   */
+  seal(batch: Uint8Array, ttl: number = DEFAULT_DATA_TTL): Promise<Uint8Array> {
+    if (batch.length > MAX_BATCH_BYTES) {
+      return Promise.reject(new RangeError(`batch of ${batch.length} bytes exceeds ${MAX_BATCH_BYTES}`));
+    }
+    if (this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS) {
+      return Promise.reject(new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`));
+    }
+    if (this.#next >= REJECT_AFTER_MESSAGES) {
+      return Promise.reject(new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`));
+    }
+    const counter = this.#next++;
+    const header = new Uint8Array(DATA_HEADER_BYTES);
+    writeDataHeader(header, {
+      type: DataType.Packets,
+      destination: this.secrets.peer,
+      stream: this.secrets.id,
+      counter,
+      ttl,
+    });
+    return crypto.subtle.encrypt(
+      { name: "AES-GCM", iv: nonceFor(counter) as BufferSource, additionalData: dataAad(header) as BufferSource },
+      this.secrets.key,
+      batch as BufferSource,
+    ).then((sealed) => {
+      // WebCrypto cannot encrypt into place, so this is the one copy on the send path.
+      const message = new Uint8Array(DATA_HEADER_BYTES + sealed.byteLength);
+      message.set(header);
+      message.set(new Uint8Array(sealed), DATA_HEADER_BYTES);
+      return message;
+    });
+  }
+}
+
+/** The receiving end of a stream. */
+export class StreamOpener {
+  readonly #window = new ReplayWindow();
+  readonly #self: Uint8Array;
+  readonly clock: () => number;
+
+  constructor(readonly secrets: StreamSecrets, options: { self: Uint8Array; clock: () => number }) {
+    this.#self = options.self;
+    this.clock = options.clock;
+  }
+
+  /** True once this stream refuses everything. */
+  expired(): boolean {
+    return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS;
+  }
+
+  /** Returns the batch inside `message`, or throws StreamError. The result is a fresh buffer. */
+  async open(message: Uint8Array): Promise<Uint8Array> {
+    let header;
+    try {
+      header = readDataHeader(message);
+    } catch (cause) {
+      if (cause instanceof WireError) throw new StreamError("malformed", cause.message, { cause });
+      throw cause;
+    }
+    if (!bytesEqual(header.stream, this.secrets.id)) {
+      throw new StreamError("wrong-stream", `message for stream ${toHex(header.stream)} given to another stream`);
+    }
+    if (!bytesEqual(header.destination, this.#self)) {
+      throw new StreamError("misdirected", `message for node ${toHex(header.destination)} reached this node`);
+    }
+    if (this.expired()) throw new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`);
+    if (!this.#window.check(header.counter)) {
+      throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
+    }
+    let plain: ArrayBuffer;
+    try {
+      plain = await crypto.subtle.decrypt(
+        {
+          name: "AES-GCM",
+          iv: nonceFor(header.counter) as BufferSource,
+          additionalData: dataAad(message) as BufferSource,
+        },
+        this.secrets.key,
+        sealedPart(message) as BufferSource,
+      );
+    } catch (cause) {
+      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)", { cause });
+    }
+    // Checked again after the await: another message with this counter may have been accepted meanwhile.
+    if (!this.#window.accept(header.counter)) {
+      throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
+    }
+    return new Uint8Array(plain);
+  }
+}

@@ -1,0 +1,295 @@
+/**
+ * Control messages: what nodes say to each other over the Master (NATS). Every one is signed by its sender.
+ *
+ * ```
+ * offset size field
+ *      0    1 version     CONTROL_VERSION
+ *      1    1 kind        ControlKind
+ *      2    1 flags       reserved, 0
+ *      3   16 sender      node id (SHA-256 of the sender's ML-DSA public key, truncated)
+ *     19   16 recipient   node id, or all zero for "everyone in the realm"
+ *     35   16 certRef     which of the sender's certificates vouches for its key (hash of the certificate)
+ *     51    8 timestamp   sender's clock, ms since the Unix epoch
+ *     59   16 id          random; receivers refuse an id seen before
+ *     75    4 bodyLength  u32
+ *     79    … body        per kind, see BODIES
+ *      … 3309 signature   ML-DSA-65 over CONTROL_SIGNATURE_CONTEXT || bytes 0 .. end of body
+ * ```
+ * Bodies are declared as data (BODIES) and encoded/decoded by one generic codec, so every kind gets the same
+ * strict checks: exact sizes for fixed fields, limits on variable ones, valid UTF-8, no trailing bytes.
+ * @module
+ */
+
+import {
+  CONTROL_VERSION,
+  MAX_CONTROL_MESSAGE_BYTES,
+  ML_DSA_65_SIGNATURE_BYTES,
+  ML_KEM_768_CIPHERTEXT_BYTES,
+  ML_KEM_768_PUBLIC_KEY_BYTES,
+  NODE_ID_BYTES,
+  X25519_PUBLIC_KEY_BYTES,
+} from "../spec.ts";
+import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
+
+/** Kinds of control message. Numbers are wire values: never reuse one. */
+export enum ControlKind {
+  /** "I am here": the sender's certificate. Also sent when the certificate is renewed. */
+  Announce = 1,
+  /** Opens a stream from sender to recipient (handshake message 1). */
+  StreamRequest = 2,
+  /** Completes the stream (handshake message 2). */
+  StreamResponse = 3,
+  /** WebRTC signalling for a tether: SDP offer/answer, ICE candidate, or close. */
+  TetherSignal = 4,
+  /** Who has this tag? (the DNS layer asks the realm). */
+  DnsQuery = 5,
+  /** The answer from a node that owns the tag. */
+  DnsAnswer = 6,
+  /** The sender's taints changed: its re-issued certificate. */
+  TaintUpdate = 7,
+}
+
+/** Signal types inside a TetherSignal. */
+export enum TetherSignalType {
+  Offer = 1,
+  Answer = 2,
+  Candidate = 3,
+  Close = 4,
+}
+
+/** Largest certificate a message may carry. */
+export const MAX_CERTIFICATE_BYTES = 16 * 1024;
+/** Largest SDP or candidate text. */
+export const MAX_SIGNAL_BYTES = 16 * 1024;
+/** DNS names are at most 253 characters (RFC 1035, presentation form). */
+export const MAX_DNS_NAME_BYTES = 253;
+/** Most addresses in one DNS answer. */
+export const MAX_DNS_ADDRESSES = 32;
+
+// ---- The body schema: a tiny declarative codec ------------------------------------------------------------------
+
+type Field =
+  | { t: "u8" | "u16" | "u32" | "u64"; max?: number; min?: number }
+  | { t: "fixed"; n: number }
+  | { t: "bytes"; max: number; sizes?: readonly number[] }
+  | { t: "string"; max: number }
+  | { t: "list"; of: Field; max: number };
+
+type ValueOf<F> = F extends { t: "u8" | "u16" | "u32" | "u64" } ? number
+  : F extends { t: "fixed" | "bytes" } ? Uint8Array
+  : F extends { t: "string" } ? string
+  : F extends { t: "list"; of: infer O } ? ValueOf<O>[]
+  : never;
+
+type Schema = Readonly<Record<string, Field>>;
+type BodyFrom<S extends Schema> = { -readonly [K in keyof S]: ValueOf<S[K]> };
+
+const u8 = (min = 0, max = 0xff) => ({ t: "u8", min, max }) as const;
+const u32 = { t: "u32" } as const;
+const fixed = (n: number) => ({ t: "fixed", n }) as const;
+const bytes = (max: number, sizes?: readonly number[]) => ({ t: "bytes", max, sizes }) as const;
+const string = (max: number) => ({ t: "string", max }) as const;
+const list = <F extends Field>(of: F, max: number) => ({ t: "list", of, max }) as const;
+
+/** The body of each kind, in wire order. */
+export const BODIES = {
+  [ControlKind.Announce]: { certificate: bytes(MAX_CERTIFICATE_BYTES) },
+  [ControlKind.StreamRequest]: {
+    kemPublicKey: fixed(ML_KEM_768_PUBLIC_KEY_BYTES),
+    x25519PublicKey: fixed(X25519_PUBLIC_KEY_BYTES),
+  },
+  [ControlKind.StreamResponse]: {
+    /** SHA-256 of the whole signed request this answers. */
+    requestHash: fixed(32),
+    kemCiphertext: fixed(ML_KEM_768_CIPHERTEXT_BYTES),
+    x25519PublicKey: fixed(X25519_PUBLIC_KEY_BYTES),
+  },
+  [ControlKind.TetherSignal]: {
+    /** Names one tether attempt, so signals of an abandoned attempt are ignored. */
+    session: fixed(16),
+    signal: u8(TetherSignalType.Offer, TetherSignalType.Close),
+    payload: string(MAX_SIGNAL_BYTES),
+  },
+  [ControlKind.DnsQuery]: { name: string(MAX_DNS_NAME_BYTES), qtype: { t: "u16" } },
+  [ControlKind.DnsAnswer]: {
+    /** The id of the query this answers. */
+    query: fixed(16),
+    name: string(MAX_DNS_NAME_BYTES),
+    ttl: u32,
+    addresses: list(bytes(16, [4, 16]), MAX_DNS_ADDRESSES),
+  },
+  [ControlKind.TaintUpdate]: { certificate: bytes(MAX_CERTIFICATE_BYTES) },
+} as const satisfies Record<ControlKind, Schema>;
+
+/** The decoded body of a kind. */
+export type ControlBody<K extends ControlKind> = BodyFrom<(typeof BODIES)[K]>;
+
+function writeField(w: ByteWriter, f: Field, value: unknown, name: string): void {
+  switch (f.t) {
+    case "u8":
+    case "u16":
+    case "u32":
+    case "u64": {
+      const n = value as number;
+      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
+        throw new RangeError(`control body: ${name} is ${n}, allowed ${f.min ?? 0}..${f.max}`);
+      }
+      w[f.t](n, name);
+      return;
+    }
+    case "fixed":
+      w.fixed(value as Uint8Array, f.n, name);
+      return;
+    case "bytes": {
+      const b = value as Uint8Array;
+      if (f.sizes && !f.sizes.includes(b.length)) {
+        throw new RangeError(`control body: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`);
+      }
+      w.varBytes(b, f.max, name);
+      return;
+    }
+    case "string":
+      w.string(value as string, f.max, name);
+      return;
+    case "list": {
+      const items = value as unknown[];
+      if (items.length > f.max) throw new RangeError(`control body: ${name} has ${items.length} items, limit ${f.max}`);
+      w.u16(items.length, name);
+      items.forEach((item, i) => writeField(w, f.of, item, `${name}[${i}]`));
+      return;
+    }
+  }
+}
+
+function readField(r: ByteReader, f: Field, name: string): unknown {
+  switch (f.t) {
+    case "u8":
+    case "u16":
+    case "u32":
+    case "u64": {
+      const n = r[f.t](name);
+      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
+        throw new WireError("value", `${r.what}: ${name} is ${n}, allowed ${f.min ?? 0}..${f.max}`);
+      }
+      return n;
+    }
+    case "fixed":
+      return r.bytes(f.n, name);
+    case "bytes": {
+      const b = r.varBytes(f.max, name);
+      if (f.sizes && !f.sizes.includes(b.length)) {
+        throw new WireError("value", `${r.what}: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`);
+      }
+      return b;
+    }
+    case "string":
+      return r.string(f.max, name);
+    case "list": {
+      const n = r.u16(name);
+      if (n > f.max) throw new WireError("oversize", `${r.what}: ${name} has ${n} items, the limit is ${f.max}`);
+      return Array.from({ length: n }, (_, i) => readField(r, f.of, `${name}[${i}]`));
+    }
+  }
+}
+
+// ---- The envelope ------------------------------------------------------------------------------------------------
+
+/** The all-zero recipient: a message for every node of the realm. */
+export const BROADCAST: Uint8Array = new Uint8Array(NODE_ID_BYTES);
+
+/** Fields of a control message other than its signature. */
+export interface ControlFields<K extends ControlKind = ControlKind> {
+  kind: K;
+  sender: Uint8Array;
+  recipient: Uint8Array;
+  certRef: Uint8Array;
+  timestamp: number;
+  id: Uint8Array;
+  body: ControlBody<K>;
+}
+
+/** A decoded control message: its fields, the exact bytes its signature covers, and the signature. */
+export type ControlMessage<K extends ControlKind = ControlKind> = ControlFields<K> & {
+  signed: Uint8Array;
+  signature: Uint8Array;
+};
+
+/** Any decoded control message; `switch (m.kind)` narrows `m.body`. */
+export type AnyControlMessage = { [K in ControlKind]: ControlMessage<K> }[ControlKind];
+
+const CONTROL_HEADER_BYTES = 3 + 3 * NODE_ID_BYTES + 8 + 16 + 4;
+const MAX_BODY_BYTES = MAX_CONTROL_MESSAGE_BYTES - CONTROL_HEADER_BYTES - ML_DSA_65_SIGNATURE_BYTES;
+
+/** Encodes everything the signature covers. Throws RangeError when a field breaks its limits. */
+export function encodeControlUnsigned<K extends ControlKind>(m: ControlFields<K>): Uint8Array {
+  const w = new ByteWriter("control message", 512)
+    .u8(CONTROL_VERSION, "version")
+    .u8(m.kind, "kind")
+    .u8(0, "flags")
+    .fixed(m.sender, NODE_ID_BYTES, "sender")
+    .fixed(m.recipient, NODE_ID_BYTES, "recipient")
+    .fixed(m.certRef, 16, "certRef")
+    .u64(m.timestamp, "timestamp")
+    .fixed(m.id, 16, "id");
+  const body = new ByteWriter(`${ControlKind[m.kind]} body`);
+  const schema: Schema = BODIES[m.kind];
+  const values = m.body as Record<string, unknown>;
+  for (const [name, field] of Object.entries(schema)) writeField(body, field, values[name], name);
+  const encoded = body.finish();
+  if (encoded.length > MAX_BODY_BYTES) {
+    throw new RangeError(`control message: body is ${encoded.length} bytes, the limit is ${MAX_BODY_BYTES}`);
+  }
+  return w.u32(encoded.length, "bodyLength").raw(encoded).finish();
+}
+
+/** Appends a signature to encoded unsigned bytes. */
+export function withSignature(unsigned: Uint8Array, signature: Uint8Array): Uint8Array {
+  if (signature.length !== ML_DSA_65_SIGNATURE_BYTES) {
+    throw new RangeError(`signature must be ${ML_DSA_65_SIGNATURE_BYTES} bytes, got ${signature.length}`);
+  }
+  const out = new Uint8Array(unsigned.length + signature.length);
+  out.set(unsigned);
+  out.set(signature, unsigned.length);
+  return out;
+}
+
+/**
+ * Decodes a control message (without checking its signature: see crypto/control_verifier.ts). Throws WireError
+ * for anything that is not exactly one well-formed message within the size limits. Byte fields are views into
+ * `message`.
+ */
+export function decodeControl(message: Uint8Array): AnyControlMessage {
+  if (message.length > MAX_CONTROL_MESSAGE_BYTES) {
+    throw new WireError(
+      "oversize",
+      `control message: ${message.length} bytes, the limit is ${MAX_CONTROL_MESSAGE_BYTES}`,
+    );
+  }
+  const r = new ByteReader(message, "control message");
+  const version = r.u8("version");
+  if (version !== CONTROL_VERSION) {
+    throw new WireError("version", `control message: version ${version}, this node speaks ${CONTROL_VERSION}`);
+  }
+  const kind = r.u8("kind") as ControlKind;
+  if (!(kind in BODIES)) throw new WireError("type", `control message: unknown kind ${kind}`);
+  const flags = r.u8("flags");
+  if (flags !== 0) throw new WireError("value", `control message: reserved flags are ${flags}, expected 0`);
+  const sender = r.bytes(NODE_ID_BYTES, "sender");
+  const recipient = r.bytes(NODE_ID_BYTES, "recipient");
+  const certRef = r.bytes(16, "certRef");
+  const timestamp = r.u64("timestamp");
+  const id = r.bytes(16, "id");
+  const bodyLength = r.u32("bodyLength");
+  if (bodyLength > MAX_BODY_BYTES) {
+    throw new WireError("oversize", `control message: body is ${bodyLength} bytes, the limit is ${MAX_BODY_BYTES}`);
+  }
+  const br = new ByteReader(r.bytes(bodyLength, "body"), `${ControlKind[kind]} body`);
+  const body: Record<string, unknown> = {};
+  const schema: Schema = BODIES[kind];
+  for (const [name, field] of Object.entries(schema)) body[name] = readField(br, field, name);
+  br.end();
+  const signed = message.subarray(0, r.position);
+  const signature = r.bytes(ML_DSA_65_SIGNATURE_BYTES, "signature");
+  r.end();
+  return { kind, sender, recipient, certRef, timestamp, id, body, signed, signature } as AnyControlMessage;
+}
