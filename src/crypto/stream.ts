@@ -64,9 +64,12 @@ function nonceFor(counter: number): Uint8Array {
 
 /** The sending end of a stream. */
 export class StreamSealer {
-  #next = 0;
+  #next: number;
 
-  constructor(readonly secrets: StreamSecrets, readonly clock: () => number) {}
+  /** `firstCounter` is for tests that exercise the counter limits without sealing 2^32 messages. */
+  constructor(readonly secrets: StreamSecrets, readonly clock: () => number, firstCounter = 0) {
+    this.#next = firstCounter;
+  }
 
   /** Messages sealed so far. */
   get sealed(): number {

@@ -130,6 +130,7 @@ export class ByteWriter {
     this.#view = new DataView(this.#buf.buffer);
   }
 
+  /** Reserves `n` bytes and returns their offset. It may replace the buffer: call it before touching #buf. */
   #room(n: number): number {
     if (this.#pos + n > this.#buf.length) {
       const next = new Uint8Array(Math.max(this.#buf.length * 2, this.#pos + n));
@@ -150,19 +151,22 @@ export class ByteWriter {
 
   u8(value: number, field: string): this {
     this.#int(value, 0xff, field);
-    this.#view.setUint8(this.#room(1), value);
+    const at = this.#room(1);
+    this.#view.setUint8(at, value);
     return this;
   }
 
   u16(value: number, field: string): this {
     this.#int(value, 0xffff, field);
-    this.#view.setUint16(this.#room(2), value);
+    const at = this.#room(2);
+    this.#view.setUint16(at, value);
     return this;
   }
 
   u32(value: number, field: string): this {
     this.#int(value, 0xffff_ffff, field);
-    this.#view.setUint32(this.#room(4), value);
+    const at = this.#room(4);
+    this.#view.setUint32(at, value);
     return this;
   }
 
@@ -177,7 +181,8 @@ export class ByteWriter {
   /** Exactly `n` bytes: a fixed-size field given the wrong size is a programming error. */
   fixed(bytes: Uint8Array, n: number, field: string): this {
     if (bytes.length !== n) throw new RangeError(`${this.what}: ${field} must be ${n} bytes, got ${bytes.length}`);
-    this.#buf.set(bytes, this.#room(n));
+    const at = this.#room(n);
+    this.#buf.set(bytes, at);
     return this;
   }
 
@@ -186,7 +191,8 @@ export class ByteWriter {
       throw new RangeError(`${this.what}: ${field} is ${bytes.length} bytes, the limit is ${max}`);
     }
     this.u16(bytes.length, field);
-    this.#buf.set(bytes, this.#room(bytes.length));
+    const at = this.#room(bytes.length);
+    this.#buf.set(bytes, at);
     return this;
   }
 
@@ -195,7 +201,8 @@ export class ByteWriter {
   }
 
   raw(bytes: Uint8Array): this {
-    this.#buf.set(bytes, this.#room(bytes.length));
+    const at = this.#room(bytes.length);
+    this.#buf.set(bytes, at);
     return this;
   }
 

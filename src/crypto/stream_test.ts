@@ -1,0 +1,156 @@
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { REJECT_AFTER_MESSAGES, REJECT_AFTER_MS, REKEY_AFTER_MESSAGES, REKEY_AFTER_MS } from "../spec.ts";
+import { BatchBuilder, DATA_HEADER_BYTES, unpackBatch } from "../wire/envelope.ts";
+import { StreamError, StreamOpener, StreamSealer, type StreamSecrets } from "./stream.ts";
+
+const SELF = new Uint8Array(16).fill(0xbb);
+const START = 1_800_000_000_000;
+
+async function pair(options: { firstCounter?: number } = {}) {
+  let now = START;
+  const clock = () => now;
+  const key = await crypto.subtle.importKey("raw", crypto.getRandomValues(new Uint8Array(32)), "AES-GCM", false, [
+    "encrypt",
+    "decrypt",
+  ]);
+  const id = crypto.getRandomValues(new Uint8Array(8));
+  const sending: StreamSecrets = { id, key, peer: SELF, createdAt: now };
+  const receiving: StreamSecrets = { id, key, peer: new Uint8Array(16).fill(0xaa), createdAt: now };
+  return {
+    sealer: new StreamSealer(sending, clock, options.firstCounter),
+    opener: new StreamOpener(receiving, { self: SELF, clock }),
+    advance(ms: number) {
+      now += ms;
+    },
+  };
+}
+
+/** `n` distinct packets of `size` bytes. */
+function packets(n: number, size: number): Uint8Array[] {
+  return Array.from({ length: n }, (_, i) => new Uint8Array(size).fill(i + 1));
+}
+
+function batchOf(list: Uint8Array[]): Uint8Array {
+  const b = new BatchBuilder();
+  for (const p of list) b.push(p);
+  return b.plaintext();
+}
+
+for (const n of [1, 2, 13, 24, 25]) {
+  Deno.test(`stream: a batch of ${n} x 1500-byte packets seals into one message and opens intact`, async () => {
+    const { sealer, opener } = await pair();
+    const sent = packets(n, 1500);
+    const message = await sealer.seal(batchOf(sent));
+    assertEquals(message.length, DATA_HEADER_BYTES + n * 1502 + 16);
+    assertEquals(unpackBatch(await opener.open(message)), sent);
+  });
+}
+
+Deno.test("stream: mixed packet sizes, 1 byte to 65535 bytes, round trip", async () => {
+  const { sealer, opener } = await pair();
+  for (const sizes of [[1], [20, 1500, 64], [65_000], [40, 9000, 40]]) {
+    const sent = sizes.map((size, i) => new Uint8Array(size).fill(i + 7));
+    assertEquals(unpackBatch(await opener.open(await sealer.seal(batchOf(sent)))), sent);
+  }
+});
+
+Deno.test("stream: flipping any bit of a sealed message outside the TTL byte makes it refused", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(2, 24)));
+  const ttlByte = DATA_HEADER_BYTES - 1;
+  let refused = 0;
+  for (let bit = 0; bit < message.length * 8; bit++) {
+    if (bit >> 3 === ttlByte) continue;
+    const flipped = message.slice();
+    flipped[bit >> 3] ^= 1 << (bit & 7);
+    await assertRejects(() => opener.open(flipped), StreamError);
+    refused++;
+  }
+  assertEquals(refused, (message.length - 1) * 8);
+  // Nothing above advanced the replay window: the genuine message still opens.
+  assertEquals(unpackBatch(await opener.open(message)).length, 2);
+});
+
+Deno.test("stream: the TTL is the one field relays may change, and it is not authenticated", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(1, 60)), 5);
+  message[DATA_HEADER_BYTES - 1] = 2;
+  assertEquals(unpackBatch(await opener.open(message)).length, 1);
+});
+
+Deno.test("stream: a message opened once is refused the second time", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(1, 60)));
+  await opener.open(message);
+  assertEquals((await assertRejects(() => opener.open(message), StreamError)).reason, "replayed");
+});
+
+Deno.test("stream: messages sealed concurrently get distinct counters and all open, in any order", async () => {
+  const { sealer, opener } = await pair();
+  const messages = await Promise.all(Array.from({ length: 200 }, () => sealer.seal(batchOf(packets(1, 100)))));
+  assertEquals(sealer.sealed, 200);
+  messages.reverse();
+  const opened = await Promise.all(messages.map((m) => opener.open(m)));
+  assertEquals(opened.length, 200);
+});
+
+Deno.test("stream: the same message opened twice concurrently is accepted once", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(1, 60)));
+  const results = await Promise.allSettled([opener.open(message), opener.open(message.slice())]);
+  assertEquals(results.filter((r) => r.status === "fulfilled").length, 1);
+});
+
+Deno.test("stream: a message for another node or another stream is refused before decryption", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(1, 60)));
+  const other = await pair();
+  assertEquals((await assertRejects(() => other.opener.open(message), StreamError)).reason, "wrong-stream");
+  const elsewhere = new StreamOpener(opener.secrets, { self: new Uint8Array(16), clock: opener.clock });
+  assertEquals((await assertRejects(() => elsewhere.open(message), StreamError)).reason, "misdirected");
+});
+
+Deno.test("stream: garbage, truncated and oversize input is refused as malformed", async () => {
+  const { sealer, opener } = await pair();
+  const message = await sealer.seal(batchOf(packets(1, 60)));
+  const cases: [string, Uint8Array][] = [
+    ["empty", new Uint8Array(0)],
+    ["header only", message.subarray(0, DATA_HEADER_BYTES)],
+    ["shorter than a tag", message.subarray(0, DATA_HEADER_BYTES + 15)],
+    ["oversize", new Uint8Array(70_000).fill(1)],
+    ["wrong version", Uint8Array.of(9, ...message.subarray(1))],
+  ];
+  for (const [what, bytes] of cases) {
+    assertEquals((await assertRejects(() => opener.open(bytes), StreamError)).reason, "malformed", what);
+  }
+});
+
+Deno.test("stream: the sender asks for a rekey at REKEY_AFTER_MS and stops at REJECT_AFTER_MS", async () => {
+  const { sealer, opener, advance } = await pair();
+  const early = await sealer.seal(batchOf(packets(1, 60)));
+  advance(REKEY_AFTER_MS - 1);
+  assertEquals(sealer.needsRekey(), false);
+  advance(1);
+  assert(sealer.needsRekey());
+  assertEquals(sealer.expired(), false);
+  await opener.open(await sealer.seal(batchOf(packets(1, 60))));
+  advance(REJECT_AFTER_MS - REKEY_AFTER_MS);
+  assert(sealer.expired());
+  assertEquals((await assertRejects(() => sealer.seal(batchOf(packets(1, 60))), StreamError)).reason, "expired");
+  // The receiver refuses old messages too, even ones never opened.
+  assertEquals((await assertRejects(() => opener.open(early), StreamError)).reason, "expired");
+});
+
+Deno.test("stream: the sender asks for a rekey after 2^32 messages and never reuses a counter", async () => {
+  const rekey = await pair({ firstCounter: REKEY_AFTER_MESSAGES - 1 });
+  assertEquals(rekey.sealer.needsRekey(), false);
+  const last = await rekey.sealer.seal(batchOf(packets(1, 60)));
+  assert(rekey.sealer.needsRekey());
+  assertEquals(unpackBatch(await rekey.opener.open(last)).length, 1);
+
+  const exhausted = await pair({ firstCounter: REJECT_AFTER_MESSAGES - 1 });
+  await exhausted.sealer.seal(batchOf(packets(1, 60)));
+  assert(exhausted.sealer.expired());
+  const error = await assertRejects(() => exhausted.sealer.seal(batchOf(packets(1, 60))), StreamError);
+  assertEquals(error.reason, "exhausted");
+});
