@@ -27,7 +27,9 @@ type ErrorClass<E extends Error> = abstract new (...args: never[]) => E;
 function check<E extends Error>(error: unknown, type: ErrorClass<E>, includes?: string): E {
   if (!(error instanceof type)) {
     throw new assertStrict.AssertionError({
-      message: `expected ${type.name}, got ${error instanceof Error ? `${error.name}: ${error.message}` : error}`,
+      message: `expected ${type.name}, got ${
+        error instanceof Error ? `${error.name}: ${error.message}` : error
+      }`,
     });
   }
   if (includes !== undefined && !error.message.includes(includes)) {

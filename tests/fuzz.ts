@@ -33,30 +33,36 @@ export interface Mutant {
  * `count` corruptions of `valid`: pure noise of random length (up to `maxLength`), truncations, extensions with
  * garbage, single bit flips, and random byte overwrites.
  */
-export function* mutants(valid: Uint8Array, count: number, options: { seed?: number; maxLength?: number } = {}) {
+export function* mutants(
+  valid: Uint8Array,
+  count: number,
+  options: { seed?: number; maxLength?: number } = {},
+): Generator<Mutant> {
   const rand = prng(options.seed ?? 1);
   const maxLength = options.maxLength ?? valid.length * 2;
   for (let i = 0; i < count; i++) {
     const k = i % 5;
     if (k === 0) {
-      yield { what: `noise #${i}`, bytes: randomBytes(rand, Math.floor(rand() * maxLength)) } as Mutant;
+      yield { what: `noise #${i}`, bytes: randomBytes(rand, Math.floor(rand() * maxLength)) };
     } else if (k === 1) {
-      yield { what: `truncated #${i}`, bytes: valid.slice(0, Math.floor(rand() * valid.length)) } as Mutant;
+      yield { what: `truncated #${i}`, bytes: valid.slice(0, Math.floor(rand() * valid.length)) };
     } else if (k === 2) {
       const extra = randomBytes(rand, 1 + Math.floor(rand() * 64));
       const bytes = new Uint8Array(valid.length + extra.length);
       bytes.set(valid);
       bytes.set(extra, valid.length);
-      yield { what: `extended #${i}`, bytes } as Mutant;
+      yield { what: `extended #${i}`, bytes };
     } else if (k === 3) {
       const bytes = valid.slice();
       const bit = Math.floor(rand() * valid.length * 8);
       bytes[bit >> 3] ^= 1 << (bit & 7);
-      yield { what: `bit ${bit} flipped`, bytes } as Mutant;
+      yield { what: `bit ${bit} flipped`, bytes };
     } else {
       const bytes = valid.slice();
-      for (let j = 0; j < 1 + Math.floor(rand() * 8); j++) bytes[Math.floor(rand() * bytes.length)] = rand() * 256;
-      yield { what: `overwritten #${i}`, bytes } as Mutant;
+      for (let j = 0; j < 1 + Math.floor(rand() * 8); j++) {
+        bytes[Math.floor(rand() * bytes.length)] = rand() * 256;
+      }
+      yield { what: `overwritten #${i}`, bytes };
     }
   }
 }

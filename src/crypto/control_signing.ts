@@ -48,7 +48,13 @@ export async function signControl<K extends ControlKind>(
 }
 
 /** Why a control message was refused: a stable label for metrics and debug logs. */
-export type RejectReason = "malformed" | "misdirected" | "stale" | "replayed" | "unknown-sender" | "bad-signature";
+export type RejectReason =
+  | "malformed"
+  | "misdirected"
+  | "stale"
+  | "replayed"
+  | "unknown-sender"
+  | "bad-signature";
 
 /** A control message refused by `ControlVerifier`. Callers drop the message and count `reason`. */
 export class ControlRejected extends Error {
@@ -120,13 +126,18 @@ export class ControlVerifier {
       throw cause;
     }
     if (!isBroadcast(m.recipient) && !bytesEqual(m.recipient, this.#self)) {
-      throw new ControlRejected("misdirected", `control message for ${toHex(m.recipient)}, this is not that node`);
+      throw new ControlRejected(
+        "misdirected",
+        `control message for ${toHex(m.recipient)}, this is not that node`,
+      );
     }
     const now = this.#clock();
     if (Math.abs(now - m.timestamp) > CONTROL_MAX_SKEW_MS) {
       throw new ControlRejected(
         "stale",
-        `control message dated ${now - m.timestamp} ms from this node's clock (limit ±${CONTROL_MAX_SKEW_MS} ms)`,
+        `control message dated ${
+          now - m.timestamp
+        } ms from this node's clock (limit ±${CONTROL_MAX_SKEW_MS} ms)`,
       );
     }
     const key = this.#keys(m.sender, m.certRef);

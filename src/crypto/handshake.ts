@@ -159,7 +159,12 @@ export class Handshaker {
       certRef: this.#certRef(),
       body: { kemPublicKey: kem.publicKey, x25519PublicKey: x.publicKey },
     }, now);
-    this.#pending.set(toHex(await sha256(message)), { peer: peer.slice(), kem, x25519: x.pair, startedAt: now });
+    this.#pending.set(toHex(await sha256(message)), {
+      peer: peer.slice(),
+      kem,
+      x25519: x.pair,
+      startedAt: now,
+    });
     return message;
   }
 
@@ -210,9 +215,14 @@ export class Handshaker {
     this.expire();
     const key = toHex(response.body.requestHash);
     const pending = this.#pending.get(key);
-    if (!pending) throw new HandshakeError("unexpected", "stream response to no pending request (late or replayed)");
+    if (!pending) {
+      throw new HandshakeError("unexpected", "stream response to no pending request (late or replayed)");
+    }
     if (!bytesEqual(pending.peer, response.sender)) {
-      throw new HandshakeError("wrong-peer", `stream response from ${toHex(response.sender)}, not the node asked`);
+      throw new HandshakeError(
+        "wrong-peer",
+        `stream response from ${toHex(response.sender)}, not the node asked`,
+      );
     }
     // Single use: whatever happens next, this request cannot be completed twice.
     this.#pending.delete(key);

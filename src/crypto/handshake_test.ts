@@ -1,4 +1,4 @@
-import { assert, assertEquals, assertNotEquals, assertRejects } from "../../tests/assert.ts";
+import { assertEquals, assertNotEquals, assertRejects } from "../../tests/assert.ts";
 import { CONTROL_MAX_SKEW_MS } from "../spec.ts";
 import { HANDSHAKE_TIMEOUT_MS } from "../tuning.ts";
 import { BatchBuilder, unpackBatch } from "../wire/envelope.ts";
@@ -29,7 +29,11 @@ async function world() {
   let now = 1_800_000_000_000;
   const clock = () => now;
   const directory = new Map<string, Uint8Array>();
-  const [a, b, c] = [await node(clock, directory), await node(clock, directory), await node(clock, directory)];
+  const [a, b, c] = [
+    await node(clock, directory),
+    await node(clock, directory),
+    await node(clock, directory),
+  ];
   return {
     a,
     b,
@@ -54,7 +58,9 @@ function asResponse(m: ControlMessage): ControlMessage<ControlKind.StreamRespons
 Deno.test("handshake: two identities agree on a stream, and data sealed by one opens at the other", async () => {
   const { a, b, clock } = await world();
   const request = await a.handshaker.request(b.identity.nodeId);
-  const { response, secrets: receiving } = await b.handshaker.respond(asRequest(await b.verifier.verify(request)));
+  const { response, secrets: receiving } = await b.handshaker.respond(
+    asRequest(await b.verifier.verify(request)),
+  );
   const sending = await a.handshaker.complete(asResponse(await a.verifier.verify(response)));
 
   assertEquals(sending.id, receiving.id);
@@ -148,7 +154,10 @@ Deno.test("handshake: a request addressed to another node is refused", async () 
   const error = await assertRejects(() => b.verifier.verify(request), ControlRejected);
   assertEquals(error.reason, "misdirected");
   // Even if a caller skipped that check, the handshaker itself refuses.
-  const direct = await assertRejects(() => b.handshaker.respond(asRequest(decodeControl(request))), HandshakeError);
+  const direct = await assertRejects(
+    () => b.handshaker.respond(asRequest(decodeControl(request))),
+    HandshakeError,
+  );
   assertEquals(direct.reason, "misdirected");
 });
 
@@ -161,7 +170,10 @@ Deno.test("handshake: a replayed request is refused, and so is a replayed respon
   await a.handshaker.complete(asResponse(await a.verifier.verify(response)));
   assertEquals((await assertRejects(() => a.verifier.verify(response), ControlRejected)).reason, "replayed");
   // Past the verifier (say, after its memory was lost), the handshaker has no pending request for it any more.
-  const again = await assertRejects(() => a.handshaker.complete(asResponse(decodeControl(response))), HandshakeError);
+  const again = await assertRejects(
+    () => a.handshaker.complete(asResponse(decodeControl(response))),
+    HandshakeError,
+  );
   assertEquals(again.reason, "unexpected");
 });
 
@@ -186,7 +198,10 @@ Deno.test("handshake: a response after the initiator's timeout completes nothing
   const { response } = await b.handshaker.respond(asRequest(await b.verifier.verify(request)));
   advance(HANDSHAKE_TIMEOUT_MS);
   const verified = asResponse(await a.verifier.verify(response));
-  assertEquals((await assertRejects(() => a.handshaker.complete(verified), HandshakeError)).reason, "unexpected");
+  assertEquals(
+    (await assertRejects(() => a.handshaker.complete(verified), HandshakeError)).reason,
+    "unexpected",
+  );
   assertEquals(a.handshaker.pending, 0);
 });
 

@@ -35,7 +35,11 @@ export function toHex(bytes: Uint8Array): string {
 
 /** A node's signing identity. */
 export class Identity {
-  private constructor(readonly nodeId: Uint8Array, readonly publicKey: Uint8Array, readonly key: SigningKey) {}
+  private constructor(
+    readonly nodeId: Uint8Array,
+    readonly publicKey: Uint8Array,
+    readonly key: SigningKey,
+  ) {}
 
   /** Makes a fresh identity (or a deterministic one from a 32-byte seed, for tests). */
   static async generate(options: { seed?: Uint8Array; backend?: PqBackend } = {}): Promise<Identity> {

@@ -39,7 +39,10 @@ export interface PqBackend {
 
 // Deno's lib types predate the WICG "modern algorithms" additions, so the few members used are typed here.
 type ModernSubtle = SubtleCrypto & {
-  encapsulateBits(algorithm: Algorithm, key: CryptoKey): Promise<{ ciphertext: ArrayBuffer; sharedKey: ArrayBuffer }>;
+  encapsulateBits(
+    algorithm: Algorithm,
+    key: CryptoKey,
+  ): Promise<{ ciphertext: ArrayBuffer; sharedKey: ArrayBuffer }>;
   decapsulateBits(algorithm: Algorithm, key: CryptoKey, ciphertext: BufferSource): Promise<ArrayBuffer>;
 };
 const subtle = crypto.subtle as ModernSubtle;
@@ -87,10 +90,20 @@ export const webcrypto: PqBackend = {
     let privateKey: CryptoKey;
     let publicKey: Uint8Array;
     if (seed) {
-      privateKey = await subtle.importKey(RAW_SEED, seed as BufferSource, KEM, false, ["decapsulateBits"] as never);
+      privateKey = await subtle.importKey(
+        RAW_SEED,
+        seed as BufferSource,
+        KEM,
+        false,
+        ["decapsulateBits"] as never,
+      );
       publicKey = ml_kem768.keygen(seed).publicKey;
     } else {
-      const pair = await subtle.generateKey(KEM, true, ["encapsulateBits", "decapsulateBits"] as never) as CryptoKeyPair;
+      const pair = await subtle.generateKey(
+        KEM,
+        true,
+        ["encapsulateBits", "decapsulateBits"] as never,
+      ) as CryptoKeyPair;
       privateKey = pair.privateKey;
       publicKey = await exportPublic(pair.publicKey);
     }
@@ -102,7 +115,13 @@ export const webcrypto: PqBackend = {
     };
   },
   async encapsulate(publicKey) {
-    const key = await subtle.importKey(RAW_PUBLIC, publicKey as BufferSource, KEM, false, ["encapsulateBits"] as never);
+    const key = await subtle.importKey(
+      RAW_PUBLIC,
+      publicKey as BufferSource,
+      KEM,
+      false,
+      ["encapsulateBits"] as never,
+    );
     const { ciphertext, sharedKey } = await subtle.encapsulateBits(KEM, key);
     return { ciphertext: new Uint8Array(ciphertext), sharedSecret: new Uint8Array(sharedKey) };
   },

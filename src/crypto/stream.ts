@@ -44,7 +44,14 @@ export interface StreamSecrets {
 }
 
 /** Why a data message could not be sealed or opened: a stable label for metrics. */
-export type StreamErrorReason = "expired" | "exhausted" | "malformed" | "wrong-stream" | "misdirected" | "auth" | "replayed";
+export type StreamErrorReason =
+  | "expired"
+  | "exhausted"
+  | "malformed"
+  | "wrong-stream"
+  | "misdirected"
+  | "auth"
+  | "replayed";
 
 /** A data message refused (or a stream past its limits). The caller drops the message and counts `reason`. */
 export class StreamError extends Error {
@@ -95,10 +102,14 @@ export class StreamSealer {
       return Promise.reject(new RangeError(`batch of ${batch.length} bytes exceeds ${MAX_BATCH_BYTES}`));
     }
     if (this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS) {
-      return Promise.reject(new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`));
+      return Promise.reject(
+        new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`),
+      );
     }
     if (this.#next >= REJECT_AFTER_MESSAGES) {
-      return Promise.reject(new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`));
+      return Promise.reject(
+        new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`),
+      );
     }
     const counter = this.#next++;
     const header = new Uint8Array(DATA_HEADER_BYTES);
@@ -110,7 +121,11 @@ export class StreamSealer {
       ttl,
     });
     return crypto.subtle.encrypt(
-      { name: "AES-GCM", iv: nonceFor(counter) as BufferSource, additionalData: dataAad(header) as BufferSource },
+      {
+        name: "AES-GCM",
+        iv: nonceFor(counter) as BufferSource,
+        additionalData: dataAad(header) as BufferSource,
+      },
       this.secrets.key,
       batch as BufferSource,
     ).then((sealed) => {
@@ -149,12 +164,17 @@ export class StreamOpener {
       throw cause;
     }
     if (!bytesEqual(header.stream, this.secrets.id)) {
-      throw new StreamError("wrong-stream", `message for stream ${toHex(header.stream)} given to another stream`);
+      throw new StreamError(
+        "wrong-stream",
+        `message for stream ${toHex(header.stream)} given to another stream`,
+      );
     }
     if (!bytesEqual(header.destination, this.#self)) {
       throw new StreamError("misdirected", `message for node ${toHex(header.destination)} reached this node`);
     }
-    if (this.expired()) throw new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`);
+    if (this.expired()) {
+      throw new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`);
+    }
     if (!this.#window.check(header.counter)) {
       throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
     }
@@ -170,7 +190,9 @@ export class StreamOpener {
         sealedPart(message) as BufferSource,
       );
     } catch (cause) {
-      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)", { cause });
+      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)", {
+        cause,
+      });
     }
     // Checked again after the await: another message with this counter may have been accepted meanwhile.
     if (!this.#window.accept(header.counter)) {

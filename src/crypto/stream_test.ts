@@ -9,10 +9,16 @@ const START = 1_800_000_000_000;
 async function pair(options: { firstCounter?: number } = {}) {
   let now = START;
   const clock = () => now;
-  const key = await crypto.subtle.importKey("raw", crypto.getRandomValues(new Uint8Array(32)), "AES-GCM", false, [
-    "encrypt",
-    "decrypt",
-  ]);
+  const key = await crypto.subtle.importKey(
+    "raw",
+    crypto.getRandomValues(new Uint8Array(32)),
+    "AES-GCM",
+    false,
+    [
+      "encrypt",
+      "decrypt",
+    ],
+  );
   const id = crypto.getRandomValues(new Uint8Array(8));
   const sending: StreamSecrets = { id, key, peer: SELF, createdAt: now };
   const receiving: StreamSecrets = { id, key, peer: new Uint8Array(16).fill(0xaa), createdAt: now };
@@ -87,7 +93,9 @@ Deno.test("stream: a message opened once is refused the second time", async () =
 
 Deno.test("stream: messages sealed concurrently get distinct counters and all open, in any order", async () => {
   const { sealer, opener } = await pair();
-  const messages = await Promise.all(Array.from({ length: 200 }, () => sealer.seal(batchOf(packets(1, 100)))));
+  const messages = await Promise.all(
+    Array.from({ length: 200 }, () => sealer.seal(batchOf(packets(1, 100)))),
+  );
   assertEquals(sealer.sealed, 200);
   messages.reverse();
   const opened = await Promise.all(messages.map((m) => opener.open(m)));
@@ -136,7 +144,10 @@ Deno.test("stream: the sender asks for a rekey at REKEY_AFTER_MS and stops at RE
   await opener.open(await sealer.seal(batchOf(packets(1, 60))));
   advance(REJECT_AFTER_MS - REKEY_AFTER_MS);
   assert(sealer.expired());
-  assertEquals((await assertRejects(() => sealer.seal(batchOf(packets(1, 60))), StreamError)).reason, "expired");
+  assertEquals(
+    (await assertRejects(() => sealer.seal(batchOf(packets(1, 60))), StreamError)).reason,
+    "expired",
+  );
   // The receiver refuses old messages too, even ones never opened.
   assertEquals((await assertRejects(() => opener.open(early), StreamError)).reason, "expired");
 });

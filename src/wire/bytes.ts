@@ -180,7 +180,9 @@ export class ByteWriter {
 
   /** Exactly `n` bytes: a fixed-size field given the wrong size is a programming error. */
   fixed(bytes: Uint8Array, n: number, field: string): this {
-    if (bytes.length !== n) throw new RangeError(`${this.what}: ${field} must be ${n} bytes, got ${bytes.length}`);
+    if (bytes.length !== n) {
+      throw new RangeError(`${this.what}: ${field} must be ${n} bytes, got ${bytes.length}`);
+    }
     const at = this.#room(n);
     this.#buf.set(bytes, at);
     return this;

@@ -153,7 +153,9 @@ function writeField(w: ByteWriter, f: Field, value: unknown, name: string): void
       return;
     case "list": {
       const items = value as unknown[];
-      if (items.length > f.max) throw new RangeError(`control body: ${name} has ${items.length} items, limit ${f.max}`);
+      if (items.length > f.max) {
+        throw new RangeError(`control body: ${name} has ${items.length} items, limit ${f.max}`);
+      }
       w.u16(items.length, name);
       items.forEach((item, i) => writeField(w, f.of, item, `${name}[${i}]`));
       return;
@@ -178,7 +180,10 @@ function readField(r: ByteReader, f: Field, name: string): unknown {
     case "bytes": {
       const b = r.varBytes(f.max, name);
       if (f.sizes && !f.sizes.includes(b.length)) {
-        throw new WireError("value", `${r.what}: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`);
+        throw new WireError(
+          "value",
+          `${r.what}: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`,
+        );
       }
       return b;
     }
@@ -186,7 +191,9 @@ function readField(r: ByteReader, f: Field, name: string): unknown {
       return r.string(f.max, name);
     case "list": {
       const n = r.u16(name);
-      if (n > f.max) throw new WireError("oversize", `${r.what}: ${name} has ${n} items, the limit is ${f.max}`);
+      if (n > f.max) {
+        throw new WireError("oversize", `${r.what}: ${name} has ${n} items, the limit is ${f.max}`);
+      }
       return Array.from({ length: n }, (_, i) => readField(r, f.of, `${name}[${i}]`));
     }
   }
@@ -268,7 +275,10 @@ export function decodeControl(message: Uint8Array): AnyControlMessage {
   const r = new ByteReader(message, "control message");
   const version = r.u8("version");
   if (version !== CONTROL_VERSION) {
-    throw new WireError("version", `control message: version ${version}, this node speaks ${CONTROL_VERSION}`);
+    throw new WireError(
+      "version",
+      `control message: version ${version}, this node speaks ${CONTROL_VERSION}`,
+    );
   }
   const kind = r.u8("kind") as ControlKind;
   if (!(kind in BODIES)) throw new WireError("type", `control message: unknown kind ${kind}`);
@@ -281,7 +291,10 @@ export function decodeControl(message: Uint8Array): AnyControlMessage {
   const id = r.bytes(16, "id");
   const bodyLength = r.u32("bodyLength");
   if (bodyLength > MAX_BODY_BYTES) {
-    throw new WireError("oversize", `control message: body is ${bodyLength} bytes, the limit is ${MAX_BODY_BYTES}`);
+    throw new WireError(
+      "oversize",
+      `control message: body is ${bodyLength} bytes, the limit is ${MAX_BODY_BYTES}`,
+    );
   }
   const br = new ByteReader(r.bytes(bodyLength, "body"), `${ControlKind[kind]} body`);
   const body: Record<string, unknown> = {};

@@ -56,7 +56,9 @@ export interface DataHeader {
 
 /** Writes the 36-byte header at the start of `message` (which must have room for it). */
 export function writeDataHeader(message: Uint8Array, header: DataHeader): void {
-  if (message.length < DATA_HEADER_BYTES) throw new RangeError("data message buffer is smaller than its header");
+  if (message.length < DATA_HEADER_BYTES) {
+    throw new RangeError("data message buffer is smaller than its header");
+  }
   if (header.destination.length !== NODE_ID_BYTES || header.stream.length !== STREAM_ID_BYTES) {
     throw new RangeError("data header: destination must be 16 bytes and stream 8 bytes");
   }
@@ -84,7 +86,10 @@ export function writeDataHeader(message: Uint8Array, header: DataHeader): void {
  */
 export function readDataHeader(message: Uint8Array): DataHeader {
   if (message.length > MAX_DATA_MESSAGE_BYTES) {
-    throw new WireError("oversize", `data message: ${message.length} bytes, the limit is ${MAX_DATA_MESSAGE_BYTES}`);
+    throw new WireError(
+      "oversize",
+      `data message: ${message.length} bytes, the limit is ${MAX_DATA_MESSAGE_BYTES}`,
+    );
   }
   const r = new ByteReader(message, "data message");
   const version = r.u8("version");
@@ -100,7 +105,10 @@ export function readDataHeader(message: Uint8Array): DataHeader {
   const counter = r.u64("counter");
   const ttl = r.u8("ttl");
   if (r.remaining < AEAD_TAG_BYTES) {
-    throw new WireError("truncated", `data message: sealed part is ${r.remaining} bytes, shorter than its tag`);
+    throw new WireError(
+      "truncated",
+      `data message: sealed part is ${r.remaining} bytes, shorter than its tag`,
+    );
   }
   return { type, destination, stream, counter, ttl };
 }
@@ -169,7 +177,9 @@ export class BatchBuilder {
 
   /** Records that `n` bytes were written into the current slot. */
   commit(n: number): void {
-    if (this.#count >= MAX_PACKETS_PER_MESSAGE) throw new RangeError("batch already holds the maximum packets");
+    if (this.#count >= MAX_PACKETS_PER_MESSAGE) {
+      throw new RangeError("batch already holds the maximum packets");
+    }
     if (!Number.isInteger(n) || n < 1 || n > this.slot().length) {
       throw new RangeError(`packet length ${n} does not fit the slot (1..${this.slot().length})`);
     }

@@ -26,8 +26,18 @@ function message(counter: number, ttl: number, sealedBytes = 16): Uint8Array {
 const HEADER_VECTORS: [n: number, counter: number, ttl: number, hex: string][] = [
   [1, 0, 8, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000000" + "08"],
   [2, 1, 0, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000001" + "00"],
-  [3, 2 ** 32 + 5, 255, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000100000005" + "ff"],
-  [4, 2 ** 53 - 1, 1, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "001fffffffffffff" + "01"],
+  [
+    3,
+    2 ** 32 + 5,
+    255,
+    "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000100000005" + "ff",
+  ],
+  [
+    4,
+    2 ** 53 - 1,
+    1,
+    "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "001fffffffffffff" + "01",
+  ],
 ];
 
 const hex = (b: Uint8Array) => Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
@@ -53,7 +63,12 @@ Deno.test("envelope: header decoding refuses each malformed case with a WireErro
     [5, Uint8Array.of(1, 99, ...good.subarray(2)), "type", "unknown type 99"],
     [6, Uint8Array.of(1, 1, 4, ...good.subarray(3)), "value", "reserved flags"],
     [7, new Uint8Array(MAX_DATA_MESSAGE_BYTES + 1), "oversize", "limit is 65536"],
-    [8, Uint8Array.of(...good.subarray(0, 27), 0xff, 0, 0, 0, 0, 0, 0, 0, ...good.subarray(35)), "value", "2^53"],
+    [
+      8,
+      Uint8Array.of(...good.subarray(0, 27), 0xff, 0, 0, 0, 0, 0, 0, 0, ...good.subarray(35)),
+      "value",
+      "2^53",
+    ],
   ];
   for (const [n, bytes, reason, text] of cases) {
     const error = assertThrows(() => readDataHeader(bytes), WireError, text);

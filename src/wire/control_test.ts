@@ -1,0 +1,191 @@
+import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { mutants } from "../../tests/fuzz.ts";
+import { MAX_CONTROL_MESSAGE_BYTES } from "../spec.ts";
+import { WireError } from "./bytes.ts";
+import {
+  type AnyControlMessage,
+  BROADCAST,
+  type ControlFields,
+  ControlKind,
+  decodeControl,
+  encodeControlUnsigned,
+  MAX_CERTIFICATE_BYTES,
+  MAX_DNS_ADDRESSES,
+  TetherSignalType,
+  withSignature,
+} from "./control.ts";
+
+const SIGNATURE = new Uint8Array(3309).fill(0x5a);
+const base = {
+  sender: new Uint8Array(16).fill(1),
+  recipient: new Uint8Array(16).fill(2),
+  certRef: new Uint8Array(16).fill(3),
+  timestamp: 1_800_000_000_123,
+  id: new Uint8Array(16).fill(4),
+};
+
+/** One valid message of every kind. */
+const SAMPLES: ControlFields[] = [
+  {
+    ...base,
+    recipient: BROADCAST,
+    kind: ControlKind.Announce,
+    body: { certificate: new Uint8Array(900).fill(9) },
+  },
+  {
+    ...base,
+    kind: ControlKind.StreamRequest,
+    body: { kemPublicKey: new Uint8Array(1184).fill(5), x25519PublicKey: new Uint8Array(32).fill(6) },
+  },
+  {
+    ...base,
+    kind: ControlKind.StreamResponse,
+    body: {
+      requestHash: new Uint8Array(32).fill(7),
+      kemCiphertext: new Uint8Array(1088).fill(8),
+      x25519PublicKey: new Uint8Array(32).fill(9),
+    },
+  },
+  {
+    ...base,
+    kind: ControlKind.TetherSignal,
+    body: {
+      session: new Uint8Array(16).fill(10),
+      signal: TetherSignalType.Offer,
+      payload: "v=0\r\no=- 1 2 IN IP4 ✓",
+    },
+  },
+  { ...base, recipient: BROADCAST, kind: ControlKind.DnsQuery, body: { name: "web.veilnet", qtype: 28 } },
+  {
+    ...base,
+    kind: ControlKind.DnsAnswer,
+    body: {
+      query: new Uint8Array(16).fill(11),
+      name: "web.veilnet",
+      ttl: 5,
+      addresses: [Uint8Array.of(10, 128, 0, 2), new Uint8Array(16).fill(0xfd)],
+    },
+  },
+  { ...base, recipient: BROADCAST, kind: ControlKind.TaintUpdate, body: { certificate: new Uint8Array(10) } },
+] as ControlFields[];
+
+function encode(m: ControlFields): Uint8Array {
+  return withSignature(encodeControlUnsigned(m), SIGNATURE);
+}
+
+for (const sample of SAMPLES) {
+  Deno.test(`control: ${ControlKind[sample.kind]} round-trips field for field`, () => {
+    const bytes = encode(sample);
+    const decoded: AnyControlMessage = decodeControl(bytes);
+    const { signed, signature, ...fields } = decoded;
+    assertEquals(fields, sample);
+    assertEquals(signature, SIGNATURE);
+    assertEquals(signed.length, bytes.length - SIGNATURE.length);
+  });
+
+  Deno.test(`control: ${ControlKind[sample.kind]} decoding is total over 2000 hostile inputs`, () => {
+    for (const { what, bytes } of mutants(encode(sample), 2000, { seed: sample.kind })) {
+      try {
+        decodeControl(bytes);
+      } catch (error) {
+        if (!(error instanceof WireError)) throw new Error(`${what}: ${error}`);
+      }
+    }
+  });
+}
+
+Deno.test("control: the header layout is as documented", () => {
+  const bytes = encode(SAMPLES[4]!);
+  assertEquals(Array.from(bytes.subarray(0, 3)), [1, ControlKind.DnsQuery, 0]);
+  assertEquals(bytes.subarray(35, 51), base.certRef);
+  assertEquals(new DataView(bytes.buffer).getBigUint64(51), BigInt(base.timestamp));
+  assertEquals(bytes.subarray(59, 75), base.id);
+  assertEquals(new DataView(bytes.buffer).getUint32(75), bytes.length - 79 - 3309);
+});
+
+Deno.test("control: decoding refuses each malformed message with a WireError saying why", () => {
+  const good = encode(SAMPLES[3]!);
+  const set = (at: number, value: number) => {
+    const b = good.slice();
+    b[at] = value;
+    return b;
+  };
+  const bodyStart = 79;
+  const cases: [n: number, bytes: Uint8Array, reason: string, text: string][] = [
+    [1, new Uint8Array(0), "truncated", "truncated at version"],
+    [2, set(0, 2), "version", "version 2"],
+    [3, set(1, 0), "type", "unknown kind 0"],
+    [4, set(1, 200), "type", "unknown kind 200"],
+    [5, set(2, 1), "value", "reserved flags"],
+    [6, good.subarray(0, 55), "truncated", "truncated at timestamp"],
+    [7, good.subarray(0, good.length - 1), "truncated", "truncated at signature"],
+    [8, Uint8Array.of(...good, 0), "trailing", "1 unexpected trailing bytes"],
+    [9, set(bodyStart + 16, 9), "value", "signal is 9"], // signal type out of range
+    [10, set(75, 0xff), "oversize", "body is"], // declared body length far too large
+    [11, new Uint8Array(MAX_CONTROL_MESSAGE_BYTES + 1), "oversize", "limit is 65536"],
+    [12, set(51, 0xff), "value", "timestamp exceeds 2^53 - 1"],
+  ];
+  for (const [n, bytes, reason, text] of cases) {
+    const error = assertThrows(() => decodeControl(bytes), WireError, text);
+    assertEquals(error.reason, reason, `case ${n}`);
+  }
+});
+
+Deno.test("control: strings must be valid UTF-8 and bodies must be consumed exactly", () => {
+  const query = encode(SAMPLES[4]!);
+  const badUtf8 = query.slice();
+  badUtf8[79 + 2] = 0xff; // first byte of the name
+  assertEquals(assertThrows(() => decodeControl(badUtf8), WireError, "not valid UTF-8").reason, "encoding");
+
+  // A body with a byte more than its fields take: the body length grows by one, the extra byte stays in the body.
+  const unsigned = encodeControlUnsigned(SAMPLES[4]!);
+  const longer = new Uint8Array(unsigned.length + 1 + 3309);
+  longer.set(unsigned);
+  new DataView(longer.buffer).setUint32(75, unsigned.length - 79 + 1);
+  assertEquals(assertThrows(() => decodeControl(longer), WireError, "trailing").reason, "trailing");
+});
+
+Deno.test("control: list and size limits hold on decode", () => {
+  const answer = SAMPLES[5]! as ControlFields<ControlKind.DnsAnswer>;
+  const bytes = encode(answer);
+  // The address count field follows query(16), name(2 + 11), ttl(4).
+  const countAt = 79 + 16 + 2 + 11 + 4;
+  const tooMany = bytes.slice();
+  new DataView(tooMany.buffer).setUint16(countAt, MAX_DNS_ADDRESSES + 1);
+  assertEquals(assertThrows(() => decodeControl(tooMany), WireError, "items").reason, "oversize");
+  const badAddress = bytes.slice();
+  badAddress[countAt + 3] = 5; // first address claims 5 bytes
+  assertEquals(assertThrows(() => decodeControl(badAddress), WireError, "4 or 16 bytes").reason, "value");
+});
+
+Deno.test("control: encoding refuses values that break the limits, naming the field", () => {
+  const announce = SAMPLES[0]! as ControlFields<ControlKind.Announce>;
+  assertThrows(
+    () =>
+      encodeControlUnsigned({
+        ...announce,
+        body: { certificate: new Uint8Array(MAX_CERTIFICATE_BYTES + 1) },
+      }),
+    RangeError,
+    "certificate",
+  );
+  assertThrows(
+    () => encodeControlUnsigned({ ...announce, sender: new Uint8Array(15) }),
+    RangeError,
+    "sender",
+  );
+  assertThrows(() => encodeControlUnsigned({ ...announce, timestamp: -1 }), RangeError, "timestamp");
+  const answer = SAMPLES[5]! as ControlFields<ControlKind.DnsAnswer>;
+  assertThrows(
+    () => encodeControlUnsigned({ ...answer, body: { ...answer.body, addresses: [new Uint8Array(5)] } }),
+    RangeError,
+    "4 or 16 bytes",
+  );
+  const signal = SAMPLES[3]! as ControlFields<ControlKind.TetherSignal>;
+  assertThrows(
+    () => encodeControlUnsigned({ ...signal, body: { ...signal.body, signal: 0 } }),
+    RangeError,
+    "signal is 0",
+  );
+  assertThrows(() => withSignature(new Uint8Array(10), new Uint8Array(3308)), RangeError, "3309");
+});
