@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs what veilnet-conflux needs on a Debian machine, then runs the command given, from the repository root:
+#   bash setup.sh deno task demo     # the local demo
+#   bash setup.sh deno task ok       # format check, lint, type check and every test
+# Installs only what is missing: Deno (from npm), nats-server and iproute2 (from apt). Needs root for apt and
+# npm -g; without root it says exactly what is missing instead.
+set -euo pipefail
+
+DENO_VERSION=2.9.6
+cd "$(dirname "$(readlink -f "$0")")"
+
+say() { printf 'setup: %s\n' "$*" >&2; }
+fail() { say "$*"; exit 1; }
+is_root() { [ "$(id -u)" = 0 ]; }
+
+# --- Deno, from the npm registry (the binary ships inside the package) ---
+deno_ok() { command -v deno >/dev/null 2>&1 && [ "$(deno --version 2>/dev/null | head -n1 | cut -d' ' -f2)" = "$DENO_VERSION" ]; }
+if ! deno_ok; then
+  command -v npm >/dev/null 2>&1 || fail "Deno $DENO_VERSION is missing and so is npm to install it: install Node.js and npm first."
+  is_root || fail "Deno $DENO_VERSION is missing: run 'npm install -g deno@$DENO_VERSION' as root, or run this script as root."
+  say "installing Deno $DENO_VERSION from npm"
+  npm install -g --no-fund --no-audit "deno@$DENO_VERSION" >&2
+  hash -r
+  PATH="$(npm prefix -g)/bin:$PATH"
+  deno_ok || fail "npm installed deno@$DENO_VERSION but 'deno --version' does not report it; check $(npm prefix -g)/bin is on PATH."
+fi
+
+# --- Debian packages: nats-server (the Master) and iproute2 (network namespaces for end-to-end tests) ---
+missing=()
+command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
+command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+if [ ${#missing[@]} -gt 0 ]; then
+  command -v apt-get >/dev/null 2>&1 || fail "missing: ${missing[*]}. This is not a Debian-like system: install them with your package manager."
+  is_root || fail "missing: ${missing[*]}. Run 'apt-get install -y ${missing[*]}' as root, or run this script as root."
+  say "installing ${missing[*]} from apt"
+  DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+
+[ $# -gt 0 ] || { say "all set. Give a command to run, e.g. 'bash setup.sh deno task ok'"; exit 0; }
+exec "$@"

@@ -1,0 +1,45 @@
+/**
+ * The command-line contract (../shared/DESIGN.md, "Command line"), as data: what each command takes and whether
+ * this build has it yet. `--help` is rendered from this table, so it cannot claim a command that does not exist.
+ * @module
+ */
+
+/** One command of the contract. */
+export interface Command {
+  name: string;
+  usage: string;
+  summary: string;
+  /** Runs the command and returns the exit code; absent while the command is not built yet. */
+  run?: (args: string[]) => Promise<number>;
+}
+
+/** Every command of the contract, in the order `--help` lists them. */
+export const COMMANDS: readonly Command[] = [
+  { name: "run", usage: "run", summary: "run a node in the foreground from env/saved config (the default)" },
+  {
+    name: "register",
+    usage: "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--no-service]",
+    summary: "register with a Guardian, save conflux.json, install and start the service",
+  },
+  { name: "unregister", usage: "unregister", summary: "unregister, remove the saved config and the service" },
+  {
+    name: "up",
+    usage: "up -t CONFLUX_TOKEN [--guardian URL]",
+    summary: "integration mode: save up.json, start",
+  },
+  { name: "down", usage: "down", summary: "stop integration mode and remove up.json" },
+  { name: "install", usage: "install", summary: "install the systemd unit veilnet.service" },
+  { name: "start", usage: "start", summary: "start the service" },
+  { name: "stop", usage: "stop", summary: "stop the service" },
+  { name: "remove", usage: "remove", summary: "remove the service (keeps the registration)" },
+  { name: "status", usage: "status [--json]", summary: "node status; exits non-zero when not connected" },
+  { name: "peers", usage: "peers [--json]", summary: "peers with path, RTT and bytes" },
+  { name: "ping", usage: "ping TAG|IP [--count N]", summary: "ping a peer through the overlay" },
+  { name: "taint", usage: "taint add|remove|list [TAINT]", summary: "change this node's taints at runtime" },
+  { name: "info", usage: "info", summary: "identity, realm and addresses of this node" },
+  {
+    name: "guardian",
+    usage: "guardian serve|realm|token|nats-config ...",
+    summary: "the self-hosted Guardian (registration, certificates, NATS credentials)",
+  },
+];
