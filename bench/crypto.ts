@@ -8,7 +8,7 @@ import { Handshaker } from "../src/crypto/handshake.ts";
 import { Identity, toHex } from "../src/crypto/identity.ts";
 import { noble, pq } from "../src/crypto/pq.ts";
 import { StreamOpener, StreamSealer } from "../src/crypto/stream.ts";
-import { ControlKind, type ControlMessage } from "../src/wire/control.ts";
+import type { ControlKind, ControlMessage } from "../src/wire/control.ts";
 import { BatchBuilder } from "../src/wire/envelope.ts";
 
 /** One printed figure. */

@@ -9,8 +9,8 @@ import { ControlVerifier } from "../src/crypto/control_signing.ts";
 import { Handshaker } from "../src/crypto/handshake.ts";
 import { Identity, toHex } from "../src/crypto/identity.ts";
 import { pq } from "../src/crypto/pq.ts";
-import { StreamError, StreamOpener, StreamSealer } from "../src/crypto/stream.ts";
-import { ControlKind, type ControlMessage } from "../src/wire/control.ts";
+import { type StreamError, StreamOpener, StreamSealer } from "../src/crypto/stream.ts";
+import type { ControlKind, ControlMessage } from "../src/wire/control.ts";
 import { BatchBuilder, decrementTtl, readDataHeader, unpackBatch } from "../src/wire/envelope.ts";
 
 const clock = () => Date.now();
@@ -44,7 +44,7 @@ log(`  crypto backend: ${(await pq()).name}`);
 log();
 log("1. Three nodes start.");
 const a = await node("A");
-const relay = await node("R");
+await node("R"); // the relay: a node like any other, with no key for the A→B stream
 const b = await node("B");
 
 log();
