@@ -30,7 +30,7 @@ export interface Mutant {
 }
 
 /**
- * `count` corruptions of `valid`: pure noise of random length (up to `maxLength`), truncations, extensions with
+ * `count` corruptions of `valid`, each different from it: pure noise of random length (up to `maxLength`), truncations, extensions with
  * garbage, single bit flips, and random byte overwrites.
  */
 export function* mutants(
@@ -58,10 +58,12 @@ export function* mutants(
       bytes[bit >> 3] ^= 1 << (bit & 7);
       yield { what: `bit ${bit} flipped`, bytes };
     } else {
+      // Distinct positions, each XORed with a non-zero byte, so the result always differs from `valid`.
       const bytes = valid.slice();
-      for (let j = 0; j < 1 + Math.floor(rand() * 8); j++) {
-        bytes[Math.floor(rand() * bytes.length)] = rand() * 256;
-      }
+      const positions = new Set(
+        Array.from({ length: 1 + Math.floor(rand() * 8) }, () => rand() * bytes.length | 0),
+      );
+      for (const at of positions) bytes[at] ^= 1 + Math.floor(rand() * 255);
       yield { what: `overwritten #${i}`, bytes };
     }
   }
