@@ -6,6 +6,7 @@ import { ControlKind, type ControlMessage, decodeControl } from "../wire/control
 import { ControlRejected, ControlVerifier } from "./control_signing.ts";
 import { HandshakeError, Handshaker } from "./handshake.ts";
 import { Identity, toHex } from "./identity.ts";
+import { noble, type PqBackend, webcrypto } from "./pq.ts";
 import { StreamOpener, StreamSealer } from "./stream.ts";
 
 const CERT_REF = new Uint8Array(16).fill(0xcc);
@@ -229,4 +230,32 @@ Deno.test("handshake: an opener holding another handshake's key refuses the data
   const wrong = new StreamOpener({ ...other, id: secrets.id }, { self: b.identity.nodeId, clock: () => 0 });
   const message = await sealer.seal(new Uint8Array([0, 1, 0x45]));
   assertEquals((await assertRejects(() => wrong.open(message), Error)).name, "StreamError");
+});
+
+Deno.test("handshake: a node on the noble fallback and a node on WebCrypto complete a handshake together", async () => {
+  const clock = () => 1_800_000_000_000;
+  const directory = new Map<string, Uint8Array>();
+  const make = async (backend: PqBackend) => {
+    const identity = await Identity.generate({ backend });
+    directory.set(identity.id, identity.publicKey);
+    return {
+      identity,
+      handshaker: new Handshaker({ identity, certRef: () => CERT_REF, clock, backend }),
+      verifier: new ControlVerifier({
+        self: identity.nodeId,
+        clock,
+        keys: (sender) => directory.get(toHex(sender)),
+        backend,
+      }),
+    };
+  };
+  for (const [first, second] of [[noble, webcrypto], [webcrypto, noble]]) {
+    const [a, b] = [await make(first!), await make(second!)];
+    const request = await a.handshaker.request(b.identity.nodeId);
+    const { response, secrets } = await b.handshaker.respond(asRequest(await b.verifier.verify(request)));
+    const sending = await a.handshaker.complete(asResponse(await a.verifier.verify(response)));
+    const message = await new StreamSealer(sending, clock).seal(new Uint8Array([0, 1, 0x45]));
+    const opened = await new StreamOpener(secrets, { self: b.identity.nodeId, clock }).open(message);
+    assertEquals(unpackBatch(opened), [Uint8Array.of(0x45)]);
+  }
 });
