@@ -6,6 +6,7 @@
  * @module
  */
 
+import { Refused } from "../errors.ts";
 import { CONTROL_MAX_SKEW_MS, CONTROL_SIGNATURE_CONTEXT } from "../spec.ts";
 import { SEEN_IDS_CAPACITY } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
@@ -57,11 +58,8 @@ export type RejectReason =
   | "bad-signature";
 
 /** A control message refused by `ControlVerifier`. Callers drop the message and count `reason`. */
-export class ControlRejected extends Error {
+export class ControlRejected extends Refused<RejectReason> {
   override name = "ControlRejected";
-  constructor(readonly reason: RejectReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
 }
 
 /** Remembers message ids until they could no longer pass the timestamp check, within a bounded capacity. */

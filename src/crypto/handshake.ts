@@ -25,6 +25,7 @@
  * @module
  */
 
+import { Refused } from "../errors.ts";
 import { STREAM_ID_BYTES, STREAM_KDF_LABEL, STREAM_KEY_BYTES } from "../spec.ts";
 import { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_HANDSHAKES } from "../tuning.ts";
 import { ControlKind, type ControlMessage } from "../wire/control.ts";
@@ -37,11 +38,8 @@ import type { StreamSecrets } from "./stream.ts";
 export type HandshakeErrorReason = "misdirected" | "unexpected" | "wrong-peer" | "bad-key" | "busy";
 
 /** A handshake message refused; the caller drops it and counts `reason`. */
-export class HandshakeError extends Error {
+export class HandshakeError extends Refused<HandshakeErrorReason> {
   override name = "HandshakeError";
-  constructor(readonly reason: HandshakeErrorReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
 }
 
 interface Pending {

@@ -11,6 +11,7 @@
  * @module
  */
 
+import { Refused } from "../errors.ts";
 import {
   DEFAULT_DATA_TTL,
   REJECT_AFTER_MESSAGES,
@@ -54,11 +55,8 @@ export type StreamErrorReason =
   | "replayed";
 
 /** A data message refused (or a stream past its limits). The caller drops the message and counts `reason`. */
-export class StreamError extends Error {
+export class StreamError extends Refused<StreamErrorReason> {
   override name = "StreamError";
-  constructor(readonly reason: StreamErrorReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
 }
 
 function nonceFor(counter: number): Uint8Array {

@@ -4,12 +4,10 @@
  * @module
  */
 
+import { Refused } from "../errors.ts";
 /** The only error a wire decoder throws: the input is not a valid message. `reason` is stable for metrics. */
-export class WireError extends Error {
+export class WireError extends Refused<WireErrorReason> {
   override name = "WireError";
-  constructor(readonly reason: WireErrorReason, message: string, options?: ErrorOptions) {
-    super(message, options);
-  }
 }
 
 /** Why a decode failed, as a short stable label (used as a metrics dimension). */
