@@ -77,7 +77,8 @@ export class SeenIds {
     const known = this.#expiry.get(id);
     if (known !== undefined && known >= now) return false;
     this.#expiry.delete(id);
-    // Map keeps insertion order, and every entry lives the same span, so the oldest entries come first.
+    // Map keeps insertion order, which is roughly expiry order, so pruning from the front and stopping at the first
+    // live entry is cheap. An expired entry left behind is harmless: its message now fails the timestamp check.
     for (const [old, expiry] of this.#expiry) {
       if (expiry >= now && this.#expiry.size < this.capacity) break;
       this.#expiry.delete(old);
