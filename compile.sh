@@ -34,7 +34,7 @@ fi
 PERMISSIONS=(
   --allow-ffi                                    # libc: the TUN device
   --allow-net                                    # Guardian, NATS, WebRTC, DNS, local API
-  --allow-read=/dev/net/tun,/etc,/root/.config/conflux,/var/lib/veilnet,/run/veilnet,/proc/net,/proc/sys/net
+  --allow-read=/dev/net/tun,/etc,/root/.config/conflux,/var/lib/veilnet,/run/veilnet,/proc/net,/proc/thread-self/net,/proc/sys/net
   --allow-write=/dev/net/tun,/root/.config/conflux,/var/lib/veilnet,/run/veilnet,/etc/systemd/system,/proc/sys/net
   --allow-run=nats-server,nft,resolvectl,systemctl,ip
   --allow-env=VEILNET_*,HOME,XDG_CONFIG_HOME,NO_COLOR

@@ -1,0 +1,88 @@
+/**
+ * Opens libc once (the only `Deno.dlopen` in the project) and turns C failures into Errors that say which call
+ * failed, with which errno, and what to do about the common ones.
+ * @module
+ */
+
+import { LIBC_SYMBOLS } from "./libc.ts";
+
+/** The opened library's functions. */
+export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
+
+/** Library names tried in order: glibc, then the generic name, then musl (Alpine). */
+const CANDIDATES = ["libc.so.6", "libc.so", `libc.musl-${Deno.build.arch}.so.1`];
+
+let opened: Deno.DynamicLibrary<typeof LIBC_SYMBOLS> | undefined;
+/**
+ * This thread's errno, located once. Each JavaScript thread (worker) has its own copy of this module, so the
+ * cached location is always the calling thread's.
+ */
+let errnoView: Deno.UnsafePointerView | undefined;
+
+/** The libc functions, loading the library on first use. Throws an Error naming the fix when it cannot. */
+export function libc(): Libc {
+  if (opened) return opened.symbols;
+  if (Deno.build.os !== "linux") {
+    throw new Error(`veilnet-conflux needs Linux for its TUN device; this is ${Deno.build.os}`);
+  }
+  const failures: string[] = [];
+  for (const name of CANDIDATES) {
+    try {
+      opened = Deno.dlopen(name, LIBC_SYMBOLS);
+      const at = opened.symbols.__errno_location();
+      if (at === null) throw new Error("__errno_location() returned NULL");
+      errnoView = new Deno.UnsafePointerView(at);
+      return opened.symbols;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotCapable || error instanceof Deno.errors.PermissionDenied) {
+        throw new Error(
+          `loading ${name} needs the FFI permission: run deno with --allow-ffi (the compiled binary has it)`,
+          { cause: error },
+        );
+      }
+      failures.push(`${name}: ${(error as Error).message}`);
+    }
+  }
+  throw new Error(`could not load the C library (tried ${failures.join("; ")})`);
+}
+
+/**
+ * The calling thread's errno: read it straight after the failed call, with nothing in between. The runtime itself
+ * may change errno between two JavaScript statements (rarely, but it was seen), so never decide control flow on
+ * errno alone where another signal exists; see `sys`.
+ */
+export function errno(): number {
+  libc();
+  return errnoView!.getInt32();
+}
+
+/** Runs a C call that returns a negative value on failure; throws SyscallError (with `hints[errno]`) if it fails. */
+export function sys(
+  call: string,
+  fn: () => number | bigint,
+  hints: Partial<Record<number, string>> = {},
+): number {
+  const result = Number(fn());
+  if (result >= 0) return result;
+  const code = errnoView!.getInt32();
+  throw new SyscallError(call, code, hints[code]);
+}
+
+/** The C library's description of an errno value. */
+export function strerror(code: number): string {
+  const text = libc().strerror(code);
+  return text === null ? `errno ${code}` : Deno.UnsafePointerView.getCString(text);
+}
+
+/** A system call that failed: `errno` is the C error number, `call` what was attempted. */
+export class SyscallError extends Error {
+  override name = "SyscallError";
+  constructor(readonly call: string, readonly errno: number, hint?: string) {
+    super(`${call} failed: ${strerror(errno)} (errno ${errno})${hint ? `. ${hint}` : ""}`);
+  }
+}
+
+/** NUL-terminated UTF-8 for `const char *` parameters. */
+export function cString(value: string): Uint8Array {
+  return new TextEncoder().encode(`${value}\0`);
+}

@@ -1,0 +1,65 @@
+/**
+ * The TUN device as the data plane sees it: packets in batches. The only synchronous boundary of the pipeline.
+ *
+ * Buffers follow wireguard-go's convention: packet i lives at `bufs[i][offset ..]`, so a caller can leave
+ * `offset` bytes of headroom in front of each packet for its own header and avoid a copy.
+ * @module
+ */
+
+/** Counters a device keeps; they only grow. */
+export interface TunStats {
+  /** Packets handed out by readBatch. */
+  readPackets: number;
+  /** Packets the kernel (or the double) accepted from writeBatch. */
+  writtenPackets: number;
+  /** Packets writeBatch could not hand over (malformed, or refused by the kernel); they are skipped, not retried. */
+  writeErrors: number;
+}
+
+/** A TUN device, real or in memory. One reader at a time; writes may come from anywhere. */
+export interface Tun extends AsyncDisposable {
+  /** Interface name, e.g. "veilnet". */
+  readonly name: string;
+  /** Largest IP packet the device carries. */
+  readonly mtu: number;
+  readonly stats: Readonly<TunStats>;
+  /** True once close() was called. */
+  readonly closed: boolean;
+
+  /**
+   * Waits for at least one packet, then reads as many as are ready, up to `bufs.length`, without waiting again.
+   * Packet i is written to `bufs[i]` at `offset` and its length to `sizes[i]`. Every buffer needs room for
+   * `offset + mtu` bytes. Resolves to the number of packets, or to 0 once the device is closed.
+   */
+  readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number>;
+
+  /**
+   * Hands `bufs[i][offset ..]` to the host's network stack, for every i. Never waits. Returns how many were
+   * accepted; a bad packet is counted in `stats.writeErrors` and skipped without affecting the others.
+   * Throws only if the device is closed.
+   */
+  writeBatch(bufs: Uint8Array[], offset: number): number;
+
+  /** Closes the device (a real one disappears from the host). A pending readBatch resolves to 0. Idempotent. */
+  close(): Promise<void>;
+}
+
+/** The error writeBatch throws on a closed device. */
+export class TunClosedError extends Error {
+  override name = "TunClosedError";
+  constructor(name: string) {
+    super(`TUN device "${name}" is closed`);
+  }
+}
+
+/** Checks the read buffers once per call: a buffer too small would silently truncate packets. */
+export function checkReadBuffers(bufs: Uint8Array[], sizes: number[], offset: number, mtu: number): void {
+  if (sizes.length < bufs.length) {
+    throw new RangeError(`sizes has ${sizes.length} slots for ${bufs.length} buffers`);
+  }
+  for (const b of bufs) {
+    if (b.length < offset + mtu) {
+      throw new RangeError(`read buffer of ${b.length} bytes cannot hold offset ${offset} + MTU ${mtu}`);
+    }
+  }
+}
