@@ -5,9 +5,11 @@
  */
 
 import { cryptoBench, type Figure } from "./crypto.ts";
+import { tunBench } from "./tun.ts";
 
 const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   crypto: () => cryptoBench(),
+  tun: () => tunBench(),
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(SECTIONS);

@@ -235,3 +235,21 @@ Deno.test({
     assert(text.includes("run deno with --allow-ffi"), text);
   },
 });
+
+Deno.test({
+  name: "LinuxTun: opening and closing devices, with reads pending, leaves no file descriptor behind",
+  ignore,
+  async fn() {
+    await using ns = await Netns.create("fds");
+    ns.enter();
+    const openFds = () => [...Deno.readDirSync("/proc/thread-self/fd")].length;
+    const before = openFds();
+    for (let i = 0; i < 20; i++) {
+      const tun = await LinuxTun.open({ name: `vf${i % 3}`, addresses: ["10.96.0.1/24", "fd96::1/64"] });
+      const pending = tun.readBatch([new Uint8Array(tun.mtu)], [0], 0);
+      await tun.close();
+      await pending;
+    }
+    assertEquals(openFds(), before);
+  },
+});
