@@ -30,6 +30,19 @@ import {
   X25519_PUBLIC_KEY_BYTES,
 } from "../spec.ts";
 import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
+import {
+  bytes,
+  fixed,
+  list,
+  readRecord,
+  type RecordOf,
+  type Schema,
+  string,
+  u16,
+  u32,
+  u8,
+  writeRecord,
+} from "./schema.ts";
 
 /** Kinds of control message. Numbers are wire values: never reuse one. */
 export enum ControlKind {
@@ -66,34 +79,13 @@ export const MAX_DNS_NAME_BYTES = 253;
 /** Most addresses in one DNS answer. */
 export const MAX_DNS_ADDRESSES = 32;
 
-// ---- The body schema: a tiny declarative codec ------------------------------------------------------------------
-
-type Field =
-  | { t: "u8" | "u16" | "u32" | "u64"; max?: number; min?: number }
-  | { t: "fixed"; n: number }
-  | { t: "bytes"; max: number; sizes?: readonly number[] }
-  | { t: "string"; max: number }
-  | { t: "list"; of: Field; max: number };
-
-type ValueOf<F> = F extends { t: "u8" | "u16" | "u32" | "u64" } ? number
-  : F extends { t: "fixed" | "bytes" } ? Uint8Array
-  : F extends { t: "string" } ? string
-  : F extends { t: "list"; of: infer O } ? ValueOf<O>[]
-  : never;
-
-type Schema = Readonly<Record<string, Field>>;
-type BodyFrom<S extends Schema> = { -readonly [K in keyof S]: ValueOf<S[K]> };
-
-const u8 = (min = 0, max = 0xff) => ({ t: "u8", min, max }) as const;
-const u32 = { t: "u32" } as const;
-const fixed = (n: number) => ({ t: "fixed", n }) as const;
-const bytes = (max: number, sizes?: readonly number[]) => ({ t: "bytes", max, sizes }) as const;
-const string = (max: number) => ({ t: "string", max }) as const;
-const list = <F extends Field>(of: F, max: number) => ({ t: "list", of, max }) as const;
-
 /** The body of each kind, in wire order. */
 export const BODIES = {
-  [ControlKind.Announce]: { certificate: bytes(MAX_CERTIFICATE_BYTES) },
+  [ControlKind.Announce]: {
+    certificate: bytes(MAX_CERTIFICATE_BYTES),
+    /** 1 when the sender is shutting down: peers drop it at once instead of waiting for it to expire. */
+    leaving: u8(0, 1),
+  },
   [ControlKind.StreamRequest]: {
     kemPublicKey: fixed(ML_KEM_768_PUBLIC_KEY_BYTES),
     x25519PublicKey: fixed(X25519_PUBLIC_KEY_BYTES),
@@ -110,7 +102,7 @@ export const BODIES = {
     signal: u8(TetherSignalType.Offer, TetherSignalType.Close),
     payload: string(MAX_SIGNAL_BYTES),
   },
-  [ControlKind.DnsQuery]: { name: string(MAX_DNS_NAME_BYTES), qtype: { t: "u16" } },
+  [ControlKind.DnsQuery]: { name: string(MAX_DNS_NAME_BYTES), qtype: u16 },
   [ControlKind.DnsAnswer]: {
     /** The id of the query this answers. */
     query: fixed(16),
@@ -122,82 +114,7 @@ export const BODIES = {
 } as const satisfies Record<ControlKind, Schema>;
 
 /** The decoded body of a kind. */
-export type ControlBody<K extends ControlKind> = BodyFrom<(typeof BODIES)[K]>;
-
-function writeField(w: ByteWriter, f: Field, value: unknown, name: string): void {
-  switch (f.t) {
-    case "u8":
-    case "u16":
-    case "u32":
-    case "u64": {
-      const n = value as number;
-      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
-        throw new RangeError(`control body: ${name} is ${n}, allowed ${f.min ?? 0}..${f.max}`);
-      }
-      w[f.t](n, name);
-      return;
-    }
-    case "fixed":
-      w.fixed(value as Uint8Array, f.n, name);
-      return;
-    case "bytes": {
-      const b = value as Uint8Array;
-      if (f.sizes && !f.sizes.includes(b.length)) {
-        throw new RangeError(`control body: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`);
-      }
-      w.varBytes(b, f.max, name);
-      return;
-    }
-    case "string":
-      w.string(value as string, f.max, name);
-      return;
-    case "list": {
-      const items = value as unknown[];
-      if (items.length > f.max) {
-        throw new RangeError(`control body: ${name} has ${items.length} items, limit ${f.max}`);
-      }
-      w.u16(items.length, name);
-      items.forEach((item, i) => writeField(w, f.of, item, `${name}[${i}]`));
-      return;
-    }
-  }
-}
-
-function readField(r: ByteReader, f: Field, name: string): unknown {
-  switch (f.t) {
-    case "u8":
-    case "u16":
-    case "u32":
-    case "u64": {
-      const n = r[f.t](name);
-      if ((f.min !== undefined && n < f.min) || (f.max !== undefined && n > f.max)) {
-        throw new WireError("value", `${r.what}: ${name} is ${n}, allowed ${f.min ?? 0}..${f.max}`);
-      }
-      return n;
-    }
-    case "fixed":
-      return r.bytes(f.n, name);
-    case "bytes": {
-      const b = r.varBytes(f.max, name);
-      if (f.sizes && !f.sizes.includes(b.length)) {
-        throw new WireError(
-          "value",
-          `${r.what}: ${name} must be ${f.sizes.join(" or ")} bytes, got ${b.length}`,
-        );
-      }
-      return b;
-    }
-    case "string":
-      return r.string(f.max, name);
-    case "list": {
-      const n = r.u16(name);
-      if (n > f.max) {
-        throw new WireError("oversize", `${r.what}: ${name} has ${n} items, the limit is ${f.max}`);
-      }
-      return Array.from({ length: n }, (_, i) => readField(r, f.of, `${name}[${i}]`));
-    }
-  }
-}
+export type ControlBody<K extends ControlKind> = RecordOf<(typeof BODIES)[K]>;
 
 // ---- The envelope ------------------------------------------------------------------------------------------------
 
@@ -239,9 +156,7 @@ export function encodeControlUnsigned<K extends ControlKind>(m: ControlFields<K>
     .u64(m.timestamp, "timestamp")
     .fixed(m.id, 16, "id");
   const body = new ByteWriter(`${ControlKind[m.kind]} body`);
-  const schema: Schema = BODIES[m.kind];
-  const values = m.body as Record<string, unknown>;
-  for (const [name, field] of Object.entries(schema)) writeField(body, field, values[name], name);
+  writeRecord(body, BODIES[m.kind], m.body as Record<string, unknown>);
   const encoded = body.finish();
   if (encoded.length > MAX_BODY_BYTES) {
     throw new RangeError(`control message: body is ${encoded.length} bytes, the limit is ${MAX_BODY_BYTES}`);
@@ -297,9 +212,7 @@ export function decodeControl(message: Uint8Array): AnyControlMessage {
     );
   }
   const br = new ByteReader(r.bytes(bodyLength, "body"), `${ControlKind[kind]} body`);
-  const body: Record<string, unknown> = {};
-  const schema: Schema = BODIES[kind];
-  for (const [name, field] of Object.entries(schema)) body[name] = readField(br, field, name);
+  const body = readRecord(br, BODIES[kind]);
   br.end();
   const signed = message.subarray(0, r.position);
   const signature = r.bytes(ML_DSA_65_SIGNATURE_BYTES, "signature");

@@ -30,7 +30,7 @@ const SAMPLES: ControlFields[] = [
     ...base,
     recipient: BROADCAST,
     kind: ControlKind.Announce,
-    body: { certificate: new Uint8Array(900).fill(9) },
+    body: { certificate: new Uint8Array(900).fill(9), leaving: 0 },
   },
   {
     ...base,
@@ -164,7 +164,7 @@ Deno.test("control: encoding refuses values that break the limits, naming the fi
     () =>
       encodeControlUnsigned({
         ...announce,
-        body: { certificate: new Uint8Array(MAX_CERTIFICATE_BYTES + 1) },
+        body: { certificate: new Uint8Array(MAX_CERTIFICATE_BYTES + 1), leaving: 0 },
       }),
     RangeError,
     "certificate",
