@@ -48,6 +48,10 @@ export const CONTROL_MAX_SKEW_MS = 30_000;
 export const STREAM_KDF_LABEL = "veilnet-conflux stream v1";
 /** Domain separation prefix for every control-message signature, so a signature never verifies elsewhere. */
 export const CONTROL_SIGNATURE_CONTEXT = "veilnet-conflux control v1";
+/** Domain separation prefix for a realm key's signature over a certificate. */
+export const CERTIFICATE_SIGNATURE_CONTEXT = "veilnet-conflux certificate v1";
+/** A certificate dated this far in the future is still accepted (clock skew between Guardian and nodes). */
+export const CERTIFICATE_MAX_SKEW_MS = 60_000;
 
 // ---- Wire formats ---------------------------------------------------------------------------------------------
 
