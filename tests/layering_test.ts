@@ -32,6 +32,9 @@ const OWNERS: Record<string, string> = {
   "node-datachannel": "src/tether/webrtc.ts",
   "nats": "src/control/nats.ts",
   "node:sqlite": "src/guardian/store.ts",
+  "@nats-io/jwt": "src/guardian/nats_auth.ts",
+  "@nats-io/nkeys": "src/guardian/nats_auth.ts",
+  "jose": "src/guardian/oidc.ts",
 };
 
 Deno.test("layering: each outside dependency is imported by exactly one file", async () => {
