@@ -4,13 +4,16 @@
  * @module
  */
 
+import { guardianCommand } from "./guardian.ts";
+import type { Output } from "./main.ts";
+
 /** One command of the contract. */
 export interface Command {
   name: string;
   usage: string;
   summary: string;
   /** Runs the command and returns the exit code; absent while the command is not built yet. */
-  run?: (args: string[]) => Promise<number>;
+  run?: (args: string[], io: Output) => Promise<number>;
 }
 
 /** Every command of the contract, in the order `--help` lists them. */
@@ -41,5 +44,6 @@ export const COMMANDS: readonly Command[] = [
     name: "guardian",
     usage: "guardian serve|realm|token|nats-config ...",
     summary: "the self-hosted Guardian (registration, certificates, NATS credentials)",
+    run: guardianCommand,
   },
 ];

@@ -4,6 +4,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { UsageError } from "./args.ts";
 import { type Command, COMMANDS } from "./commands.ts";
 
 /** The version of this build (kept in step with deno.json). */
@@ -67,6 +68,10 @@ export async function main(argv: string[], io: Output): Promise<number> {
     return 2;
   }
   const rest = argv.slice(1);
+  if (command.run && command.name === "guardian") {
+    // The guardian command has subcommands with their own help.
+    return await runCommand(command.run, rest, io);
+  }
   if (rest.includes("--help") || rest.includes("-h")) {
     io.out(
       `usage: veilnet-conflux ${command.usage}\n  ${command.summary}${command.run ? "" : " (not built yet)"}`,
@@ -77,5 +82,15 @@ export async function main(argv: string[], io: Output): Promise<number> {
     io.err(`veilnet-conflux: "${command.name}" is not built yet in this version (${VERSION})`);
     return 2;
   }
-  return await command.run(rest);
+  return await runCommand(command.run, rest, io);
+}
+
+/** Runs a command; a bad command line exits 2 and any other failure 1, each with one line on stderr. */
+async function runCommand(run: NonNullable<Command["run"]>, args: string[], io: Output): Promise<number> {
+  try {
+    return await run(args, io);
+  } catch (error) {
+    io.err(`veilnet-conflux: ${(error as Error).message}`);
+    return error instanceof UsageError ? 2 : 1;
+  }
 }
