@@ -5,6 +5,14 @@
  */
 
 import { guardianCommand } from "./guardian.ts";
+import {
+  infoCommand,
+  peersCommand,
+  registerCommand,
+  runCommand,
+  statusCommand,
+  taintCommand,
+} from "./node.ts";
 import type { Output } from "./main.ts";
 
 /** One command of the contract. */
@@ -18,11 +26,17 @@ export interface Command {
 
 /** Every command of the contract, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
-  { name: "run", usage: "run", summary: "run a node in the foreground from env/saved config (the default)" },
+  {
+    name: "run",
+    usage: "run",
+    summary: "run a node in the foreground from env/saved config (the default)",
+    run: runCommand,
+  },
   {
     name: "register",
     usage: "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--no-service]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
+    run: registerCommand,
   },
   { name: "unregister", usage: "unregister", summary: "unregister, remove the saved config and the service" },
   {
@@ -35,11 +49,21 @@ export const COMMANDS: readonly Command[] = [
   { name: "start", usage: "start", summary: "start the service" },
   { name: "stop", usage: "stop", summary: "stop the service" },
   { name: "remove", usage: "remove", summary: "remove the service (keeps the registration)" },
-  { name: "status", usage: "status [--json]", summary: "node status; exits non-zero when not connected" },
-  { name: "peers", usage: "peers [--json]", summary: "peers with path, RTT and bytes" },
+  {
+    name: "status",
+    usage: "status [--json]",
+    summary: "node status; exits non-zero when not connected",
+    run: statusCommand,
+  },
+  { name: "peers", usage: "peers [--json]", summary: "peers with path, RTT and bytes", run: peersCommand },
   { name: "ping", usage: "ping TAG|IP [--count N]", summary: "ping a peer through the overlay" },
-  { name: "taint", usage: "taint add|remove|list [TAINT]", summary: "change this node's taints at runtime" },
-  { name: "info", usage: "info", summary: "identity, realm and addresses of this node" },
+  {
+    name: "taint",
+    usage: "taint add|remove|list [TAINT]",
+    summary: "change this node's taints at runtime",
+    run: taintCommand,
+  },
+  { name: "info", usage: "info", summary: "identity, realm and addresses of this node", run: infoCommand },
   {
     name: "guardian",
     usage: "guardian serve|realm|token|nats-config ...",

@@ -1,0 +1,247 @@
+/**
+ * One running node's control plane: log in to the Guardian with a fresh identity, join the Master with the
+ * session's credentials, announce itself, keep the peer table, renew the session before it expires, and follow
+ * taint changes. (The data plane joins this in the tunnel work.)
+ *
+ * Guardian down: the node keeps its session, peers and control channel until the certificate expires, and keeps
+ * retrying the login meanwhile.
+ * @module
+ */
+
+import { certificateRef, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
+import { signControl } from "../crypto/control_signing.ts";
+import { bytesEqual, Identity, toHex } from "../crypto/identity.ts";
+import type { LoginResponse } from "../guardian/guardian.ts";
+import { fromBase64 } from "../guardian/guardian.ts";
+import type { ControlChannel } from "../control/channel.ts";
+import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
+import { formatAddress } from "../tun/ip.ts";
+import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
+import { BROADCAST, ControlKind } from "../wire/control.ts";
+import { guardianClient } from "./guardian_client.ts";
+import { PeerTable } from "./peers.ts";
+import type { NodeStatus, PeerStatus } from "./status.ts";
+
+/** A logged-in session. */
+interface Session {
+  login: LoginResponse;
+  cert: VerifiedCertificate;
+}
+
+/** How an agent starts. */
+export interface AgentOptions {
+  guardian: string;
+  /** The node's conflux token. */
+  token: string;
+  /** Connects the control channel; asks `credentials` on every (re)connect. */
+  connect: (o: {
+    urls: string[];
+    credentials: () => { jwt: string; seed: string };
+    inboxPrefix: string;
+    name: string;
+  }) => Promise<ControlChannel>;
+  log: (line: string) => void;
+  clock?: () => number;
+}
+
+const hexBytes = (hex: string) => Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+
+/** A running node. */
+export class Agent implements AsyncDisposable {
+  readonly #o: AgentOptions;
+  readonly #clock: () => number;
+  readonly #identity: Identity;
+  #session: Session;
+  readonly #realm: Uint8Array;
+  readonly #realmKey: Uint8Array;
+  readonly #subjects: RealmSubjects;
+  readonly peers: PeerTable;
+  #channel: ControlChannel | undefined;
+  #timers: ReturnType<typeof setTimeout>[] = [];
+  #renewal: ReturnType<typeof setTimeout> | undefined;
+  #lastAnnounce = 0;
+  #closed = false;
+
+  private constructor(o: AgentOptions, identity: Identity, session: Session) {
+    this.#o = o;
+    this.#clock = o.clock ?? Date.now;
+    this.#identity = identity;
+    this.#session = session;
+    this.#realm = hexBytes(session.login.realm.id);
+    this.#realmKey = fromBase64(session.login.realm.public_key)!;
+    this.#subjects = realmSubjects(session.login.realm.id);
+    this.peers = new PeerTable({
+      self: () => this.#session.cert,
+      realm: this.#realm,
+      realmKey: this.#realmKey,
+      clock: this.#clock,
+      onChange: (event, peer) => {
+        o.log(`peer ${event}: ${peer.cert.tag} (${formatAddress(peer.cert.ipv4)})`);
+        if (event === "joined") this.#announceSoon();
+      },
+    });
+  }
+
+  /** Logs in (retrying while the Guardian is unreachable), joins the Master and announces. */
+  static async start(o: AgentOptions): Promise<Agent> {
+    const identity = await Identity.generate();
+    const session = await loginWithRetry(o, identity, () => false);
+    const agent = new Agent(o, identity, session);
+    await agent.#join();
+    return agent;
+  }
+
+  async #join(): Promise<void> {
+    const nodeId = this.#identity.id;
+    this.#channel = await this.#o.connect({
+      urls: this.#session.login.nats.urls,
+      credentials: () => this.#session.login.nats,
+      inboxPrefix: this.#session.login.nats.inboxPrefix,
+      name: `veilnet-${this.#session.cert.tag}`,
+    });
+    const deliver = (data: Uint8Array) =>
+      void this.peers.receive(data).catch((e) => this.#o.log(`control: ${e}`));
+    this.#channel.subscribe(this.#subjects.announce, deliver);
+    this.#channel.subscribe(this.#subjects.broadcast, deliver);
+    this.#channel.subscribe(this.#subjects.node(nodeId), deliver);
+    this.#o.log(
+      `joined realm ${this.#session.login.realm.name} as ${this.#session.cert.tag} ` +
+        `(${formatAddress(this.#session.cert.ipv4)}, node ${nodeId})`,
+    );
+    await this.#announce();
+    this.#timers.push(setInterval(() => void this.#announce(), ANNOUNCE_INTERVAL_MS));
+    this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
+    this.#scheduleRenewal();
+  }
+
+  async #announce(leaving = false, kind = ControlKind.Announce): Promise<void> {
+    if (!this.#channel || (this.#closed && !leaving)) return;
+    this.#lastAnnounce = this.#clock();
+    const message = await signControl(
+      this.#identity,
+      {
+        kind,
+        recipient: BROADCAST,
+        certRef: this.#session.cert.ref,
+        body: kind === ControlKind.Announce
+          ? { certificate: this.#session.cert.bytes, leaving: leaving ? 1 : 0 }
+          : { certificate: this.#session.cert.bytes },
+      } as Parameters<typeof signControl>[1],
+      this.#clock(),
+    );
+    this.#channel.publish(this.#subjects.announce, message);
+  }
+
+  /** Announces again soon (a newcomer should learn about us), at most once a second. */
+  #announceSoon(): void {
+    const wait = Math.max(0, this.#lastAnnounce + 1_000 - this.#clock());
+    const timer = setTimeout(() => {
+      this.#timers = this.#timers.filter((t) => t !== timer);
+      if (this.#clock() - this.#lastAnnounce >= 1_000) void this.#announce();
+    }, wait);
+    this.#timers.push(timer);
+  }
+
+  #scheduleRenewal(): void {
+    clearTimeout(this.#renewal);
+    const cert = this.#session.cert;
+    const at = cert.notBefore + (cert.notAfter - cert.notBefore) * RENEW_AT_FRACTION;
+    this.#renewal = setTimeout(() => void this.renew(), Math.max(0, at - this.#clock()));
+  }
+
+  /** Logs in again now (retrying until it works or the agent closes), then announces the new certificate. */
+  async renew(kind = ControlKind.Announce): Promise<void> {
+    const session = await loginWithRetry(this.#o, this.#identity, () => this.#closed);
+    if (this.#closed) return;
+    this.#session = session;
+    this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);
+    this.peers.recheck();
+    this.#scheduleRenewal();
+    await this.#announce(false, kind);
+  }
+
+  /** Adds/removes taints at the Guardian, then takes the re-issued certificate and tells the realm. */
+  async changeTaints(change: { add?: string[]; remove?: string[] }): Promise<string[]> {
+    const { taints } = await guardianClient.taints(this.#o.guardian, this.#o.token, change);
+    await this.renew(ControlKind.TaintUpdate);
+    return taints;
+  }
+
+  status(): NodeStatus {
+    const cert = this.#session.cert;
+    return {
+      id: this.#session.login.conflux_id,
+      nodeId: this.#identity.id,
+      tag: cert.tag,
+      ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
+      realm: this.#session.login.realm.name,
+      taints: cert.taints,
+      connected: { guardian: this.#clock() < cert.notAfter, master: this.#channel?.state === "connected" },
+      certificateExpiresAt: cert.notAfter,
+      peers: this.peers.list().length,
+      tethers: 0,
+      streams: 0,
+      routes: 0,
+      dropped: Object.fromEntries(this.peers.dropped),
+    };
+  }
+
+  peerStatus(): PeerStatus[] {
+    return this.peers.list().map(({ cert }) => ({
+      id: formatUuid(cert.conflux),
+      nodeId: toHex(cert.nodeId),
+      tag: cert.tag,
+      ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
+      path: "none",
+      txBytes: 0,
+      rxBytes: 0,
+      taints: cert.taints,
+      pq: true,
+    }));
+  }
+
+  /** Says goodbye to the realm and leaves the Master. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    clearTimeout(this.#renewal);
+    for (const t of this.#timers) clearTimeout(t);
+    await this.#announce(true).catch(() => {});
+    await this.#channel?.close();
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+}
+
+function formatUuid(bytes: Uint8Array): string {
+  const h = toHex(bytes);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}
+
+/** Logs in, retrying with backoff while the Guardian is unreachable; a refusal (4xx) is final. */
+async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => boolean): Promise<Session> {
+  for (let attempt = 0;; attempt++) {
+    try {
+      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey);
+      const cert = await verifyCertificate(fromBase64(login.certificate)!, {
+        realm: hexBytes(login.realm.id),
+        realmKey: fromBase64(login.realm.public_key)!,
+        now: (o.clock ?? Date.now)(),
+      });
+      if (
+        !bytesEqual(cert.nodeId, identity.nodeId) || !bytesEqual(cert.ref, await certificateRef(cert.bytes))
+      ) {
+        throw new Error("the Guardian issued a certificate for another key");
+      }
+      return { login, cert };
+    } catch (error) {
+      const status = (error as { status?: number }).status;
+      if (stop() || (status !== undefined && status >= 400 && status < 500)) throw error;
+      const wait = LOGIN_RETRY_MS[Math.min(attempt, LOGIN_RETRY_MS.length - 1)]!;
+      o.log(`login failed (${(error as Error).message}); retrying in ${wait / 1000} s`);
+      await new Promise((resolve) => setTimeout(resolve, wait));
+    }
+  }
+}

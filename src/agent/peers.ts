@@ -1,0 +1,158 @@
+/**
+ * The peer table: which nodes of the realm this node may talk to, learned from their signed announcements.
+ *
+ * An announcement is believed only when: it decodes; its certificate verifies against the realm key and is
+ * valid now; the certificate's key hashes to the sender id and the message names that certificate; the
+ * message's own signature verifies under that key (ControlVerifier: time, replay, recipient); and access control
+ * passes. Anything else is dropped and counted by reason. A peer not heard from within PEER_TTL_MS, or whose
+ * certificate expires, leaves the table.
+ * @module
+ */
+
+import { CertificateRejected, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
+import { ControlRejected, ControlVerifier } from "../crypto/control_signing.ts";
+import { bytesEqual, toHex } from "../crypto/identity.ts";
+import { PEER_TTL_MS } from "../tuning.ts";
+import { WireError } from "../wire/bytes.ts";
+import { type AnyControlMessage, ControlKind, decodeControl } from "../wire/control.ts";
+import { mayCommunicate } from "./access.ts";
+
+/** A node this node may talk to. */
+export interface Peer {
+  cert: VerifiedCertificate;
+  /** When its last announcement arrived (this node's clock). */
+  lastSeen: number;
+}
+
+/** Why an incoming control message was dropped (a metrics dimension). */
+export type DropReason =
+  | "malformed"
+  | "bad-certificate"
+  | "forbidden"
+  | ControlRejected["reason"]
+  | CertificateRejected["reason"];
+
+/** What the table needs to know about this node and its realm. */
+export interface PeerTableOptions {
+  /** This node's current certificate (it changes on renewal and taint changes). */
+  self: () => VerifiedCertificate;
+  realm: Uint8Array;
+  realmKey: Uint8Array;
+  clock: () => number;
+  /** Called when a node joins or leaves the table. */
+  onChange?: (event: "joined" | "left", peer: Peer) => void;
+}
+
+/** Peers keyed by node id (hex), plus the certificates seen (by reference) for verifying other messages. */
+export class PeerTable {
+  readonly #o: PeerTableOptions;
+  readonly #peers = new Map<string, Peer>();
+  readonly #certs = new Map<string, VerifiedCertificate>();
+  readonly #verifier: ControlVerifier;
+  /** Messages dropped, by reason. */
+  readonly dropped = new Map<DropReason, number>();
+
+  constructor(options: PeerTableOptions) {
+    this.#o = options;
+    this.#verifier = new ControlVerifier({
+      self: options.self().nodeId,
+      clock: options.clock,
+      keys: (sender, ref) => {
+        const cert = this.#certs.get(toHex(ref));
+        return cert && bytesEqual(cert.nodeId, sender) && options.clock() < cert.notAfter
+          ? cert.nodeKey
+          : undefined;
+      },
+    });
+  }
+
+  #drop(reason: DropReason): undefined {
+    this.dropped.set(reason, (this.dropped.get(reason) ?? 0) + 1);
+    return undefined;
+  }
+
+  /** Peers currently in the table. */
+  list(): Peer[] {
+    return [...this.#peers.values()];
+  }
+
+  get(nodeId: string): Peer | undefined {
+    return this.#peers.get(nodeId);
+  }
+
+  /**
+   * Handles raw bytes from the control channel. Announcements and taint updates update the table; any other
+   * verified message is returned for its handler. Never throws for bad input: it is dropped and counted.
+   */
+  async receive(bytes: Uint8Array): Promise<AnyControlMessage | undefined> {
+    let m: AnyControlMessage;
+    try {
+      m = decodeControl(bytes);
+    } catch (error) {
+      if (error instanceof WireError) return this.#drop("malformed");
+      throw error;
+    }
+    const self = this.#o.self();
+    if (bytesEqual(m.sender, self.nodeId)) return undefined; // our own broadcast, echoed back
+    if (m.kind === ControlKind.Announce || m.kind === ControlKind.TaintUpdate) {
+      let cert: VerifiedCertificate;
+      try {
+        cert = await verifyCertificate(m.body.certificate, {
+          realm: this.#o.realm,
+          realmKey: this.#o.realmKey,
+          now: this.#o.clock(),
+        });
+      } catch (error) {
+        if (error instanceof CertificateRejected) return this.#drop(error.reason);
+        throw error;
+      }
+      if (!bytesEqual(cert.nodeId, m.sender) || !bytesEqual(cert.ref, m.certRef)) {
+        return this.#drop("bad-certificate");
+      }
+      this.#certs.set(toHex(cert.ref), cert);
+    }
+    try {
+      m = await this.#verifier.verify(bytes);
+    } catch (error) {
+      if (error instanceof ControlRejected) return this.#drop(error.reason);
+      throw error;
+    }
+    const id = toHex(m.sender);
+    if (m.kind !== ControlKind.Announce && m.kind !== ControlKind.TaintUpdate) {
+      // Other messages count only from peers we may talk to.
+      return this.#peers.has(id) ? m : this.#drop("forbidden");
+    }
+    const cert = this.#certs.get(toHex(m.certRef))!;
+    const known = this.#peers.get(id);
+    if ((m.kind === ControlKind.Announce && m.body.leaving === 1) || !mayCommunicate(self, cert)) {
+      if (known) this.#remove(id);
+      return m.kind === ControlKind.Announce && m.body.leaving === 1 ? undefined : this.#drop("forbidden");
+    }
+    const peer = { cert, lastSeen: this.#o.clock() };
+    this.#peers.set(id, peer);
+    if (!known) this.#o.onChange?.("joined", peer);
+    return m;
+  }
+
+  #remove(id: string): void {
+    const peer = this.#peers.get(id);
+    if (!peer) return;
+    this.#peers.delete(id);
+    this.#o.onChange?.("left", peer);
+  }
+
+  /** Drops peers not heard from in PEER_TTL_MS, peers whose certificate expired, and stale certificates. */
+  expire(): void {
+    const now = this.#o.clock();
+    for (const [id, p] of this.#peers) {
+      if (now - p.lastSeen > PEER_TTL_MS || now >= p.cert.notAfter) this.#remove(id);
+    }
+    for (const [ref, c] of this.#certs) if (now >= c.notAfter) this.#certs.delete(ref);
+  }
+
+  /** Re-applies access control after this node's own taints changed. */
+  recheck(): void {
+    const self = this.#o.self();
+    for (const [id, p] of this.#peers) if (!mayCommunicate(self, p.cert)) this.#remove(id);
+  }
+}

@@ -1,0 +1,47 @@
+/**
+ * The JSON a running node reports: `status --json` prints a `NodeStatus`, `peers --json` an array of `PeerStatus`.
+ * This is a contract (DESIGN.md): extend it, never rename a field.
+ * @module
+ */
+
+/** One peer, as `peers --json` prints it. */
+export interface PeerStatus {
+  /** The peer's conflux id. */
+  id: string;
+  /** Its node id this session (hex of the key hash). */
+  nodeId: string;
+  tag: string;
+  ips: string[];
+  /** How traffic reaches it: no data plane yet means "none". */
+  path: "direct" | "relay" | "backup" | "none";
+  via?: string;
+  rttMs?: number;
+  txBytes: number;
+  rxBytes: number;
+  taints: string[];
+  pq: true;
+}
+
+/** The node, as `status --json` prints it. */
+export interface NodeStatus {
+  id: string;
+  nodeId: string;
+  tag: string;
+  ips: string[];
+  realm: string;
+  taints: string[];
+  connected: {
+    /** The session certificate is valid (the Guardian may be down meanwhile). */
+    guardian: boolean;
+    /** The control channel reaches the Master. */
+    master: boolean;
+  };
+  /** When the session certificate expires (ms since the epoch). */
+  certificateExpiresAt: number;
+  peers: number;
+  tethers: number;
+  streams: number;
+  routes: number;
+  /** Control messages dropped, by reason. */
+  dropped: Record<string, number>;
+}

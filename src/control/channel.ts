@@ -1,0 +1,18 @@
+/**
+ * The control channel as the agent sees it: publish bytes to a subject, receive bytes from subscriptions. The
+ * Master (NATS) is only a relay; everything on it is signed and verified above this layer.
+ * @module
+ */
+
+/** Whether the channel currently reaches the Master. */
+export type ChannelState = "connected" | "reconnecting" | "closed";
+
+/** A connection to the Master. */
+export interface ControlChannel extends AsyncDisposable {
+  readonly state: ChannelState;
+  /** Sends; while reconnecting, the client buffers and sends on reconnect. Never throws for a lost connection. */
+  publish(subject: string, data: Uint8Array): void;
+  /** Delivers every message on `subject` to `onMessage` until close. */
+  subscribe(subject: string, onMessage: (data: Uint8Array) => void): void;
+  close(): Promise<void>;
+}
