@@ -1,0 +1,303 @@
+/**
+ * The control plane end to end, driven through the command line against a real Guardian process and real
+ * nats-servers: discovery, access control, NATS isolation between realms, forged announcements, a Master
+ * cluster losing a server, and the Guardian going away and coming back.
+ */
+
+import { connect, jwtAuthenticator } from "nats";
+import { guardianClient } from "../src/agent/guardian_client.ts";
+import { issueCertificate } from "../src/crypto/certificate.ts";
+import { signControl } from "../src/crypto/control_signing.ts";
+import { Identity } from "../src/crypto/identity.ts";
+import { realmSubjects } from "../src/control/subjects.ts";
+import { fromBase64 } from "../src/guardian/guardian.ts";
+import { BROADCAST, ControlKind } from "../src/wire/control.ts";
+import { decodeCertificate } from "../src/wire/certificate.ts";
+import { certificateRef } from "../src/crypto/certificate.ts";
+import { assert, assertEquals } from "./assert.ts";
+import { cli, freePort, GuardianProc, NodeProc, Proc, waitFor } from "./harness.ts";
+
+const slow = { sanitizeOps: false, sanitizeResources: false };
+
+/** A Guardian with an embedded Master, realm "home", and a registration token. */
+async function realmWith(dir: string, options: { certTtl?: string } = {}) {
+  const guardian = new GuardianProc(`${dir}/guardian`, {
+    embeddedMaster: true,
+    natsPort: freePort(),
+    ...options,
+  });
+  await guardian.start();
+  const realmLine = await guardian.admin(["realm", "create", "home"]);
+  const realmId = /\(([0-9a-f]{32})\)/.exec(realmLine)![1]!;
+  const token = await guardian.admin(["token", "create", "--realm", "home"]);
+  return { guardian, realmId, token };
+}
+
+async function node(dir: string, tag: string, guardian: GuardianProc, token: string, taints: string) {
+  const n = new NodeProc(tag, `${dir}/${tag}`);
+  await n.register(guardian.url, token, ["--taints", taints]);
+  await n.start();
+  return n;
+}
+
+/** Logs in as a registered node from this test process: its identity, certificate and NATS connection. */
+async function impostor(guardian: GuardianProc, n: NodeProc) {
+  const saved = JSON.parse(await Deno.readTextFile(`${n.configDir}/conflux.json`));
+  const identity = await Identity.generate();
+  const login = await guardianClient.login(guardian.url, saved.token, identity.publicKey);
+  const nc = await connect({
+    servers: login.nats.urls,
+    authenticator: jwtAuthenticator(login.nats.jwt, new TextEncoder().encode(login.nats.seed)),
+    inboxPrefix: login.nats.inboxPrefix,
+  });
+  return { identity, login, nc, certificate: fromBase64(login.certificate)! };
+}
+
+Deno.test({
+  name: "control plane: two compatible nodes list each other; an incompatible one and another realm stay out",
+  ...slow,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    const { guardian, realmId, token } = await realmWith(dir);
+    await using _g = guardian;
+    await using a = await node(dir, "a", guardian, token, "dev");
+    await using b = await node(dir, "b", guardian, token, "dev,stage");
+    await using c = await node(dir, "c", guardian, token, "prod");
+    await guardian.admin(["realm", "create", "away"]);
+    const awayToken = await guardian.admin(["token", "create", "--realm", "away"]);
+    await using x = await node(dir, "x", guardian, awayToken, "dev");
+
+    await waitFor(
+      "a and b to list each other",
+      15_000,
+      async () =>
+        JSON.stringify(await a.peerTags()) === '["b"]' && JSON.stringify(await b.peerTags()) === '["a"]',
+    );
+    // Give c and x time to be seen if they were going to be: several announcement rounds.
+    await new Promise((r) => setTimeout(r, 6_000));
+    assertEquals(await a.peerTags(), ["b"]);
+    assertEquals(await b.peerTags(), ["a"]);
+    assertEquals(await c.peerTags(), []);
+    assertEquals(await x.peerTags(), []);
+    const status = await a.status();
+    assertEquals(status.code, 0);
+    assertEquals(status.json.connected as Record<string, boolean>, { guardian: true, master: true });
+
+    // A node of realm "away" holds credentials that nats-server itself refuses for realm "home".
+    const spy = await impostor(guardian, x);
+    const home = realmSubjects(realmId);
+    const violations: string[] = [];
+    (async () => {
+      for await (const s of spy.nc.status()) {
+        if (s.permissionContext) {
+          violations.push(`${s.permissionContext.operation} ${s.permissionContext.subject}`);
+        }
+      }
+    })();
+    spy.nc.subscribe(home.announce, { callback: () => {} });
+    spy.nc.publish(home.announce, new Uint8Array(10));
+    await waitFor(
+      "nats-server to refuse both",
+      10_000,
+      () =>
+        violations.includes(`subscription ${home.announce}`) &&
+        violations.includes(`publish ${home.announce}`),
+    );
+    await spy.nc.close();
+  },
+});
+
+Deno.test({
+  name: "control plane: forged, expired and wrongly-signed announcements are dropped and counted",
+  ...slow,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    const { guardian, realmId, token } = await realmWith(dir, { certTtl: "8s" });
+    await using _g = guardian;
+    await using a = await node(dir, "a", guardian, token, "dev");
+    const forgerNode = new NodeProc("forger", `${dir}/forger`);
+    await forgerNode.register(guardian.url, token, ["--taints", "dev"]);
+    const f = await impostor(guardian, forgerNode);
+    const subjects = realmSubjects(realmId);
+    const cert = decodeCertificate(f.certificate);
+    const announce = async (o: { identity?: Identity; certificate?: Uint8Array }) => {
+      const certificate = o.certificate ?? f.certificate;
+      const message = await signControl(o.identity ?? f.identity, {
+        kind: ControlKind.Announce,
+        recipient: BROADCAST,
+        certRef: await certificateRef(certificate),
+        body: { certificate, leaving: 0 },
+      }, Date.now());
+      if (o.identity) message.set(f.identity.nodeId, 3); // claim to be the forger's node id
+      f.nc.publish(subjects.announce, message);
+      await f.nc.flush();
+    };
+    // 1. A certificate signed by a key that is not the realm's.
+    const fakeRealm = await Identity.generate();
+    const { signed: _s, signature: _sig, ...fields } = cert;
+    await announce({
+      certificate: await issueCertificate(fakeRealm.key, { ...fields, tag: "forged-realm" }),
+    });
+    // 2. The real certificate, in a message signed by another key.
+    await announce({ identity: await Identity.generate() });
+    // 3. The real certificate with its taints edited.
+    const edited = f.certificate.slice();
+    edited[edited.indexOf(100, /* "d" of dev */ 100)] = 0x65;
+    await announce({ certificate: edited });
+    await waitFor("a to count the drops", 10_000, async () => {
+      const dropped = (await a.status()).json.dropped as Record<string, number>;
+      return (dropped["bad-signature"] ?? 0) >= 3;
+    });
+    assertEquals(await a.peerTags(), []);
+
+    // 4. The real certificate, once it has expired (8 s lifetime), in a freshly signed message.
+    await new Promise((r) => setTimeout(r, Math.max(0, cert.notAfter - Date.now()) + 200));
+    await announce({});
+    await waitFor("a to refuse the expired certificate", 10_000, async () => {
+      const dropped = (await a.status()).json.dropped as Record<string, number>;
+      return (dropped["expired"] ?? 0) >= 1;
+    });
+    assertEquals(await a.peerTags(), []);
+
+    // The same path with a genuine, valid certificate is believed: the drops above were the checks working.
+    const fresh = await guardianClient.login(
+      guardian.url,
+      JSON.parse(
+        await Deno.readTextFile(`${forgerNode.configDir}/conflux.json`),
+      ).token,
+      f.identity.publicKey,
+    );
+    await announce({ certificate: fromBase64(fresh.certificate)! });
+    await waitFor("a to list the genuine node", 10_000, async () => (await a.peerTags()).includes("forger"));
+    await f.nc.close();
+  },
+});
+
+Deno.test({
+  name: "control plane: a node whose Master server dies reconnects to another and stays listed",
+  ...slow,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    const ports = [freePort(), freePort(), freePort()];
+    const routes = [freePort(), freePort(), freePort()];
+    const monitor = [freePort(), freePort(), freePort()];
+    // The Guardian's keys first (nats-config creates them), then a 3-server cluster configured from them.
+    const natsUrls = ports.map((p) => `nats://127.0.0.1:${p}`);
+    const guardian = new GuardianProc(`${dir}/guardian`, { master: natsUrls });
+    await using _g = guardian;
+    const servers: Proc[] = [];
+    for (let i = 0; i < 3; i++) {
+      const conf = await cli([
+        "guardian",
+        "nats-config",
+        "--data-dir",
+        `${dir}/guardian`,
+        "--port",
+        String(ports[i]),
+        "--cluster-name",
+        "veilnet",
+        "--cluster-listen",
+        `127.0.0.1:${routes[i]}`,
+        "--routes",
+        routes.filter((_, j) => j !== i).map((r) => `nats-route://127.0.0.1:${r}`).join(","),
+      ]);
+      assertEquals(conf.code, 0, conf.stderr);
+      await Deno.writeTextFile(`${dir}/nats${i}.conf`, conf.stdout);
+      servers.push(
+        new Proc(`nats${i}`, "nats-server", ["-c", `${dir}/nats${i}.conf`, "-m", String(monitor[i])]),
+      );
+    }
+    try {
+      await guardian.start();
+      await guardian.admin(["realm", "create", "home"]);
+      const token = await guardian.admin(["token", "create", "--realm", "home"]);
+      await waitFor("the cluster to form", 15_000, async () => {
+        const routez = await (await fetch(`http://127.0.0.1:${monitor[0]}/routez`)).json();
+        return routez.num_routes >= 2;
+      });
+      await using a = await node(dir, "a", guardian, token, "dev");
+      await using b = await node(dir, "b", guardian, token, "dev");
+      await waitFor(
+        "a and b to list each other",
+        15_000,
+        async () => (await a.peerTags()).includes("b") && (await b.peerTags()).includes("a"),
+      );
+      const serverOf = async (tag: string) => {
+        for (let i = 0; i < 3; i++) {
+          const connz = await (await fetch(`http://127.0.0.1:${monitor[i]}/connz`)).json();
+          if ((connz.connections ?? []).some((c: { name?: string }) => c.name === `veilnet-${tag}`)) return i;
+        }
+        return undefined;
+      };
+      const victim = await waitFor("a's server", 5_000, () => serverOf("a"));
+      await servers[victim]!.stop("SIGKILL");
+      const killedAt = Date.now();
+      await waitFor("a to reconnect elsewhere", 10_000, async () => {
+        const i = await serverOf("a").catch(() => undefined);
+        return i !== undefined && i !== victim;
+      });
+      // Peers expire after 15 s without news; a must still be listed by b after that, fed by its new server.
+      await new Promise((r) => setTimeout(r, 16_000));
+      assert((await b.peerTags()).includes("a"), "b lost a");
+      assert((await a.peerTags()).includes("b"), "a lost b");
+      assertEquals((await a.status()).json.connected, { guardian: true, master: true });
+      console.log(
+        `reconnected and still listed ${((Date.now() - killedAt) / 1000).toFixed(1)} s after the kill`,
+      );
+    } finally {
+      for (const s of servers) await s.stop("SIGKILL");
+    }
+  },
+});
+
+Deno.test({
+  name: "control plane: with the Guardian stopped nodes keep each other; restarted, renewals resume",
+  ...slow,
+  async fn() {
+    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    const natsPort = freePort();
+    // The Master runs on its own here: stopping the Guardian must not take the Master with it.
+    const guardian = new GuardianProc(`${dir}/guardian`, {
+      master: [`nats://127.0.0.1:${natsPort}`],
+      certTtl: "30s",
+    });
+    await using _g = guardian;
+    const conf = await cli([
+      "guardian",
+      "nats-config",
+      "--data-dir",
+      `${dir}/guardian`,
+      "--port",
+      String(natsPort),
+    ]);
+    await Deno.writeTextFile(`${dir}/nats.conf`, conf.stdout);
+    await using master = new Proc("nats", "nats-server", ["-c", `${dir}/nats.conf`]);
+    await guardian.start();
+    await guardian.admin(["realm", "create", "home"]);
+    const token = await guardian.admin(["token", "create", "--realm", "home"]);
+    await using a = await node(dir, "a", guardian, token, "dev");
+    await using b = await node(dir, "b", guardian, token, "dev");
+    await waitFor(
+      "a and b to list each other",
+      15_000,
+      async () => (await a.peerTags()).includes("b") && (await b.peerTags()).includes("a"),
+    );
+    const firstExpiry = (await a.status()).json.certificateExpiresAt as number;
+
+    await guardian.stop();
+    // Past the renewal point (20 s of 30) and past a peer's 15 s lifetime: both still listed.
+    await new Promise((r) => setTimeout(r, 22_000));
+    assertEquals(await a.peerTags(), ["b"]);
+    assertEquals(await b.peerTags(), ["a"]);
+    assert(a.proc!.output.includes("login failed"), "a did not try to renew");
+
+    await guardian.start();
+    await waitFor(
+      "a's session to be renewed",
+      20_000,
+      async () => ((await a.status()).json.certificateExpiresAt as number) > firstExpiry,
+    );
+    assertEquals(await a.peerTags(), ["b"]);
+    void master;
+  },
+});

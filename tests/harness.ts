@@ -1,0 +1,202 @@
+/**
+ * End-to-end harness: real processes driven through the command line, as a user would. A Guardian (with or
+ * without its embedded nats-server), standalone nats-servers, and nodes that register and run with their own
+ * config directories. Everything is stopped and removed on dispose.
+ * @module
+ */
+
+const MAIN = new URL("../main.ts", import.meta.url).pathname;
+
+/** A free TCP port on loopback (bound and released; good enough on a test machine). */
+export function freePort(): number {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (listener.addr as Deno.NetAddr).port;
+  listener.close();
+  return port;
+}
+
+/** Polls `check` until it returns a value (not undefined/false), or throws after `ms` with `what`. */
+export async function waitFor<T>(
+  what: string,
+  ms: number,
+  check: () => Promise<T | undefined | false> | T | undefined | false,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const value = await check();
+      if (value !== undefined && value !== false) return value;
+    } catch (error) {
+      last = error;
+    }
+    if (Date.now() > deadline) {
+      throw new Error(`timed out after ${ms} ms waiting for ${what}${last ? ` (last error: ${last})` : ""}`);
+    }
+    await new Promise((r) => setTimeout(r, 150));
+  }
+}
+
+/** Runs the CLI to completion. */
+export async function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", "--quiet", MAIN, ...args],
+    env,
+    stdout: "piped",
+    stderr: "piped",
+  }).output();
+  return {
+    code: out.code,
+    stdout: new TextDecoder().decode(out.stdout),
+    stderr: new TextDecoder().decode(out.stderr),
+  };
+}
+
+/** A long-running child process whose output is kept for failure messages. */
+export class Proc implements AsyncDisposable {
+  readonly #child: Deno.ChildProcess;
+  #output = "";
+  readonly done: Promise<Deno.CommandStatus>;
+
+  constructor(readonly name: string, cmd: string, args: string[], env: Record<string, string> = {}) {
+    this.#child = new Deno.Command(cmd, { args, env, stdout: "piped", stderr: "piped", stdin: "null" })
+      .spawn();
+    const collect = async (stream: ReadableStream<Uint8Array>) => {
+      for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this.#output += chunk;
+    };
+    // Output is collected in the background: a grandchild holding the pipes must not keep `done` waiting.
+    Promise.all([collect(this.#child.stdout), collect(this.#child.stderr)]).catch(() => {});
+    this.done = this.#child.status;
+  }
+
+  get output(): string {
+    return this.#output;
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  /** Sends `signal` and waits for the exit; SIGKILL after `graceMs` if it is still running. */
+  async stop(signal: Deno.Signal = "SIGTERM", graceMs = 5_000): Promise<Deno.CommandStatus> {
+    const send = (s: Deno.Signal) => {
+      try {
+        this.#child.kill(s);
+      } catch { /* already exited */ }
+    };
+    send(signal);
+    const timer = setTimeout(() => send("SIGKILL"), graceMs);
+    try {
+      return await this.done;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Stops it gracefully (so it can stop its own children), killing it if it lingers. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.stop();
+  }
+}
+
+/** A Guardian process. */
+export class GuardianProc implements AsyncDisposable {
+  proc: Proc | undefined;
+  readonly url: string;
+  readonly port: number;
+
+  constructor(
+    readonly dataDir: string,
+    readonly options: { embeddedMaster?: boolean; natsPort?: number; master?: string[]; certTtl?: string } =
+      {},
+  ) {
+    this.port = freePort();
+    this.url = `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts (or restarts) it and waits until it answers. */
+  async start(): Promise<void> {
+    const args = ["run", "-A", "--quiet", MAIN, "guardian", "serve", "--listen", `127.0.0.1:${this.port}`];
+    args.push("--data-dir", this.dataDir, "--cert-ttl", this.options.certTtl ?? "1h");
+    if (this.options.embeddedMaster) {
+      args.push("--embedded-master", "--nats-port", String(this.options.natsPort));
+    }
+    if (this.options.master) args.push("--master", this.options.master.join(","));
+    this.proc = new Proc("guardian", Deno.execPath(), args);
+    await waitFor("the Guardian to answer", 15_000, async () => (await fetch(`${this.url}/healthz`)).ok);
+  }
+
+  async admin(args: string[]): Promise<string> {
+    const r = await cli(["guardian", ...args, "--data-dir", this.dataDir]);
+    if (r.code !== 0) throw new Error(`guardian ${args.join(" ")} failed: ${r.stderr}`);
+    return r.stdout.trim();
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.proc?.stop();
+  }
+}
+
+/** A node: its config directory, registered through the CLI, run as `veilnet-conflux run`. */
+export class NodeProc implements AsyncDisposable {
+  proc: Proc | undefined;
+  readonly env: Record<string, string>;
+
+  constructor(readonly tag: string, readonly configDir: string) {
+    this.env = { VEILNET_CONFIG_DIR: configDir };
+  }
+
+  async register(guardian: string, token: string, flags: string[] = []): Promise<void> {
+    const r = await cli([
+      "register",
+      "-t",
+      token,
+      "--guardian",
+      guardian,
+      "--tag",
+      this.tag,
+      "--no-service",
+      ...flags,
+    ], this.env);
+    if (r.code !== 0) throw new Error(`register ${this.tag} failed: ${r.stderr}`);
+  }
+
+  /** Starts `run` and waits until its local API answers. */
+  async start(): Promise<void> {
+    this.proc = new Proc(this.tag, Deno.execPath(), ["run", "-A", "--quiet", MAIN, "run"], this.env);
+    await waitFor(`node ${this.tag} to start`, 20_000, async () => {
+      if (this.proc!.output.includes("local API on")) return true;
+      return false;
+    });
+  }
+
+  async peers(): Promise<{ tag: string; ips: string[] }[]> {
+    const r = await cli(["peers", "--json"], this.env);
+    if (r.code !== 0) throw new Error(`peers on ${this.tag}: ${r.stderr}`);
+    return JSON.parse(r.stdout);
+  }
+
+  async peerTags(): Promise<string[]> {
+    return (await this.peers()).map((p) => p.tag).sort();
+  }
+
+  async status(): Promise<{ code: number; json: Record<string, unknown> }> {
+    const r = await cli(["status", "--json"], this.env);
+    return { code: r.code, json: JSON.parse(r.stdout || "{}") };
+  }
+
+  async stop(): Promise<void> {
+    await this.proc?.stop();
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.proc?.stop();
+  }
+}
