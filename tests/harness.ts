@@ -171,10 +171,7 @@ export class NodeProc implements AsyncDisposable {
   /** Starts `run` and waits until its local API answers. */
   async start(): Promise<void> {
     this.proc = new Proc(this.tag, Deno.execPath(), ["run", "-A", "--quiet", MAIN, "run"], this.env);
-    await waitFor(`node ${this.tag} to start`, 20_000, async () => {
-      if (this.proc!.output.includes("local API on")) return true;
-      return false;
-    });
+    await waitFor(`node ${this.tag} to start`, 20_000, () => this.proc!.output.includes("local API on"));
   }
 
   async peers(): Promise<{ tag: string; ips: string[] }[]> {

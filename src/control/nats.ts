@@ -33,6 +33,9 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
     maxPingOut: 2,
     timeout: 5_000,
     ignoreClusterUpdates: false,
+    // An expired user JWT (Guardian down past the certificate's end) must not stop the retries: the
+    // authenticator hands out the renewed credentials as soon as the session is renewed.
+    ignoreAuthErrorAbort: true,
   });
   let state: ChannelState = "connected";
   const set = (s: ChannelState) => {

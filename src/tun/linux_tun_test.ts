@@ -242,7 +242,15 @@ Deno.test({
   async fn() {
     await using ns = await Netns.create("fds");
     ns.enter();
-    const openFds = () => [...Deno.readDirSync("/proc/thread-self/fd")].length;
+    // File descriptors are per process and other test files run alongside: count only TUN devices.
+    const openFds = () =>
+      [...Deno.readDirSync("/proc/self/fd")].filter((e) => {
+        try {
+          return Deno.readLinkSync(`/proc/self/fd/${e.name}`) === "/dev/net/tun";
+        } catch {
+          return false; // closed meanwhile
+        }
+      }).length;
     const before = openFds();
     for (let i = 0; i < 20; i++) {
       const tun = await LinuxTun.open({ name: `vf${i % 3}`, addresses: ["10.96.0.1/24", "fd96::1/64"] });
