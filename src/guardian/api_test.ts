@@ -257,3 +257,22 @@ Deno.test("guardian API: an OIDC identity token is verified against the issuer's
     assert(String(r.json.error).includes(text), `case ${n}: ${r.json.error}`);
   }
 });
+
+Deno.test("guardian API: an unregistered conflux can no longer log in, and its address is free again", async () => {
+  const { call, reg } = await setup();
+  const r = await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } });
+  const gone = await call("DELETE", `/conflux/unregister?conflux_id=${r.json.conflux_id}`, {
+    token: r.json.token,
+  });
+  assertEquals(gone.status, 200);
+  const node = await Identity.generate();
+  const login = await call("POST", "/conflux/session/login", {
+    token: r.json.token,
+    body: { public_key: btoa(String.fromCharCode(...node.publicKey)) },
+  });
+  assertEquals([login.status, login.json.error], [401, "unknown token"]);
+  assertEquals(
+    (await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } })).status,
+    201,
+  );
+});
