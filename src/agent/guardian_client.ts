@@ -13,7 +13,8 @@ export class GuardianUnavailable extends Error {
   }
 }
 
-async function call<T>(
+/** One JSON request to a Guardian with a Bearer token; a refusal or an unreachable Guardian throws GuardianUnavailable. */
+export async function guardianRequest<T>(
   guardian: string,
   method: string,
   path: string,
@@ -43,7 +44,7 @@ async function call<T>(
 
 export const guardianClient = {
   register: (guardian: string, registrationToken: string, body: Record<string, unknown>) =>
-    call<{ conflux_id: string; token: string }>(
+    guardianRequest<{ conflux_id: string; token: string }>(
       guardian,
       "POST",
       "/conflux/register",
@@ -51,16 +52,16 @@ export const guardianClient = {
       body,
     ),
   unregister: (guardian: string, token: string, confluxId: string) =>
-    call<unknown>(
+    guardianRequest<unknown>(
       guardian,
       "DELETE",
       `/conflux/unregister?conflux_id=${encodeURIComponent(confluxId)}`,
       token,
     ),
   login: (guardian: string, token: string, publicKey: Uint8Array) =>
-    call<LoginResponse>(guardian, "POST", "/conflux/session/login", token, {
+    guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, {
       public_key: btoa(String.fromCharCode(...publicKey)),
     }),
   taints: (guardian: string, token: string, change: { add?: string[]; remove?: string[] }) =>
-    call<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),
+    guardianRequest<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),
 };

@@ -9,6 +9,8 @@ import { tokenList } from "../guardian/api.ts";
 import { Guardian, GuardianError, parseDuration } from "../guardian/guardian.ts";
 import { natsServerConfig } from "../guardian/nats_auth.ts";
 import { openStore, serveGuardian } from "../guardian/server.ts";
+import type { Store } from "../guardian/store.ts";
+import { guardianRequest } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
 
@@ -34,15 +36,20 @@ interface Admin {
   close(): void;
 }
 
-function localAdmin(dataDir: string): Admin {
-  const store = openStore(dataDir);
-  const g = new Guardian(store, {
+/** A Guardian over a local store, for admin commands (it serves nothing, so the serving options are empty). */
+function localGuardian(store: Store): Guardian {
+  return new Guardian(store, {
     certTtlMs: 0,
     natsUrls: [],
     natsPort: 0,
     iceServers: [],
     clock: () => Date.now(),
   });
+}
+
+function localAdmin(dataDir: string): Admin {
+  const store = openStore(dataDir);
+  const g = localGuardian(store);
   return {
     createRealm: (name, cidr) => Promise.resolve(g.createRealm(name, cidr)),
     createToken: (o) =>
@@ -57,26 +64,12 @@ function localAdmin(dataDir: string): Admin {
 }
 
 function remoteAdmin(base: string, token: string): Admin {
-  const call = async (method: string, path: string, body?: unknown) => {
-    let res: Response;
-    try {
-      res = await fetch(new URL(path, base), {
-        method,
-        headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-        body: body === undefined ? undefined : JSON.stringify(body),
-        signal: AbortSignal.timeout(10_000),
-      });
-    } catch (error) {
-      throw new Error(`cannot reach the Guardian at ${base}: ${(error as Error).message}`);
-    }
-    const json = await res.json().catch(() => ({}));
-    if (!res.ok) throw new Error(`Guardian refused (${res.status}): ${json.error ?? res.statusText}`);
-    return json;
-  };
+  const call = <T>(method: string, path: string, body?: unknown) =>
+    guardianRequest<T>(base, method, path, token, body);
   return {
     createRealm: (name, cidr) => call("POST", "/admin/realms", { name, cidr }),
     createToken: (o) => call("POST", "/admin/tokens", o),
-    listTokens: () => call("GET", "/admin/tokens"),
+    listTokens: () => call<unknown[]>("GET", "/admin/tokens"),
     revokeToken: async (id) => void await call("DELETE", `/admin/tokens/${id}`),
     close: () => {},
   };
@@ -164,13 +157,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       routes: { type: "string" },
     });
     using store = openStore(values["data-dir"]);
-    const g = new Guardian(store, {
-      certTtlMs: 0,
-      natsUrls: [],
-      natsPort: 0,
-      iceServers: [],
-      clock: () => Date.now(),
-    });
+    const g = localGuardian(store);
     const cluster = values["cluster-name"]
       ? {
         name: values["cluster-name"],

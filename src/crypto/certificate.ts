@@ -15,17 +15,12 @@ import {
   encodeCertificateUnsigned,
 } from "../wire/certificate.ts";
 import { withSignature } from "../wire/control.ts";
-import { bytesEqual, nodeIdOf, sha256 } from "./identity.ts";
+import { bytesEqual, domainSeparated, nodeIdOf, sha256 } from "./identity.ts";
 import { pq, type PqBackend, type SigningKey } from "./pq.ts";
 
 const context = new TextEncoder().encode(CERTIFICATE_SIGNATURE_CONTEXT);
 
-function signingInput(signed: Uint8Array): Uint8Array {
-  const input = new Uint8Array(context.length + signed.length);
-  input.set(context);
-  input.set(signed, context.length);
-  return input;
-}
+const signingInput = (signed: Uint8Array) => domainSeparated(context, signed);
 
 /** Signs a certificate with a realm key. */
 export async function issueCertificate(realmKey: SigningKey, fields: CertificateFields): Promise<Uint8Array> {

@@ -18,17 +18,12 @@ import {
   encodeControlUnsigned,
   withSignature,
 } from "../wire/control.ts";
-import { bytesEqual, type Identity, nodeIdOf, toHex } from "./identity.ts";
+import { bytesEqual, domainSeparated, type Identity, nodeIdOf, toHex } from "./identity.ts";
 import { pq, type PqBackend } from "./pq.ts";
 
 const context = new TextEncoder().encode(CONTROL_SIGNATURE_CONTEXT);
 
-function signingInput(signed: Uint8Array): Uint8Array {
-  const input = new Uint8Array(context.length + signed.length);
-  input.set(context);
-  input.set(signed, context.length);
-  return input;
-}
+const signingInput = (signed: Uint8Array) => domainSeparated(context, signed);
 
 /** What a sender fills in; `sender`, `timestamp` and `id` are added by `signControl`. */
 export type Outgoing<K extends ControlKind> = Omit<ControlFields<K>, "sender" | "timestamp" | "id">;

@@ -26,6 +26,14 @@ export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
   return diff === 0;
 }
 
+/** `label || message`: what a key signs, so a signature made for one purpose never verifies for another. */
+export function domainSeparated(label: Uint8Array, message: Uint8Array): Uint8Array {
+  const input = new Uint8Array(label.length + message.length);
+  input.set(label);
+  input.set(message, label.length);
+  return input;
+}
+
 /** Lower-case hex, for logs, map keys and JSON. */
 export function toHex(bytes: Uint8Array): string {
   let s = "";
