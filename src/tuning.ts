@@ -18,3 +18,21 @@ export const PEER_TTL_MS = 15_000;
 export const RENEW_AT_FRACTION = 2 / 3;
 /** Retry delays for Guardian logins that fail (ms), the last one repeating. */
 export const LOGIN_RETRY_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
+/** A link stops taking messages from the data path when its emptiest channel holds this many bytes... */
+export const LINK_BUFFER_HIGH_BYTES = 1024 * 1024;
+/** ...and takes them again when a channel drains below this. */
+export const LINK_BUFFER_LOW_BYTES = 256 * 1024;
+/** Data channels per tether. */
+export const TETHER_CHANNELS = 2;
+/** SCTP MTU of the data channels. */
+export const TETHER_MTU = 1500;
+/** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */
+export const TETHER_IDLE_MS = 30_000;
+/** A tether that has not opened this long after the first packet is given up (and retried later). */
+export const TETHER_FORM_TIMEOUT_MS = 15_000;
+/** Batches held for a destination whose tether or stream is still forming; more are dropped. */
+export const MAX_PENDING_BATCHES = 64;
+/** Seals in flight per destination before the TUN reader waits (the egress's elastic width). */
+export const MAX_INFLIGHT_SEALS = 16;
+/** An egress with no packets for this long is retired. */
+export const EGRESS_IDLE_MS = 30_000;

@@ -110,16 +110,23 @@ export class GuardianProc implements AsyncDisposable {
 
   constructor(
     readonly dataDir: string,
-    readonly options: { embeddedMaster?: boolean; natsPort?: number; master?: string[]; certTtl?: string } =
-      {},
+    readonly options: {
+      embeddedMaster?: boolean;
+      natsPort?: number;
+      master?: string[];
+      certTtl?: string;
+      /** Where it listens (and its Master, if embedded); default loopback. */
+      listenHost?: string;
+    } = {},
   ) {
     this.port = freePort();
-    this.url = `http://127.0.0.1:${this.port}`;
+    this.url = `http://${options.listenHost ?? "127.0.0.1"}:${this.port}`;
   }
 
   /** Starts (or restarts) it and waits until it answers. */
   async start(): Promise<void> {
-    const args = ["run", "-A", "--quiet", MAIN, "guardian", "serve", "--listen", `127.0.0.1:${this.port}`];
+    const host = this.options.listenHost ?? "127.0.0.1";
+    const args = ["run", "-A", "--quiet", MAIN, "guardian", "serve", "--listen", `${host}:${this.port}`];
     args.push("--data-dir", this.dataDir, "--cert-ttl", this.options.certTtl ?? "1h");
     if (this.options.embeddedMaster) {
       args.push("--embedded-master", "--nats-port", String(this.options.natsPort));
@@ -149,8 +156,19 @@ export class NodeProc implements AsyncDisposable {
   proc: Proc | undefined;
   readonly env: Record<string, string>;
 
-  constructor(readonly tag: string, readonly configDir: string) {
-    this.env = { VEILNET_CONFIG_DIR: configDir };
+  /**
+   * Without `netns`, the node runs in this namespace with no TUN (control plane only); with it, the node runs
+   * inside that namespace with its TUN device.
+   */
+  constructor(
+    readonly tag: string,
+    readonly configDir: string,
+    readonly options: { netns?: string; runFlags?: string[] } = {},
+  ) {
+    this.env = {
+      VEILNET_CONFIG_DIR: configDir,
+      ...(Deno.env.get("VEILNET_DEBUG") ? { VEILNET_DEBUG: "1" } : {}),
+    };
   }
 
   async register(guardian: string, token: string, flags: string[] = []): Promise<void> {
@@ -170,7 +188,10 @@ export class NodeProc implements AsyncDisposable {
 
   /** Starts `run` and waits until its local API answers. */
   async start(): Promise<void> {
-    this.proc = new Proc(this.tag, Deno.execPath(), ["run", "-A", "--quiet", MAIN, "run"], this.env);
+    const run = [Deno.execPath(), "run", "-A", "--quiet", MAIN, "run", ...(this.options.runFlags ?? [])];
+    this.proc = this.options.netns
+      ? new Proc(this.tag, "ip", ["netns", "exec", this.options.netns, ...run], this.env)
+      : new Proc(this.tag, run[0]!, [...run.slice(1), "--no-tun"], this.env);
     await waitFor(`node ${this.tag} to start`, 20_000, () => this.proc!.output.includes("local API on"));
   }
 

@@ -10,14 +10,19 @@
 
 import { certificateRef, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl } from "../crypto/control_signing.ts";
-import { bytesEqual, Identity, toHex } from "../crypto/identity.ts";
+import { bytesEqual, fromHex, Identity, toHex } from "../crypto/identity.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
 import { fromBase64 } from "../guardian/guardian.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
-import { formatAddress } from "../tun/ip.ts";
+import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
-import { BROADCAST, ControlKind } from "../wire/control.ts";
+import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
+import { Anchor } from "../anchor/anchor.ts";
+import { Streams } from "../anchor/streams.ts";
+import { Handshaker } from "../crypto/handshake.ts";
+import { type Signal, Tethers } from "../tether/tethers.ts";
+import type { Tun } from "../tun/tun.ts";
 import { guardianClient } from "./guardian_client.ts";
 import { PeerTable } from "./peers.ts";
 import type { NodeStatus, PeerStatus } from "./status.ts";
@@ -42,9 +47,18 @@ export interface AgentOptions {
   }) => Promise<ControlChannel>;
   log: (line: string) => void;
   clock?: () => number;
+  /** Opens the TUN device for the session's addresses; without it the node runs its control plane only. */
+  openTun?: (cert: VerifiedCertificate) => Promise<Tun>;
+  /** Idle time after which a tether dissolves (default TETHER_IDLE_MS). */
+  tetherIdleMs?: number;
 }
 
-const hexBytes = (hex: string) => Uint8Array.from(hex.match(/../g)!.map((h) => parseInt(h, 16)));
+/** The data plane's parts, present when the node has a TUN device. */
+interface DataPlane {
+  streams: Streams;
+  tethers: Tethers;
+  anchor: Anchor;
+}
 
 /** A running node. */
 export class Agent implements AsyncDisposable {
@@ -61,13 +75,17 @@ export class Agent implements AsyncDisposable {
   #renewal: ReturnType<typeof setTimeout> | undefined;
   #lastAnnounce = 0;
   #closed = false;
+  #data: DataPlane | undefined;
+  /** Overlay address → peer node id (hex): IPv4 as a number, IPv6 as hex. */
+  #routes4 = new Map<number, string>();
+  #routes6 = new Map<string, string>();
 
   private constructor(o: AgentOptions, identity: Identity, session: Session) {
     this.#o = o;
     this.#clock = o.clock ?? Date.now;
     this.#identity = identity;
     this.#session = session;
-    this.#realm = hexBytes(session.login.realm.id);
+    this.#realm = fromHex(session.login.realm.id);
     this.#realmKey = fromBase64(session.login.realm.public_key)!;
     this.#subjects = realmSubjects(session.login.realm.id);
     this.peers = new PeerTable({
@@ -77,7 +95,13 @@ export class Agent implements AsyncDisposable {
       clock: this.#clock,
       onChange: (event, peer) => {
         o.log(`peer ${event}: ${peer.cert.tag} (${formatAddress(peer.cert.ipv4)})`);
+        this.#reroute();
         if (event === "joined") this.#announceSoon();
+        else {
+          const id = toHex(peer.cert.nodeId);
+          this.#data?.tethers.forget(id);
+          this.#data?.streams.expire((p) => p === id);
+        }
       },
     });
   }
@@ -99,8 +123,11 @@ export class Agent implements AsyncDisposable {
       inboxPrefix: this.#session.login.nats.inboxPrefix,
       name: `veilnet-${this.#session.cert.tag}`,
     });
+    if (this.#o.openTun) this.#startDataPlane(await this.#o.openTun(this.#session.cert));
     const deliver = (data: Uint8Array) =>
-      void this.peers.receive(data).catch((e) => this.#o.log(`control: ${e}`));
+      void this.peers.receive(data).then((m) => m && this.#dispatch(m)).catch((e) =>
+        this.#o.log(`control: ${e}`)
+      );
     this.#channel.subscribe(this.#subjects.announce, deliver);
     this.#channel.subscribe(this.#subjects.broadcast, deliver);
     this.#channel.subscribe(this.#subjects.node(nodeId), deliver);
@@ -112,6 +139,95 @@ export class Agent implements AsyncDisposable {
     this.#timers.push(setInterval(() => void this.#announce(), ANNOUNCE_INTERVAL_MS));
     this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
     this.#scheduleRenewal();
+  }
+
+  #startDataPlane(tun: Tun): void {
+    const clock = this.#clock;
+    const log = this.#o.log;
+    const streams = new Streams({
+      self: this.#identity.nodeId,
+      handshaker: new Handshaker({ identity: this.#identity, certRef: () => this.#session.cert.ref, clock }),
+      send: (peer, message) => this.#channel?.publish(this.#subjects.node(peer), message),
+      clock,
+      log,
+    });
+    const tethers = new Tethers({
+      self: this.#identity.id,
+      signal: (peer, signal) => this.#sendSignal(peer, signal),
+      iceServers: () => this.#session.login.ice_servers,
+      overlay: (address) => this.#inOverlay(address),
+      onMessage: (peer, data) => this.#data?.anchor.receive(peer, data),
+      onChange: (peer, state, reason) =>
+        log(
+          `tether to ${this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8)} ${state}${
+            reason ? ` (${reason})` : ""
+          }`,
+        ),
+      idleMs: this.#o.tetherIdleMs,
+      clock,
+      debug: Deno.env.get("VEILNET_DEBUG") ? log : undefined,
+    });
+    const anchor = new Anchor({
+      tun,
+      self: this.#identity.nodeId,
+      streams,
+      tethers,
+      route: (d) => d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d)),
+      clock,
+      log,
+    });
+    this.#data = { streams, tethers, anchor };
+    this.#timers.push(setInterval(() => streams.expire((p) => !this.peers.get(p)), 5_000));
+    anchor.start();
+    log(`data plane up on ${tun.name}`);
+  }
+
+  /** True for an address inside this node's overlay prefixes (IPv4 or IPv6). */
+  #inOverlay(address: string): boolean {
+    const cert = this.#session.cert;
+    const v4 = parseIPv4(address);
+    const bytes = v4 ?? parseIPv6(address);
+    if (!bytes) return false;
+    const [net, prefix] = v4 ? [cert.ipv4, cert.prefix4] : [cert.ipv6, cert.prefix6];
+    for (let bit = 0; bit < prefix; bit++) {
+      const mask = 0x80 >> (bit & 7);
+      if ((bytes[bit >> 3]! & mask) !== (net[bit >> 3]! & mask)) return false;
+    }
+    return true;
+  }
+
+  #reroute(): void {
+    this.#routes4.clear();
+    this.#routes6.clear();
+    for (const { cert } of this.peers.list()) {
+      const id = toHex(cert.nodeId);
+      this.#routes4.set(ipv4Key(cert.ipv4), id);
+      this.#routes6.set(toHex(cert.ipv6), id);
+    }
+  }
+
+  /** Verified messages other than announcements, from permitted peers. */
+  async #dispatch(m: AnyControlMessage): Promise<void> {
+    const data = this.#data;
+    if (!data) return;
+    switch (m.kind) {
+      case ControlKind.StreamRequest:
+        return await data.streams.onRequest(m);
+      case ControlKind.StreamResponse:
+        return await data.streams.onResponse(m);
+      case ControlKind.TetherSignal:
+        return await data.tethers.onSignal(toHex(m.sender), m.body);
+    }
+  }
+
+  async #sendSignal(peer: string, signal: Signal): Promise<void> {
+    const message = await signControl(this.#identity, {
+      kind: ControlKind.TetherSignal,
+      recipient: fromHex(peer),
+      certRef: this.#session.cert.ref,
+      body: signal,
+    }, this.#clock());
+    this.#channel?.publish(this.#subjects.node(peer), message);
   }
 
   async #announce(leaving = false, kind = ControlKind.Announce): Promise<void> {
@@ -179,25 +295,34 @@ export class Agent implements AsyncDisposable {
       connected: { guardian: this.#clock() < cert.notAfter, master: this.#channel?.state === "connected" },
       certificateExpiresAt: cert.notAfter,
       peers: this.peers.list().length,
-      tethers: 0,
-      streams: 0,
-      routes: 0,
-      dropped: Object.fromEntries(this.peers.dropped),
+      tethers: this.#data?.tethers.count ?? 0,
+      streams: (this.#data?.streams.counts.sending ?? 0) + (this.#data?.streams.counts.receiving ?? 0),
+      routes: this.#routes4.size,
+      dropped: Object.fromEntries([
+        ...this.peers.dropped,
+        ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
+      ]),
     };
   }
 
   peerStatus(): PeerStatus[] {
-    return this.peers.list().map(({ cert }) => ({
-      id: formatUuid(cert.conflux),
-      nodeId: toHex(cert.nodeId),
-      tag: cert.tag,
-      ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
-      path: "none",
-      txBytes: 0,
-      rxBytes: 0,
-      taints: cert.taints,
-      pq: true,
-    }));
+    return this.peers.list().map(({ cert }) => {
+      const id = toHex(cert.nodeId);
+      const tether = this.#data?.tethers.info(id);
+      const traffic = this.#data?.anchor.traffic.get(id);
+      return {
+        id: formatUuid(cert.conflux),
+        nodeId: id,
+        tag: cert.tag,
+        ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
+        path: tether?.state === "open" ? "direct" : "none",
+        ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
+        txBytes: traffic?.txBytes ?? 0,
+        rxBytes: traffic?.rxBytes ?? 0,
+        taints: cert.taints,
+        pq: true,
+      };
+    });
   }
 
   /** Says goodbye to the realm and leaves the Master. Idempotent. */
@@ -207,12 +332,21 @@ export class Agent implements AsyncDisposable {
     clearTimeout(this.#renewal);
     for (const t of this.#timers) clearTimeout(t);
     await this.#announce(true).catch(() => {});
+    if (this.#data) {
+      this.#data.tethers.close();
+      await this.#data.anchor.close();
+      this.#data.streams.close();
+    }
     await this.#channel?.close();
   }
 
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+function ipv4Key(a: Uint8Array): number {
+  return ((a[0]! << 24) | (a[1]! << 16) | (a[2]! << 8) | a[3]!) >>> 0;
 }
 
 function formatUuid(bytes: Uint8Array): string {
@@ -226,7 +360,7 @@ async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => b
     try {
       const login = await guardianClient.login(o.guardian, o.token, identity.publicKey);
       const cert = await verifyCertificate(fromBase64(login.certificate)!, {
-        realm: hexBytes(login.realm.id),
+        realm: fromHex(login.realm.id),
         realmKey: fromBase64(login.realm.public_key)!,
         now: (o.clock ?? Date.now)(),
       });

@@ -28,7 +28,7 @@ export interface Command {
 export const COMMANDS: readonly Command[] = [
   {
     name: "run",
-    usage: "run",
+    usage: "run [--ifname veilnet] [--tether-idle 30s] [--no-tun]",
     summary: "run a node in the foreground from env/saved config (the default)",
     run: runCommand,
   },

@@ -10,6 +10,10 @@ import { guardianClient } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
 import type { NodeStatus, PeerStatus } from "../agent/status.ts";
 import { connectNats } from "../control/nats.ts";
+import { parseDuration } from "../guardian/guardian.ts";
+import { shutdownWebRtc } from "../tether/webrtc.ts";
+import { formatAddress } from "../tun/ip.ts";
+import { checkInterfaceName, LinuxTun } from "../tun/linux_tun.ts";
 import { list, parse, UsageError } from "./args.ts";
 import { localApi } from "./local_client.ts";
 import type { Output } from "./main.ts";
@@ -74,7 +78,15 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
 
 /** `run`: the node in the foreground until SIGINT or SIGTERM. */
 export async function runCommand(args: string[], io: Output): Promise<number> {
-  parse(args, {});
+  const { values } = parse(args, {
+    ifname: { type: "string" },
+    "no-tun": { type: "boolean", default: false },
+    "tether-idle": { type: "string" },
+  });
+  const ifname = values.ifname ?? env("VEILNET_IFNAME") ?? "veilnet";
+  checkInterfaceName(ifname);
+  const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
+  const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
   const saved = readConfig();
   const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
   const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
@@ -94,6 +106,15 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
       token,
       connect: (o) => connectNats({ ...o, log: Deno.env.get("VEILNET_DEBUG") ? io.err : undefined }),
       log: io.err,
+      tetherIdleMs,
+      openTun: values["no-tun"] ? undefined : (cert) =>
+        LinuxTun.open({
+          name: ifname,
+          addresses: [
+            `${formatAddress(cert.ipv4)}/${cert.prefix4}`,
+            `${formatAddress(cert.ipv6)}/${cert.prefix6}`,
+          ],
+        }),
     });
     const api = serveLocalApi(agent, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
@@ -101,6 +122,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
+    shutdownWebRtc();
   }
   return 0;
 }

@@ -41,6 +41,12 @@ export function toHex(bytes: Uint8Array): string {
   return s;
 }
 
+/** Bytes from lower- or upper-case hex (an even number of digits; the caller checks the length it needs). */
+export function fromHex(hex: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new RangeError(`not hex: "${hex.slice(0, 40)}"`);
+  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+}
+
 /** A node's signing identity. */
 export class Identity {
   private constructor(

@@ -10,7 +10,7 @@
  */
 
 import { issueCertificate } from "../crypto/certificate.ts";
-import { nodeIdOf, sha256, toHex } from "../crypto/identity.ts";
+import { fromHex, nodeIdOf, sha256, toHex } from "../crypto/identity.ts";
 import { pq } from "../crypto/pq.ts";
 import { ML_DSA_65_PUBLIC_KEY_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
@@ -350,8 +350,8 @@ export class Guardian {
     const nodeId = toHex(await nodeIdOf(key));
     const certificate = await issueCertificate(realmKey, {
       serial: crypto.getRandomValues(new Uint8Array(16)),
-      conflux: Uint8Array.from(row.id.replaceAll("-", "").match(/../g)!.map((h) => parseInt(h, 16))),
-      realm: Uint8Array.from(realm.id.match(/../g)!.map((h) => parseInt(h, 16))),
+      conflux: fromHex(row.id.replaceAll("-", "")),
+      realm: fromHex(realm.id),
       realmName: realm.name,
       tag: row.tag,
       ipv4: intToIp(row.ip4),

@@ -1,0 +1,217 @@
+/**
+ * The data plane of one node. One packet, in order:
+ *
+ * ```
+ * TUN.readBatch ─▶ route (destination address → permitted peer) ─▶ Egress[peer]: batch up to 25 packets
+ *   ─▶ Streams: the peer's sending stream (handshake over the control channel when there is none)
+ *   ─▶ StreamSealer.seal (AES-256-GCM; several in flight at once: the egress widens under load)
+ *   ─▶ Tethers.send (the WebRTC link to the peer, formed on demand)
+ * ... peer: Tethers ─▶ Anchor.receive ─▶ Streams.opener(stream id) ─▶ open + replay check ─▶ unpack
+ *   ─▶ TUN.writeBatch
+ * ```
+ * Backpressure, not drops: the TUN is read again only when every egress has room (in-flight seals below the
+ * window, and its tether below the high-water mark). A destination whose stream or tether is still forming holds
+ * a bounded number of batches; beyond that its packets are dropped (counted), so one unreachable peer cannot
+ * stall traffic to the others.
+ * @module
+ */
+
+import type { Streams } from "./streams.ts";
+import type { Tethers } from "../tether/tethers.ts";
+import type { Tun } from "../tun/tun.ts";
+import { bytesEqual } from "../crypto/identity.ts";
+import { StreamError } from "../crypto/stream.ts";
+import { destinationOf } from "../tun/ip.ts";
+import { EGRESS_IDLE_MS, MAX_INFLIGHT_SEALS, MAX_PENDING_BATCHES } from "../tuning.ts";
+import { WireError } from "../wire/bytes.ts";
+import { BatchBuilder, readDataHeader, unpackBatch } from "../wire/envelope.ts";
+
+/** Why a packet or message was dropped (a metrics dimension). */
+export type DataDrop =
+  | "no-peer"
+  | "not-ready"
+  | "send-failed"
+  | "malformed"
+  | "not-for-us"
+  | "unknown-stream"
+  | "refused";
+
+/** Traffic with one peer, in IP bytes and packets. */
+export interface Traffic {
+  txBytes: number;
+  rxBytes: number;
+  txPackets: number;
+  rxPackets: number;
+}
+
+/** What the data plane needs around it. */
+export interface AnchorOptions {
+  tun: Tun;
+  self: Uint8Array;
+  streams: Streams;
+  tethers: Tethers;
+  /** The permitted peer (node id hex) holding an overlay address, if any. */
+  route: (destination: Uint8Array) => string | undefined;
+  clock: () => number;
+  log: (line: string) => void;
+}
+
+/** Sending to one destination: a batch being filled and the seals in flight. */
+class Egress {
+  readonly builder = new BatchBuilder();
+  readonly inflight = new Set<Promise<void>>();
+  pending = 0;
+  lastUsed: number;
+
+  constructor(readonly peer: string, now: number) {
+    this.lastUsed = now;
+  }
+}
+
+/** One node's data plane. */
+export class Anchor {
+  readonly #o: AnchorOptions;
+  readonly #egress = new Map<string, Egress>();
+  readonly traffic = new Map<string, Traffic>();
+  readonly drops = new Map<DataDrop, number>();
+  #reading: Promise<void> | undefined;
+  readonly #retire: ReturnType<typeof setInterval>;
+
+  constructor(options: AnchorOptions) {
+    this.#o = options;
+    this.#retire = setInterval(() => this.#retireIdle(), 5_000);
+  }
+
+  #drop(reason: DataDrop, n = 1): void {
+    this.drops.set(reason, (this.drops.get(reason) ?? 0) + n);
+  }
+
+  #traffic(peer: string): Traffic {
+    let t = this.traffic.get(peer);
+    if (!t) this.traffic.set(peer, t = { txBytes: 0, rxBytes: 0, txPackets: 0, rxPackets: 0 });
+    return t;
+  }
+
+  /** Starts reading the TUN; runs until the TUN closes. */
+  start(): void {
+    this.#reading ??= this.#readLoop().catch((error) => this.#o.log(`data plane stopped: ${error}`));
+  }
+
+  async #readLoop(): Promise<void> {
+    const { tun } = this.#o;
+    const slots = Array.from({ length: 64 }, () => new Uint8Array(tun.mtu));
+    const sizes = new Array<number>(slots.length).fill(0);
+    const touched = new Set<Egress>();
+    for (;;) {
+      const n = await tun.readBatch(slots, sizes, 0);
+      if (n === 0) return;
+      const now = this.#o.clock();
+      for (let i = 0; i < n; i++) {
+        const packet = slots[i]!.subarray(0, sizes[i]);
+        const destination = destinationOf(packet);
+        const peer = destination && this.#o.route(destination);
+        if (!peer) {
+          this.#drop("no-peer");
+          continue;
+        }
+        let e = this.#egress.get(peer);
+        if (!e) this.#egress.set(peer, e = new Egress(peer, now));
+        e.lastUsed = now;
+        if (e.builder.full(packet.length)) this.#flush(e);
+        e.builder.push(packet);
+        touched.add(e);
+      }
+      // Whatever was read goes out now: batching never waits for more packets.
+      for (const e of touched) this.#flush(e);
+      for (const e of touched) await this.#room(e);
+      touched.clear();
+    }
+  }
+
+  /** Waits until `e` may take more: seals in flight below the window, and its tether below the high-water mark. */
+  async #room(e: Egress): Promise<void> {
+    while (e.inflight.size >= MAX_INFLIGHT_SEALS) await Promise.race(e.inflight);
+    await this.#o.tethers.drained(e.peer);
+  }
+
+  #flush(e: Egress): void {
+    const count = e.builder.count;
+    if (count === 0) return;
+    const batch = e.builder.plaintext().slice();
+    const bytes = batch.length - 2 * count;
+    e.builder.reset();
+    const { streams, tethers } = this.#o;
+    const sealer = streams.ready(e.peer);
+    let work: Promise<void>;
+    if (sealer && tethers.info(e.peer)?.state === "open") {
+      work = sealer.seal(batch).then((message) => this.#sent(e.peer, message, bytes, count));
+    } else {
+      if (e.pending >= MAX_PENDING_BATCHES) return this.#drop("not-ready", count);
+      e.pending++;
+      work = (async () => {
+        const [ready, open] = await Promise.all([streams.sealer(e.peer), tethers.ensure(e.peer)]);
+        if (!ready || !open) return this.#drop("not-ready", count);
+        this.#sent(e.peer, await ready.seal(batch), bytes, count);
+      })().finally(() => e.pending--);
+    }
+    const tracked: Promise<void> = work.catch((error) => {
+      this.#drop("send-failed", count);
+      if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
+    }).finally(() => e.inflight.delete(tracked));
+    e.inflight.add(tracked);
+  }
+
+  #sent(peer: string, message: Uint8Array, bytes: number, count: number): void {
+    if (!this.#o.tethers.send(peer, message)) return this.#drop("send-failed", count);
+    const t = this.#traffic(peer);
+    t.txBytes += bytes;
+    t.txPackets += count;
+  }
+
+  /** A data message from a tether. */
+  receive(from: string, message: Uint8Array): void {
+    let header;
+    try {
+      header = readDataHeader(message);
+    } catch (error) {
+      if (error instanceof WireError) return this.#drop("malformed");
+      throw error;
+    }
+    // Messages for other nodes would be relayed; until relaying exists they stop here.
+    if (!bytesEqual(header.destination, this.#o.self)) return this.#drop("not-for-us");
+    const opener = this.#o.streams.opener(header.stream);
+    if (!opener) return this.#drop("unknown-stream");
+    opener.open(message).then((plain) => {
+      const packets = unpackBatch(plain);
+      const written = this.#o.tun.writeBatch(packets, 0);
+      const t = this.#traffic(from);
+      t.rxPackets += written;
+      for (const p of packets) t.rxBytes += p.length;
+    }).catch((error) => {
+      if (error instanceof StreamError || error instanceof WireError) this.#drop("refused");
+      else this.#o.log(`ingress from ${from.slice(0, 8)}: ${error}`);
+    });
+  }
+
+  #retireIdle(): void {
+    const now = this.#o.clock();
+    for (const [peer, e] of this.#egress) {
+      if (now - e.lastUsed > EGRESS_IDLE_MS && e.inflight.size === 0 && e.builder.count === 0) {
+        this.#egress.delete(peer);
+      }
+    }
+  }
+
+  /** Egresses alive (one per destination with recent traffic). */
+  get egresses(): number {
+    return this.#egress.size;
+  }
+
+  /** Closes the TUN (ending the read loop) and waits for what is in flight. */
+  async close(): Promise<void> {
+    clearInterval(this.#retire);
+    await this.#o.tun.close();
+    await this.#reading;
+    await Promise.allSettled([...this.#egress.values()].flatMap((e) => [...e.inflight]));
+  }
+}

@@ -1,0 +1,124 @@
+/**
+ * The stream table: one sending stream per destination (shared by everything that sends there), formed by a
+ * handshake over the control channel and replaced before it ages out; and the receiving streams, found by id.
+ * @module
+ */
+
+import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
+import { fromHex, toHex } from "../crypto/identity.ts";
+import { StreamOpener, StreamSealer } from "../crypto/stream.ts";
+import { HANDSHAKE_TIMEOUT_MS } from "../tuning.ts";
+import type { ControlKind, ControlMessage } from "../wire/control.ts";
+
+interface Outbound {
+  sealer?: StreamSealer;
+  /** A handshake in progress, if any. */
+  pending?: Promise<StreamSealer | undefined>;
+  resolve?: (sealer: StreamSealer | undefined) => void;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
+/** What the stream table needs around it. */
+export interface StreamsOptions {
+  self: Uint8Array;
+  handshaker: Handshaker;
+  /** Sends a signed control message to a peer's own subject. */
+  send: (peer: string, message: Uint8Array) => void;
+  clock: () => number;
+  log: (line: string) => void;
+}
+
+/** Sending and receiving streams of one node. */
+export class Streams {
+  readonly #o: StreamsOptions;
+  readonly #out = new Map<string, Outbound>();
+  readonly #in = new Map<string, StreamOpener>();
+
+  constructor(options: StreamsOptions) {
+    this.#o = options;
+  }
+
+  /** The stream to `peer`, if one is ready now; starts forming or replacing one when needed. */
+  ready(peer: string): StreamSealer | undefined {
+    const o = this.#out.get(peer);
+    const sealer = o?.sealer && !o.sealer.expired() ? o.sealer : undefined;
+    if (!sealer || sealer.needsRekey()) void this.sealer(peer);
+    return sealer;
+  }
+
+  /** The stream to `peer`, forming one if needed; undefined if the handshake fails or times out. */
+  sealer(peer: string): Promise<StreamSealer | undefined> {
+    let o = this.#out.get(peer);
+    if (!o) this.#out.set(peer, o = {});
+    if (o.sealer && !o.sealer.expired() && !o.sealer.needsRekey()) return Promise.resolve(o.sealer);
+    if (o.pending) return o.pending;
+    const entry = o;
+    entry.pending = new Promise((resolve) => entry.resolve = resolve);
+    entry.timer = setTimeout(() => this.#settle(peer, undefined), HANDSHAKE_TIMEOUT_MS);
+    void (async () => {
+      try {
+        this.#o.send(peer, await this.#o.handshaker.request(fromHex(peer)));
+      } catch (error) {
+        this.#o.log(`stream to ${peer.slice(0, 8)}: ${(error as Error).message}`);
+        this.#settle(peer, undefined);
+      }
+    })();
+    return entry.pending;
+  }
+
+  #settle(peer: string, sealer: StreamSealer | undefined): void {
+    const o = this.#out.get(peer);
+    if (!o?.pending) return;
+    clearTimeout(o.timer);
+    if (sealer) o.sealer = sealer;
+    const resolve = o.resolve!;
+    o.pending = o.resolve = o.timer = undefined;
+    resolve(o.sealer && !o.sealer.expired() ? o.sealer : undefined);
+  }
+
+  /** A peer asks for a stream to us: answer it and keep the receiving end. */
+  async onRequest(m: ControlMessage<ControlKind.StreamRequest>): Promise<void> {
+    const { response, secrets } = await this.#o.handshaker.respond(m);
+    this.#in.set(toHex(secrets.id), new StreamOpener(secrets, { self: this.#o.self, clock: this.#o.clock }));
+    this.#o.send(toHex(m.sender), response);
+  }
+
+  /** Our handshake completed. */
+  async onResponse(m: ControlMessage<ControlKind.StreamResponse>): Promise<void> {
+    try {
+      const secrets = await this.#o.handshaker.complete(m);
+      this.#settle(toHex(m.sender), new StreamSealer(secrets, this.#o.clock));
+    } catch (error) {
+      if (!(error instanceof HandshakeError)) throw error;
+      this.#o.log(`stream response from ${toHex(m.sender).slice(0, 8)} refused: ${error.reason}`);
+    }
+  }
+
+  /** The receiving stream with this id (8 bytes). */
+  opener(id: Uint8Array): StreamOpener | undefined {
+    return this.#in.get(toHex(id));
+  }
+
+  /** Forgets streams that can no longer be used, and everything about a peer that left. */
+  expire(gone: (peer: string) => boolean): void {
+    for (const [id, opener] of this.#in) {
+      if (opener.expired() || gone(toHex(opener.secrets.peer))) this.#in.delete(id);
+    }
+    for (const [peer, o] of this.#out) {
+      if (gone(peer)) {
+        this.#settle(peer, undefined);
+        this.#out.delete(peer);
+      } else if (o.sealer?.expired()) o.sealer = undefined;
+    }
+  }
+
+  get counts(): { sending: number; receiving: number } {
+    return { sending: [...this.#out.values()].filter((o) => o.sealer).length, receiving: this.#in.size };
+  }
+
+  close(): void {
+    for (const peer of this.#out.keys()) this.#settle(peer, undefined);
+    this.#out.clear();
+    this.#in.clear();
+  }
+}

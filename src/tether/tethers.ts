@@ -1,0 +1,250 @@
+/**
+ * Tethers: the WebRTC links this node holds to its next hops, formed on demand, dissolved when idle.
+ *
+ * Forming: the side with traffic first sends an Offer (signed, over the control channel) and the other Answers;
+ * one exchange, candidates inside. If both offer at once, the lower node id's offer wins and the other side
+ * answers it. An Offer for a peer that already has a tether replaces it (the peer restarted or dissolved its
+ * side). A tether with no traffic either way for the idle period closes, and says so with a Close signal.
+ * @module
+ */
+
+import { fromHex, toHex } from "../crypto/identity.ts";
+import { TETHER_CHANNELS, TETHER_FORM_TIMEOUT_MS, TETHER_IDLE_MS, TETHER_MTU } from "../tuning.ts";
+import { TetherSignalType } from "../wire/control.ts";
+import { WebRtcLink } from "./webrtc.ts";
+
+/** A signal to or from a peer (the body of a TetherSignal control message). */
+export interface Signal {
+  session: Uint8Array;
+  signal: TetherSignalType;
+  payload: string;
+}
+
+/** What the tethers need from the node around them. */
+export interface TethersOptions {
+  /** This node's id (hex): decides who wins when both sides offer. */
+  self: string;
+  /** Signs and sends a signal to a peer over the control channel. */
+  signal: (peer: string, signal: Signal) => Promise<void>;
+  iceServers: () => string[];
+  /** Addresses of the overlay itself, never used for a tether's candidates. */
+  overlay?: (address: string) => boolean;
+  /** A data message arrived from `peer`. */
+  onMessage: (peer: string, data: Uint8Array) => void;
+  /** A tether opened or went away (for status and logs). */
+  onChange?: (peer: string, state: "open" | "closed", reason?: string) => void;
+  idleMs?: number;
+  clock?: () => number;
+  /** Detailed logging of signalling, for debugging. */
+  debug?: (line: string) => void;
+}
+
+interface Tether {
+  peer: string;
+  session: string;
+  offerer: boolean;
+  link?: WebRtcLink;
+  state: "connecting" | "open" | "closed";
+  opened: Promise<boolean>;
+  settle: (open: boolean) => void;
+  lastActivity: number;
+  txBytes: number;
+  rxBytes: number;
+  formTimer?: ReturnType<typeof setTimeout>;
+}
+
+/** Counters of one peer's tether. */
+export interface TetherInfo {
+  state: "connecting" | "open";
+  txBytes: number;
+  rxBytes: number;
+  rttMs?: number;
+}
+
+/** All tethers of this node. */
+export class Tethers {
+  readonly #o: TethersOptions;
+  readonly #clock: () => number;
+  readonly #tethers = new Map<string, Tether>();
+  readonly #sweep: ReturnType<typeof setInterval>;
+  #closed = false;
+
+  constructor(options: TethersOptions) {
+    this.#o = options;
+    this.#clock = options.clock ?? Date.now;
+    this.#sweep = setInterval(() => this.#dissolveIdle(), 1_000);
+  }
+
+  #new(peer: string, session: string, offerer: boolean): Tether {
+    let settle!: (open: boolean) => void;
+    const opened = new Promise<boolean>((resolve) => settle = resolve);
+    const t: Tether = {
+      peer,
+      session,
+      offerer,
+      state: "connecting",
+      opened,
+      settle,
+      lastActivity: this.#clock(),
+      txBytes: 0,
+      rxBytes: 0,
+    };
+    this.#tethers.set(peer, t);
+    t.formTimer = setTimeout(() => this.#drop(t, "did not open in time"), TETHER_FORM_TIMEOUT_MS);
+    return t;
+  }
+
+  #events(t: Tether) {
+    return {
+      onOpen: () => {
+        if (this.#tethers.get(t.peer) !== t) return;
+        clearTimeout(t.formTimer);
+        t.state = "open";
+        t.lastActivity = this.#clock();
+        t.settle(true);
+        this.#o.onChange?.(t.peer, "open");
+      },
+      onMessage: (data: Uint8Array) => {
+        t.lastActivity = this.#clock();
+        t.rxBytes += data.length;
+        this.#o.onMessage(t.peer, data);
+      },
+      onClose: (reason: string) => this.#drop(t, reason),
+    };
+  }
+
+  #drop(t: Tether, reason: string): void {
+    if (t.state === "closed") return;
+    this.#o.debug?.(`tether ${t.peer.slice(0, 8)} session ${t.session.slice(0, 8)} dropped: ${reason}`);
+    const wasOpen = t.state === "open";
+    clearTimeout(t.formTimer);
+    t.state = "closed";
+    t.settle(false);
+    t.link?.close(reason);
+    if (this.#tethers.get(t.peer) === t) this.#tethers.delete(t.peer);
+    if (wasOpen) this.#o.onChange?.(t.peer, "closed", reason);
+  }
+
+  #config() {
+    return {
+      iceServers: this.#o.iceServers(),
+      channels: TETHER_CHANNELS,
+      mtu: TETHER_MTU,
+      excluded: this.#o.overlay,
+    };
+  }
+
+  /** The tether to `peer`, formed if there is none. Resolves true once it is open, false if it cannot form. */
+  ensure(peer: string): Promise<boolean> {
+    if (this.#closed) return Promise.resolve(false);
+    const existing = this.#tethers.get(peer);
+    if (existing) return existing.opened;
+    const session = crypto.getRandomValues(new Uint8Array(16));
+    const t = this.#new(peer, toHex(session), true);
+    void (async () => {
+      try {
+        const { link, sdp } = await WebRtcLink.offer(
+          `to-${peer.slice(0, 8)}`,
+          this.#config(),
+          this.#events(t),
+        );
+        if (t.state === "closed") return link.close("abandoned");
+        t.link = link;
+        await this.#o.signal(peer, { session, signal: TetherSignalType.Offer, payload: sdp });
+      } catch (error) {
+        this.#drop(t, `offer failed: ${(error as Error).message}`);
+      }
+    })();
+    return t.opened;
+  }
+
+  /** Sends a data message over an open tether; false if there is none (the caller forms one and waits). */
+  send(peer: string, message: Uint8Array): boolean {
+    const t = this.#tethers.get(peer);
+    if (!t || t.state !== "open" || !t.link?.send(message)) return false;
+    t.txBytes += message.length;
+    t.lastActivity = this.#clock();
+    return true;
+  }
+
+  /** Resolves when the tether to `peer` can take more (immediately if it can, or if there is none). */
+  drained(peer: string): Promise<void> {
+    return this.#tethers.get(peer)?.link?.drained() ?? Promise.resolve();
+  }
+
+  /** Handles a verified signal from `peer`. */
+  async onSignal(peer: string, s: Signal): Promise<void> {
+    if (this.#closed) return;
+    const session = toHex(s.session);
+    const t = this.#tethers.get(peer);
+    this.#o.debug?.(
+      `signal ${TetherSignalType[s.signal]} from ${peer.slice(0, 8)} session ${session.slice(0, 8)}; ` +
+        `have ${t ? `${t.state} ${t.offerer ? "offerer" : "answerer"} ${t.session.slice(0, 8)}` : "none"}`,
+    );
+    if (s.signal === TetherSignalType.Answer) {
+      if (t && t.session === session && t.offerer) t.link?.acceptAnswer(s.payload);
+      return;
+    }
+    if (s.signal === TetherSignalType.Close) {
+      if (t && t.session === session) this.#drop(t, "closed by peer");
+      return;
+    }
+    if (s.signal !== TetherSignalType.Offer) return;
+    if (t && t.offerer && t.state === "connecting" && this.#o.self < peer) return; // both offered: ours wins
+    if (t) this.#drop(t, "replaced by the peer's new offer");
+    const answering = this.#new(peer, session, false);
+    try {
+      const { link, sdp } = await WebRtcLink.answer(
+        `from-${peer.slice(0, 8)}`,
+        s.payload,
+        this.#config(),
+        this.#events(answering),
+      );
+      if (answering.state === "closed") return link.close("abandoned");
+      answering.link = link;
+      await this.#o.signal(peer, { session: s.session, signal: TetherSignalType.Answer, payload: sdp });
+    } catch (error) {
+      this.#drop(answering, `answer failed: ${(error as Error).message}`);
+    }
+  }
+
+  #dissolveIdle(): void {
+    const idle = this.#o.idleMs ?? TETHER_IDLE_MS;
+    const now = this.#clock();
+    for (const t of [...this.#tethers.values()]) {
+      if (t.state === "open" && now - t.lastActivity > idle) {
+        void this.#o.signal(t.peer, {
+          session: fromHex(t.session),
+          signal: TetherSignalType.Close,
+          payload: "",
+        })
+          .catch(() => {});
+        this.#drop(t, "idle");
+      }
+    }
+  }
+
+  /** Drops the tether to a peer that left (or may no longer be talked to). */
+  forget(peer: string): void {
+    const t = this.#tethers.get(peer);
+    if (t) this.#drop(t, "peer left");
+  }
+
+  info(peer: string): TetherInfo | undefined {
+    const t = this.#tethers.get(peer);
+    if (!t || t.state === "closed") return undefined;
+    return { state: t.state, txBytes: t.txBytes, rxBytes: t.rxBytes, rttMs: t.link?.rttMs() };
+  }
+
+  /** Open tethers. */
+  get count(): number {
+    return [...this.#tethers.values()].filter((t) => t.state === "open").length;
+  }
+
+  /** Closes every tether. */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#sweep);
+    for (const t of [...this.#tethers.values()]) this.#drop(t, "shutting down");
+  }
+}

@@ -1,0 +1,219 @@
+/**
+ * One WebRTC link to a next hop (libdatachannel through `node-datachannel`; the only importer): a peer
+ * connection with a few unordered, unreliable data channels (IP packets need neither order nor
+ * retransmission: TCP above does its own).
+ *
+ * Invariants:
+ * - Every PeerConnection and DataChannel stays referenced from this object until close(): a collected one is
+ *   destroyed and silently drops messages.
+ * - Descriptions are exchanged once each way, after ICE gathering completes, with their candidates inside. When
+ *   server-reflexive or relay candidates exist, host candidates are removed, so the tunnel forms at the
+ *   gateway rather than on the host; host candidates are kept only when nothing else exists.
+ * - `sendMessageBinary` returning false means "queued", not "failed"; libdatachannel's queue is unbounded, so
+ *   senders wait for `writable()` above a high-water mark.
+ * @module
+ */
+
+import ndc from "node-datachannel";
+import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
+
+/** What a link reports to its owner. */
+export interface LinkEvents {
+  onOpen(): void;
+  onMessage(data: Uint8Array): void;
+  /** The link is gone (closed by either side, or failed). Called once. */
+  onClose(reason: string): void;
+}
+
+/** How links are made. */
+export interface LinkConfig {
+  /** STUN/TURN URLs ("stun:host:port", "turn:user:pass@host:port"). */
+  iceServers: string[];
+  channels: number;
+  /** SCTP MTU: 1500 measured +20% over the default 1172 here; 9000 breaks. */
+  mtu: number;
+  /** Local addresses never to offer as candidates. */
+  excluded?: (address: string) => boolean;
+}
+
+/**
+ * The candidates a link offers: never one on an `excluded` address (the overlay's own addresses: a tether must
+ * not run through the tunnel it carries), and only server-reflexive and relay ones when there are any.
+ */
+export function filterCandidates(sdp: string, excluded: (address: string) => boolean = () => false): string {
+  const lines = sdp.split("\r\n");
+  const isCandidate = (l: string) => l.startsWith("a=candidate:");
+  const kept = lines.filter((l) => !isCandidate(l) || !excluded(l.split(" ")[4] ?? ""));
+  const gateway = kept.some((l) => isCandidate(l) && / typ (srflx|relay)( |$)/.test(l));
+  return gateway
+    ? kept.filter((l) => !(isCandidate(l) && / typ host( |$)/.test(l))).join("\r\n")
+    : kept.join("\r\n");
+}
+
+type Channel = ReturnType<ndc.PeerConnection["createDataChannel"]>;
+
+/** A WebRTC peer connection and its data channels. */
+export class WebRtcLink {
+  readonly #pc: ndc.PeerConnection;
+  readonly #channels: Channel[] = [];
+  readonly #events: LinkEvents;
+  #open = false;
+  #closed = false;
+  #waiters: (() => void)[] = [];
+  readonly #excluded: LinkConfig["excluded"];
+
+  private constructor(name: string, config: LinkConfig, events: LinkEvents) {
+    this.#events = events;
+    this.#excluded = config.excluded;
+    this.#pc = new ndc.PeerConnection(name, { iceServers: config.iceServers, mtu: config.mtu });
+    this.#pc.onStateChange((state) => {
+      if (state === "failed" || state === "closed" || state === "disconnected") {
+        this.#finish(`connection ${state}`);
+      }
+    });
+  }
+
+  /** Starts a link as the offering side; resolves with the offer to send once gathering is done. */
+  static async offer(
+    name: string,
+    config: LinkConfig,
+    events: LinkEvents,
+  ): Promise<{ link: WebRtcLink; sdp: string }> {
+    const link = new WebRtcLink(name, config, events);
+    const gathered = link.#gathered();
+    for (let i = 0; i < config.channels; i++) {
+      link.#adopt(link.#pc.createDataChannel(`vc${i}`, { unordered: true, maxRetransmits: 0 }));
+    }
+    return { link, sdp: await gathered };
+  }
+
+  /** Starts a link answering `offer`; resolves with the answer to send back. */
+  static async answer(
+    name: string,
+    offer: string,
+    config: LinkConfig,
+    events: LinkEvents,
+  ): Promise<{ link: WebRtcLink; sdp: string }> {
+    const link = new WebRtcLink(name, config, events);
+    link.#pc.onDataChannel((dc) => link.#adopt(dc));
+    const gathered = link.#gathered();
+    link.#pc.setRemoteDescription(offer, "offer");
+    return { link, sdp: await gathered };
+  }
+
+  /** The offering side takes the answer. */
+  acceptAnswer(sdp: string): void {
+    if (!this.#closed) this.#pc.setRemoteDescription(sdp, "answer");
+  }
+
+  #gathered(): Promise<string> {
+    return new Promise((resolve) => {
+      let done = false;
+      const finish = () => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(filterCandidates(this.#pc.localDescription()?.sdp ?? "", this.#excluded));
+      };
+      // A STUN server that never answers must not hold the link forever: use what was gathered by then.
+      const timer = setTimeout(finish, 5_000);
+      this.#pc.onGatheringStateChange((state) => state === "complete" && finish());
+    });
+  }
+
+  #adopt(dc: Channel): void {
+    this.#channels.push(dc);
+    dc.setBufferedAmountLowThreshold(LINK_BUFFER_LOW_BYTES);
+    dc.onBufferedAmountLow(() => this.#wake());
+    dc.onOpen(() => {
+      if (this.#open || this.#closed) return;
+      this.#open = true;
+      this.#events.onOpen();
+    });
+    dc.onMessage((msg) => {
+      if (typeof msg === "string") return; // only binary messages are ours
+      this.#events.onMessage(msg instanceof ArrayBuffer ? new Uint8Array(msg) : msg);
+    });
+    dc.onClosed(() => {
+      if (!this.#channels.some((c) => c.isOpen())) this.#finish("data channels closed");
+    });
+  }
+
+  #wake(): void {
+    const waiters = this.#waiters;
+    this.#waiters = [];
+    for (const w of waiters) w();
+  }
+
+  get isOpen(): boolean {
+    return this.#open && !this.#closed;
+  }
+
+  /** The open channel with the fewest bytes queued: the one the next send uses. */
+  #best(): Channel | undefined {
+    let best: Channel | undefined;
+    for (const c of this.#channels) {
+      if (c.isOpen() && (!best || c.bufferedAmount() < best.bufferedAmount())) best = c;
+    }
+    return best;
+  }
+
+  /** True while some channel is below the high-water mark. */
+  get writable(): boolean {
+    const best = this.#best();
+    return best !== undefined && best.bufferedAmount() < LINK_BUFFER_HIGH_BYTES;
+  }
+
+  /**
+   * Resolves when the link can take more: at once unless it is open and every channel is above the high-water
+   * mark, else when one drains below the low-water mark (or the link closes). A link still forming is not
+   * congested: its senders hold their batches elsewhere.
+   */
+  drained(): Promise<void> {
+    if (!this.isOpen || this.writable) return Promise.resolve();
+    return new Promise((resolve) => this.#waiters.push(resolve));
+  }
+
+  /** Queues one message on the least-loaded channel; false if no channel is open. */
+  send(message: Uint8Array): boolean {
+    const best = this.#best();
+    if (!best) return false;
+    best.sendMessageBinary(message);
+    return true;
+  }
+
+  /** Round-trip time of the selected candidate pair (ms), if known. */
+  rttMs(): number | undefined {
+    try {
+      const rtt = this.#pc.rtt();
+      return rtt > 0 ? rtt : undefined;
+    } catch {
+      return undefined;
+    }
+  }
+
+  #finish(reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#wake();
+    for (const c of this.#channels) {
+      try {
+        c.close();
+      } catch { /* already closed */ }
+    }
+    try {
+      this.#pc.close();
+    } catch { /* already closed */ }
+    this.#events.onClose(reason);
+  }
+
+  /** Closes every channel and the connection. Idempotent. */
+  close(reason = "closed"): void {
+    this.#finish(reason);
+  }
+}
+
+/** Releases libdatachannel's threads (call once at exit, after every link is closed). */
+export function shutdownWebRtc(): void {
+  ndc.cleanup();
+}

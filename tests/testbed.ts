@@ -1,0 +1,73 @@
+/**
+ * The namespace testbed: a bridge in this (the test's) namespace, where the Guardian and the Master run, and one
+ * network namespace per host, each joined to the bridge by a veth pair. Hosts reach the hub at 10.201.X.1 and
+ * each other at 10.201.X.N, with X different for each testbed so several can run at once. Paths are cut with nftables inside a host's namespace. Everything is removed on
+ * dispose, even after a failure.
+ * @module
+ */
+
+import { Netns, run } from "./netns.ts";
+
+let counter = 0;
+
+/** One host of the testbed. */
+export interface Host {
+  name: string;
+  ns: Netns;
+  /** Its underlay address. */
+  address: string;
+}
+
+/** A bridge and hosts around it. */
+export class Testbed implements AsyncDisposable {
+  readonly hosts = new Map<string, Host>();
+  readonly hub: string;
+  readonly #subnet: string;
+  readonly #bridge: string;
+  readonly #veths: string[] = [];
+
+  private constructor(bridge: string, subnet: number) {
+    this.#bridge = bridge;
+    this.#subnet = `10.201.${subnet}`;
+    this.hub = `${this.#subnet}.1`;
+  }
+
+  /** Makes the bridge and one namespace per name. */
+  static async create(names: string[]): Promise<Testbed> {
+    const n0 = counter++;
+    const bed = new Testbed(`vcbr${Deno.pid % 10000}${n0}`, (Deno.pid * 7 + n0) % 250 + 1);
+    try {
+      await run("ip", ["link", "add", bed.#bridge, "type", "bridge"]);
+      await run("ip", ["addr", "add", `${bed.hub}/24`, "dev", bed.#bridge]);
+      await run("ip", ["link", "set", bed.#bridge, "up"]);
+      let n = 2;
+      for (const name of names) {
+        const ns = await Netns.create(name);
+        const veth = `${bed.#bridge}h${n}`;
+        bed.#veths.push(veth);
+        await run("ip", ["link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", ns.name]);
+        await run("ip", ["link", "set", veth, "master", bed.#bridge, "up"]);
+        const address = `${bed.#subnet}.${n++}`;
+        await ns.exec("ip", ["addr", "add", `${address}/24`, "dev", "eth0"]);
+        await ns.exec("ip", ["link", "set", "eth0", "up"]);
+        bed.hosts.set(name, { name, ns, address });
+      }
+    } catch (error) {
+      await bed[Symbol.asyncDispose]();
+      throw error;
+    }
+    return bed;
+  }
+
+  host(name: string): Host {
+    const h = this.hosts.get(name);
+    if (!h) throw new Error(`no host ${name}`);
+    return h;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    for (const h of this.hosts.values()) await h.ns[Symbol.asyncDispose]();
+    for (const v of this.#veths) await run("ip", ["link", "del", v], { allowFailure: true });
+    await run("ip", ["link", "del", this.#bridge], { allowFailure: true });
+  }
+}

@@ -1,0 +1,143 @@
+/**
+ * The tunnel end to end: a Guardian and its Master on a bridge, nodes A and B each in their own network
+ * namespace with a real TUN device, IP traffic between them over WebRTC tethers. All through the CLI.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { freePort, GuardianProc, NodeProc, Proc, waitFor } from "./harness.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { Testbed } from "./testbed.ts";
+
+const unavailable = netnsUnavailable();
+const ignore = unavailable !== undefined;
+const TRANSFER = new URL("./tcp_transfer.ts", import.meta.url).pathname;
+
+interface PeerJson {
+  tag: string;
+  ips: string[];
+  path: string;
+  txBytes: number;
+  rxBytes: number;
+}
+
+/** A testbed with a Guardian on the bridge and registered nodes in their namespaces. */
+async function world(names: string[], runFlags: string[] = []) {
+  const bed = await Testbed.create(names);
+  const dir = await Deno.makeTempDir({ prefix: "vc-tunnel-" });
+  const natsPort = freePort();
+  const guardian = new GuardianProc(`${dir}/guardian`, {
+    embeddedMaster: true,
+    natsPort,
+    listenHost: bed.hub,
+  });
+  await guardian.start();
+  await guardian.admin(["realm", "create", "home"]);
+  const token = await guardian.admin(["token", "create", "--realm", "home"]);
+  const nodes = new Map<string, NodeProc>();
+  for (const name of names) {
+    const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
+    await n.register(guardian.url, token, ["--taints", "lab"]);
+    await n.start();
+    nodes.set(name, n);
+  }
+  return {
+    bed,
+    guardian,
+    nodes,
+    node: (name: string) => nodes.get(name)!,
+    async [Symbol.asyncDispose]() {
+      for (const n of nodes.values()) await n[Symbol.asyncDispose]();
+      await guardian[Symbol.asyncDispose]();
+      await bed[Symbol.asyncDispose]();
+    },
+  };
+}
+
+async function peer(n: NodeProc, tag: string): Promise<PeerJson | undefined> {
+  return (await n.peers() as unknown as PeerJson[]).find((p) => p.tag === tag);
+}
+
+Deno.test({
+  name: "tunnel: A pings B over IPv4 and IPv6 without loss, and 200 MB of TCP arrive intact",
+  ignore,
+  async fn() {
+    await using w = await world(["a", "b"]);
+    const a = w.node("a");
+    const b = w.node("b");
+    const target = await waitFor("a to see b", 15_000, () => peer(a, "b"));
+    const [v4, v6] = target.ips;
+    // The first packet forms the tether and the stream; from then on nothing may be lost.
+    await waitFor(
+      "a first ping to go through",
+      20_000,
+      async () =>
+        (await w.bed.host("a").ns.exec("ping", ["-c", "1", "-W", "1", v4!], { allowFailure: true })).success,
+    ).catch(
+      async (e) => {
+        const statuses = JSON.stringify([
+          (await a.status()).json,
+          (await b.status()).json,
+          await a.peers(),
+          await b.peers(),
+        ]);
+        throw new Error(`${e}\n--- a:\n${a.proc!.output}\n--- b:\n${b.proc!.output}\n${statuses}`);
+      },
+    );
+    for (const address of [v4!, v6!]) {
+      const ping = await w.bed.host("a").ns.exec("ping", ["-c", "100", "-i", "0.01", "-W", "2", address], {
+        allowFailure: true,
+      });
+      assert(
+        ping.text.includes(" 0% packet loss"),
+        `ping ${address}:\n${ping.text}${ping.errors}\n--- a:\n${a.proc!.output}\n--- b:\n${
+          b.proc!.output
+        }\n${
+          JSON.stringify([(await a.status()).json, (await b.status()).json, await a.peers(), await b.peers()])
+        }`,
+      );
+    }
+    assertEquals((await peer(a, "b"))?.path, "direct");
+
+    const port = 5201;
+    const server = new Proc("sink", "ip", [
+      "netns",
+      "exec",
+      w.bed.host("b").ns.name,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      TRANSFER,
+      "serve",
+      String(port),
+    ]);
+    await waitFor("the sink to listen", 10_000, () => server.output.includes("listening"));
+    const size = 200 * 1024 * 1024;
+    const started = performance.now();
+    const sent = await w.bed.host("a").ns.exec(Deno.execPath(), [
+      "run",
+      "-A",
+      "--quiet",
+      TRANSFER,
+      "send",
+      v4!,
+      String(port),
+      String(size),
+    ]);
+    const seconds = (performance.now() - started) / 1000;
+    await server.done;
+    const received = server.output.trim().split("\n").at(-1)!;
+    assertEquals(received, sent.text.trim(), "bytes received differ from bytes sent");
+    assert(received.startsWith(`${size} `));
+    console.log(
+      `200 MB through the tunnel in ${seconds.toFixed(1)} s (${
+        (size * 8 / seconds / 1e6).toFixed(0)
+      } Mbit/s)`,
+    );
+
+    const seen = (await peer(a, "b"))!;
+    assertEquals(seen.path, "direct");
+    assert(seen.txBytes > size, `a counted ${seen.txBytes} bytes to b`);
+    assert((await peer(b, "a"))!.rxBytes > size);
+  },
+});
