@@ -36,3 +36,11 @@ export const MAX_PENDING_BATCHES = 64;
 export const MAX_INFLIGHT_SEALS = 16;
 /** An egress with no packets for this long is retired. */
 export const EGRESS_IDLE_MS = 30_000;
+/** An offer with no answer is sent again this often (the control channel delivers at most once). */
+export const OFFER_RESEND_MS = 2_000;
+/** A stream request with no response is sent again this often. */
+export const STREAM_REQUEST_RESEND_MS = 2_000;
+/** A busy tether whose peer has been silent this long is probed... */
+export const LINK_PROBE_AFTER_MS = 1_000;
+/** ...and dropped when the peer stays silent this long. */
+export const LINK_DEAD_MS = 4_000;

@@ -128,6 +128,10 @@ export class PeerTable {
       if (known) this.#remove(id);
       return m.kind === ControlKind.Announce && m.body.leaving === 1 ? undefined : this.#drop("forbidden");
     }
+    if (!known) {
+      // The same conflux under a new key: it restarted. Its old self is gone.
+      for (const [other, p] of this.#peers) if (bytesEqual(p.cert.conflux, cert.conflux)) this.#remove(other);
+    }
     const peer = { cert, lastSeen: this.#o.clock() };
     this.#peers.set(id, peer);
     if (!known) this.#o.onChange?.("joined", peer);

@@ -7,7 +7,7 @@
 import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
 import { StreamOpener, StreamSealer } from "../crypto/stream.ts";
-import { HANDSHAKE_TIMEOUT_MS } from "../tuning.ts";
+import { HANDSHAKE_TIMEOUT_MS, STREAM_REQUEST_RESEND_MS } from "../tuning.ts";
 import type { ControlKind, ControlMessage } from "../wire/control.ts";
 
 interface Outbound {
@@ -16,6 +16,8 @@ interface Outbound {
   pending?: Promise<StreamSealer | undefined>;
   resolve?: (sealer: StreamSealer | undefined) => void;
   timer?: ReturnType<typeof setTimeout>;
+  /** Sends a fresh request while none was answered (the control channel delivers at most once). */
+  resend?: ReturnType<typeof setInterval>;
 }
 
 /** What the stream table needs around it. */
@@ -55,14 +57,16 @@ export class Streams {
     const entry = o;
     entry.pending = new Promise((resolve) => entry.resolve = resolve);
     entry.timer = setTimeout(() => this.#settle(peer, undefined), HANDSHAKE_TIMEOUT_MS);
-    void (async () => {
+    const ask = async () => {
       try {
         this.#o.send(peer, await this.#o.handshaker.request(fromHex(peer)));
       } catch (error) {
         this.#o.log(`stream to ${peer.slice(0, 8)}: ${(error as Error).message}`);
         this.#settle(peer, undefined);
       }
-    })();
+    };
+    entry.resend = setInterval(() => void ask(), STREAM_REQUEST_RESEND_MS);
+    void ask();
     return entry.pending;
   }
 
@@ -70,9 +74,14 @@ export class Streams {
     const o = this.#out.get(peer);
     if (!o?.pending) return;
     clearTimeout(o.timer);
+    clearInterval(o.resend);
     if (sealer) o.sealer = sealer;
     const resolve = o.resolve!;
-    o.pending = o.resolve = o.timer = undefined;
+    o.pending =
+      o.resolve =
+      o.timer =
+      o.resend =
+        undefined;
     resolve(o.sealer && !o.sealer.expired() ? o.sealer : undefined);
   }
 

@@ -9,7 +9,15 @@
  */
 
 import { fromHex, toHex } from "../crypto/identity.ts";
-import { TETHER_CHANNELS, TETHER_FORM_TIMEOUT_MS, TETHER_IDLE_MS, TETHER_MTU } from "../tuning.ts";
+import {
+  LINK_DEAD_MS,
+  LINK_PROBE_AFTER_MS,
+  OFFER_RESEND_MS,
+  TETHER_CHANNELS,
+  TETHER_FORM_TIMEOUT_MS,
+  TETHER_IDLE_MS,
+  TETHER_MTU,
+} from "../tuning.ts";
 import { TetherSignalType } from "../wire/control.ts";
 import { WebRtcLink } from "./webrtc.ts";
 
@@ -48,9 +56,17 @@ interface Tether {
   opened: Promise<boolean>;
   settle: (open: boolean) => void;
   lastActivity: number;
+  /** When the peer last showed it is alive (a message or a probe answer). */
+  lastHeard: number;
+  /** When we last sent data. */
+  lastSent: number;
   txBytes: number;
   rxBytes: number;
   formTimer?: ReturnType<typeof setTimeout>;
+  /** Resends the offer while no answer came (control messages may be lost, e.g. before the peer knows us). */
+  offerTimer?: ReturnType<typeof setInterval>;
+  /** The answer we sent, for a resent offer whose first answer was lost. */
+  answer?: Signal;
 }
 
 /** Counters of one peer's tether. */
@@ -86,6 +102,8 @@ export class Tethers {
       opened,
       settle,
       lastActivity: this.#clock(),
+      lastHeard: this.#clock(),
+      lastSent: 0,
       txBytes: 0,
       rxBytes: 0,
     };
@@ -99,13 +117,17 @@ export class Tethers {
       onOpen: () => {
         if (this.#tethers.get(t.peer) !== t) return;
         clearTimeout(t.formTimer);
+        clearInterval(t.offerTimer);
         t.state = "open";
-        t.lastActivity = this.#clock();
+        t.lastActivity = t.lastHeard = this.#clock();
         t.settle(true);
         this.#o.onChange?.(t.peer, "open");
       },
+      onAlive: () => {
+        t.lastHeard = this.#clock();
+      },
       onMessage: (data: Uint8Array) => {
-        t.lastActivity = this.#clock();
+        t.lastActivity = t.lastHeard = this.#clock();
         t.rxBytes += data.length;
         this.#o.onMessage(t.peer, data);
       },
@@ -118,6 +140,7 @@ export class Tethers {
     this.#o.debug?.(`tether ${t.peer.slice(0, 8)} session ${t.session.slice(0, 8)} dropped: ${reason}`);
     const wasOpen = t.state === "open";
     clearTimeout(t.formTimer);
+    clearInterval(t.offerTimer);
     t.state = "closed";
     t.settle(false);
     t.link?.close(reason);
@@ -150,7 +173,9 @@ export class Tethers {
         );
         if (t.state === "closed") return link.close("abandoned");
         t.link = link;
-        await this.#o.signal(peer, { session, signal: TetherSignalType.Offer, payload: sdp });
+        const offer = { session, signal: TetherSignalType.Offer, payload: sdp };
+        t.offerTimer = setInterval(() => void this.#o.signal(peer, offer).catch(() => {}), OFFER_RESEND_MS);
+        await this.#o.signal(peer, offer);
       } catch (error) {
         this.#drop(t, `offer failed: ${(error as Error).message}`);
       }
@@ -163,7 +188,7 @@ export class Tethers {
     const t = this.#tethers.get(peer);
     if (!t || t.state !== "open" || !t.link?.send(message)) return false;
     t.txBytes += message.length;
-    t.lastActivity = this.#clock();
+    t.lastActivity = t.lastSent = this.#clock();
     return true;
   }
 
@@ -182,7 +207,11 @@ export class Tethers {
         `have ${t ? `${t.state} ${t.offerer ? "offerer" : "answerer"} ${t.session.slice(0, 8)}` : "none"}`,
     );
     if (s.signal === TetherSignalType.Answer) {
-      if (t && t.session === session && t.offerer) t.link?.acceptAnswer(s.payload);
+      if (t && t.session === session && t.offerer && t.state === "connecting" && t.offerTimer !== undefined) {
+        clearInterval(t.offerTimer);
+        t.offerTimer = undefined;
+        t.link?.acceptAnswer(s.payload);
+      }
       return;
     }
     if (s.signal === TetherSignalType.Close) {
@@ -191,6 +220,11 @@ export class Tethers {
     }
     if (s.signal !== TetherSignalType.Offer) return;
     if (t && t.offerer && t.state === "connecting" && this.#o.self < peer) return; // both offered: ours wins
+    if (t && !t.offerer && t.session === session) {
+      // A resent offer we are already answering: our answer may have been lost.
+      if (t.answer) await this.#o.signal(peer, t.answer);
+      return;
+    }
     if (t) this.#drop(t, "replaced by the peer's new offer");
     const answering = this.#new(peer, session, false);
     try {
@@ -202,16 +236,29 @@ export class Tethers {
       );
       if (answering.state === "closed") return link.close("abandoned");
       answering.link = link;
-      await this.#o.signal(peer, { session: s.session, signal: TetherSignalType.Answer, payload: sdp });
+      answering.answer = { session: s.session, signal: TetherSignalType.Answer, payload: sdp };
+      await this.#o.signal(peer, answering.answer);
     } catch (error) {
       this.#drop(answering, `answer failed: ${(error as Error).message}`);
     }
   }
 
+  /**
+   * Once a second: dissolves idle tethers, and checks on busy ones. A tether we are sending on whose peer has
+   * been silent for a while is probed; if the peer stays silent it is gone (killed, or its network cut), and the
+   * tether is dropped so the next packet forms a new one.
+   */
   #dissolveIdle(): void {
     const idle = this.#o.idleMs ?? TETHER_IDLE_MS;
     const now = this.#clock();
     for (const t of [...this.#tethers.values()]) {
+      if (t.state === "open" && now - t.lastSent < LINK_DEAD_MS && now - t.lastHeard > LINK_PROBE_AFTER_MS) {
+        if (now - t.lastHeard > LINK_DEAD_MS) {
+          this.#drop(t, "peer not answering");
+          continue;
+        }
+        t.link?.probe();
+      }
       if (t.state === "open" && now - t.lastActivity > idle) {
         void this.#o.signal(t.peer, {
           session: fromHex(t.session),

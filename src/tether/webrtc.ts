@@ -21,6 +21,8 @@ import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
 export interface LinkEvents {
   onOpen(): void;
   onMessage(data: Uint8Array): void;
+  /** The peer answered a liveness probe (or probed us): the link is alive. */
+  onAlive(): void;
   /** The link is gone (closed by either side, or failed). Called once. */
   onClose(reason: string): void;
 }
@@ -131,7 +133,12 @@ export class WebRtcLink {
       this.#events.onOpen();
     });
     dc.onMessage((msg) => {
-      if (typeof msg === "string") return; // only binary messages are ours
+      if (typeof msg === "string") {
+        // Text messages are link-local liveness probes: "?" asks, "!" answers. Data is always binary.
+        if (msg === "?") dc.sendMessage("!");
+        this.#events.onAlive();
+        return;
+      }
       this.#events.onMessage(msg instanceof ArrayBuffer ? new Uint8Array(msg) : msg);
     });
     dc.onClosed(() => {
@@ -180,6 +187,11 @@ export class WebRtcLink {
     if (!best) return false;
     best.sendMessageBinary(message);
     return true;
+  }
+
+  /** Asks the peer to show it is alive (answered through `onAlive`). */
+  probe(): void {
+    this.#best()?.sendMessage("?");
   }
 
   /** Round-trip time of the selected candidate pair (ms), if known. */
