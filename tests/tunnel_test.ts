@@ -141,3 +141,81 @@ Deno.test({
     assert((await peer(b, "a"))!.rxBytes > size);
   },
 });
+
+async function ping(w: Awaited<ReturnType<typeof world>>, from: string, address: string, count = 3) {
+  return await w.bed.host(from).ns.exec("ping", ["-c", String(count), "-i", "0.2", "-W", "2", address], {
+    allowFailure: true,
+  });
+}
+
+Deno.test({
+  name: "tunnel: an idle tether dissolves, and the next packet forms it again",
+  ignore,
+  async fn() {
+    await using w = await world(["a", "b"], ["--tether-idle", "3s"]);
+    const a = w.node("a");
+    const address = (await waitFor("a to see b", 15_000, () => peer(a, "b"))).ips[0]!;
+    await waitFor("a first ping", 20_000, async () => (await ping(w, "a", address, 1)).success);
+    assertEquals((await peer(a, "b"))?.path, "direct");
+    assertEquals((await a.status()).json.tethers, 1);
+    await waitFor("the idle tether to dissolve", 10_000, async () => (await a.status()).json.tethers === 0);
+    assertEquals((await peer(a, "b"))?.path, "none");
+    const again = await ping(w, "a", address, 3);
+    assert(again.text.includes(" 0% packet loss"), again.text);
+    assertEquals((await peer(a, "b"))?.path, "direct");
+    assert(a.proc!.output.includes("tether to b closed (idle)"), a.proc!.output);
+  },
+});
+
+Deno.test({
+  name:
+    "tunnel: B killed mid-transfer does not crash A, shows offline within seconds, and comes back on restart",
+  ignore,
+  async fn() {
+    await using w = await world(["a", "b"]);
+    const a = w.node("a");
+    const b = w.node("b");
+    const address = (await waitFor("a to see b", 15_000, () => peer(a, "b"))).ips[0]!;
+    await waitFor("a first ping", 20_000, async () => (await ping(w, "a", address, 1)).success);
+    await using sink = new Proc("sink", "ip", [
+      "netns",
+      "exec",
+      w.bed.host("b").ns.name,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      TRANSFER,
+      "serve",
+      "5202",
+    ]);
+    await waitFor("the sink to listen", 10_000, () => sink.output.includes("listening"));
+    const sender = new Proc("sender", "ip", [
+      "netns",
+      "exec",
+      w.bed.host("a").ns.name,
+      Deno.execPath(),
+      "run",
+      "-A",
+      "--quiet",
+      TRANSFER,
+      "send",
+      address,
+      "5202",
+      String(2 * 1024 * 1024 * 1024),
+    ]);
+    await waitFor("traffic to flow", 10_000, async () => ((await peer(a, "b"))?.txBytes ?? 0) > 20_000_000);
+    await b.proc!.stop("SIGKILL");
+    const killed = Date.now();
+    await waitFor("a to show b offline", 10_000, async () => (await peer(a, "b"))?.path === "none");
+    console.log(`a showed b offline ${((Date.now() - killed) / 1000).toFixed(1)} s after b was killed`);
+    assertEquals((await a.status()).code, 0, "a is still up and connected");
+    await sender.stop("SIGKILL");
+
+    await b.start();
+    await waitFor("b to come back", 20_000, async () => (await ping(w, "a", address, 1)).success);
+    const back = await ping(w, "a", address, 5);
+    assert(back.text.includes(" 0% packet loss"), back.text);
+    assertEquals(await a.peerTags(), ["b"]);
+  },
+});
