@@ -135,14 +135,16 @@ export class Tethers {
     };
   }
 
-  #drop(t: Tether, reason: string): void {
+  /** Closes a tether. Its waiters learn it failed, unless `successor` takes over (they wait for that one). */
+  #drop(t: Tether, reason: string, successor?: Tether): void {
     if (t.state === "closed") return;
     this.#o.debug?.(`tether ${t.peer.slice(0, 8)} session ${t.session.slice(0, 8)} dropped: ${reason}`);
     const wasOpen = t.state === "open";
     clearTimeout(t.formTimer);
     clearInterval(t.offerTimer);
     t.state = "closed";
-    t.settle(false);
+    if (successor) successor.opened.then(t.settle);
+    else t.settle(false);
     t.link?.close(reason);
     if (this.#tethers.get(t.peer) === t) this.#tethers.delete(t.peer);
     if (wasOpen) this.#o.onChange?.(t.peer, "closed", reason);
@@ -225,8 +227,8 @@ export class Tethers {
       if (t.answer) await this.#o.signal(peer, t.answer);
       return;
     }
-    if (t) this.#drop(t, "replaced by the peer's new offer");
     const answering = this.#new(peer, session, false);
+    if (t) this.#drop(t, "replaced by the peer's new offer", answering);
     try {
       const { link, sdp } = await WebRtcLink.answer(
         `from-${peer.slice(0, 8)}`,

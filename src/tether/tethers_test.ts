@@ -1,0 +1,118 @@
+import { assert, assertEquals } from "../../tests/assert.ts";
+import { within } from "../../tests/tun_conformance.ts";
+import { type Signal, Tethers } from "./tethers.ts";
+import { filterCandidates } from "./webrtc.ts";
+
+/** Two nodes' tethers wired to each other's signals (asynchronously, as over the control channel). */
+function pair(options: { idleMs?: number; drop?: (s: Signal) => boolean } = {}) {
+  const received: Record<string, Uint8Array[]> = { aa: [], bb: [] };
+  const nodes: Record<string, Tethers> = {};
+  for (const [self, other] of [["aa", "bb"], ["bb", "aa"]] as const) {
+    nodes[self] = new Tethers({
+      self,
+      signal: (peer, s) => {
+        if (!options.drop?.(s)) setTimeout(() => void nodes[peer]!.onSignal(self, s), 1);
+        return Promise.resolve();
+      },
+      iceServers: () => [],
+      onMessage: (_peer, data) => received[self]!.push(data.slice()),
+      idleMs: options.idleMs,
+    });
+    void other;
+  }
+  return {
+    a: nodes.aa!,
+    b: nodes.bb!,
+    received,
+    [Symbol.dispose]() {
+      nodes.aa!.close();
+      nodes.bb!.close();
+    },
+  };
+}
+
+const test = (name: string, fn: () => Promise<void>) =>
+  // libdatachannel keeps worker threads and timers of its own: the sanitizers cannot account for them.
+  Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
+
+test("tethers: the first packet forms a tether that carries every message both ways", async () => {
+  using p = pair();
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  assert(await within(10_000, "open on the answering side", p.b.ensure("aa")));
+  for (let i = 0; i < 500; i++) assert(p.a.send("bb", Uint8Array.of(i & 0xff, 1, 2)));
+  for (let i = 0; i < 500; i++) assert(p.b.send("aa", new Uint8Array(1400).fill(i & 0xff)));
+  await within(
+    10_000,
+    "delivery",
+    (async () => {
+      while (p.received.bb!.length < 500 || p.received.aa!.length < 500) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  );
+  // Channels are unordered: compare what arrived, not in which order.
+  const firsts = p.received.bb!.map((m) => m[0]!).sort((x, y) => x - y);
+  assertEquals(firsts, Array.from({ length: 500 }, (_, i) => i & 0xff).sort((x, y) => x - y));
+  assertEquals(p.a.count, 1);
+  assertEquals(p.a.info("bb")!.txBytes, 1500);
+});
+
+test("tethers: both sides forming at once end with one working tether", async () => {
+  using p = pair();
+  const [x, y] = await within(10_000, "open", Promise.all([p.a.ensure("bb"), p.b.ensure("aa")]));
+  assert(x && y);
+  assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
+  await within(
+    5_000,
+    "delivery",
+    (async () => {
+      while (p.received.bb!.length < 1 || p.received.aa!.length < 1) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  );
+});
+
+test("tethers: a lost offer is sent again", async () => {
+  let dropped = 0;
+  using p = pair({ drop: (s) => s.signal === 1 && dropped++ === 0 });
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  assertEquals(dropped, 2); // the first offer was lost, the resent one went through
+});
+
+test("tethers: an idle tether dissolves on both sides, and forms again on demand", async () => {
+  using p = pair({ idleMs: 500 });
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  await within(
+    5_000,
+    "dissolve",
+    (async () => {
+      while (p.a.count + p.b.count > 0) await new Promise((r) => setTimeout(r, 50));
+    })(),
+  );
+  assertEquals(p.a.send("bb", Uint8Array.of(1)), false);
+  assert(await within(10_000, "re-open", p.a.ensure("bb")));
+  assert(p.a.send("bb", Uint8Array.of(1)));
+});
+
+Deno.test("filterCandidates: overlay addresses are never offered; gateway candidates beat host ones", () => {
+  const sdp = [
+    "v=0",
+    "a=candidate:1 1 UDP 2122317823 10.201.0.2 40000 typ host",
+    "a=candidate:2 1 UDP 2122317823 10.128.0.1 40001 typ host",
+    "a=candidate:3 1 UDP 1686052607 203.0.113.9 40002 typ srflx raddr 10.201.0.2 rport 40000",
+    "a=end-of-candidates",
+  ].join("\r\n");
+  const overlay = (a: string) => a.startsWith("10.128.");
+  assertEquals(filterCandidates(sdp, overlay).split("\r\n"), [
+    "v=0",
+    "a=candidate:3 1 UDP 1686052607 203.0.113.9 40002 typ srflx raddr 10.201.0.2 rport 40000",
+    "a=end-of-candidates",
+  ]);
+  const hostOnly = sdp.split("\r\n").filter((l) => !l.includes("srflx")).join("\r\n");
+  assertEquals(filterCandidates(hostOnly, overlay).split("\r\n"), [
+    "v=0",
+    "a=candidate:1 1 UDP 2122317823 10.201.0.2 40000 typ host",
+    "a=end-of-candidates",
+  ]);
+});
