@@ -6,10 +6,12 @@
 
 import { cryptoBench, type Figure } from "./crypto.ts";
 import { tunBench } from "./tun.ts";
+import { tunnelBench } from "./tunnel.ts";
 
 const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   crypto: () => cryptoBench(),
   tun: () => tunBench(),
+  tunnel: () => tunnelBench(),
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(SECTIONS);

@@ -6,6 +6,7 @@
  * @module
  */
 
+import { freePort, GuardianProc, NodeProc } from "./harness.ts";
 import { Netns, run } from "./netns.ts";
 
 let counter = 0;
@@ -70,4 +71,53 @@ export class Testbed implements AsyncDisposable {
     for (const v of this.#veths) await run("ip", ["link", "del", v], { allowFailure: true });
     await run("ip", ["link", "del", this.#bridge], { allowFailure: true });
   }
+}
+
+/** A testbed with its realm: the Guardian, its Master and the nodes. */
+export interface Realm extends AsyncDisposable {
+  bed: Testbed;
+  guardian: GuardianProc;
+  nodes: Map<string, NodeProc>;
+  node(name: string): NodeProc;
+}
+
+/**
+ * A testbed with a Guardian (and its Master) on the bridge, realm "home", and one registered, running node per
+ * name in its namespace (taint "lab"). Disposing stops everything and removes the testbed.
+ */
+export async function realmOnTestbed(names: string[], runFlags: string[] = []): Promise<Realm> {
+  const bed = await Testbed.create(names);
+  const nodes = new Map<string, NodeProc>();
+  const dir = await Deno.makeTempDir({ prefix: "vc-realm-" });
+  const guardian = new GuardianProc(`${dir}/guardian`, {
+    embeddedMaster: true,
+    natsPort: freePort(),
+    listenHost: bed.hub,
+  });
+  const world: Realm = {
+    bed,
+    guardian,
+    nodes,
+    node: (name: string) => nodes.get(name)!,
+    async [Symbol.asyncDispose]() {
+      for (const n of nodes.values()) await n[Symbol.asyncDispose]();
+      await guardian[Symbol.asyncDispose]();
+      await bed[Symbol.asyncDispose]();
+    },
+  };
+  try {
+    await guardian.start();
+    await guardian.admin(["realm", "create", "home"]);
+    const token = await guardian.admin(["token", "create", "--realm", "home"]);
+    for (const name of names) {
+      const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
+      nodes.set(name, n);
+      await n.register(guardian.url, token, ["--taints", "lab"]);
+      await n.start();
+    }
+  } catch (error) {
+    await world[Symbol.asyncDispose]();
+    throw error;
+  }
+  return world;
 }

@@ -4,9 +4,9 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { freePort, GuardianProc, NodeProc, Proc, waitFor } from "./harness.ts";
+import { type NodeProc, Proc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
-import { Testbed } from "./testbed.ts";
+import { realmOnTestbed as world, type Testbed } from "./testbed.ts";
 
 const unavailable = netnsUnavailable();
 const ignore = unavailable !== undefined;
@@ -18,39 +18,6 @@ interface PeerJson {
   path: string;
   txBytes: number;
   rxBytes: number;
-}
-
-/** A testbed with a Guardian on the bridge and registered nodes in their namespaces. */
-async function world(names: string[], runFlags: string[] = []) {
-  const bed = await Testbed.create(names);
-  const dir = await Deno.makeTempDir({ prefix: "vc-tunnel-" });
-  const natsPort = freePort();
-  const guardian = new GuardianProc(`${dir}/guardian`, {
-    embeddedMaster: true,
-    natsPort,
-    listenHost: bed.hub,
-  });
-  await guardian.start();
-  await guardian.admin(["realm", "create", "home"]);
-  const token = await guardian.admin(["token", "create", "--realm", "home"]);
-  const nodes = new Map<string, NodeProc>();
-  for (const name of names) {
-    const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
-    await n.register(guardian.url, token, ["--taints", "lab"]);
-    await n.start();
-    nodes.set(name, n);
-  }
-  return {
-    bed,
-    guardian,
-    nodes,
-    node: (name: string) => nodes.get(name)!,
-    async [Symbol.asyncDispose]() {
-      for (const n of nodes.values()) await n[Symbol.asyncDispose]();
-      await guardian[Symbol.asyncDispose]();
-      await bed[Symbol.asyncDispose]();
-    },
-  };
 }
 
 async function peer(n: NodeProc, tag: string): Promise<PeerJson | undefined> {
@@ -142,7 +109,7 @@ Deno.test({
   },
 });
 
-async function ping(w: Awaited<ReturnType<typeof world>>, from: string, address: string, count = 3) {
+async function ping(w: { bed: Testbed }, from: string, address: string, count = 3) {
   return await w.bed.host(from).ns.exec("ping", ["-c", String(count), "-i", "0.2", "-W", "2", address], {
     allowFailure: true,
   });
