@@ -1,7 +1,12 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { within } from "../../tests/tun_conformance.ts";
 import { type Signal, Tethers } from "./tethers.ts";
-import { filterCandidates } from "./webrtc.ts";
+import { filterCandidates, shutdownWebRtc } from "./webrtc.ts";
+
+// libdatachannel calls back from its own threads, even just after a close. This file's isolate must not go away
+// while it still can: the last test releases the library (joining its threads) before the file ends. And this
+// file runs on its own (see the `test` task): loaded in a --parallel worker beside other test files, the native
+// module's callbacks crashed Deno 2.9.6 ("attempt to access Handle hosted by disposed Isolate").
 
 /** Two nodes' tethers wired to each other's signals (asynchronously, as over the control channel). */
 function pair(options: { idleMs?: number; drop?: (s: Signal) => boolean } = {}) {
@@ -24,9 +29,10 @@ function pair(options: { idleMs?: number; drop?: (s: Signal) => boolean } = {}) 
     a: nodes.aa!,
     b: nodes.bb!,
     received,
-    [Symbol.dispose]() {
+    async [Symbol.asyncDispose]() {
       nodes.aa!.close();
       nodes.bb!.close();
+      await new Promise((r) => setTimeout(r, 200)); // let the close callbacks arrive
     },
   };
 }
@@ -36,7 +42,7 @@ const test = (name: string, fn: () => Promise<void>) =>
   Deno.test({ name, sanitizeOps: false, sanitizeResources: false, fn });
 
 test("tethers: the first packet forms a tether that carries every message both ways", async () => {
-  using p = pair();
+  await using p = pair();
   assert(await within(10_000, "open", p.a.ensure("bb")));
   assert(await within(10_000, "open on the answering side", p.b.ensure("aa")));
   for (let i = 0; i < 500; i++) assert(p.a.send("bb", Uint8Array.of(i & 0xff, 1, 2)));
@@ -58,7 +64,7 @@ test("tethers: the first packet forms a tether that carries every message both w
 });
 
 test("tethers: both sides forming at once end with one working tether", async () => {
-  using p = pair();
+  await using p = pair();
   const [x, y] = await within(10_000, "open", Promise.all([p.a.ensure("bb"), p.b.ensure("aa")]));
   assert(x && y);
   assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
@@ -75,13 +81,13 @@ test("tethers: both sides forming at once end with one working tether", async ()
 
 test("tethers: a lost offer is sent again", async () => {
   let dropped = 0;
-  using p = pair({ drop: (s) => s.signal === 1 && dropped++ === 0 });
+  await using p = pair({ drop: (s) => s.signal === 1 && dropped++ === 0 });
   assert(await within(10_000, "open", p.a.ensure("bb")));
   assertEquals(dropped, 2); // the first offer was lost, the resent one went through
 });
 
 test("tethers: an idle tether dissolves on both sides, and forms again on demand", async () => {
-  using p = pair({ idleMs: 500 });
+  await using p = pair({ idleMs: 500 });
   assert(await within(10_000, "open", p.a.ensure("bb")));
   await within(
     5_000,
@@ -115,4 +121,9 @@ Deno.test("filterCandidates: overlay addresses are never offered; gateway candid
     "a=candidate:1 1 UDP 2122317823 10.201.0.2 40000 typ host",
     "a=end-of-candidates",
   ]);
+});
+
+test("tethers: libdatachannel is released once every tether is closed", () => {
+  shutdownWebRtc();
+  return Promise.resolve();
 });
