@@ -20,6 +20,12 @@ interface PeerJson {
   rxBytes: number;
 }
 
+/** Runs tests/tcp_transfer.ts inside host `name`'s namespace. */
+function transfer(w: { bed: Testbed }, name: string, args: string[]): Proc {
+  const run = [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, ...args];
+  return new Proc(`transfer-${args[0]}`, "ip", ["netns", "exec", w.bed.host(name).ns.name, ...run]);
+}
+
 async function peer(n: NodeProc, tag: string): Promise<PeerJson | undefined> {
   return (await n.peers() as unknown as PeerJson[]).find((p) => p.tag === tag);
 }
@@ -66,18 +72,7 @@ Deno.test({
     assertEquals((await peer(a, "b"))?.path, "direct");
 
     const port = 5201;
-    const server = new Proc("sink", "ip", [
-      "netns",
-      "exec",
-      w.bed.host("b").ns.name,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      TRANSFER,
-      "serve",
-      String(port),
-    ]);
+    const server = transfer(w, "b", ["serve", String(port)]);
     await waitFor("the sink to listen", 10_000, () => server.output.includes("listening"));
     const size = 200 * 1024 * 1024;
     const started = performance.now();
@@ -144,33 +139,9 @@ Deno.test({
     const b = w.node("b");
     const address = (await waitFor("a to see b", 15_000, () => peer(a, "b"))).ips[0]!;
     await waitFor("a first ping", 20_000, async () => (await ping(w, "a", address, 1)).success);
-    await using sink = new Proc("sink", "ip", [
-      "netns",
-      "exec",
-      w.bed.host("b").ns.name,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      TRANSFER,
-      "serve",
-      "5202",
-    ]);
+    await using sink = transfer(w, "b", ["serve", "5202"]);
     await waitFor("the sink to listen", 10_000, () => sink.output.includes("listening"));
-    const sender = new Proc("sender", "ip", [
-      "netns",
-      "exec",
-      w.bed.host("a").ns.name,
-      Deno.execPath(),
-      "run",
-      "-A",
-      "--quiet",
-      TRANSFER,
-      "send",
-      address,
-      "5202",
-      String(2 * 1024 * 1024 * 1024),
-    ]);
+    const sender = transfer(w, "a", ["send", address, "5202", String(2 * 1024 * 1024 * 1024)]);
     await waitFor("traffic to flow", 10_000, async () => ((await peer(a, "b"))?.txBytes ?? 0) > 20_000_000);
     await b.proc!.stop("SIGKILL");
     const killed = Date.now();
