@@ -1,0 +1,137 @@
+/**
+ * Next-hop learning for one node (pure: clock and randomness are injected).
+ *
+ * Per destination, the candidates are the destination itself (direct) and relays that said they reach it
+ * directly. A relay forwards only on its own direct tether to the destination, so a path is at most two hops and
+ * cannot loop by construction (the TTL in every message is the second guard, and a message never goes back to
+ * the hop it came from).
+ *
+ * The policy is ε-greedy over an estimated cost, with optimistic starts and a bias for the direct path:
+ * - cost(hop) = smoothed round-trip time × (1 + LOSS_WEIGHT × smoothed loss); a hop never tried costs 0, so each gets
+ *   tried once, and one tried but never acknowledged costs as a very slow path;
+ * - the direct path is kept while it is healthy and not clearly worse (within DIRECT_BIAS of the best relay);
+ * - with probability EPSILON another healthy candidate is tried, so a hop that got better is noticed;
+ * - a failure (a tether that cannot form, a delivery that timed out) benches the hop at once for a backoff that
+ *   doubles up to MAX_BACKOFF_MS and resets on the next success.
+ * Why ε-greedy and not UCB: links degrade and recover, so rewards are not stationary. Exponentially weighted
+ * estimates follow change within a few samples, and ε keeps re-checking every hop at a bounded cost (at most ε of
+ * the choices); UCB's confidence bonus shrinks with the sample count and stops revisiting a hop that recovered.
+ * @module
+ */
+
+/** Tuning of the learner (exported for tests). */
+export const LEARNER = {
+  /** Share of choices spent trying a hop other than the best. */
+  EPSILON: 0.05,
+  /** Weight of a new round-trip sample in its moving average. */
+  ALPHA: 0.3,
+  /** Weight of a new delivery outcome in the loss average: one lost message must not condemn a good hop. */
+  LOSS_ALPHA: 0.05,
+  /** How much loss raises a hop's cost: cost = rtt × (1 + LOSS_WEIGHT × loss). */
+  LOSS_WEIGHT: 2,
+  /** The direct path is kept unless the best relay costs less than this share of it. */
+  DIRECT_BIAS: 0.85,
+  FIRST_BACKOFF_MS: 1_000,
+  MAX_BACKOFF_MS: 30_000,
+  /** Loss above which the direct path no longer counts as healthy. */
+  UNHEALTHY_LOSS: 0.3,
+} as const;
+
+/** The cost of a hop that was tried but never acknowledged anything (ms, as if a very slow path). */
+const NEVER_ANSWERED_COST = 1_000_000;
+
+/** What is known about one next hop towards one destination. */
+export interface HopStats {
+  hop: string;
+  /** Smoothed round-trip time through this hop (ms); undefined until measured. */
+  rttMs?: number;
+  /** Smoothed share of messages not acknowledged (0..1). */
+  loss: number;
+  samples: number;
+  /** Until when the hop is benched after a failure (ms). */
+  benchedUntil: number;
+  backoffMs: number;
+}
+
+/** Decides, per destination, which next hop to use, from this node's own measurements. */
+export class RouteLearner {
+  readonly #routes = new Map<string, Map<string, HopStats>>();
+  readonly #clock: () => number;
+  readonly #random: () => number;
+
+  constructor(options: { clock: () => number; random: () => number }) {
+    this.#clock = options.clock;
+    this.#random = options.random;
+  }
+
+  /** Sets the candidate next hops for `destination` (include the destination itself when direct is possible). */
+  setCandidates(destination: string, hops: Iterable<string>): void {
+    const old = this.#routes.get(destination) ?? new Map<string, HopStats>();
+    const next = new Map<string, HopStats>();
+    for (const hop of hops) {
+      next.set(hop, old.get(hop) ?? { hop, loss: 0, samples: 0, benchedUntil: 0, backoffMs: 0 });
+    }
+    this.#routes.set(destination, next);
+  }
+
+  /** Forgets a destination (it left). */
+  forget(destination: string): void {
+    this.#routes.delete(destination);
+  }
+
+  #cost(s: HopStats): number {
+    const lossFactor = 1 + LEARNER.LOSS_WEIGHT * s.loss;
+    if (s.rttMs === undefined) return s.samples === 0 ? 0 : NEVER_ANSWERED_COST * lossFactor;
+    return s.rttMs * lossFactor;
+  }
+
+  /** The next hop for a message to `destination`, never `exclude` (the hop it came from); undefined if none. */
+  choose(destination: string, exclude?: string): string | undefined {
+    const hops = this.#routes.get(destination);
+    if (!hops) return undefined;
+    const now = this.#clock();
+    const usable = [...hops.values()].filter((s) => s.hop !== exclude && s.benchedUntil <= now);
+    if (usable.length === 0) return undefined;
+    if (usable.length > 1 && this.#random() < LEARNER.EPSILON) {
+      return usable[Math.floor(this.#random() * usable.length)]!.hop;
+    }
+    let best = usable[0]!;
+    for (const s of usable) if (this.#cost(s) < this.#cost(best)) best = s;
+    const direct = usable.find((s) => s.hop === destination);
+    if (
+      direct && direct !== best && direct.loss < LEARNER.UNHEALTHY_LOSS &&
+      this.#cost(best) >= LEARNER.DIRECT_BIAS * this.#cost(direct)
+    ) {
+      return direct.hop;
+    }
+    return best.hop;
+  }
+
+  /** A message through `hop` was acknowledged after `rttMs`, or (rttMs undefined) was not. */
+  observe(destination: string, hop: string, rttMs: number | undefined): void {
+    const s = this.#routes.get(destination)?.get(hop);
+    if (!s) return;
+    const a = LEARNER.ALPHA;
+    s.samples++;
+    s.loss = (1 - LEARNER.LOSS_ALPHA) * s.loss + LEARNER.LOSS_ALPHA * (rttMs === undefined ? 1 : 0);
+    if (rttMs !== undefined) {
+      s.rttMs = s.rttMs === undefined ? rttMs : (1 - a) * s.rttMs + a * rttMs;
+      s.backoffMs = 0;
+    }
+  }
+
+  /** `hop` cannot carry traffic now (its tether failed or would not form): bench it with a growing backoff. */
+  fail(destination: string, hop: string): void {
+    const s = this.#routes.get(destination)?.get(hop);
+    if (!s) return;
+    s.backoffMs = s.backoffMs === 0
+      ? LEARNER.FIRST_BACKOFF_MS
+      : Math.min(2 * s.backoffMs, LEARNER.MAX_BACKOFF_MS);
+    s.benchedUntil = this.#clock() + s.backoffMs;
+  }
+
+  /** What is known about each candidate of `destination`. */
+  stats(destination: string): HopStats[] {
+    return [...(this.#routes.get(destination)?.values() ?? [])].map((s) => ({ ...s }));
+  }
+}
