@@ -29,7 +29,7 @@ export const TETHER_MTU = 1500;
 /** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */
 export const TETHER_IDLE_MS = 30_000;
 /** A tether that has not opened this long after the first packet is given up (and retried later). */
-export const TETHER_FORM_TIMEOUT_MS = 15_000;
+export const TETHER_FORM_TIMEOUT_MS = 5_000;
 /** Batches held for a destination whose tether or stream is still forming; more are dropped. */
 export const MAX_PENDING_BATCHES = 64;
 /** Seals in flight per destination before the TUN reader waits (the egress's elastic width). */
@@ -40,7 +40,5 @@ export const EGRESS_IDLE_MS = 30_000;
 export const OFFER_RESEND_MS = 2_000;
 /** A stream request with no response is sent again this often. */
 export const STREAM_REQUEST_RESEND_MS = 2_000;
-/** A busy tether whose peer has been silent this long is probed... */
-export const LINK_PROBE_AFTER_MS = 1_000;
-/** ...and dropped when the peer stays silent this long. */
+/** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 4_000;

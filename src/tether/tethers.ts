@@ -11,7 +11,6 @@
 import { fromHex, toHex } from "../crypto/identity.ts";
 import {
   LINK_DEAD_MS,
-  LINK_PROBE_AFTER_MS,
   OFFER_RESEND_MS,
   TETHER_CHANNELS,
   TETHER_FORM_TIMEOUT_MS,
@@ -58,8 +57,6 @@ interface Tether {
   lastActivity: number;
   /** When the peer last showed it is alive (a message or a probe answer). */
   lastHeard: number;
-  /** When we last sent data. */
-  lastSent: number;
   txBytes: number;
   rxBytes: number;
   formTimer?: ReturnType<typeof setTimeout>;
@@ -67,6 +64,8 @@ interface Tether {
   offerTimer?: ReturnType<typeof setInterval>;
   /** The answer we sent, for a resent offer whose first answer was lost. */
   answer?: Signal;
+  /** Smoothed round-trip time from probes (ms). */
+  rttMs?: number;
 }
 
 /** Counters of one peer's tether. */
@@ -103,7 +102,6 @@ export class Tethers {
       settle,
       lastActivity: this.#clock(),
       lastHeard: this.#clock(),
-      lastSent: 0,
       txBytes: 0,
       rxBytes: 0,
     };
@@ -123,8 +121,14 @@ export class Tethers {
         t.settle(true);
         this.#o.onChange?.(t.peer, "open");
       },
-      onAlive: () => {
-        t.lastHeard = this.#clock();
+      onAlive: (token?: string) => {
+        const now = this.#clock();
+        t.lastHeard = now;
+        const sent = Number(token);
+        if (token && Number.isFinite(sent) && sent <= now) {
+          const rtt = now - sent;
+          t.rttMs = t.rttMs === undefined ? rtt : 0.7 * t.rttMs + 0.3 * rtt;
+        }
       },
       onMessage: (data: Uint8Array) => {
         t.lastActivity = t.lastHeard = this.#clock();
@@ -190,7 +194,7 @@ export class Tethers {
     const t = this.#tethers.get(peer);
     if (!t || t.state !== "open" || !t.link?.send(message)) return false;
     t.txBytes += message.length;
-    t.lastActivity = t.lastSent = this.#clock();
+    t.lastActivity = this.#clock();
     return true;
   }
 
@@ -246,21 +250,19 @@ export class Tethers {
   }
 
   /**
-   * Once a second: dissolves idle tethers, and checks on busy ones. A tether we are sending on whose peer has
-   * been silent for a while is probed; if the peer stays silent it is gone (killed, or its network cut), and the
-   * tether is dropped so the next packet forms a new one.
+   * Once a second: probes every open tether (round-trip time, liveness), drops one whose peer has been silent
+   * too long (killed, or its network cut) so the next packet forms a new one, and dissolves idle ones.
    */
   #dissolveIdle(): void {
     const idle = this.#o.idleMs ?? TETHER_IDLE_MS;
     const now = this.#clock();
     for (const t of [...this.#tethers.values()]) {
-      if (t.state === "open" && now - t.lastSent < LINK_DEAD_MS && now - t.lastHeard > LINK_PROBE_AFTER_MS) {
-        if (now - t.lastHeard > LINK_DEAD_MS) {
-          this.#drop(t, "peer not answering");
-          continue;
-        }
-        t.link?.probe();
+      if (t.state !== "open") continue;
+      if (now - t.lastHeard > LINK_DEAD_MS) {
+        this.#drop(t, "peer not answering");
+        continue;
       }
+      t.link?.probe(String(now));
       if (t.state === "open" && now - t.lastActivity > idle) {
         void this.#o.signal(t.peer, {
           session: fromHex(t.session),
@@ -282,7 +284,7 @@ export class Tethers {
   info(peer: string): TetherInfo | undefined {
     const t = this.#tethers.get(peer);
     if (!t || t.state === "closed") return undefined;
-    return { state: t.state, txBytes: t.txBytes, rxBytes: t.rxBytes, rttMs: t.link?.rttMs() };
+    return { state: t.state, txBytes: t.txBytes, rxBytes: t.rxBytes, rttMs: t.rttMs ?? t.link?.rttMs() };
   }
 
   /** Open tethers. */

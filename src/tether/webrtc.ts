@@ -21,8 +21,8 @@ import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
 export interface LinkEvents {
   onOpen(): void;
   onMessage(data: Uint8Array): void;
-  /** The peer answered a liveness probe (or probed us): the link is alive. */
-  onAlive(): void;
+  /** The peer answered our probe carrying `token` (or probed us: token undefined): the link is alive. */
+  onAlive(token?: string): void;
   /** The link is gone (closed by either side, or failed). Called once. */
   onClose(reason: string): void;
 }
@@ -134,9 +134,11 @@ export class WebRtcLink {
     });
     dc.onMessage((msg) => {
       if (typeof msg === "string") {
-        // Text messages are link-local liveness probes: "?" asks, "!" answers. Data is always binary.
-        if (msg === "?") dc.sendMessage("!");
-        this.#events.onAlive();
+        // Text messages are link-local probes: "?token" asks, "!token" answers. Data is always binary.
+        if (msg.startsWith("?")) {
+          dc.sendMessage(`!${msg.slice(1, 32)}`);
+          this.#events.onAlive();
+        } else if (msg.startsWith("!")) this.#events.onAlive(msg.slice(1));
         return;
       }
       this.#events.onMessage(msg instanceof ArrayBuffer ? new Uint8Array(msg) : msg);
@@ -189,9 +191,9 @@ export class WebRtcLink {
     return true;
   }
 
-  /** Asks the peer to show it is alive (answered through `onAlive`). */
-  probe(): void {
-    this.#best()?.sendMessage("?");
+  /** Asks the peer to show it is alive; its answer comes back through `onAlive(token)`. */
+  probe(token: string): void {
+    this.#best()?.sendMessage(`?${token}`);
   }
 
   /** Round-trip time of the selected candidate pair (ms), if known. */

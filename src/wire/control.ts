@@ -60,6 +60,10 @@ export enum ControlKind {
   DnsAnswer = 6,
   /** The sender's taints changed: its re-issued certificate. */
   TaintUpdate = 7,
+  /** Who can reach this destination directly? (a node looking for a relay asks the realm). */
+  RouteQuery = 8,
+  /** "I can": a relay's answer, with its round-trip time to the destination when it knows one. */
+  RouteAnswer = 9,
 }
 
 /** Signal types inside a TetherSignal. */
@@ -111,6 +115,12 @@ export const BODIES = {
     addresses: list(bytes(16, [4, 16]), MAX_DNS_ADDRESSES),
   },
   [ControlKind.TaintUpdate]: { certificate: bytes(MAX_CERTIFICATE_BYTES) },
+  [ControlKind.RouteQuery]: { destination: fixed(NODE_ID_BYTES) },
+  [ControlKind.RouteAnswer]: {
+    destination: fixed(NODE_ID_BYTES),
+    /** Milliseconds, 0 when unknown. */
+    rttMs: u32,
+  },
 } as const satisfies Record<ControlKind, Schema>;
 
 /** The decoded body of a kind. */

@@ -67,6 +67,13 @@ const SAMPLES: ControlFields[] = [
     },
   },
   { ...base, recipient: BROADCAST, kind: ControlKind.TaintUpdate, body: { certificate: new Uint8Array(10) } },
+  {
+    ...base,
+    recipient: BROADCAST,
+    kind: ControlKind.RouteQuery,
+    body: { destination: new Uint8Array(16).fill(12) },
+  },
+  { ...base, kind: ControlKind.RouteAnswer, body: { destination: new Uint8Array(16).fill(13), rttMs: 7 } },
 ] as ControlFields[];
 
 function encode(m: ControlFields): Uint8Array {
