@@ -23,6 +23,8 @@ import { Streams } from "../anchor/streams.ts";
 import { Handshaker } from "../crypto/handshake.ts";
 import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
+import { RouteLearner } from "../route/learner.ts";
+import { mayCommunicate } from "./access.ts";
 import { guardianClient } from "./guardian_client.ts";
 import { PeerTable } from "./peers.ts";
 import type { NodeStatus, PeerStatus } from "./status.ts";
@@ -79,6 +81,12 @@ export class Agent implements AsyncDisposable {
   /** Overlay address → peer node id (hex): IPv4 as a number, IPv6 as hex. */
   #routes4 = new Map<number, string>();
   #routes6 = new Map<string, string>();
+  #learner: RouteLearner;
+  /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
+  #relays = new Map<string, Map<string, number>>();
+  /** When we last asked the realm for relays to a destination, and last answered each asker. */
+  #lastQuery = new Map<string, number>();
+  #lastAnswer = new Map<string, number>();
 
   private constructor(o: AgentOptions, identity: Identity, session: Session) {
     this.#o = o;
@@ -88,6 +96,7 @@ export class Agent implements AsyncDisposable {
     this.#realm = fromHex(session.login.realm.id);
     this.#realmKey = fromBase64(session.login.realm.public_key)!;
     this.#subjects = realmSubjects(session.login.realm.id);
+    this.#learner = new RouteLearner({ clock: this.#clock, random: Math.random });
     this.peers = new PeerTable({
       self: () => this.#session.cert,
       realm: this.#realm,
@@ -96,9 +105,14 @@ export class Agent implements AsyncDisposable {
       onChange: (event, peer) => {
         o.log(`peer ${event}: ${peer.cert.tag} (${formatAddress(peer.cert.ipv4)})`);
         this.#reroute();
-        if (event === "joined") this.#announceSoon();
-        else {
-          const id = toHex(peer.cert.nodeId);
+        const id = toHex(peer.cert.nodeId);
+        if (event === "joined") {
+          this.#candidates(id);
+          this.#announceSoon();
+        } else {
+          this.#learner.forget(id);
+          this.#relays.delete(id);
+          for (const [dest, relays] of this.#relays) if (relays.delete(id)) this.#candidates(dest);
           this.#data?.tethers.forget(id);
           this.#data?.streams.expire((p) => p === id);
         }
@@ -173,11 +187,22 @@ export class Agent implements AsyncDisposable {
       streams,
       tethers,
       route: (d) => d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d)),
+      nextHop: (dest) => this.#nextHop(dest),
+      hopFailed: (dest, hop) => {
+        this.#learner.fail(dest, hop);
+        if (hop === dest) this.#askForRelays(dest);
+      },
+      mayRelay: (from, dest) => {
+        const a = this.peers.get(from)?.cert;
+        const b = this.peers.get(dest)?.cert;
+        return a !== undefined && b !== undefined && mayCommunicate(a, b);
+      },
       clock,
       log,
     });
     this.#data = { streams, tethers, anchor };
     this.#timers.push(setInterval(() => streams.expire((p) => !this.peers.get(p)), 5_000));
+    this.#timers.push(setInterval(() => this.#routeTick(), 1_000));
     anchor.start();
     log(`data plane up on ${tun.name}`);
   }
@@ -194,6 +219,57 @@ export class Agent implements AsyncDisposable {
       if ((bytes[bit >> 3]! & mask) !== (net[bit >> 3]! & mask)) return false;
     }
     return true;
+  }
+
+  /** The learner's candidates for a destination: itself, and the relays that answered. */
+  #candidates(dest: string): void {
+    this.#learner.setCandidates(dest, [dest, ...(this.#relays.get(dest)?.keys() ?? [])]);
+  }
+
+  /** The next hop for traffic to `dest`: among hops with an open tether if any, else the learner's pick. */
+  #nextHop(dest: string): string {
+    const tethers = this.#data?.tethers;
+    const open = (hop: string) => tethers?.info(hop)?.state === "open";
+    return this.#learner.choose(dest, undefined, open) ?? this.#learner.choose(dest) ?? dest;
+  }
+
+  /** Asks the realm who reaches `dest` directly; at most once every 3 s per destination. */
+  #askForRelays(dest: string): void {
+    const now = this.#clock();
+    if (now - (this.#lastQuery.get(dest) ?? 0) < 3_000) return;
+    this.#lastQuery.set(dest, now);
+    void signControl(this.#identity, {
+      kind: ControlKind.RouteQuery,
+      recipient: BROADCAST,
+      certRef: this.#session.cert.ref,
+      body: { destination: fromHex(dest) },
+    }, now).then((m) => this.#channel?.publish(this.#subjects.broadcast, m));
+  }
+
+  /**
+   * Once a second, for each destination with traffic: feed the learner the round-trip times of its open hops
+   * (a relay's own time to the destination added), and try the direct path again in the background once its
+   * backoff ends, so traffic moves back when it works again.
+   */
+  #routeTick(): void {
+    const data = this.#data;
+    if (!data) return;
+    for (const dest of data.anchor.destinations()) {
+      for (const hop of this.#learner.candidates(dest)) {
+        const info = data.tethers.info(hop);
+        if (info?.state === "open" && info.rttMs !== undefined) {
+          const onward = hop === dest ? 0 : this.#relays.get(dest)?.get(hop) || info.rttMs;
+          this.#learner.observe(dest, hop, info.rttMs + onward);
+        } else if (!info && hop === dest && !this.#learner.benched(dest, hop)) {
+          void data.tethers.ensure(hop).then((open) => {
+            if (!open) {
+              this.#learner.fail(dest, hop);
+              this.#askForRelays(dest);
+            }
+          });
+        }
+      }
+    }
   }
 
   #reroute(): void {
@@ -217,6 +293,33 @@ export class Agent implements AsyncDisposable {
         return await data.streams.onResponse(m);
       case ControlKind.TetherSignal:
         return await data.tethers.onSignal(toHex(m.sender), m.body);
+      case ControlKind.RouteQuery: {
+        // Answer only for a destination we know and may carry this asker's traffic to; once a second per asker.
+        const asker = toHex(m.sender);
+        const dest = toHex(m.body.destination);
+        const now = this.#clock();
+        const a = this.peers.get(asker)?.cert;
+        const d = this.peers.get(dest)?.cert;
+        if (!a || !d || !mayCommunicate(a, d) || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
+        this.#lastAnswer.set(asker, now);
+        const answer = await signControl(this.#identity, {
+          kind: ControlKind.RouteAnswer,
+          recipient: m.sender,
+          certRef: this.#session.cert.ref,
+          body: { destination: m.body.destination, rttMs: Math.round(data.tethers.info(dest)?.rttMs ?? 0) },
+        }, now);
+        this.#channel?.publish(this.#subjects.node(asker), answer);
+        return;
+      }
+      case ControlKind.RouteAnswer: {
+        const dest = toHex(m.body.destination);
+        if (!this.peers.get(dest)) return;
+        let relays = this.#relays.get(dest);
+        if (!relays) this.#relays.set(dest, relays = new Map());
+        relays.set(toHex(m.sender), m.body.rttMs);
+        this.#candidates(dest);
+        return;
+      }
     }
   }
 
@@ -298,6 +401,7 @@ export class Agent implements AsyncDisposable {
       tethers: this.#data?.tethers.count ?? 0,
       streams: (this.#data?.streams.counts.sending ?? 0) + (this.#data?.streams.counts.receiving ?? 0),
       routes: this.#routes4.size,
+      relayed: this.#data?.anchor.relayed ?? { messages: 0, bytes: 0 },
       dropped: Object.fromEntries([
         ...this.peers.dropped,
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
@@ -308,14 +412,17 @@ export class Agent implements AsyncDisposable {
   peerStatus(): PeerStatus[] {
     return this.peers.list().map(({ cert }) => {
       const id = toHex(cert.nodeId);
-      const tether = this.#data?.tethers.info(id);
+      const hop = this.#data?.anchor.lastHop(id) ?? id;
+      const tether = this.#data?.tethers.info(hop);
       const traffic = this.#data?.anchor.traffic.get(id);
+      const via = hop !== id && tether?.state === "open" ? this.peers.get(hop)?.cert.tag : undefined;
       return {
         id: formatUuid(cert.conflux),
         nodeId: id,
         tag: cert.tag,
         ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
-        path: tether?.state === "open" ? "direct" : "none",
+        path: tether?.state !== "open" ? "none" : hop === id ? "direct" : "relay",
+        ...(via !== undefined ? { via } : {}),
         ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
         txBytes: traffic?.txBytes ?? 0,
         rxBytes: traffic?.rxBytes ?? 0,

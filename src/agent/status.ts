@@ -42,6 +42,8 @@ export interface NodeStatus {
   tethers: number;
   streams: number;
   routes: number;
+  /** Messages this node carried for others (it cannot read them). */
+  relayed: { messages: number; bytes: number };
   /** Control messages dropped, by reason. */
   dropped: Record<string, number>;
 }

@@ -6,9 +6,11 @@
  *   ─▶ Streams: the peer's sending stream (handshake over the control channel when there is none)
  *   ─▶ StreamSealer.seal (AES-256-GCM; several in flight at once: the egress widens under load)
  *   ─▶ Tethers.send (the WebRTC link to the peer, formed on demand)
- * ... peer: Tethers ─▶ Anchor.receive ─▶ Streams.opener(stream id) ─▶ open + replay check ─▶ unpack
- *   ─▶ TUN.writeBatch
+ * ... next hop: Tethers ─▶ Anchor.receive ─┬▶ for this node: Streams.opener(stream id) ─▶ open + replay check
+ *                                         │     ─▶ unpack ─▶ TUN.writeBatch
+ *                                         └▶ for another: relay unchanged on the direct tether (TTL - 1)
  * ```
+ * The next hop is the destination itself or a relay, chosen by the route learner.
  * Backpressure, not drops: the TUN is read again only when every egress has room (in-flight seals below the
  * window, and its tether below the high-water mark). A destination whose stream or tether is still forming holds
  * a bounded number of batches; beyond that its packets are dropped (counted), so one unreachable peer cannot
@@ -19,12 +21,12 @@
 import type { Streams } from "./streams.ts";
 import type { Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
-import { bytesEqual } from "../crypto/identity.ts";
+import { bytesEqual, toHex } from "../crypto/identity.ts";
 import { StreamError } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
 import { EGRESS_IDLE_MS, MAX_INFLIGHT_SEALS, MAX_PENDING_BATCHES } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
-import { BatchBuilder, readDataHeader, unpackBatch } from "../wire/envelope.ts";
+import { BatchBuilder, decrementTtl, readDataHeader, unpackBatch } from "../wire/envelope.ts";
 
 /** Why a packet or message was dropped (a metrics dimension). */
 export type DataDrop =
@@ -32,9 +34,12 @@ export type DataDrop =
   | "not-ready"
   | "send-failed"
   | "malformed"
-  | "not-for-us"
   | "unknown-stream"
-  | "refused";
+  | "refused"
+  | "relay-forbidden"
+  | "relay-reflection"
+  | "ttl-expired"
+  | "relay-not-ready";
 
 /** Traffic with one peer, in IP bytes and packets. */
 export interface Traffic {
@@ -52,6 +57,12 @@ export interface AnchorOptions {
   tethers: Tethers;
   /** The permitted peer (node id hex) holding an overlay address, if any. */
   route: (destination: Uint8Array) => string | undefined;
+  /** The next hop towards a peer (itself, or a relay), from the route learner. */
+  nextHop: (destination: string) => string;
+  /** A next hop could not carry traffic (its tether would not form). */
+  hopFailed: (destination: string, hop: string) => void;
+  /** Whether this node may carry a message from `from` to `destination` (access control with both). */
+  mayRelay: (from: string, destination: string) => boolean;
   clock: () => number;
   log: (line: string) => void;
 }
@@ -62,9 +73,12 @@ class Egress {
   readonly inflight = new Set<Promise<void>>();
   pending = 0;
   lastUsed: number;
+  /** The next hop the last batch took. */
+  hop: string;
 
   constructor(readonly peer: string, now: number) {
     this.lastUsed = now;
+    this.hop = peer;
   }
 }
 
@@ -74,6 +88,9 @@ export class Anchor {
   readonly #egress = new Map<string, Egress>();
   readonly traffic = new Map<string, Traffic>();
   readonly drops = new Map<DataDrop, number>();
+  /** Messages and bytes carried for other nodes. */
+  readonly relayed = { messages: 0, bytes: 0 };
+  #relayPending = 0;
   #reading: Promise<void> | undefined;
   readonly #retire: ReturnType<typeof setInterval>;
 
@@ -131,7 +148,7 @@ export class Anchor {
   /** Waits until `e` may take more: seals in flight below the window, and its tether below the high-water mark. */
   async #room(e: Egress): Promise<void> {
     while (e.inflight.size >= MAX_INFLIGHT_SEALS) await Promise.race(e.inflight);
-    await this.#o.tethers.drained(e.peer);
+    await this.#o.tethers.drained(e.hop);
   }
 
   #flush(e: Egress): void {
@@ -142,16 +159,18 @@ export class Anchor {
     e.builder.reset();
     const { streams, tethers } = this.#o;
     const sealer = streams.ready(e.peer);
+    const hop = e.hop = this.#o.nextHop(e.peer);
     let work: Promise<void>;
-    if (sealer && tethers.info(e.peer)?.state === "open") {
-      work = sealer.seal(batch).then((message) => this.#sent(e.peer, message, bytes, count));
+    if (sealer && tethers.info(hop)?.state === "open") {
+      work = sealer.seal(batch).then((message) => this.#sent(e.peer, hop, message, bytes, count));
     } else {
       if (e.pending >= MAX_PENDING_BATCHES) return this.#drop("not-ready", count);
       e.pending++;
       work = (async () => {
-        const [ready, open] = await Promise.all([streams.sealer(e.peer), tethers.ensure(e.peer)]);
+        const [ready, open] = await Promise.all([streams.sealer(e.peer), tethers.ensure(hop)]);
+        if (!open) this.#o.hopFailed(e.peer, hop);
         if (!ready || !open) return this.#drop("not-ready", count);
-        this.#sent(e.peer, await ready.seal(batch), bytes, count);
+        this.#sent(e.peer, hop, await ready.seal(batch), bytes, count);
       })().finally(() => e.pending--);
     }
     const tracked: Promise<void> = work.catch((error) => {
@@ -161,8 +180,8 @@ export class Anchor {
     e.inflight.add(tracked);
   }
 
-  #sent(peer: string, message: Uint8Array, bytes: number, count: number): void {
-    if (!this.#o.tethers.send(peer, message)) return this.#drop("send-failed", count);
+  #sent(peer: string, hop: string, message: Uint8Array, bytes: number, count: number): void {
+    if (!this.#o.tethers.send(hop, message)) return this.#drop("send-failed", count);
     const t = this.#traffic(peer);
     t.txBytes += bytes;
     t.txPackets += count;
@@ -177,8 +196,9 @@ export class Anchor {
       if (error instanceof WireError) return this.#drop("malformed");
       throw error;
     }
-    // Messages for other nodes would be relayed; until relaying exists they stop here.
-    if (!bytesEqual(header.destination, this.#o.self)) return this.#drop("not-for-us");
+    if (!bytesEqual(header.destination, this.#o.self)) {
+      return this.#relay(from, toHex(header.destination), message);
+    }
     const opener = this.#o.streams.opener(header.stream);
     if (!opener) return this.#drop("unknown-stream");
     opener.open(message).then((plain) => {
@@ -193,6 +213,28 @@ export class Anchor {
     });
   }
 
+  /**
+   * A message for another node: forwarded unchanged (this node has no key for it) on this node's own direct
+   * tether to the destination, never back where it came from, and only if both ends may talk to each other.
+   */
+  #relay(from: string, destination: string, message: Uint8Array): void {
+    if (destination === from) return this.#drop("relay-reflection");
+    if (!this.#o.mayRelay(from, destination)) return this.#drop("relay-forbidden");
+    if (decrementTtl(message) === 0) return this.#drop("ttl-expired");
+    const count = () => {
+      this.relayed.messages++;
+      this.relayed.bytes += message.length;
+    };
+    const { tethers } = this.#o;
+    if (tethers.send(destination, message)) return count();
+    if (this.#relayPending >= MAX_PENDING_BATCHES) return this.#drop("relay-not-ready");
+    this.#relayPending++;
+    void tethers.ensure(destination).then((open) => {
+      if (open && tethers.send(destination, message)) count();
+      else this.#drop("relay-not-ready");
+    }).finally(() => this.#relayPending--);
+  }
+
   #retireIdle(): void {
     const now = this.#o.clock();
     for (const [peer, e] of this.#egress) {
@@ -200,6 +242,16 @@ export class Anchor {
         this.#egress.delete(peer);
       }
     }
+  }
+
+  /** The next hop traffic to `peer` last took, if there is recent traffic to it. */
+  lastHop(peer: string): string | undefined {
+    return this.#egress.get(peer)?.hop;
+  }
+
+  /** Destinations with recent traffic. */
+  destinations(): string[] {
+    return [...this.#egress.keys()];
   }
 
   /** Egresses alive (one per destination with recent traffic). */

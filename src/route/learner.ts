@@ -85,12 +85,21 @@ export class RouteLearner {
     return s.rttMs * lossFactor;
   }
 
-  /** The next hop for a message to `destination`, never `exclude` (the hop it came from); undefined if none. */
-  choose(destination: string, exclude?: string): string | undefined {
+  /**
+   * The next hop for a message to `destination`, never `exclude` (the hop it came from), and only among hops
+   * `ready` accepts (say, those with an open tether); undefined if none.
+   */
+  choose(
+    destination: string,
+    exclude?: string,
+    ready: (hop: string) => boolean = () => true,
+  ): string | undefined {
     const hops = this.#routes.get(destination);
     if (!hops) return undefined;
     const now = this.#clock();
-    const usable = [...hops.values()].filter((s) => s.hop !== exclude && s.benchedUntil <= now);
+    const usable = [...hops.values()].filter((s) =>
+      s.hop !== exclude && s.benchedUntil <= now && ready(s.hop)
+    );
     if (usable.length === 0) return undefined;
     if (usable.length > 1 && this.#random() < LEARNER.EPSILON) {
       return usable[Math.floor(this.#random() * usable.length)]!.hop;
@@ -128,6 +137,16 @@ export class RouteLearner {
       ? LEARNER.FIRST_BACKOFF_MS
       : Math.min(2 * s.backoffMs, LEARNER.MAX_BACKOFF_MS);
     s.benchedUntil = this.#clock() + s.backoffMs;
+  }
+
+  /** Whether `hop` is benched for `destination` now. */
+  benched(destination: string, hop: string): boolean {
+    return (this.#routes.get(destination)?.get(hop)?.benchedUntil ?? 0) > this.#clock();
+  }
+
+  /** The candidates of `destination`. */
+  candidates(destination: string): string[] {
+    return [...(this.#routes.get(destination)?.keys() ?? [])];
   }
 
   /** What is known about each candidate of `destination`. */

@@ -1,0 +1,54 @@
+/**
+ * Relaying end to end: when two nodes cannot form a tether (UDP between them dropped with nftables), traffic
+ * goes through a third node that can reach both, which forwards what it cannot read.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { waitFor } from "./harness.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { realmOnTestbed, type Testbed } from "./testbed.ts";
+
+const ignore = netnsUnavailable() !== undefined;
+
+/** Drops all UDP between hosts `a` and `b` (both directions), as a firewall between them would. */
+async function cutUdp(bed: Testbed, a: string, b: string): Promise<void> {
+  const ns = bed.host(a).ns;
+  const other = bed.host(b).address;
+  const nft = (...args: string[]) => ns.exec("nft", args);
+  await nft("add", "table", "inet", "cut");
+  await nft("add", "chain", "inet", "cut", "out", "{ type filter hook output priority 0; policy accept; }");
+  await nft("add", "chain", "inet", "cut", "in", "{ type filter hook input priority 0; policy accept; }");
+  await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", other, "meta", "l4proto", "udp", "drop");
+  await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", other, "meta", "l4proto", "udp", "drop");
+}
+
+Deno.test({
+  name: "relay: with UDP between A and C cut, A reaches C through B without loss, and B cannot read it",
+  ignore,
+  async fn() {
+    await using w = await realmOnTestbed(["a", "b", "c"]);
+    await cutUdp(w.bed, "a", "c");
+    const a = w.node("a");
+    const b = w.node("b");
+    const c = await waitFor("a to see c", 15_000, async () => (await a.peers()).find((p) => p.tag === "c"));
+    const address = c.ips[0]!;
+    const ping = (count: number) =>
+      w.bed.host("a").ns.exec("ping", ["-c", String(count), "-i", "0.05", "-W", "2", address], {
+        allowFailure: true,
+      });
+    await waitFor("a first ping through the relay", 30_000, async () => (await ping(1)).success);
+    const run = await ping(100);
+    assert(run.text.includes(" 0% packet loss"), run.text);
+
+    const seen = (await a.peers() as unknown as { tag: string; path: string; via?: string }[]).find((p) =>
+      p.tag === "c"
+    )!;
+    assertEquals([seen.path, seen.via], ["relay", "b"]);
+    const relay = (await b.status()).json;
+    const relayed = relay.relayed as { messages: number; bytes: number };
+    assert(relayed.messages >= 200, `b relayed ${relayed.messages} messages`);
+    // B carried everything and is an endpoint of nothing: it never made or received a stream, so it holds no key.
+    assertEquals(relay.streams, 0);
+    console.log(`b relayed ${relayed.messages} messages (${relayed.bytes} bytes) between a and c`);
+  },
+});
