@@ -37,7 +37,7 @@ export const MAX_INFLIGHT_SEALS = 16;
 /** An egress with no packets for this long is retired. */
 export const EGRESS_IDLE_MS = 30_000;
 /** An offer with no answer is sent again this often (the control channel delivers at most once). */
-export const OFFER_RESEND_MS = 2_000;
+export const OFFER_RESEND_MS = 1_000;
 /** A stream request with no response is sent again this often. */
 export const STREAM_REQUEST_RESEND_MS = 2_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */

@@ -248,8 +248,8 @@ export class Agent implements AsyncDisposable {
 
   /**
    * Once a second, for each destination with traffic: feed the learner the round-trip times of its open hops
-   * (a relay's own time to the destination added), and try the direct path again in the background once its
-   * backoff ends, so traffic moves back when it works again.
+   * (a relay's own time to the destination added), and, when the direct path had failed, try it again in the
+   * background once its backoff ends, so traffic moves back when it works again.
    */
   #routeTick(): void {
     const data = this.#data;
@@ -260,7 +260,7 @@ export class Agent implements AsyncDisposable {
         if (info?.state === "open" && info.rttMs !== undefined) {
           const onward = hop === dest ? 0 : this.#relays.get(dest)?.get(hop) || info.rttMs;
           this.#learner.observe(dest, hop, info.rttMs + onward);
-        } else if (!info && hop === dest && !this.#learner.benched(dest, hop)) {
+        } else if (!info && hop === dest && this.#learner.due(dest, hop)) {
           void data.tethers.ensure(hop).then((open) => {
             if (!open) {
               this.#learner.fail(dest, hop);

@@ -139,9 +139,10 @@ export class RouteLearner {
     s.benchedUntil = this.#clock() + s.backoffMs;
   }
 
-  /** Whether `hop` is benched for `destination` now. */
-  benched(destination: string, hop: string): boolean {
-    return (this.#routes.get(destination)?.get(hop)?.benchedUntil ?? 0) > this.#clock();
+  /** True when `hop` failed for `destination` and its backoff has ended: time to try it again. */
+  due(destination: string, hop: string): boolean {
+    const s = this.#routes.get(destination)?.get(hop);
+    return s !== undefined && s.backoffMs > 0 && s.benchedUntil <= this.#clock();
   }
 
   /** The candidates of `destination`. */

@@ -54,6 +54,20 @@ export function filterCandidates(sdp: string, excluded: (address: string) => boo
 
 type Channel = ReturnType<ndc.PeerConnection["createDataChannel"]>;
 
+/**
+ * Runs a libdatachannel call that may throw (a channel that closed a moment ago refuses to send). Such an error
+ * escaping a native callback terminates the whole process ("terminate called after throwing Napi::Error"), so
+ * every call from a callback path goes through here. Returns false if it threw.
+ */
+function attempt(fn: () => unknown): boolean {
+  try {
+    fn();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** A WebRTC peer connection and its data channels. */
 export class WebRtcLink {
   readonly #pc: ndc.PeerConnection;
@@ -103,9 +117,11 @@ export class WebRtcLink {
     return { link, sdp: await gathered };
   }
 
-  /** The offering side takes the answer. */
+  /** The offering side takes the answer (a malformed one fails the link). */
   acceptAnswer(sdp: string): void {
-    if (!this.#closed) this.#pc.setRemoteDescription(sdp, "answer");
+    if (!this.#closed && !attempt(() => this.#pc.setRemoteDescription(sdp, "answer"))) {
+      this.#finish("bad answer");
+    }
   }
 
   #gathered(): Promise<string> {
@@ -136,7 +152,7 @@ export class WebRtcLink {
       if (typeof msg === "string") {
         // Text messages are link-local probes: "?token" asks, "!token" answers. Data is always binary.
         if (msg.startsWith("?")) {
-          dc.sendMessage(`!${msg.slice(1, 32)}`);
+          attempt(() => dc.sendMessage(`!${msg.slice(1, 32)}`));
           this.#events.onAlive();
         } else if (msg.startsWith("!")) this.#events.onAlive(msg.slice(1));
         return;
@@ -186,14 +202,13 @@ export class WebRtcLink {
   /** Queues one message on the least-loaded channel; false if no channel is open. */
   send(message: Uint8Array): boolean {
     const best = this.#best();
-    if (!best) return false;
-    best.sendMessageBinary(message);
-    return true;
+    return best !== undefined && attempt(() => best.sendMessageBinary(message));
   }
 
   /** Asks the peer to show it is alive; its answer comes back through `onAlive(token)`. */
   probe(token: string): void {
-    this.#best()?.sendMessage(`?${token}`);
+    const best = this.#best();
+    if (best) attempt(() => best.sendMessage(`?${token}`));
   }
 
   /** Round-trip time of the selected candidate pair (ms), if known. */
