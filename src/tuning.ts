@@ -41,4 +41,4 @@ export const OFFER_RESEND_MS = 1_000;
 /** A stream request with no response is sent again this often. */
 export const STREAM_REQUEST_RESEND_MS = 2_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
-export const LINK_DEAD_MS = 4_000;
+export const LINK_DEAD_MS = 2_500;

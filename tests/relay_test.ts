@@ -52,3 +52,48 @@ Deno.test({
     console.log(`b relayed ${relayed.messages} messages (${relayed.bytes} bytes) between a and c`);
   },
 });
+
+Deno.test({
+  name: "relay: when the relay in use dies, traffic moves to the other relay within seconds",
+  ignore,
+  async fn() {
+    await using w = await realmOnTestbed(["a", "b1", "b2", "c"]);
+    await cutUdp(w.bed, "a", "c");
+    const a = w.node("a");
+    const c = await waitFor("a to see c", 15_000, async () => (await a.peers()).find((p) => p.tag === "c"));
+    const address = c.ips[0]!;
+    const ns = w.bed.host("a").ns;
+    await waitFor(
+      "a first ping through a relay",
+      30_000,
+      async () => (await ns.exec("ping", ["-c", "1", "-W", "2", address], { allowFailure: true })).success,
+    );
+    const via = await waitFor("a's path to c", 10_000, async () => {
+      const p = (await a.peers() as unknown as { tag: string; via?: string }[]).find((p) => p.tag === "c");
+      return p?.via;
+    });
+    assert(via === "b1" || via === "b2", `via ${via}`);
+
+    // 20 pings a second for 15 s; the relay in use is killed after 3 s.
+    const interval = 0.05;
+    const pinging = ns.exec("ping", ["-c", "300", "-i", String(interval), "-W", "1", address], {
+      allowFailure: true,
+    });
+    await new Promise((r) => setTimeout(r, 3_000));
+    await w.node(via).proc!.stop("SIGKILL");
+    const out = await pinging;
+    const received = new Set([...out.text.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
+    let gap = 0;
+    let run = 0;
+    for (let seq = 1; seq <= 300; seq++) {
+      run = received.has(seq) ? 0 : run + 1;
+      gap = Math.max(gap, run);
+    }
+    const gapSeconds = gap * interval;
+    console.log(`relay ${via} killed: longest gap ${gapSeconds.toFixed(2)} s; ${received.size}/300 answered`);
+    assert(gapSeconds < 5, `traffic stopped for ${gapSeconds} s`);
+    assert(received.has(300) || received.has(299), "pings did not resume");
+    const now = (await a.peers() as unknown as { tag: string; via?: string }[]).find((p) => p.tag === "c");
+    assertEquals(now?.via, via === "b1" ? "b2" : "b1");
+  },
+});

@@ -171,12 +171,14 @@ export class Agent implements AsyncDisposable {
       iceServers: () => this.#session.login.ice_servers,
       overlay: (address) => this.#inOverlay(address),
       onMessage: (peer, data) => this.#data?.anchor.receive(peer, data),
-      onChange: (peer, state, reason) =>
-        log(
-          `tether to ${this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8)} ${state}${
-            reason ? ` (${reason})` : ""
-          }`,
-        ),
+      onChange: (peer, state, reason) => {
+        const tag = this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8);
+        log(`tether to ${tag} ${state}${reason ? ` (${reason})` : ""}`);
+        // A tether that died (not one dissolved for idleness) takes its hop out of every route at once.
+        if (state === "closed" && reason !== "idle" && reason !== "shutting down") {
+          this.#learner.failEverywhere(peer);
+        }
+      },
       idleMs: this.#o.tetherIdleMs,
       clock,
       debug: Deno.env.get("VEILNET_DEBUG") ? log : undefined,

@@ -139,6 +139,11 @@ export class RouteLearner {
     s.benchedUntil = this.#clock() + s.backoffMs;
   }
 
+  /** `hop` is gone for every destination it served (its tether died). */
+  failEverywhere(hop: string): void {
+    for (const [destination, hops] of this.#routes) if (hops.has(hop)) this.fail(destination, hop);
+  }
+
   /** True when `hop` failed for `destination` and its backoff has ended: time to try it again. */
   due(destination: string, hop: string): boolean {
     const s = this.#routes.get(destination)?.get(hop);
