@@ -42,3 +42,5 @@ export const OFFER_RESEND_MS = 1_000;
 export const STREAM_REQUEST_RESEND_MS = 2_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 2_500;
+/** After a tether failed to form, batches use the backup pipeline for this long without waiting for one. */
+export const BACKUP_HOLD_MS = 5_000;

@@ -97,3 +97,43 @@ Deno.test({
     assertEquals(now?.via, via === "b1" ? "b2" : "b1");
   },
 });
+
+Deno.test({
+  name:
+    "backup: with no tether possible, traffic crosses the control channel; once UDP is back, a tether takes over",
+  ignore,
+  async fn() {
+    await using w = await realmOnTestbed(["a", "b"]);
+    await cutUdp(w.bed, "a", "b");
+    const a = w.node("a");
+    const b = await waitFor("a to see b", 15_000, async () => (await a.peers()).find((p) => p.tag === "b"));
+    const address = b.ips[0]!;
+    const ns = w.bed.host("a").ns;
+    const ping = (count: number) =>
+      ns.exec("ping", ["-c", String(count), "-i", "0.1", "-W", "2", address], { allowFailure: true });
+    const pathToB = async () =>
+      (await a.peers()).find((p) => p.tag === "b") as unknown as { path: string } | undefined;
+    await waitFor("a first ping over the backup pipeline", 30_000, async () => (await ping(1)).success);
+    const run = await ping(20);
+    assert(run.text.includes(" 0% packet loss"), run.text);
+    assertEquals((await pathToB())?.path, "backup");
+    const used = ((await a.status()).json.backup as { messages: number }).messages;
+    assert(used >= 20, `only ${used} messages went over the backup pipeline`);
+
+    await ns.exec("nft", ["delete", "table", "inet", "cut"]);
+    const restored = Date.now();
+    await waitFor("a tether to replace the backup pipeline", 40_000, async () => {
+      await ping(1);
+      return (await pathToB())?.path === "direct";
+    });
+    console.log(`tether back ${((Date.now() - restored) / 1000).toFixed(1)} s after UDP was allowed again`);
+    const before = ((await a.status()).json.backup as { messages: number }).messages;
+    const after = await ping(10);
+    assert(after.text.includes(" 0% packet loss"), after.text);
+    assertEquals(
+      ((await a.status()).json.backup as { messages: number }).messages,
+      before,
+      "backup still in use",
+    );
+  },
+});

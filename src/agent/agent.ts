@@ -145,6 +145,9 @@ export class Agent implements AsyncDisposable {
     this.#channel.subscribe(this.#subjects.announce, deliver);
     this.#channel.subscribe(this.#subjects.broadcast, deliver);
     this.#channel.subscribe(this.#subjects.node(nodeId), deliver);
+    // The backup pipeline: sealed data messages from peers that cannot form a tether to us. They authenticate
+    // end to end like any data message; one not for us is dropped (a "backup" hop may relay nothing).
+    this.#channel.subscribe(this.#subjects.data(nodeId), (m) => this.#data?.anchor.receive("backup", m));
     this.#o.log(
       `joined realm ${this.#session.login.realm.name} as ${this.#session.cert.tag} ` +
         `(${formatAddress(this.#session.cert.ipv4)}, node ${nodeId})`,
@@ -194,6 +197,7 @@ export class Agent implements AsyncDisposable {
         this.#learner.fail(dest, hop);
         if (hop === dest) this.#askForRelays(dest);
       },
+      backup: (dest, message) => this.#channel?.publish(this.#subjects.data(dest), message),
       mayRelay: (from, dest) => {
         const a = this.peers.get(from)?.cert;
         const b = this.peers.get(dest)?.cert;
@@ -404,6 +408,7 @@ export class Agent implements AsyncDisposable {
       streams: (this.#data?.streams.counts.sending ?? 0) + (this.#data?.streams.counts.receiving ?? 0),
       routes: this.#routes4.size,
       relayed: this.#data?.anchor.relayed ?? { messages: 0, bytes: 0 },
+      backup: this.#data?.anchor.backups ?? { messages: 0, bytes: 0 },
       dropped: Object.fromEntries([
         ...this.peers.dropped,
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
@@ -423,7 +428,11 @@ export class Agent implements AsyncDisposable {
         nodeId: id,
         tag: cert.tag,
         ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
-        path: tether?.state !== "open" ? "none" : hop === id ? "direct" : "relay",
+        path: tether?.state === "open"
+          ? (hop === id ? "direct" : "relay")
+          : this.#data?.anchor.inBackup(id)
+          ? "backup"
+          : "none",
         ...(via !== undefined ? { via } : {}),
         ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
         txBytes: traffic?.txBytes ?? 0,

@@ -44,6 +44,8 @@ export interface NodeStatus {
   routes: number;
   /** Messages this node carried for others (it cannot read them). */
   relayed: { messages: number; bytes: number };
+  /** Messages this node sent over the backup pipeline (the control channel) because no tether could form. */
+  backup: { messages: number; bytes: number };
   /** Control messages dropped, by reason. */
   dropped: Record<string, number>;
 }

@@ -24,7 +24,7 @@ import type { Tun } from "../tun/tun.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
 import { StreamError } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
-import { EGRESS_IDLE_MS, MAX_INFLIGHT_SEALS, MAX_PENDING_BATCHES } from "../tuning.ts";
+import { BACKUP_HOLD_MS, EGRESS_IDLE_MS, MAX_INFLIGHT_SEALS, MAX_PENDING_BATCHES } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
 import { BatchBuilder, decrementTtl, readDataHeader, unpackBatch } from "../wire/envelope.ts";
 
@@ -63,6 +63,8 @@ export interface AnchorOptions {
   hopFailed: (destination: string, hop: string) => void;
   /** Whether this node may carry a message from `from` to `destination` (access control with both). */
   mayRelay: (from: string, destination: string) => boolean;
+  /** Sends a sealed message over the control channel (the backup pipeline), when no tether can carry it. */
+  backup: (destination: string, message: Uint8Array) => void;
   clock: () => number;
   log: (line: string) => void;
 }
@@ -75,6 +77,8 @@ class Egress {
   lastUsed: number;
   /** The next hop the last batch took. */
   hop: string;
+  /** Until when batches go over the backup pipeline without waiting for a tether (ms). */
+  backupUntil = 0;
 
   constructor(readonly peer: string, now: number) {
     this.lastUsed = now;
@@ -90,6 +94,8 @@ export class Anchor {
   readonly drops = new Map<DataDrop, number>();
   /** Messages and bytes carried for other nodes. */
   readonly relayed = { messages: 0, bytes: 0 };
+  /** Messages and bytes this node sent over the backup pipeline. */
+  readonly backups = { messages: 0, bytes: 0 };
   #relayPending = 0;
   #reading: Promise<void> | undefined;
   readonly #retire: ReturnType<typeof setInterval>;
@@ -160,17 +166,24 @@ export class Anchor {
     const { streams, tethers } = this.#o;
     const sealer = streams.ready(e.peer);
     const hop = e.hop = this.#o.nextHop(e.peer);
+    const now = this.#o.clock();
     let work: Promise<void>;
     if (sealer && tethers.info(hop)?.state === "open") {
+      e.backupUntil = 0;
       work = sealer.seal(batch).then((message) => this.#sent(e.peer, hop, message, bytes, count));
+    } else if (sealer && e.backupUntil > now) {
+      // No tether could form lately: the backup pipeline carries it while the routes are retried.
+      work = sealer.seal(batch).then((message) => this.#backup(e.peer, message, bytes, count));
     } else {
       if (e.pending >= MAX_PENDING_BATCHES) return this.#drop("not-ready", count);
       e.pending++;
       work = (async () => {
         const [ready, open] = await Promise.all([streams.sealer(e.peer), tethers.ensure(hop)]);
-        if (!open) this.#o.hopFailed(e.peer, hop);
-        if (!ready || !open) return this.#drop("not-ready", count);
-        this.#sent(e.peer, hop, await ready.seal(batch), bytes, count);
+        if (!ready) return this.#drop("not-ready", count);
+        if (open) return this.#sent(e.peer, hop, await ready.seal(batch), bytes, count);
+        this.#o.hopFailed(e.peer, hop);
+        e.backupUntil = this.#o.clock() + BACKUP_HOLD_MS;
+        this.#backup(e.peer, await ready.seal(batch), bytes, count);
       })().finally(() => e.pending--);
     }
     const tracked: Promise<void> = work.catch((error) => {
@@ -178,6 +191,15 @@ export class Anchor {
       if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
     }).finally(() => e.inflight.delete(tracked));
     e.inflight.add(tracked);
+  }
+
+  #backup(peer: string, message: Uint8Array, bytes: number, count: number): void {
+    this.#o.backup(peer, message);
+    this.backups.messages++;
+    this.backups.bytes += message.length;
+    const t = this.#traffic(peer);
+    t.txBytes += bytes;
+    t.txPackets += count;
   }
 
   #sent(peer: string, hop: string, message: Uint8Array, bytes: number, count: number): void {
@@ -204,7 +226,7 @@ export class Anchor {
     opener.open(message).then((plain) => {
       const packets = unpackBatch(plain);
       const written = this.#o.tun.writeBatch(packets, 0);
-      const t = this.#traffic(from);
+      const t = this.#traffic(toHex(opener.secrets.peer));
       t.rxPackets += written;
       for (const p of packets) t.rxBytes += p.length;
     }).catch((error) => {
@@ -247,6 +269,11 @@ export class Anchor {
   /** The next hop traffic to `peer` last took, if there is recent traffic to it. */
   lastHop(peer: string): string | undefined {
     return this.#egress.get(peer)?.hop;
+  }
+
+  /** Whether traffic to `peer` goes over the backup pipeline now. */
+  inBackup(peer: string): boolean {
+    return (this.#egress.get(peer)?.backupUntil ?? 0) > this.#o.clock();
   }
 
   /** Destinations with recent traffic. */

@@ -28,6 +28,7 @@ function relay(mayRelay: (from: string, dest: string) => boolean) {
     nextHop: (d) => d,
     hopFailed: () => {},
     mayRelay,
+    backup: () => {},
     clock: () => 0,
     log: () => {},
   });

@@ -14,6 +14,8 @@ export interface RealmSubjects {
   broadcast: string;
   /** Messages to one node, by node id (hex). */
   node(nodeId: string): string;
+  /** Sealed data messages to one node while no tether can form (the backup pipeline). */
+  data(nodeId: string): string;
 }
 
 /** Subjects of the realm with id `realmId` (hex, no dots). */
@@ -26,11 +28,12 @@ export function realmSubjects(realmId: string): RealmSubjects {
     prefix,
     announce: `${prefix}.announce`,
     broadcast: `${prefix}.broadcast`,
-    node: (nodeId) => {
-      if (!/^[0-9a-f]{32}$/.test(nodeId)) {
-        throw new RangeError(`node id must be 32 hex digits, got "${nodeId}"`);
-      }
-      return `${prefix}.node.${nodeId}`;
-    },
+    node: (nodeId) => `${prefix}.node.${checkNodeId(nodeId)}`,
+    data: (nodeId) => `${prefix}.data.${checkNodeId(nodeId)}`,
   };
+}
+
+function checkNodeId(nodeId: string): string {
+  if (!/^[0-9a-f]{32}$/.test(nodeId)) throw new RangeError(`node id must be 32 hex digits, got "${nodeId}"`);
+  return nodeId;
 }

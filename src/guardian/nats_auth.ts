@@ -68,7 +68,13 @@ export async function nodeCredentials(
   const token = await jwt.encodeUser(`node-${session.nodeId}`, user, account, {
     pub: { allow: [`${subjects.prefix}.>`] },
     sub: {
-      allow: [subjects.announce, subjects.broadcast, subjects.node(session.nodeId), `${inboxPrefix}.>`],
+      allow: [
+        subjects.announce,
+        subjects.broadcast,
+        subjects.node(session.nodeId),
+        subjects.data(session.nodeId),
+        `${inboxPrefix}.>`,
+      ],
     },
   }, { exp: Math.floor(session.expiresAt / 1000) });
   return { jwt: token, seed: new TextDecoder().decode(user.getSeed()), inboxPrefix };

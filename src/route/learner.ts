@@ -32,7 +32,7 @@ export const LEARNER = {
   /** The direct path is kept unless the best relay costs less than this share of it. */
   DIRECT_BIAS: 0.85,
   FIRST_BACKOFF_MS: 1_000,
-  MAX_BACKOFF_MS: 30_000,
+  MAX_BACKOFF_MS: 10_000,
   /** Loss above which the direct path no longer counts as healthy. */
   UNHEALTHY_LOSS: 0.3,
 } as const;
