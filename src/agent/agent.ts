@@ -254,8 +254,9 @@ export class Agent implements AsyncDisposable {
 
   /**
    * Once a second, for each destination with traffic: feed the learner the round-trip times of its open hops
-   * (a relay's own time to the destination added), and, when the direct path had failed, try it again in the
-   * background once its backoff ends, so traffic moves back when it works again.
+   * (a relay's own time to the destination added); when the direct path had failed, try it again in the
+   * background once its backoff ends, so traffic moves back when it works again; and while traffic to a
+   * destination rides the backup pipeline, try its relays too, so a tether replaces the pipeline soon.
    */
   #routeTick(): void {
     const data = this.#data;
@@ -266,12 +267,12 @@ export class Agent implements AsyncDisposable {
         if (info?.state === "open" && info.rttMs !== undefined) {
           const onward = hop === dest ? 0 : this.#relays.get(dest)?.get(hop) || info.rttMs;
           this.#learner.observe(dest, hop, info.rttMs + onward);
-        } else if (!info && hop === dest && this.#learner.due(dest, hop)) {
+        } else if (!info && (hop === dest ? this.#learner.due(dest, hop) : data.anchor.inBackup(dest))) {
+          // The direct path after its backoff; and, while traffic rides the backup pipeline, every relay.
           void data.tethers.ensure(hop).then((open) => {
-            if (!open) {
-              this.#learner.fail(dest, hop);
-              this.#askForRelays(dest);
-            }
+            if (open) return;
+            this.#learner.fail(dest, hop);
+            if (hop === dest) this.#askForRelays(dest);
           });
         }
       }
