@@ -139,3 +139,83 @@ Deno.test({
     );
   },
 });
+
+Deno.test({
+  name: "relay: a bulk transfer over a direct link shaped to 10 Mbit/s moves mostly to an unshaped relay",
+  ignore,
+  async fn() {
+    await using w = await realmOnTestbed(["a", "b", "c"]);
+    const ns = w.bed.host("a").ns;
+    // Only traffic from A to B's address is shaped; A to C and C to B run free.
+    const tc = (...args: string[]) => ns.exec("tc", args);
+    await tc("qdisc", "add", "dev", "eth0", "root", "handle", "1:", "htb", "default", "10");
+    await tc("class", "add", "dev", "eth0", "parent", "1:", "classid", "1:10", "htb", "rate", "10gbit");
+    await tc("class", "add", "dev", "eth0", "parent", "1:", "classid", "1:20", "htb", "rate", "10mbit");
+    const bAddress = w.bed.host("b").address;
+    await tc(
+      "filter",
+      "add",
+      "dev",
+      "eth0",
+      "parent",
+      "1:",
+      "protocol",
+      "ip",
+      "u32",
+      "match",
+      "ip",
+      "dst",
+      `${bAddress}/32`,
+      "flowid",
+      "1:20",
+    );
+
+    const a = w.node("a");
+    const target = await waitFor(
+      "a to see b",
+      15_000,
+      async () => (await a.peers()).find((p) => p.tag === "b"),
+    );
+    await waitFor(
+      "a first ping",
+      20_000,
+      async () =>
+        (await ns.exec("ping", ["-c", "1", "-W", "1", target.ips[0]!], { allowFailure: true })).success,
+    );
+    const transfer = new URL("./tcp_transfer.ts", import.meta.url).pathname;
+    const sink = w.bed.host("b").ns.exec(Deno.execPath(), [
+      "run",
+      "-A",
+      "--quiet",
+      transfer,
+      "serve",
+      "5203",
+    ]);
+    await new Promise((r) => setTimeout(r, 1_000));
+    const size = 150 * 1024 * 1024;
+    const started = Date.now();
+    const sent = await ns.exec(Deno.execPath(), [
+      "run",
+      "-A",
+      "--quiet",
+      transfer,
+      "send",
+      target.ips[0]!,
+      "5203",
+      String(size),
+    ]);
+    const seconds = (Date.now() - started) / 1000;
+    assertEquals((await sink).text.trim(), sent.text.trim(), "bytes received differ from bytes sent");
+
+    const viaC = ((await w.node("c").status()).json.relayed as { bytes: number }).bytes;
+    const total = (await a.peers() as unknown as { tag: string; txBytes: number }[]).find((p) =>
+      p.tag === "b"
+    )!.txBytes;
+    const share = viaC / total;
+    console.log(
+      `150 MB A→B in ${seconds.toFixed(1)} s (${(size * 8 / seconds / 1e6).toFixed(0)} Mbit/s); ` +
+        `${(100 * share).toFixed(0)}% of it relayed by C (direct link shaped to 10 Mbit/s)`,
+    );
+    assert(share > 0.5, `only ${(100 * share).toFixed(0)}% went through C`);
+  },
+});

@@ -130,7 +130,9 @@ Deno.test({
     const again = await ping(w, "a", address, 3);
     assert(again.text.includes(" 0% packet loss"), again.text);
     assertEquals((await peer(a, "b"))?.path, "direct");
-    assert(a.proc!.output.includes("tether to b closed (idle)"), a.proc!.output);
+    // Either side may dissolve it first (each has its own idle timer); the other then sees it close.
+    const logs = a.proc!.output + w.node("b").proc!.output;
+    assert(/tether to [ab] closed \(idle\)/.test(logs), logs);
   },
 });
 

@@ -232,11 +232,23 @@ export class Agent implements AsyncDisposable {
     this.#learner.setCandidates(dest, [dest, ...(this.#relays.get(dest)?.keys() ?? [])]);
   }
 
-  /** The next hop for traffic to `dest`: among hops with an open tether if any, else the learner's pick. */
+  /**
+   * The next hop for traffic to `dest`: among hops with an open tether if any, else the learner's pick. Traffic
+   * to a destination also keeps its relay candidates fresh: the realm is asked now and then (every 30 s), so a
+   * relay is known before the direct path fails or degrades.
+   */
   #nextHop(dest: string): string {
+    if (this.#clock() - (this.#lastQuery.get(dest) ?? 0) > 30_000) this.#askForRelays(dest);
     const tethers = this.#data?.tethers;
     const open = (hop: string) => tethers?.info(hop)?.state === "open";
-    return this.#learner.choose(dest, undefined, open) ?? this.#learner.choose(dest) ?? dest;
+    const ready = this.#learner.choose(dest, undefined, open);
+    const wanted = this.#learner.choose(dest);
+    // The learner may want a hop with no tether yet (to explore it, or because it is now the best): form it in
+    // the background, and meanwhile keep the traffic on a hop that is open.
+    if (ready && wanted && wanted !== ready && !tethers?.info(wanted)) {
+      void tethers?.ensure(wanted).then((ok) => ok || this.#learner.fail(dest, wanted));
+    }
+    return ready ?? wanted ?? dest;
   }
 
   /** Asks the realm who reaches `dest` directly; at most once every 3 s per destination. */

@@ -23,8 +23,11 @@
 export const LEARNER = {
   /** Share of choices spent trying a hop other than the best. */
   EPSILON: 0.05,
-  /** Weight of a new round-trip sample in its moving average. */
+  /** Weight of a round-trip sample above the average: a hop that got slower is believed quickly... */
   ALPHA: 0.3,
+  /** ...and of one below it: a hop that got faster is believed slowly, so a congested hop is not taken back
+   * the moment its queue drains (which would make traffic swing between two hops). */
+  ALPHA_DOWN: 0.05,
   /** Weight of a new delivery outcome in the loss average: one lost message must not condemn a good hop. */
   LOSS_ALPHA: 0.05,
   /** How much loss raises a hop's cost: cost = rtt × (1 + LOSS_WEIGHT × loss). */
@@ -124,7 +127,8 @@ export class RouteLearner {
     s.samples++;
     s.loss = (1 - LEARNER.LOSS_ALPHA) * s.loss + LEARNER.LOSS_ALPHA * (rttMs === undefined ? 1 : 0);
     if (rttMs !== undefined) {
-      s.rttMs = s.rttMs === undefined ? rttMs : (1 - a) * s.rttMs + a * rttMs;
+      const w = s.rttMs === undefined || rttMs > s.rttMs ? a : LEARNER.ALPHA_DOWN;
+      s.rttMs = s.rttMs === undefined ? rttMs : (1 - w) * s.rttMs + w * rttMs;
       s.backoffMs = 0;
     }
   }
