@@ -36,7 +36,13 @@ Deno.test({
       w.bed.host("a").ns.exec("ping", ["-c", String(count), "-i", "0.05", "-W", "2", address], {
         allowFailure: true,
       });
-    await waitFor("a first ping through the relay", 30_000, async () => (await ping(1)).success);
+    // Until the relay carries it (the very first packets may cross the backup pipeline while tethers form).
+    await waitFor("a's traffic to c to go through the relay", 30_000, async () => {
+      await ping(1);
+      return (await a.peers() as unknown as { tag: string; path: string }[]).find((p) => p.tag === "c")
+        ?.path ===
+        "relay";
+    });
     const run = await ping(100);
     assert(run.text.includes(" 0% packet loss"), run.text);
 
