@@ -121,7 +121,8 @@ Deno.test({
     assertEquals((await peer(a, "b"))?.path, "direct");
     assertEquals((await a.status()).json.tethers, 1);
     await waitFor("the idle tether to dissolve", 10_000, async () => (await a.status()).json.tethers === 0);
-    assertEquals((await peer(a, "b"))?.path, "none");
+    // No tether: "none", or "backup" if a packet met the tether closing and took the control channel.
+    assert(["none", "backup"].includes((await peer(a, "b"))!.path), (await peer(a, "b"))!.path);
     // The next ping forms the tether again and gets its answer (it may wait for the tether: up to 5 s).
     const next = await w.bed.host("a").ns.exec("ping", ["-c", "1", "-W", "5", address], {
       allowFailure: true,
