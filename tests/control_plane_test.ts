@@ -15,7 +15,7 @@ import { BROADCAST, ControlKind } from "../src/wire/control.ts";
 import { decodeCertificate } from "../src/wire/certificate.ts";
 import { certificateRef } from "../src/crypto/certificate.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { cli, freePort, GuardianProc, NodeProc, Proc, waitFor } from "./harness.ts";
+import { cli, freePort, GuardianProc, natsServer, NodeProc, Proc, waitFor } from "./harness.ts";
 
 /** A Guardian with an embedded Master, realm "home", and a registration token. */
 async function realmWith(dir: string, options: { certTtl?: string } = {}) {
@@ -190,24 +190,19 @@ Deno.test({
     await using _g = guardian;
     const servers: Proc[] = [];
     for (let i = 0; i < 3; i++) {
-      const conf = await cli([
-        "guardian",
-        "nats-config",
-        "--data-dir",
-        `${dir}/guardian`,
-        "--port",
-        String(ports[i]),
-        "--cluster-name",
-        "veilnet",
-        "--cluster-listen",
-        `127.0.0.1:${routes[i]}`,
-        "--routes",
-        routes.filter((_, j) => j !== i).map((r) => `nats-route://127.0.0.1:${r}`).join(","),
-      ]);
-      assertEquals(conf.code, 0, conf.stderr);
-      await Deno.writeTextFile(`${dir}/nats${i}.conf`, conf.stdout);
+      const others = routes.filter((_, j) => j !== i).map((r) => `nats-route://127.0.0.1:${r}`);
       servers.push(
-        new Proc(`nats${i}`, "nats-server", ["-c", `${dir}/nats${i}.conf`, "-m", String(monitor[i])]),
+        await natsServer(`${dir}/guardian`, `nats${i}`, ports[i]!, {
+          configFlags: [
+            "--cluster-name",
+            "veilnet",
+            "--cluster-listen",
+            `127.0.0.1:${routes[i]}`,
+            "--routes",
+            others.join(","),
+          ],
+          serverFlags: ["-m", String(monitor[i])],
+        }),
       );
     }
     try {
@@ -270,16 +265,7 @@ Deno.test({
       certTtl: "30s",
     });
     await using _g = guardian;
-    const conf = await cli([
-      "guardian",
-      "nats-config",
-      "--data-dir",
-      `${dir}/guardian`,
-      "--port",
-      String(natsPort),
-    ]);
-    await Deno.writeTextFile(`${dir}/nats.conf`, conf.stdout);
-    await using master = new Proc("nats", "nats-server", ["-c", `${dir}/nats.conf`]);
+    await using master = await natsServer(`${dir}/guardian`, "nats", natsPort);
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
     const token = await guardian.admin(["token", "create", "--realm", "home"]);

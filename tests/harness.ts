@@ -151,6 +151,31 @@ export class GuardianProc implements AsyncDisposable {
   }
 }
 
+/**
+ * Starts a nats-server for the Guardian of `dataDir`, configured by `guardian nats-config` (as an operator running
+ * their own Master would). `configFlags` go to nats-config (cluster settings), `serverFlags` to nats-server.
+ */
+export async function natsServer(
+  dataDir: string,
+  name: string,
+  port: number,
+  options: { configFlags?: string[]; serverFlags?: string[] } = {},
+): Promise<Proc> {
+  const conf = await cli([
+    "guardian",
+    "nats-config",
+    "--data-dir",
+    dataDir,
+    "--port",
+    String(port),
+    ...(options.configFlags ?? []),
+  ]);
+  if (conf.code !== 0) throw new Error(`guardian nats-config failed: ${conf.stderr}`);
+  const path = `${dataDir}/../${name}.conf`;
+  await Deno.writeTextFile(path, conf.stdout);
+  return new Proc(name, "nats-server", ["-c", path, ...(options.serverFlags ?? [])]);
+}
+
 /** A node: its config directory, registered through the CLI, run as `veilnet-conflux run`. */
 export class NodeProc implements AsyncDisposable {
   proc: Proc | undefined;

@@ -198,11 +198,7 @@ export class Agent implements AsyncDisposable {
         if (hop === dest) this.#askForRelays(dest);
       },
       backup: (dest, message) => this.#channel?.publish(this.#subjects.data(dest), message),
-      mayRelay: (from, dest) => {
-        const a = this.peers.get(from)?.cert;
-        const b = this.peers.get(dest)?.cert;
-        return a !== undefined && b !== undefined && mayCommunicate(a, b);
-      },
+      mayRelay: (from, dest) => this.#mayCarry(from, dest),
       clock,
       log,
     });
@@ -225,6 +221,13 @@ export class Agent implements AsyncDisposable {
       if ((bytes[bit >> 3]! & mask) !== (net[bit >> 3]! & mask)) return false;
     }
     return true;
+  }
+
+  /** Whether this node may carry traffic between two of its peers: both known, and allowed to talk. */
+  #mayCarry(from: string, dest: string): boolean {
+    const a = this.peers.get(from)?.cert;
+    const b = this.peers.get(dest)?.cert;
+    return a !== undefined && b !== undefined && mayCommunicate(a, b);
   }
 
   /** The learner's candidates for a destination: itself, and the relays that answered. */
@@ -317,9 +320,7 @@ export class Agent implements AsyncDisposable {
         const asker = toHex(m.sender);
         const dest = toHex(m.body.destination);
         const now = this.#clock();
-        const a = this.peers.get(asker)?.cert;
-        const d = this.peers.get(dest)?.cert;
-        if (!a || !d || !mayCommunicate(a, d) || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
+        if (!this.#mayCarry(asker, dest) || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
         this.#lastAnswer.set(asker, now);
         const answer = await signControl(this.#identity, {
           kind: ControlKind.RouteAnswer,

@@ -197,13 +197,15 @@ export class Anchor {
     this.#o.backup(peer, message);
     this.backups.messages++;
     this.backups.bytes += message.length;
-    const t = this.#traffic(peer);
-    t.txBytes += bytes;
-    t.txPackets += count;
+    this.#countTx(peer, bytes, count);
   }
 
   #sent(peer: string, hop: string, message: Uint8Array, bytes: number, count: number): void {
     if (!this.#o.tethers.send(hop, message)) return this.#drop("send-failed", count);
+    this.#countTx(peer, bytes, count);
+  }
+
+  #countTx(peer: string, bytes: number, count: number): void {
     const t = this.#traffic(peer);
     t.txBytes += bytes;
     t.txPackets += count;
