@@ -44,3 +44,22 @@ export const STREAM_REQUEST_RESEND_MS = 2_000;
 export const LINK_DEAD_MS = 2_500;
 /** After a tether failed to form, batches use the backup pipeline for this long without waiting for one. */
 export const BACKUP_HOLD_MS = 5_000;
+/** A DNS question to the realm waits this long for owners of the tag to answer. */
+export const DNS_ASK_WAIT_MS = 1_000;
+/** After the first answer, other owners of the tag have this long to answer too. */
+export const DNS_ANSWER_GRACE_MS = 50;
+/** A tag is asked of the realm at most this often (a name no one owns costs the realm one question a second). */
+export const DNS_ASK_INTERVAL_MS = 1_000;
+/** Most questions in flight at once; lookups beyond it answer from what is known. */
+export const MAX_DNS_ASKS = 32;
+/** A node answers one asker at most this often. */
+export const DNS_ANSWER_INTERVAL_MS = 100;
+/** TTL of the records the DNS server gives (short: the next query sees a changed tag or address). */
+export const DNS_TTL_S = 5;
+/** Forwarded queries in flight at once; more get SERVFAIL. */
+export const MAX_DNS_FORWARDS = 128;
+/** An upstream resolver that has not answered within this time is given up for the next one. */
+export const DNS_FORWARD_TIMEOUT_MS = 2_000;
+/** Concurrent DNS-over-TCP connections; a TCP connection idle this long is closed. */
+export const MAX_DNS_TCP_CONNECTIONS = 64;
+export const DNS_TCP_IDLE_MS = 10_000;

@@ -35,6 +35,7 @@ const OWNERS: Record<string, string> = {
   "@nats-io/jwt": "src/guardian/nats_auth.ts",
   "@nats-io/nkeys": "src/guardian/nats_auth.ts",
   "jose": "src/guardian/oidc.ts",
+  "dns-packet": "src/dns/message.ts",
 };
 
 Deno.test("layering: each outside dependency is imported by exactly one file", async () => {

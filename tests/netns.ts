@@ -82,6 +82,12 @@ export class Netns implements AsyncDisposable {
     return run("ip", ["netns", "exec", this.name, cmd, ...args], options);
   }
 
+  /** Gives the namespace its own /etc/resolv.conf (`ip netns exec` mounts /etc/netns/NAME/resolv.conf). */
+  async resolvConf(text: string): Promise<void> {
+    await Deno.mkdir(`/etc/netns/${this.name}`, { recursive: true });
+    await Deno.writeTextFile(`/etc/netns/${this.name}/resolv.conf`, text);
+  }
+
   /** Moves the calling thread into the namespace until leave() (or dispose). */
   enter(): void {
     if (this.#leave) return;
@@ -97,5 +103,6 @@ export class Netns implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.leave();
     await run("ip", ["netns", "del", this.name], { allowFailure: true });
+    await Deno.remove(`/etc/netns/${this.name}`, { recursive: true }).catch(() => {});
   }
 }

@@ -83,9 +83,14 @@ export interface Realm extends AsyncDisposable {
 
 /**
  * A testbed with a Guardian (and its Master) on the bridge, realm "home", and one registered, running node per
- * name in its namespace (taint "lab"). Disposing stops everything and removes the testbed.
+ * name in its namespace (tag = its name, taint "lab"; `registerFlags` per name override them, e.g. a shared tag).
+ * Disposing stops everything and removes the testbed.
  */
-export async function realmOnTestbed(names: string[], runFlags: string[] = []): Promise<Realm> {
+export async function realmOnTestbed(
+  names: string[],
+  runFlags: string[] = [],
+  registerFlags: Record<string, string[]> = {},
+): Promise<Realm> {
   const bed = await Testbed.create(names);
   const nodes = new Map<string, NodeProc>();
   const dir = await Deno.makeTempDir({ prefix: "vc-realm-" });
@@ -112,7 +117,7 @@ export async function realmOnTestbed(names: string[], runFlags: string[] = []): 
     for (const name of names) {
       const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
       nodes.set(name, n);
-      await n.register(guardian.url, token, ["--taints", "lab"]);
+      await n.register(guardian.url, token, ["--taints", "lab", ...registerFlags[name] ?? []]);
       await n.start();
     }
   } catch (error) {

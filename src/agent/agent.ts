@@ -26,6 +26,7 @@ import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
 import { mayCommunicate } from "./access.ts";
 import { guardianClient } from "./guardian_client.ts";
+import { Names, type Owner } from "./names.ts";
 import { PeerTable } from "./peers.ts";
 import type { NodeStatus, PeerStatus } from "./status.ts";
 
@@ -51,6 +52,8 @@ export interface AgentOptions {
   clock?: () => number;
   /** Opens the TUN device for the session's addresses; without it the node runs its control plane only. */
   openTun?: (cert: VerifiedCertificate) => Promise<Tun>;
+  /** A new tag for this node, sent at login (the Guardian keeps it). */
+  tag?: string;
   /** Idle time after which a tether dissolves (default TETHER_IDLE_MS). */
   tetherIdleMs?: number;
 }
@@ -87,6 +90,7 @@ export class Agent implements AsyncDisposable {
   /** When we last asked the realm for relays to a destination, and last answered each asker. */
   #lastQuery = new Map<string, number>();
   #lastAnswer = new Map<string, number>();
+  readonly #names: Names;
 
   private constructor(o: AgentOptions, identity: Identity, session: Session) {
     this.#o = o;
@@ -97,6 +101,17 @@ export class Agent implements AsyncDisposable {
     this.#realmKey = fromBase64(session.login.realm.public_key)!;
     this.#subjects = realmSubjects(session.login.realm.id);
     this.#learner = new RouteLearner({ clock: this.#clock, random: Math.random });
+    this.#names = new Names({
+      identity,
+      self: () => this.#session.cert,
+      peers: () => this.peers.list().map((p) => p.cert),
+      send: (to, message) =>
+        this.#channel?.publish(
+          to === undefined ? this.#subjects.broadcast : this.#subjects.node(to),
+          message,
+        ),
+      clock: this.#clock,
+    });
     this.peers = new PeerTable({
       self: () => this.#session.cert,
       realm: this.#realm,
@@ -172,7 +187,7 @@ export class Agent implements AsyncDisposable {
       self: this.#identity.id,
       signal: (peer, signal) => this.#sendSignal(peer, signal),
       iceServers: () => this.#session.login.ice_servers,
-      overlay: (address) => this.#inOverlay(address),
+      overlay: (address) => this.inOverlay(address),
       onMessage: (peer, data) => this.#data?.anchor.receive(peer, data),
       onChange: (peer, state, reason) => {
         const tag = this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8);
@@ -210,7 +225,7 @@ export class Agent implements AsyncDisposable {
   }
 
   /** True for an address inside this node's overlay prefixes (IPv4 or IPv6). */
-  #inOverlay(address: string): boolean {
+  inOverlay(address: string): boolean {
     const cert = this.#session.cert;
     const v4 = parseIPv4(address);
     const bytes = v4 ?? parseIPv6(address);
@@ -304,8 +319,20 @@ export class Agent implements AsyncDisposable {
     }
   }
 
+  /** This node's current certificate. */
+  get certificate(): VerifiedCertificate {
+    return this.#session.cert;
+  }
+
+  /** The nodes answering to `<tag>.veilnet` that this node may reach (itself included). */
+  lookup(tag: string): Promise<Owner[]> {
+    return this.#names.lookup(tag);
+  }
+
   /** Verified messages other than announcements, from permitted peers. */
   async #dispatch(m: AnyControlMessage): Promise<void> {
+    if (m.kind === ControlKind.DnsQuery) return await this.#names.onQuery(m);
+    if (m.kind === ControlKind.DnsAnswer) return this.#names.onAnswer(m);
     const data = this.#data;
     if (!data) return;
     switch (m.kind) {
@@ -463,6 +490,7 @@ export class Agent implements AsyncDisposable {
     this.#closed = true;
     clearTimeout(this.#renewal);
     for (const t of this.#timers) clearTimeout(t);
+    this.#names.close();
     await this.#announce(true).catch(() => {});
     if (this.#data) {
       this.#data.tethers.close();
@@ -490,7 +518,7 @@ function formatUuid(bytes: Uint8Array): string {
 async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => boolean): Promise<Session> {
   for (let attempt = 0;; attempt++) {
     try {
-      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey);
+      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey, o.tag);
       const cert = await verifyCertificate(fromBase64(login.certificate)!, {
         realm: fromHex(login.realm.id),
         realmKey: fromBase64(login.realm.public_key)!,

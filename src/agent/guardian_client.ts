@@ -58,9 +58,10 @@ export const guardianClient = {
       `/conflux/unregister?conflux_id=${encodeURIComponent(confluxId)}`,
       token,
     ),
-  login: (guardian: string, token: string, publicKey: Uint8Array) =>
+  login: (guardian: string, token: string, publicKey: Uint8Array, tag?: string) =>
     guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, {
       public_key: btoa(String.fromCharCode(...publicKey)),
+      tag,
     }),
   taints: (guardian: string, token: string, change: { add?: string[]; remove?: string[] }) =>
     guardianRequest<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),

@@ -81,8 +81,10 @@ export class PeerTable {
   }
 
   /**
-   * Handles raw bytes from the control channel. Announcements and taint updates update the table; any other
-   * verified message is returned for its handler. Never throws for bad input: it is dropped and counted.
+   * Handles raw bytes from the control channel. Messages that carry the sender's certificate (announcements,
+   * taint updates, DNS questions and answers) also update the table: each is a signed "I am here". Every
+   * verified message from a peer this node may talk to is returned for its handler. Never throws for bad input:
+   * it is dropped and counted.
    */
   async receive(bytes: Uint8Array): Promise<AnyControlMessage | undefined> {
     let m: AnyControlMessage;
@@ -94,10 +96,11 @@ export class PeerTable {
     }
     const self = this.#o.self();
     if (bytesEqual(m.sender, self.nodeId)) return undefined; // our own broadcast, echoed back
-    if (m.kind === ControlKind.Announce || m.kind === ControlKind.TaintUpdate) {
+    const carried = carriedCertificate(m);
+    if (carried) {
       let cert: VerifiedCertificate;
       try {
-        cert = await verifyCertificate(m.body.certificate, {
+        cert = await verifyCertificate(carried, {
           realm: this.#o.realm,
           realmKey: this.#o.realmKey,
           now: this.#o.clock(),
@@ -118,15 +121,16 @@ export class PeerTable {
       throw error;
     }
     const id = toHex(m.sender);
-    if (m.kind !== ControlKind.Announce && m.kind !== ControlKind.TaintUpdate) {
+    if (!carried) {
       // Other messages count only from peers we may talk to.
       return this.#peers.has(id) ? m : this.#drop("forbidden");
     }
     const cert = this.#certs.get(toHex(m.certRef))!;
     const known = this.#peers.get(id);
-    if ((m.kind === ControlKind.Announce && m.body.leaving === 1) || !mayCommunicate(self, cert)) {
+    const leaving = m.kind === ControlKind.Announce && m.body.leaving === 1;
+    if (leaving || !mayCommunicate(self, cert)) {
       if (known) this.#remove(id);
-      return m.kind === ControlKind.Announce && m.body.leaving === 1 ? undefined : this.#drop("forbidden");
+      return leaving ? undefined : this.#drop("forbidden");
     }
     if (!known) {
       // The same conflux under a new key: it restarted. Its old self is gone.
@@ -158,5 +162,18 @@ export class PeerTable {
   recheck(): void {
     const self = this.#o.self();
     for (const [id, p] of this.#peers) if (!mayCommunicate(self, p.cert)) this.#remove(id);
+  }
+}
+
+/** The sender's certificate, for the kinds that carry one. */
+function carriedCertificate(m: AnyControlMessage): Uint8Array | undefined {
+  switch (m.kind) {
+    case ControlKind.Announce:
+    case ControlKind.TaintUpdate:
+    case ControlKind.DnsQuery:
+    case ControlKind.DnsAnswer:
+      return m.body.certificate;
+    default:
+      return undefined;
   }
 }

@@ -28,7 +28,8 @@ export interface Command {
 export const COMMANDS: readonly Command[] = [
   {
     name: "run",
-    usage: "run [--ifname veilnet] [--tether-idle 30s] [--no-tun]",
+    usage: "run [--ifname veilnet] [--tag T] [--dns-listen ADDR[:PORT]|off] [--no-dns-forward] " +
+      "[--tether-idle 30s] [--no-tun]",
     summary: "run a node in the foreground from env/saved config (the default)",
     run: runCommand,
   },

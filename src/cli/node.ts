@@ -12,9 +12,11 @@ import type { NodeStatus, PeerStatus } from "../agent/status.ts";
 import { connectNats } from "../control/nats.ts";
 import { parseDuration } from "../guardian/guardian.ts";
 import { shutdownWebRtc } from "../tether/webrtc.ts";
-import { formatAddress } from "../tun/ip.ts";
+import { serveNodeDns } from "../dns/serve.ts";
+import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { isTag } from "../wire/certificate.ts";
 import { checkInterfaceName, LinuxTun } from "../tun/linux_tun.ts";
-import { list, parse, UsageError } from "./args.ts";
+import { hostPort, list, parse, UsageError } from "./args.ts";
 import { localApi } from "./local_client.ts";
 import type { Output } from "./main.ts";
 
@@ -80,11 +82,24 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
 export async function runCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, {
     ifname: { type: "string" },
+    tag: { type: "string" },
     "no-tun": { type: "boolean", default: false },
     "tether-idle": { type: "string" },
+    "dns-listen": { type: "string" },
+    "no-dns-forward": { type: "boolean", default: false },
   });
   const ifname = values.ifname ?? env("VEILNET_IFNAME") ?? "veilnet";
   checkInterfaceName(ifname);
+  const tag = values.tag ?? env("VEILNET_CONFLUX_TAG");
+  if (tag !== undefined && !isTag(tag)) {
+    throw new UsageError(`--tag must be a DNS label (a-z, 0-9, inner -, at most 63), got "${tag}"`);
+  }
+  const dnsListen = values["dns-listen"] ?? env("VEILNET_DNS_LISTEN");
+  const dns = dnsListen === undefined || dnsListen === "off"
+    ? undefined
+    : parseIPv4(dnsListen) || parseIPv6(dnsListen)
+    ? { hostname: dnsListen, port: 53 }
+    : hostPort(dnsListen, "--dns-listen");
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
   const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
   const saved = readConfig();
@@ -106,6 +121,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
       token,
       connect: (o) => connectNats({ ...o, log: Deno.env.get("VEILNET_DEBUG") ? io.err : undefined }),
       log: io.err,
+      tag,
       tetherIdleMs,
       openTun: values["no-tun"] ? undefined : (cert) =>
         LinuxTun.open({
@@ -116,6 +132,23 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
           ],
         }),
     });
+    // DNS: on the overlay address by default (off without a TUN device unless --dns-listen is given).
+    const listen = dnsListen === "off" || (values["no-tun"] && !dns)
+      ? undefined
+      : dns ?? { hostname: formatAddress(agent.certificate.ipv4), port: 53 };
+    await using _dns = listen
+      ? await serveNodeDns({
+        agent,
+        ...listen,
+        forward: !values["no-dns-forward"],
+        ifname: values["no-tun"] ? undefined : ifname,
+        log: io.err,
+      }).catch((error) => {
+        if (dns) throw error; // asked for explicitly: do not run without it
+        io.err(`${(error as Error).message}; *.veilnet will not resolve (choose another with --dns-listen)`);
+        return undefined;
+      })
+      : undefined;
     const api = serveLocalApi(agent, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
     await api.finished;

@@ -21,7 +21,7 @@ async function setup() {
       kind: ControlKind.DnsQuery,
       recipient,
       certRef: CERT_REF,
-      body: { name: "web.veilnet", qtype: 1 },
+      body: { certificate: new Uint8Array(8), tag: "web" },
     }, now);
   return { alice, bob, mallory, known, verifier, query };
 }
@@ -31,7 +31,7 @@ Deno.test("control signing: a signed broadcast and a message to this node both v
   const v = verifier();
   const m = await v.verify(await query(alice));
   assert(bytesEqual(m.sender, alice.nodeId));
-  assertEquals(m.kind === ControlKind.DnsQuery && m.body.name, "web.veilnet");
+  assertEquals(m.kind === ControlKind.DnsQuery && m.body.tag, "web");
   await v.verify(await query(alice, bob.nodeId));
 });
 

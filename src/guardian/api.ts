@@ -109,7 +109,10 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
 
     "POST /conflux/session/login": async ({ req, token, body, url }) => {
       const b = await body();
-      return json(200, await guardian.login(token, b.public_key, req.headers.get("host") ?? url.host));
+      return json(
+        200,
+        await guardian.login(token, b.public_key, req.headers.get("host") ?? url.host, b.tag),
+      );
     },
 
     "POST /conflux/taints": async ({ token, body }) => {

@@ -65,6 +65,19 @@ Deno.test("guardian API: register, log in with a fresh key, and receive a certif
   assertEquals(cert.nodeId, node.nodeId);
   assertEquals(login.json.nats.urls, ["nats://guardian.test:4222"]);
   assert(login.json.nats.jwt.split(".").length === 3 && login.json.nats.seed.startsWith("SU"));
+
+  // A node restarted with a new tag is renamed from then on; a bad tag is refused and changes nothing.
+  const tagOf = async (tag?: string) => {
+    const r = await call("POST", "/conflux/session/login", {
+      token: registered.json.token,
+      body: { public_key: btoa(String.fromCharCode(...node.publicKey)), tag },
+    });
+    return r.status === 200 ? decodeCertificate(fromBase64(r.json.certificate)!).tag : r.json.error;
+  };
+  assertEquals(await tagOf("web2"), "web2");
+  assertEquals(await tagOf(), "web2");
+  assert(String(await tagOf("Bad_Tag")).includes("bad tag"));
+  assertEquals(await tagOf(), "web2");
 });
 
 Deno.test("guardian API: addresses are allocated in order, and a requested free one is honoured", async () => {

@@ -14,7 +14,7 @@ import { fromHex, nodeIdOf, sha256, toHex } from "../crypto/identity.ts";
 import { pq } from "../crypto/pq.ts";
 import { ML_DSA_65_PUBLIC_KEY_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
-import { MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
+import { isTag, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
 import { type NatsCredentials, type NatsKeys, newNatsKeys, nodeCredentials } from "./nats_auth.ts";
 import { type OidcProof, verifyOidc } from "./oidc.ts";
 import { ConflictError, type ConfluxRow, type RealmRow, type Store } from "./store.ts";
@@ -41,7 +41,6 @@ export function fromBase64(text: string): Uint8Array | undefined {
   }
 }
 
-const TAG = /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/;
 const TAINT = /^[A-Za-z0-9_.:-]{1,64}$/;
 const REALM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
@@ -245,7 +244,7 @@ export class Guardian {
       throw new GuardianError(403, "this registration token is used up");
     }
     const tag = req.tag ?? "";
-    if (tag !== "" && (tag.length > MAX_TAG_BYTES || !TAG.test(tag))) {
+    if (tag !== "" && !isTag(tag)) {
       throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
     }
     const taints = req.taints === undefined ? row.taints : checkTaints(req.taints);
@@ -333,8 +332,16 @@ export class Guardian {
     this.store.removeConflux(row.id);
   }
 
-  /** A session for a node's fresh key: certificate, realm key, NATS credentials. */
-  async login(token: string | undefined, publicKey: unknown, requestHost: string): Promise<LoginResponse> {
+  /**
+   * A session for a node's fresh key: certificate, realm key, NATS credentials. A `tag` renames the node from
+   * now on (a node restarted with a new tag); DNS follows with the new certificate.
+   */
+  async login(
+    token: string | undefined,
+    publicKey: unknown,
+    requestHost: string,
+    tag?: unknown,
+  ): Promise<LoginResponse> {
     const row = await this.#conflux(token);
     const key = typeof publicKey === "string" ? fromBase64(publicKey) : undefined;
     if (!key || key.length !== ML_DSA_65_PUBLIC_KEY_BYTES) {
@@ -342,6 +349,16 @@ export class Guardian {
         400,
         `public_key must be a base64 ML-DSA-65 public key (${ML_DSA_65_PUBLIC_KEY_BYTES} bytes)`,
       );
+    }
+    if (tag !== undefined && tag !== row.tag) {
+      if (typeof tag !== "string" || !isTag(tag)) {
+        throw new GuardianError(
+          400,
+          `bad tag ${JSON.stringify(tag)}: a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`,
+        );
+      }
+      this.store.setTag(row.id, tag);
+      row.tag = tag;
     }
     const realm = this.store.realmById(row.realmId)!;
     const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);

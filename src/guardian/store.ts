@@ -278,6 +278,10 @@ export class Store implements Disposable {
       .map((r) => Number(r.ip4));
   }
 
+  setTag(id: string, tag: string): void {
+    this.#db.prepare("UPDATE confluxes SET tag = ? WHERE id = ?").run(tag, id);
+  }
+
   setTaints(id: string, taints: string[]): void {
     this.#db.prepare("UPDATE confluxes SET taints = ? WHERE id = ?").run(JSON.stringify(taints), id);
   }

@@ -25,6 +25,11 @@ export const MAX_SUBNETS = 64;
 /** Tags become DNS labels: at most 63 bytes. */
 export const MAX_TAG_BYTES = 63;
 
+/** True for a valid tag: one DNS label of a-z, 0-9 and inner hyphens (the name is `<tag>.veilnet`). */
+export function isTag(s: string): boolean {
+  return s.length <= MAX_TAG_BYTES && /^[a-z0-9]([a-z0-9-]*[a-z0-9])?$/.test(s);
+}
+
 const FIELDS = {
   serial: fixed(16),
   conflux: fixed(16),

@@ -30,15 +30,14 @@ import {
   X25519_PUBLIC_KEY_BYTES,
 } from "../spec.ts";
 import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
+import { MAX_TAG_BYTES } from "./certificate.ts";
 import {
   bytes,
   fixed,
-  list,
   readRecord,
   type RecordOf,
   type Schema,
   string,
-  u16,
   u32,
   u8,
   writeRecord,
@@ -54,9 +53,9 @@ export enum ControlKind {
   StreamResponse = 3,
   /** WebRTC signalling for a tether: SDP offer/answer, ICE candidate, or close. */
   TetherSignal = 4,
-  /** Who has this tag? (the DNS layer asks the realm). */
+  /** Who has this tag? (the DNS layer asks the realm), with the asker's certificate so owners can check it. */
   DnsQuery = 5,
-  /** The answer from a node that owns the tag. */
+  /** "I do": the answer from a node that owns the tag, with its certificate (which holds its addresses). */
   DnsAnswer = 6,
   /** The sender's taints changed: its re-issued certificate. */
   TaintUpdate = 7,
@@ -78,10 +77,6 @@ export enum TetherSignalType {
 export const MAX_CERTIFICATE_BYTES = 16 * 1024;
 /** Largest SDP or candidate text. */
 export const MAX_SIGNAL_BYTES = 16 * 1024;
-/** DNS names are at most 253 characters (RFC 1035, presentation form). */
-export const MAX_DNS_NAME_BYTES = 253;
-/** Most addresses in one DNS answer. */
-export const MAX_DNS_ADDRESSES = 32;
 
 /** The body of each kind, in wire order. */
 export const BODIES = {
@@ -106,13 +101,12 @@ export const BODIES = {
     signal: u8(TetherSignalType.Offer, TetherSignalType.Close),
     payload: string(MAX_SIGNAL_BYTES),
   },
-  [ControlKind.DnsQuery]: { name: string(MAX_DNS_NAME_BYTES), qtype: u16 },
+  [ControlKind.DnsQuery]: { certificate: bytes(MAX_CERTIFICATE_BYTES), tag: string(MAX_TAG_BYTES) },
   [ControlKind.DnsAnswer]: {
     /** The id of the query this answers. */
     query: fixed(16),
-    name: string(MAX_DNS_NAME_BYTES),
-    ttl: u32,
-    addresses: list(bytes(16, [4, 16]), MAX_DNS_ADDRESSES),
+    /** The owner's certificate: the answer's addresses are the ones the realm signed, nothing else. */
+    certificate: bytes(MAX_CERTIFICATE_BYTES),
   },
   [ControlKind.TaintUpdate]: { certificate: bytes(MAX_CERTIFICATE_BYTES) },
   [ControlKind.RouteQuery]: { destination: fixed(NODE_ID_BYTES) },

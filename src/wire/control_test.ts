@@ -1,7 +1,9 @@
 import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import { mutants } from "../../tests/fuzz.ts";
 import { MAX_CONTROL_MESSAGE_BYTES } from "../spec.ts";
-import { WireError } from "./bytes.ts";
+import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
+import { MAX_TAG_BYTES } from "./certificate.ts";
+import { bytes, list, readRecord, writeRecord } from "./schema.ts";
 import {
   type AnyControlMessage,
   BROADCAST,
@@ -10,7 +12,6 @@ import {
   decodeControl,
   encodeControlUnsigned,
   MAX_CERTIFICATE_BYTES,
-  MAX_DNS_ADDRESSES,
   TetherSignalType,
   withSignature,
 } from "./control.ts";
@@ -55,16 +56,16 @@ const SAMPLES: ControlFields[] = [
       payload: "v=0\r\no=- 1 2 IN IP4 ✓",
     },
   },
-  { ...base, recipient: BROADCAST, kind: ControlKind.DnsQuery, body: { name: "web.veilnet", qtype: 28 } },
+  {
+    ...base,
+    recipient: BROADCAST,
+    kind: ControlKind.DnsQuery,
+    body: { certificate: new Uint8Array(12).fill(3), tag: "web" },
+  },
   {
     ...base,
     kind: ControlKind.DnsAnswer,
-    body: {
-      query: new Uint8Array(16).fill(11),
-      name: "web.veilnet",
-      ttl: 5,
-      addresses: [Uint8Array.of(10, 128, 0, 2), new Uint8Array(16).fill(0xfd)],
-    },
+    body: { query: new Uint8Array(16).fill(11), certificate: new Uint8Array(20).fill(4) },
   },
   { ...base, recipient: BROADCAST, kind: ControlKind.TaintUpdate, body: { certificate: new Uint8Array(10) } },
   {
@@ -141,7 +142,7 @@ Deno.test("control: decoding refuses each malformed message with a WireError say
 Deno.test("control: strings must be valid UTF-8 and bodies must be consumed exactly", () => {
   const query = encode(SAMPLES[4]!);
   const badUtf8 = query.slice();
-  badUtf8[79 + 2] = 0xff; // first byte of the name
+  badUtf8[79 + 2 + 12 + 2] = 0xff; // first byte of the tag, after the certificate
   assertEquals(assertThrows(() => decodeControl(badUtf8), WireError, "not valid UTF-8").reason, "encoding");
 
   // A body with a byte more than its fields take: the body length grows by one, the extra byte stays in the body.
@@ -152,17 +153,43 @@ Deno.test("control: strings must be valid UTF-8 and bodies must be consumed exac
   assertEquals(assertThrows(() => decodeControl(longer), WireError, "trailing").reason, "trailing");
 });
 
-Deno.test("control: list and size limits hold on decode", () => {
-  const answer = SAMPLES[5]! as ControlFields<ControlKind.DnsAnswer>;
-  const bytes = encode(answer);
-  // The address count field follows query(16), name(2 + 11), ttl(4).
-  const countAt = 79 + 16 + 2 + 11 + 4;
-  const tooMany = bytes.slice();
-  new DataView(tooMany.buffer).setUint16(countAt, MAX_DNS_ADDRESSES + 1);
-  assertEquals(assertThrows(() => decodeControl(tooMany), WireError, "items").reason, "oversize");
-  const badAddress = bytes.slice();
-  badAddress[countAt + 3] = 5; // first address claims 5 bytes
-  assertEquals(assertThrows(() => decodeControl(badAddress), WireError, "4 or 16 bytes").reason, "value");
+Deno.test("control: size limits hold on decode", () => {
+  const query = SAMPLES[4]! as ControlFields<ControlKind.DnsQuery>;
+  const bytes = encode(query);
+  // The tag's length field follows the certificate (2 + 12 bytes).
+  const tagAt = 79 + 2 + 12;
+  const longTag = bytes.slice();
+  new DataView(longTag.buffer).setUint16(tagAt, MAX_TAG_BYTES + 1);
+  assertEquals(assertThrows(() => decodeControl(longTag), WireError).reason, "oversize");
+  const longCert = bytes.slice();
+  new DataView(longCert.buffer).setUint16(79, MAX_CERTIFICATE_BYTES + 1);
+  assertEquals(assertThrows(() => decodeControl(longCert), WireError).reason, "oversize");
+});
+
+Deno.test("schema: list and item-size limits hold on decode and encode", () => {
+  const schema = { addresses: list(bytes(16, [4, 16]), 2) };
+  const w = new ByteWriter("test");
+  writeRecord(w, schema, { addresses: [new Uint8Array(4), new Uint8Array(16)] });
+  const good = w.finish();
+  assertEquals(readRecord(new ByteReader(good, "test"), schema).addresses.map((a) => a.length), [4, 16]);
+  const tooMany = good.slice();
+  new DataView(tooMany.buffer).setUint16(0, 3);
+  assertEquals(
+    assertThrows(() => readRecord(new ByteReader(tooMany, "test"), schema), WireError, "items").reason,
+    "oversize",
+  );
+  const badSize = good.slice();
+  badSize[3] = 5; // the first item claims 5 bytes
+  assertEquals(
+    assertThrows(() => readRecord(new ByteReader(badSize, "test"), schema), WireError, "4 or 16 bytes")
+      .reason,
+    "value",
+  );
+  assertThrows(
+    () => writeRecord(new ByteWriter("test"), schema, { addresses: [new Uint8Array(5)] }),
+    RangeError,
+    "4 or 16 bytes",
+  );
 });
 
 Deno.test("control: encoding refuses values that break the limits, naming the field", () => {
@@ -182,11 +209,11 @@ Deno.test("control: encoding refuses values that break the limits, naming the fi
     "sender",
   );
   assertThrows(() => encodeControlUnsigned({ ...announce, timestamp: -1 }), RangeError, "timestamp");
-  const answer = SAMPLES[5]! as ControlFields<ControlKind.DnsAnswer>;
+  const query = SAMPLES[4]! as ControlFields<ControlKind.DnsQuery>;
   assertThrows(
-    () => encodeControlUnsigned({ ...answer, body: { ...answer.body, addresses: [new Uint8Array(5)] } }),
+    () => encodeControlUnsigned({ ...query, body: { ...query.body, tag: "x".repeat(MAX_TAG_BYTES + 1) } }),
     RangeError,
-    "4 or 16 bytes",
+    "tag",
   );
   const signal = SAMPLES[3]! as ControlFields<ControlKind.TetherSignal>;
   assertThrows(

@@ -16,8 +16,6 @@ export {
   decodeControl,
   encodeControlUnsigned,
   MAX_CERTIFICATE_BYTES,
-  MAX_DNS_ADDRESSES,
-  MAX_DNS_NAME_BYTES,
   MAX_SIGNAL_BYTES,
   TetherSignalType,
   withSignature,
