@@ -91,6 +91,8 @@ export class Agent implements AsyncDisposable {
   #lastQuery = new Map<string, number>();
   #lastAnswer = new Map<string, number>();
   readonly #names: Names;
+  /** Set by whoever serves this node's DNS: its responses by outcome, for status and metrics. */
+  dnsCounts: (() => Map<string, number>) | undefined;
 
   private constructor(o: AgentOptions, identity: Identity, session: Session) {
     this.#o = o;
@@ -454,6 +456,11 @@ export class Agent implements AsyncDisposable {
         ...this.peers.dropped,
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
       ]),
+      egresses: this.#data?.anchor.egresses ?? 0,
+      ingresses: this.#data?.streams.counts.receiving ?? 0,
+      relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
+      handshakeFailures: this.#data?.streams.failures ?? 0,
+      ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
     };
   }
 

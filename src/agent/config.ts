@@ -1,16 +1,20 @@
 /**
- * The saved configuration of a registered node (`conflux.json`, written 0600 in the config directory) and where
- * things live: `$VEILNET_CONFIG_DIR`, else `~/.config/conflux/`.
+ * Saved configuration, written 0600 in the config directory (`$VEILNET_CONFIG_DIR`, else `~/.config/conflux/`):
+ * `conflux.json` from `register`, `up.json` from `up` (integration mode: a conflux token, no registration).
+ * Both have one shape; `run` reads one of them.
  * @module
  */
 
-/** What `register` saves and `run` reads. */
+/** What `register`/`up` save and `run` reads. */
 export interface SavedConfig {
   guardian: string;
-  conflux_id: string;
   token: string;
+  /** Known after `register`; `up` may not know it. */
+  conflux_id?: string;
+  /** Options `run` uses when no flag or environment variable gives them. */
   tag?: string;
-  taints?: string[];
+  ifname?: string;
+  dns_listen?: string;
 }
 
 /** The config directory. */
@@ -22,38 +26,50 @@ export function configDir(): string {
   return `${home}/.config/conflux`;
 }
 
+/** The path of a saved config file (`conflux.json` or `up.json`) in the config directory. */
+export function configPath(name: "conflux.json" | "up.json"): string {
+  return `${configDir()}/${name}`;
+}
+
 /** The local API socket of a node using `dir`. */
 export function socketPath(dir: string = configDir()): string {
   return Deno.env.get("VEILNET_SOCKET") ?? `${dir}/conflux.sock`;
 }
 
-/** Reads `name` (conflux.json or up.json) from the config dir; undefined if it does not exist. */
-export function readConfig(name = "conflux.json", dir: string = configDir()): SavedConfig | undefined {
+/** Reads a saved config; undefined if the file does not exist, an Error naming the file if it is damaged. */
+export function readConfig(path: string): SavedConfig | undefined {
   let text: string;
   try {
-    text = Deno.readTextFileSync(`${dir}/${name}`);
+    text = Deno.readTextFileSync(path);
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) return undefined;
     throw error;
   }
-  let value: Partial<SavedConfig>;
+  let value: Record<string, unknown>;
   try {
     value = JSON.parse(text);
   } catch (error) {
-    throw new Error(`${dir}/${name} is not valid JSON (${(error as Error).message}); register again`);
+    throw new Error(`${path} is not valid JSON (${(error as Error).message}); register again`);
   }
-  for (const key of ["guardian", "conflux_id", "token"] as const) {
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    throw new Error(`${path} is not a JSON object; register again`);
+  }
+  for (const key of ["guardian", "token"]) {
     if (typeof value[key] !== "string" || value[key] === "") {
-      throw new Error(`${dir}/${name} has no ${key}; register again`);
+      throw new Error(`${path} has no ${key}; register again`);
     }
   }
-  return value as SavedConfig;
+  for (const key of ["conflux_id", "tag", "ifname", "dns_listen"]) {
+    if (value[key] !== undefined && typeof value[key] !== "string") {
+      throw new Error(`${path}: ${key} must be a string`);
+    }
+  }
+  return value as unknown as SavedConfig;
 }
 
-/** Writes a config file readable only by its owner. */
-export function writeConfig(config: SavedConfig, name = "conflux.json", dir: string = configDir()): string {
-  Deno.mkdirSync(dir, { recursive: true, mode: 0o700 });
-  const path = `${dir}/${name}`;
+/** Writes a config file readable only by its owner (the directory only by its owner too). */
+export function writeConfig(config: SavedConfig, path: string): string {
+  Deno.mkdirSync(path.slice(0, path.lastIndexOf("/")) || "/", { recursive: true, mode: 0o700 });
   Deno.writeTextFileSync(path, JSON.stringify(config, null, 2) + "\n", { mode: 0o600 });
   Deno.chmodSync(path, 0o600);
   return path;

@@ -51,11 +51,12 @@ export const guardianClient = {
       registrationToken,
       body,
     ),
-  unregister: (guardian: string, token: string, confluxId: string) =>
+  /** Unregisters the token's own conflux (`confluxId`, when given, must be that one). */
+  unregister: (guardian: string, token: string, confluxId?: string) =>
     guardianRequest<unknown>(
       guardian,
       "DELETE",
-      `/conflux/unregister?conflux_id=${encodeURIComponent(confluxId)}`,
+      `/conflux/unregister${confluxId ? `?conflux_id=${encodeURIComponent(confluxId)}` : ""}`,
       token,
     ),
   login: (guardian: string, token: string, publicKey: Uint8Array, tag?: string) =>

@@ -4,6 +4,8 @@
  * @module
  */
 
+import { formatAddress } from "../tun/ip.ts";
+import { isTag } from "../wire/certificate.ts";
 import type { Agent } from "./agent.ts";
 
 /** Serves the API for `agent` on the unix socket `path` until `signal` aborts. */
@@ -16,6 +18,15 @@ export function serveLocalApi(agent: Agent, path: string, signal: AbortSignal): 
     "GET /status": () => json(200, agent.status()),
     "GET /peers": () => json(200, agent.peerStatus()),
     "GET /taints": () => json(200, { taints: agent.status().taints }),
+    "GET /resolve": async (req) => {
+      const tag = new URL(req.url).searchParams.get("tag") ?? "";
+      if (!isTag(tag)) return json(400, { error: `"${tag}" is not a tag (a DNS label)` });
+      const owners = await agent.lookup(tag);
+      return json(
+        200,
+        owners.map((o) => ({ tag: o.tag, ips: [formatAddress(o.ipv4), formatAddress(o.ipv6)] })),
+      );
+    },
     "POST /taints": async (req) => {
       let body: { add?: unknown; remove?: unknown };
       try {

@@ -48,4 +48,14 @@ export interface NodeStatus {
   backup: { messages: number; bytes: number };
   /** Control messages dropped, by reason. */
   dropped: Record<string, number>;
+  /** Destinations this node is sending to now (one egress each). */
+  egresses: number;
+  /** Receiving streams (one per peer sending to this node, per rekey). */
+  ingresses: number;
+  /** Relays known for the destinations with traffic. */
+  relays: number;
+  /** Stream handshakes that failed or timed out. */
+  handshakeFailures: number;
+  /** DNS responses by outcome (absent when the node serves no DNS). */
+  dns?: Record<string, number>;
 }

@@ -35,6 +35,8 @@ export class Streams {
   readonly #o: StreamsOptions;
   readonly #out = new Map<string, Outbound>();
   readonly #in = new Map<string, StreamOpener>();
+  /** Handshakes this node started that failed or timed out, and responses it refused. */
+  failures = 0;
 
   constructor(options: StreamsOptions) {
     this.#o = options;
@@ -56,12 +58,16 @@ export class Streams {
     if (o.pending) return o.pending;
     const entry = o;
     entry.pending = new Promise((resolve) => entry.resolve = resolve);
-    entry.timer = setTimeout(() => this.#settle(peer, undefined), HANDSHAKE_TIMEOUT_MS);
+    entry.timer = setTimeout(() => {
+      this.failures++;
+      this.#settle(peer, undefined);
+    }, HANDSHAKE_TIMEOUT_MS);
     const ask = async () => {
       try {
         this.#o.send(peer, await this.#o.handshaker.request(fromHex(peer)));
       } catch (error) {
         this.#o.log(`stream to ${peer.slice(0, 8)}: ${(error as Error).message}`);
+        this.failures++;
         this.#settle(peer, undefined);
       }
     };
@@ -99,6 +105,7 @@ export class Streams {
       this.#settle(toHex(m.sender), new StreamSealer(secrets, this.#o.clock));
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;
+      this.failures++;
       this.#o.log(`stream response from ${toHex(m.sender).slice(0, 8)} refused: ${error.reason}`);
     }
   }

@@ -1,63 +1,142 @@
 /**
- * The command-line contract (../shared/DESIGN.md, "Command line"), as data: what each command takes and whether
- * this build has it yet. `--help` is rendered from this table, so it cannot claim a command that does not exist.
+ * The command-line contract (../shared/DESIGN.md, "Command line"), as data: what each command takes, what its
+ * flags mean, and the function that runs it. `--help` is rendered from this table.
  * @module
  */
 
 import { guardianCommand } from "./guardian.ts";
+import type { Output } from "./main.ts";
 import {
   infoCommand,
   peersCommand,
+  pingCommand,
   registerCommand,
   runCommand,
   statusCommand,
   taintCommand,
 } from "./node.ts";
-import type { Output } from "./main.ts";
+import {
+  downCommand,
+  installCommand,
+  removeCommand,
+  startCommand,
+  stopCommand,
+  unregisterCommand,
+  upCommand,
+} from "./service.ts";
 
 /** One command of the contract. */
 export interface Command {
   name: string;
   usage: string;
   summary: string;
-  /** Runs the command and returns the exit code; absent while the command is not built yet. */
-  run?: (args: string[], io: Output) => Promise<number>;
+  /** One line per flag or note, shown by `COMMAND --help`. */
+  details?: string[];
+  run: (args: string[], io: Output) => Promise<number>;
 }
 
 /** Every command of the contract, in the order `--help` lists them. */
 export const COMMANDS: readonly Command[] = [
   {
     name: "run",
-    usage: "run [--ifname veilnet] [--tag T] [--dns-listen ADDR[:PORT]|off] [--no-dns-forward] " +
-      "[--tether-idle 30s] [--no-tun]",
+    usage:
+      "run [--config FILE] [--ifname veilnet] [--tag T] [--dns-listen ADDR[:PORT]|off] [--no-dns-forward] " +
+      "[--metrics 127.0.0.1:PORT] [--tether-idle 30s] [--no-tun]",
     summary: "run a node in the foreground from env/saved config (the default)",
+    details: [
+      "--config FILE       saved config to use (default: conflux.json, else up.json, in the config dir)",
+      "--ifname NAME       TUN device name (env VEILNET_IFNAME; default veilnet)",
+      "--tag T             rename this node (env VEILNET_CONFLUX_TAG); it answers to T.veilnet",
+      "--dns-listen A[:P]  DNS server address (env VEILNET_DNS_LISTEN; default the overlay IPv4, port 53; off)",
+      "--no-dns-forward    refuse names outside .veilnet instead of forwarding them to the host's resolvers",
+      "--metrics H:P       serve /metrics and /healthz on a loopback address (env VEILNET_METRICS)",
+      "--tether-idle D     dissolve tethers idle this long (env VEILNET_TETHER_IDLE; default 30s)",
+      "--no-tun            control plane only: no TUN device (and no DNS unless --dns-listen)",
+      "env VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN replace the saved token and Guardian",
+    ],
     run: runCommand,
   },
   {
     name: "register",
-    usage: "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--no-service]",
+    usage:
+      "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--subnets C,...] " +
+      "[--jwt J --jwks-url U --issuer I --audience A] [--no-service] [--force]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
+    details: [
+      "-t, --token REG     registration token (env VEILNET_REGISTRATION_TOKEN)",
+      "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
+      "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
+      "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
+      "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS)",
+      "--portal, --subnets portal mode and the subnets it offers (env VEILNET_CONFLUX_PORTAL=true)",
+      "--jwt J --jwks-url U --issuer I --audience A",
+      "                    an OIDC identity token the Guardian verifies against the JWKS (all four together)",
+      "--no-service        do not install the systemd unit; start with `veilnet-conflux run`",
+      "--force             register again although conflux.json exists (the old registration is not removed)",
+    ],
     run: registerCommand,
   },
-  { name: "unregister", usage: "unregister", summary: "unregister, remove the saved config and the service" },
+  {
+    name: "unregister",
+    usage: "unregister [--force]",
+    summary: "unregister at the Guardian, remove the service and conflux.json",
+    details: ["--force  remove the registration here even when the Guardian cannot be reached"],
+    run: unregisterCommand,
+  },
   {
     name: "up",
-    usage: "up -t CONFLUX_TOKEN [--guardian URL]",
-    summary: "integration mode: save up.json, start",
+    usage:
+      "up -t CONFLUX_TOKEN [--guardian URL] [--tag T] [--ifname NAME] [--dns-listen A[:P]] [--no-service]",
+    summary: "integration mode: save up.json and start the service (foreground without systemd)",
+    details: [
+      "-t, --token T       a conflux token, not a registration token (env VEILNET_CONFLUX_TOKEN)",
+      "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
+      "--tag, --ifname, --dns-listen  saved in up.json for `run` (see `run --help`)",
+      "--no-service        run in the foreground instead of installing the service",
+    ],
+    run: upCommand,
   },
-  { name: "down", usage: "down", summary: "stop integration mode and remove up.json" },
-  { name: "install", usage: "install", summary: "install the systemd unit veilnet.service" },
-  { name: "start", usage: "start", summary: "start the service" },
-  { name: "stop", usage: "stop", summary: "stop the service" },
-  { name: "remove", usage: "remove", summary: "remove the service (keeps the registration)" },
+  {
+    name: "down",
+    usage: "down",
+    summary: "stop integration mode: remove its service and up.json",
+    run: downCommand,
+  },
+  {
+    name: "install",
+    usage: "install",
+    summary: "install and enable the systemd unit veilnet.service for the saved config",
+    run: installCommand,
+  },
+  { name: "start", usage: "start", summary: "start the service", run: startCommand },
+  { name: "stop", usage: "stop", summary: "stop the service", run: stopCommand },
+  {
+    name: "remove",
+    usage: "remove",
+    summary: "remove the service (keeps the registration)",
+    run: removeCommand,
+  },
   {
     name: "status",
     usage: "status [--json]",
     summary: "node status; exits non-zero when not connected",
+    details: ["--json  the status object (see README: JSON contract)"],
     run: statusCommand,
   },
-  { name: "peers", usage: "peers [--json]", summary: "peers with path, RTT and bytes", run: peersCommand },
-  { name: "ping", usage: "ping TAG|IP [--count N]", summary: "ping a peer through the overlay" },
+  {
+    name: "peers",
+    usage: "peers [--json]",
+    summary: "peers with path, RTT and bytes",
+    details: ["--json  an array of peer objects (see README: JSON contract)"],
+    run: peersCommand,
+  },
+  {
+    name: "ping",
+    usage: "ping TAG|IP [--count N]",
+    summary: "ping a peer through the overlay, then show the path taken",
+    details: ["TAG may be written tag or tag.veilnet", "--count N, -c N  echo requests to send (default 4)"],
+    run: pingCommand,
+  },
   {
     name: "taint",
     usage: "taint add|remove|list [TAINT]",

@@ -19,9 +19,7 @@ export interface Output {
 function help(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length));
   const lines = COMMANDS.map((c) =>
-    `  ${c.name.padEnd(width)}  ${c.summary}${c.run ? "" : " (not built yet)"}\n  ${
-      " ".repeat(width)
-    }  usage: veilnet-conflux ${c.usage}`
+    `  ${c.name.padEnd(width)}  ${c.summary}\n  ${" ".repeat(width)}  usage: veilnet-conflux ${c.usage}`
   );
   return [
     `veilnet-conflux ${VERSION}: joins this host to a post-quantum overlay network`,
@@ -68,25 +66,25 @@ export async function main(argv: string[], io: Output): Promise<number> {
     return 2;
   }
   const rest = argv.slice(1);
-  if (command.run && command.name === "guardian") {
+  if (command.name === "guardian") {
     // The guardian command has subcommands with their own help.
     return await runCommand(command.run, rest, io);
   }
   if (rest.includes("--help") || rest.includes("-h")) {
     io.out(
-      `usage: veilnet-conflux ${command.usage}\n  ${command.summary}${command.run ? "" : " (not built yet)"}`,
+      [
+        `usage: veilnet-conflux ${command.usage}`,
+        `  ${command.summary}`,
+        ...(command.details ?? []).map((d) => `  ${d}`),
+      ].join("\n"),
     );
     return 0;
-  }
-  if (!command.run) {
-    io.err(`veilnet-conflux: "${command.name}" is not built yet in this version (${VERSION})`);
-    return 2;
   }
   return await runCommand(command.run, rest, io);
 }
 
 /** Runs a command; a bad command line exits 2 and any other failure 1, each with one line on stderr. */
-async function runCommand(run: NonNullable<Command["run"]>, args: string[], io: Output): Promise<number> {
+async function runCommand(run: Command["run"], args: string[], io: Output): Promise<number> {
   try {
     return await run(args, io);
   } catch (error) {

@@ -1,28 +1,70 @@
 /**
- * The node commands: `register`, `run`, and the ones that ask a running node (`status`, `peers`, `taint`, `info`).
- * Flags > environment > saved config > defaults; an environment variable never overrides an explicit flag.
+ * The node commands: `register`, `run`, and the ones that ask a running node (`status`, `peers`, `ping`, `taint`,
+ * `info`). Flags > environment > saved config > defaults; an environment variable never overrides an explicit flag.
  * @module
  */
 
 import { Agent } from "../agent/agent.ts";
-import { configDir, readConfig, socketPath, writeConfig } from "../agent/config.ts";
+import {
+  configDir,
+  configPath,
+  readConfig,
+  type SavedConfig,
+  socketPath,
+  writeConfig,
+} from "../agent/config.ts";
 import { guardianClient } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
+import { isLoopback, serveMetrics } from "../agent/metrics.ts";
 import type { NodeStatus, PeerStatus } from "../agent/status.ts";
 import { connectNats } from "../control/nats.ts";
-import { parseDuration } from "../guardian/guardian.ts";
-import { shutdownWebRtc } from "../tether/webrtc.ts";
 import { serveNodeDns } from "../dns/serve.ts";
-import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
-import { isTag } from "../wire/certificate.ts";
+import { parseDuration } from "../guardian/guardian.ts";
+import { selfCommand, Service, UNIT } from "../service/systemd.ts";
+import { shutdownWebRtc } from "../tether/webrtc.ts";
+import { formatAddress, parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "../tun/linux_tun.ts";
+import { isTag } from "../wire/certificate.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import { localApi } from "./local_client.ts";
 import type { Output } from "./main.ts";
 
-const env = (name: string) => Deno.env.get(name) || undefined;
+export const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
 
-/** `register`: registers with a Guardian and saves conflux.json. */
+/** The Guardian URL from a flag or VEILNET_GUARDIAN; a usage error when missing or not a URL. */
+export function guardianUrl(flag: string | undefined, command: string): string {
+  const guardian = flag ?? env("VEILNET_GUARDIAN");
+  if (!guardian) {
+    throw new UsageError(`${command} needs the Guardian's URL: --guardian URL or VEILNET_GUARDIAN`);
+  }
+  let url: URL | undefined;
+  try {
+    url = new URL(guardian);
+  } catch { /* below */ }
+  if (url?.protocol !== "http:" && url?.protocol !== "https:") {
+    throw new UsageError(`--guardian must be a URL like http://guardian.example:8080, got "${guardian}"`);
+  }
+  return guardian;
+}
+
+function checkTag(tag: string | undefined): string | undefined {
+  if (tag !== undefined && !isTag(tag)) {
+    throw new UsageError(
+      `--tag must be a DNS label (a-z, 0-9, inner -, at most 63 characters), got "${tag}"`,
+    );
+  }
+  return tag;
+}
+
+/** Installs (replacing any older unit) and starts the service running `run --config path`. */
+export async function installService(service: Service, path: string, io: Output): Promise<void> {
+  const dir = configDir();
+  await service.install(selfCommand(dir), ["run", "--config", path], dir);
+  await service.start();
+  io.out(`service ${UNIT} installed and started (\`veilnet-conflux status\` shows the node)`);
+}
+
+/** `register`: registers with a Guardian, saves conflux.json, installs and starts the service. */
 export async function registerCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, {
     token: { type: "string", short: "t" },
@@ -37,72 +79,104 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     issuer: { type: "string" },
     audience: { type: "string" },
     "no-service": { type: "boolean", default: false },
+    force: { type: "boolean", default: false },
   });
   const token = values.token ?? env("VEILNET_REGISTRATION_TOKEN");
   if (!token) {
     throw new UsageError("register needs a registration token: -t TOKEN or VEILNET_REGISTRATION_TOKEN");
   }
-  const guardian = values.guardian ?? env("VEILNET_GUARDIAN");
-  if (!guardian) {
-    throw new UsageError("register needs the Guardian's URL: --guardian URL or VEILNET_GUARDIAN");
-  }
-  try {
-    new URL(guardian);
-  } catch {
-    throw new UsageError(`--guardian must be a URL like http://guardian.example:8080, got "${guardian}"`);
+  const guardian = guardianUrl(values.guardian, "register");
+  const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG"));
+  const ip = values.ip ?? env("VEILNET_CONFLUX_IP");
+  if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
+  const subnets = values.subnets === undefined ? undefined : list(values.subnets);
+  for (const s of subnets ?? []) {
+    try {
+      parseCidr(s);
+    } catch (error) {
+      throw new UsageError(`--subnets: ${(error as Error).message}`);
+    }
   }
   const taints = values.taints ?? env("VEILNET_CONFLUX_TAINTS");
   const oidc = [values.jwt, values["jwks-url"], values.issuer, values.audience];
   if (oidc.some((v) => v !== undefined) && oidc.some((v) => v === undefined)) {
     throw new UsageError("--jwt, --jwks-url, --issuer and --audience go together");
   }
-  const body: Record<string, unknown> = {
-    tag: values.tag ?? env("VEILNET_CONFLUX_TAG"),
-    ip: values.ip ?? env("VEILNET_CONFLUX_IP"),
+  const path = configPath("conflux.json");
+  const existing = readConfig(path);
+  if (existing && !values.force) {
+    throw new Error(
+      `already registered${existing.conflux_id ? ` as ${existing.conflux_id}` : ""} (${path}): ` +
+        "`veilnet-conflux unregister` first, or register again with --force",
+    );
+  }
+  const service = new Service();
+  const useService = !values["no-service"] && service.available;
+  if (useService && await service.remove()) io.out(`removed the existing ${UNIT}`);
+  const registered = await guardianClient.register(guardian, token, {
+    tag,
+    ip,
     taints: taints === undefined ? undefined : list(taints),
     portal: values.portal ?? (env("VEILNET_CONFLUX_PORTAL") === "true" ? true : undefined),
-    subnets: values.subnets === undefined ? undefined : list(values.subnets),
+    subnets,
     jwt: values.jwt,
     jwks_url: values["jwks-url"],
     issuer: values.issuer,
     audience: values.audience,
-  };
-  const registered = await guardianClient.register(guardian, token, body);
-  const path = writeConfig({ guardian, conflux_id: registered.conflux_id, token: registered.token });
+  });
+  writeConfig({ guardian, conflux_id: registered.conflux_id, token: registered.token }, path);
   io.out(`registered as ${registered.conflux_id}; configuration saved to ${path}`);
-  if (!values["no-service"]) {
+  if (useService) await installService(service, path, io);
+  else {
     io.out(
-      "installing the system service is not built yet in this version: run `veilnet-conflux run` to start the node",
+      `${values["no-service"] ? "no service installed" : "systemd does not run this host"}: ` +
+        "start the node with `veilnet-conflux run`",
     );
   }
   return 0;
 }
 
+/** The saved config `run` uses: `--config FILE`, else conflux.json, else up.json. */
+function savedForRun(explicit: string | undefined): SavedConfig | undefined {
+  if (explicit !== undefined) {
+    const saved = readConfig(explicit);
+    if (!saved) throw new UsageError(`--config ${explicit}: no such file`);
+    return saved;
+  }
+  return readConfig(configPath("conflux.json")) ?? readConfig(configPath("up.json"));
+}
+
 /** `run`: the node in the foreground until SIGINT or SIGTERM. */
 export async function runCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, {
+    config: { type: "string" },
     ifname: { type: "string" },
     tag: { type: "string" },
     "no-tun": { type: "boolean", default: false },
     "tether-idle": { type: "string" },
     "dns-listen": { type: "string" },
     "no-dns-forward": { type: "boolean", default: false },
+    metrics: { type: "string" },
   });
-  const ifname = values.ifname ?? env("VEILNET_IFNAME") ?? "veilnet";
+  const saved = savedForRun(values.config);
+  const ifname = values.ifname ?? env("VEILNET_IFNAME") ?? saved?.ifname ?? "veilnet";
   checkInterfaceName(ifname);
-  const tag = values.tag ?? env("VEILNET_CONFLUX_TAG");
-  if (tag !== undefined && !isTag(tag)) {
-    throw new UsageError(`--tag must be a DNS label (a-z, 0-9, inner -, at most 63), got "${tag}"`);
-  }
-  const dnsListen = values["dns-listen"] ?? env("VEILNET_DNS_LISTEN");
+  const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG") ?? saved?.tag);
+  const dnsListen = values["dns-listen"] ?? env("VEILNET_DNS_LISTEN") ?? saved?.dns_listen;
   const dns = dnsListen === undefined || dnsListen === "off"
     ? undefined
     : parseIPv4(dnsListen) || parseIPv6(dnsListen)
     ? { hostname: dnsListen, port: 53 }
     : hostPort(dnsListen, "--dns-listen");
+  const metricsFlag = values.metrics ?? env("VEILNET_METRICS");
+  const metrics = metricsFlag === undefined ? undefined : hostPort(metricsFlag, "--metrics");
+  if (metrics && !isLoopback(metrics.hostname)) {
+    throw new UsageError(
+      `--metrics listens on loopback only (127.0.0.1:PORT or [::1]:PORT), got "${metricsFlag}"`,
+    );
+  }
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
   const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
-  const saved = readConfig();
   const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
   const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
   if (!token || !guardian) {
@@ -132,11 +206,11 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
           ],
         }),
     });
-    // DNS: on the overlay address by default (off without a TUN device unless --dns-listen is given).
+    // DNS: on the overlay address by default (none without a TUN device unless --dns-listen is given).
     const listen = dnsListen === "off" || (values["no-tun"] && !dns)
       ? undefined
       : dns ?? { hostname: formatAddress(agent.certificate.ipv4), port: 53 };
-    await using _dns = listen
+    await using dnsServer = listen
       ? await serveNodeDns({
         agent,
         ...listen,
@@ -149,9 +223,13 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
         return undefined;
       })
       : undefined;
+    if (dnsServer) agent.dnsCounts = () => dnsServer.counts;
+    const metricsServer = metrics && serveMetrics(agent, metrics, abort.signal);
+    if (metrics) io.err(`metrics on http://${metricsFlag}/metrics and /healthz`);
     const api = serveLocalApi(agent, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
     await api.finished;
+    await metricsServer?.finished;
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
@@ -165,10 +243,22 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((c, i) => c.padEnd(widths[i]!)).join("  ").trimEnd()).join("\n");
 }
 
+/** The running node's answer, or an error that also says what the service is doing. */
+async function ask<T>(method: string, path: string, body?: unknown): Promise<T> {
+  try {
+    return await localApi<T>(method, path, body);
+  } catch (error) {
+    const message = (error as Error).message;
+    if (!message.startsWith("no node is running")) throw error;
+    const service = new Service();
+    throw new Error(service.available ? `${message}; ${UNIT}: ${await service.state()}` : message);
+  }
+}
+
 /** `status [--json]`: exits 1 when the node is not connected to both the Guardian session and the Master. */
 export async function statusCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, { json: { type: "boolean", default: false } });
-  const s = await localApi<NodeStatus>("GET", "/status");
+  const s = await ask<NodeStatus>("GET", "/status");
   if (values.json) io.out(JSON.stringify(s, null, 2));
   else {
     io.out(table([
@@ -184,24 +274,81 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       ],
       ["master", s.connected.master ? "connected" : "not connected"],
       ["peers", String(s.peers)],
+      ["tethers", `${s.tethers} (streams ${s.streams}, relayed ${s.relayed.bytes} bytes)`],
     ]));
   }
   return s.connected.guardian && s.connected.master ? 0 : 1;
 }
 
+function pathText(p: PeerStatus): string {
+  return p.path === "relay" && p.via ? `relay via ${p.via}` : p.path;
+}
+
 /** `peers [--json]`. */
 export async function peersCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, { json: { type: "boolean", default: false } });
-  const peers = await localApi<PeerStatus[]>("GET", "/peers");
+  const peers = await ask<PeerStatus[]>("GET", "/peers");
   if (values.json) io.out(JSON.stringify(peers, null, 2));
   else if (peers.length === 0) io.out("no peers");
   else {
     io.out(table([
-      ["TAG", "IPV4", "IPV6", "PATH", "TAINTS"],
-      ...peers.map((p) => [p.tag, p.ips[0] ?? "", p.ips[1] ?? "", p.path, p.taints.join(",")]),
+      ["TAG", "IPV4", "IPV6", "PATH", "RTT", "TX", "RX", "TAINTS"],
+      ...peers.map((p) => [
+        p.tag,
+        p.ips[0] ?? "",
+        p.ips[1] ?? "",
+        pathText(p),
+        p.rttMs === undefined ? "-" : `${p.rttMs.toFixed(1)} ms`,
+        String(p.txBytes),
+        String(p.rxBytes),
+        p.taints.join(","),
+      ]),
     ]));
   }
   return 0;
+}
+
+/** `ping TAG|IP [--count N]`: ICMP echo through the overlay, then the path the traffic took. */
+export async function pingCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = parse(args, { count: { type: "string", short: "c", default: "4" } }, {
+    min: 1,
+    max: 1,
+  });
+  const count = Number(values.count);
+  if (!Number.isInteger(count) || count < 1 || count > 10_000) {
+    throw new UsageError(`--count must be a whole number from 1 to 10000, got "${values.count}"`);
+  }
+  const target = positionals[0]!;
+  let address = parseIPv4(target) || parseIPv6(target) ? target : undefined;
+  if (!address) {
+    const tag = target.toLowerCase().replace(/\.$/, "").replace(/\.veilnet$/, "");
+    checkTag(tag);
+    const owners = await ask<{ tag: string; ips: string[] }[]>("GET", `/resolve?tag=${tag}`);
+    if (owners.length === 0) {
+      throw new Error(
+        `no node answers to ${tag}.veilnet for this node (unknown tag, or not allowed by taints)`,
+      );
+    }
+    address = owners[0]!.ips[0]!;
+  }
+  let ping: Deno.CommandOutput;
+  try {
+    ping = await new Deno.Command("ping", {
+      args: ["-c", String(count), "-i", "0.2", "-W", "2", address],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (error) {
+    throw new Error(`cannot run ping (${(error as Error).message}): install iputils-ping`);
+  }
+  const text = new TextDecoder().decode(ping.stdout).trimEnd();
+  if (text) io.out(text);
+  const errors = new TextDecoder().decode(ping.stderr).trim();
+  if (errors) io.err(errors);
+  const peer = (await ask<PeerStatus[]>("GET", "/peers")).find((p) => p.ips.includes(address));
+  const self = (await ask<NodeStatus>("GET", "/status")).ips.includes(address);
+  io.out(`path: ${self ? "this node" : peer ? pathText(peer) : "not an overlay peer (host routing)"}`);
+  return ping.success ? 0 : 1;
 }
 
 /** `taint add|remove|list [TAINT...]`. */

@@ -25,8 +25,14 @@ export interface NodeDnsOptions {
 
 const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
+/** A node's running DNS. */
+export interface NodeDns extends AsyncDisposable {
+  /** Responses by outcome. */
+  readonly counts: Map<string, number>;
+}
+
 /** Starts the node's DNS server; throws when it cannot listen. */
-export async function serveNodeDns(o: NodeDnsOptions): Promise<AsyncDisposable> {
+export async function serveNodeDns(o: NodeDnsOptions): Promise<NodeDns> {
   let conf = o.resolvConf;
   if (conf === undefined && o.forward) {
     try {
@@ -57,6 +63,7 @@ export async function serveNodeDns(o: NodeDnsOptions): Promise<AsyncDisposable> 
     ? await routeZone(o.ifname, { hostname: o.hostname, port: server.port }, hostTools(o.log))
     : () => Promise.resolve();
   return {
+    counts: server.responder.counts,
     async [Symbol.asyncDispose]() {
       await undo();
       await server.close();
