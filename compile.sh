@@ -30,15 +30,11 @@ MSG
   exit 1
 fi
 
-# What the agent may do, and nothing more (see DESIGN.md, "Permission-scoped runtime").
-PERMISSIONS=(
-  --allow-ffi                                    # libc: the TUN device
-  --allow-net                                    # Guardian, NATS, WebRTC, DNS, local API
-  --allow-read=/dev/net/tun,/etc,/root/.config/conflux,/var/lib/veilnet,/run/veilnet,/proc/net,/proc/thread-self/net,/proc/sys/net
-  --allow-write=/dev/net/tun,/root/.config/conflux,/var/lib/veilnet,/run/veilnet,/etc/systemd/system,/proc/sys/net
-  --allow-run=nats-server,nft,resolvectl,systemctl,ip
-  --allow-env=VEILNET_*,HOME,XDG_CONFIG_HOME,NO_COLOR
-)
+# What the agent may do, and nothing more: the same list the systemd unit uses (src/service/permissions.ts), with
+# the places a compiled binary keeps state: ~/.config/conflux for root, /etc/veilnet, /var/lib/veilnet.
+mapfile -t PERMISSIONS < <(deno eval --quiet 'import { agentPermissions } from "./src/service/permissions.ts";
+console.log(agentPermissions("/root/.config/conflux,/etc/veilnet,/var/lib/veilnet").join("\n"));')
+[ ${#PERMISSIONS[@]} -gt 0 ] || { echo "compile: could not read the permissions from src/service/permissions.ts" >&2; exit 1; }
 
 mkdir -p dist
 for t in "${targets[@]}"; do

@@ -1,51 +1,102 @@
 #!/bin/sh
 # Installs the veilnet-conflux binary for this machine, checking its SHA-256, and optionally registers the node:
 #   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" sh
-#   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" sh -s -- --token REG_TOKEN [register flags]
-# The release directory holds veilnet-conflux-linux-<arch> and veilnet-conflux-linux-<arch>.sha256 (as written
-# by compile.sh). Running it again with the same release changes nothing.
+#   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" sh -s -- --token REG [register flags]
+# With --token REG (or -t REG) it then runs `veilnet-conflux register -t REG [register flags]`, for example
+#   ... | VEILNET_RELEASE_URL="$BASE" sh -s -- --token REG --guardian http://guardian.example:8080 --tag web
+# $BASE holds veilnet-conflux-linux-<arch> and veilnet-conflux-linux-<arch>.sha256 as compile.sh writes them
+# (arch: x86_64 or aarch64). Needs curl or wget, and sha256sum. Environment:
+#   VEILNET_RELEASE_URL  the release directory (required)
+#   VEILNET_INSTALL_DIR  where the binary goes (default /usr/local/bin, which needs root)
+#   TMPDIR               where the download waits until it is verified (default /tmp; always removed)
+# Running it again is harmless: a binary that already matches the release's checksum is left alone (and the node
+# is still registered if asked). Every failure is one line on stderr and a non-zero exit; a checksum mismatch
+# installs nothing.
 set -eu
 
-BASE_URL="${VEILNET_RELEASE_URL:-}"
-PREFIX="${VEILNET_PREFIX:-/usr/local/bin}"
 NAME=veilnet-conflux
 
 say() { printf 'install: %s\n' "$*" >&2; }
-fail() { say "$*"; exit 1; }
+fail() {
+  say "error: $*"
+  exit 1
+}
 
-[ -n "$BASE_URL" ] || fail "set VEILNET_RELEASE_URL to the release directory to install from"
-[ "$(uname -s)" = Linux ] || fail "only Linux is supported (this is $(uname -s))"
-case "$(uname -m)" in
-  x86_64 | amd64) arch=x86_64 ;;
-  aarch64 | arm64) arch=aarch64 ;;
-  *) fail "no release for CPU $(uname -m) (x86_64 and aarch64 exist)" ;;
-esac
-for tool in curl sha256sum install; do
-  command -v "$tool" >/dev/null 2>&1 || fail "$tool is needed and missing"
-done
+# get URL FILE: downloads with curl or wget, failing with the downloader's own reason.
+get() {
+  reason=$(fetch "$1" "$2") || fail "cannot download $1${reason:+: $reason}"
+}
 
-asset="$NAME-linux-$arch"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT INT TERM
-say "downloading $BASE_URL/$asset"
-curl -fsSL --retry 2 --connect-timeout 15 -o "$tmp/$asset" "$BASE_URL/$asset" || fail "download of $asset failed"
-curl -fsSL --retry 2 --connect-timeout 15 -o "$tmp/$asset.sha256" "$BASE_URL/$asset.sha256" ||
-  fail "download of $asset.sha256 failed"
-expected=$(cut -d' ' -f1 <"$tmp/$asset.sha256")
-actual=$(sha256sum "$tmp/$asset" | cut -d' ' -f1)
-[ -n "$expected" ] && [ "$expected" = "$actual" ] ||
-  fail "checksum mismatch for $asset: expected ${expected:-nothing}, got $actual. Nothing was installed."
+main() {
+  # --token T, -t T or --token=T; every other argument goes to `register` as it is.
+  token='' seen=''
+  for arg; do
+    shift
+    if [ "$seen" = next ]; then
+      token=$arg seen=yes
+      continue
+    fi
+    case $arg in
+      -t | --token) seen=next ;;
+      --token=*) token=${arg#--token=} seen=yes ;;
+      *) set -- "$@" "$arg" ;;
+    esac
+  done
+  [ -z "$seen" ] || [ -n "$token" ] || fail "--token needs a registration token"
+  [ -n "$seen" ] || [ $# -eq 0 ] || fail "register flags ($*) need --token REG"
 
-target="$PREFIX/$NAME"
-if [ -f "$target" ] && [ "$(sha256sum "$target" | cut -d' ' -f1)" = "$actual" ]; then
-  say "$target is already this release ($actual)"
-else
-  mkdir -p "$PREFIX"
-  install -m 0755 "$tmp/$asset" "$target.new" && mv -f "$target.new" "$target"
-  say "installed $target ($actual)"
-fi
+  base=${VEILNET_RELEASE_URL:-}
+  base=${base%/}
+  dir=${VEILNET_INSTALL_DIR:-/usr/local/bin}
+  [ -n "$base" ] || fail "set VEILNET_RELEASE_URL to the release directory to install from"
+  [ "$(uname -s)" = Linux ] || fail "unsupported OS $(uname -s): releases exist for Linux only"
+  case $(uname -m) in
+    x86_64 | amd64) arch=x86_64 ;;
+    aarch64 | arm64) arch=aarch64 ;;
+    *) fail "unsupported CPU $(uname -m): releases exist for x86_64 and aarch64" ;;
+  esac
+  if command -v curl >/dev/null 2>&1; then
+    fetch() { curl -fsSL --retry 2 --connect-timeout 15 -o "$2" "$1" 2>&1; }
+  elif command -v wget >/dev/null 2>&1; then
+    fetch() { wget -q -T 15 -O "$2" "$1" 2>&1; }
+  else
+    fail "curl or wget is needed to download the release: install one of them"
+  fi
+  command -v sha256sum >/dev/null 2>&1 || fail "sha256sum is needed to verify the release: install coreutils"
+  [ "$dir" != /usr/local/bin ] || [ "$(id -u)" -eq 0 ] ||
+    fail "installing to /usr/local/bin needs root: pipe into 'sudo sh', or set VEILNET_INSTALL_DIR"
 
-if [ $# -gt 0 ]; then
-  say "registering: $NAME register $*"
-  exec "$target" register "$@"
-fi
+  asset=$NAME-linux-$arch
+  target=$dir/$NAME
+  new=$dir/.$NAME.new.$$
+  tmp=$(mktemp -d "${TMPDIR:-/tmp}/veilnet-install.XXXXXX") || fail "cannot create a temporary directory"
+  trap 'rm -rf "$tmp" "$new"' EXIT
+  trap 'exit 1' HUP INT TERM
+
+  say "checking $base/$asset.sha256"
+  get "$base/$asset.sha256" "$tmp/sha256"
+  read -r expected _ <"$tmp/sha256" || true
+  if [ -f "$target" ] && [ "$(sha256sum <"$target" | cut -d' ' -f1)" = "$expected" ]; then
+    say "$target is already installed and matches this release (sha256 $expected)"
+  else
+    say "downloading $base/$asset"
+    get "$base/$asset" "$tmp/$asset"
+    actual=$(sha256sum <"$tmp/$asset" | cut -d' ' -f1)
+    [ "$actual" = "$expected" ] ||
+      fail "checksum mismatch for $asset: expected ${expected:-nothing}, got $actual; nothing was installed"
+    { mkdir -p "$dir" && [ -w "$dir" ]; } 2>/dev/null || fail "cannot write to $dir: run as root"
+    cp "$tmp/$asset" "$new"
+    chmod 0755 "$new"
+    version=$("$new" --version 2>&1) || fail "the downloaded $asset does not run on this machine: $version"
+    mv -f "$new" "$target"
+    say "installed $target (version $version, sha256 $actual)"
+  fi
+
+  rm -rf "$tmp"
+  trap - EXIT HUP INT TERM
+  [ -n "$token" ] || return 0
+  say "registering: $NAME register -t <token> $*"
+  exec "$target" register -t "$token" "$@"
+}
+
+main "$@"

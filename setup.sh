@@ -2,8 +2,8 @@
 # Installs what veilnet-conflux needs on a Debian machine, then runs the command given, from the repository root:
 #   bash setup.sh deno task demo     # the local demo
 #   bash setup.sh deno task ok       # format check, lint, type check and every test
-# Installs only what is missing: Deno (from npm); nats-server, iproute2, iputils-ping and dnsutils (from apt). Needs root for apt and
-# npm -g; without root it says exactly what is missing instead.
+# Installs only what is missing: Deno (from npm); nats-server, iproute2, iputils-ping, dnsutils, nftables and curl
+# (from apt). Needs root for apt and npm -g; without root it says exactly what is missing instead.
 set -euo pipefail
 
 DENO_VERSION=2.9.6
@@ -25,13 +25,15 @@ if ! deno_ok; then
   deno_ok || fail "npm installed deno@$DENO_VERSION but 'deno --version' does not report it; check $(npm prefix -g)/bin is on PATH."
 fi
 
-# --- Debian packages: nats-server (the Master), iproute2 (network namespaces), iputils-ping and dnsutils (dig)
-# for the end-to-end tests and the demo ---
+# --- Debian packages: nats-server (the Master), iproute2 (network namespaces); iputils-ping, dnsutils (dig),
+# nftables (the demo's relayed pair) and curl (the installer's test) for the end-to-end tests and the demo ---
 missing=()
 command -v nats-server >/dev/null 2>&1 || missing+=(nats-server)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v ping >/dev/null 2>&1 || missing+=(iputils-ping)
 command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
+command -v nft >/dev/null 2>&1 || missing+=(nftables)
+command -v curl >/dev/null 2>&1 || missing+=(curl)
 if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || fail "missing: ${missing[*]}. This is not a Debian-like system: install them with your package manager."
   is_root || fail "missing: ${missing[*]}. Run 'apt-get install -y ${missing[*]}' as root, or run this script as root."

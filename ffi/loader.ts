@@ -4,7 +4,7 @@
  * @module
  */
 
-import { LIBC_SYMBOLS } from "./libc.ts";
+import { LIBC_SYMBOLS, LINUX } from "./libc.ts";
 
 /** The opened library's functions. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
@@ -85,4 +85,25 @@ export class SyscallError extends Error {
 /** NUL-terminated UTF-8 for `const char *` parameters. */
 export function cString(value: string): Uint8Array {
   return new TextEncoder().encode(`${value}\0`);
+}
+
+/**
+ * Reads a small kernel file (under /proc or /sys) through libc. Deno's own file APIs refuse those paths unless the
+ * whole program runs with --allow-all; the agent runs with narrower permissions and --allow-ffi.
+ */
+export function readKernelFile(path: string): string {
+  const c = libc();
+  const fd = sys(`open ${path}`, () => c.open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0));
+  try {
+    const decoder = new TextDecoder();
+    const chunk = new Uint8Array(65536);
+    let text = "";
+    for (;;) {
+      const n = sys(`read ${path}`, () => c.read(fd, chunk, BigInt(chunk.length)));
+      if (n === 0) return text + decoder.decode();
+      text += decoder.decode(chunk.subarray(0, n), { stream: true });
+    }
+  } finally {
+    c.close(fd);
+  }
 }

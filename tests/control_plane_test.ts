@@ -15,7 +15,7 @@ import { BROADCAST, ControlKind } from "../src/wire/control.ts";
 import { decodeCertificate } from "../src/wire/certificate.ts";
 import { certificateRef } from "../src/crypto/certificate.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { cli, freePort, GuardianProc, natsServer, NodeProc, Proc, waitFor } from "./harness.ts";
+import { cli, freePort, GuardianProc, natsServer, NodeProc, Proc, tempDir, waitFor } from "./harness.ts";
 
 /** A Guardian with an embedded Master, realm "home", and a registration token. */
 async function realmWith(dir: string, options: { certTtl?: string } = {}) {
@@ -54,7 +54,8 @@ async function impostor(guardian: GuardianProc, n: NodeProc) {
 Deno.test({
   name: "control plane: two compatible nodes list each other; an incompatible one and another realm stay out",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    await using tmp = await tempDir("vc-e2e-");
+    const dir = tmp.path;
     const { guardian, realmId, token } = await realmWith(dir);
     await using _g = guardian;
     await using a = await node(dir, "a", guardian, token, "dev");
@@ -107,7 +108,8 @@ Deno.test({
 Deno.test({
   name: "control plane: forged, expired and wrongly-signed announcements are dropped and counted",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    await using tmp = await tempDir("vc-e2e-");
+    const dir = tmp.path;
     const { guardian, realmId, token } = await realmWith(dir, { certTtl: "8s" });
     await using _g = guardian;
     await using a = await node(dir, "a", guardian, token, "dev");
@@ -180,7 +182,8 @@ Deno.test({
 Deno.test({
   name: "control plane: a node whose Master server dies reconnects to another and stays listed",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    await using tmp = await tempDir("vc-e2e-");
+    const dir = tmp.path;
     const ports = [freePort(), freePort(), freePort()];
     const routes = [freePort(), freePort(), freePort()];
     const monitor = [freePort(), freePort(), freePort()];
@@ -257,7 +260,8 @@ Deno.test({
 Deno.test({
   name: "control plane: with the Guardian stopped nodes keep each other; restarted, renewals resume",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    await using tmp = await tempDir("vc-e2e-");
+    const dir = tmp.path;
     const natsPort = freePort();
     // The Master runs on its own here: stopping the Guardian must not take the Master with it.
     const guardian = new GuardianProc(`${dir}/guardian`, {
@@ -299,7 +303,8 @@ Deno.test({
 Deno.test({
   name: "control plane: taints changed at runtime are followed by both sides within seconds",
   async fn() {
-    const dir = await Deno.makeTempDir({ prefix: "vc-e2e-" });
+    await using tmp = await tempDir("vc-e2e-");
+    const dir = tmp.path;
     const { guardian, token } = await realmWith(dir);
     await using _g = guardian;
     await using a = await node(dir, "a", guardian, token, "dev");

@@ -37,13 +37,22 @@ export async function waitFor<T>(
   }
 }
 
-/** Runs the CLI to completion. */
+/** A temporary directory removed (with everything in it) on dispose: `await using dir = await tempDir("x-")`. */
+export async function tempDir(prefix: string): Promise<{ path: string } & AsyncDisposable> {
+  const path = await Deno.makeTempDir({ prefix });
+  return { path, [Symbol.asyncDispose]: () => Deno.remove(path, { recursive: true }).catch(() => {}) };
+}
+
+/** Runs the CLI to completion (inside network namespace `netns` if given). */
 export async function cli(
   args: string[],
   env: Record<string, string> = {},
+  netns?: string,
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "-A", "--quiet", MAIN, ...args],
+  const command = [Deno.execPath(), "run", "-A", "--quiet", MAIN, ...args];
+  if (netns) command.unshift("ip", "netns", "exec", netns);
+  const out = await new Deno.Command(command[0]!, {
+    args: command.slice(1),
     env,
     stdout: "piped",
     stderr: "piped",

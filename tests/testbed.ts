@@ -83,15 +83,17 @@ export interface Realm extends AsyncDisposable {
 
 /**
  * A testbed with a Guardian (and its Master) on the bridge, realm "home", and one registered, running node per
- * name in its namespace (tag = its name, taint "lab"; `registerFlags` per name override them, e.g. a shared tag).
+ * name in its namespace (tag = its name, taint "lab"; `registerFlags` per name override them, e.g. a shared tag),
+ * plus `bareHosts`: namespaces with no node, for a test to start its own.
  * Disposing stops everything and removes the testbed.
  */
 export async function realmOnTestbed(
   names: string[],
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
+  bareHosts: string[] = [],
 ): Promise<Realm> {
-  const bed = await Testbed.create(names);
+  const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
   const dir = await Deno.makeTempDir({ prefix: "vc-realm-" });
   const guardian = new GuardianProc(`${dir}/guardian`, {
@@ -108,6 +110,7 @@ export async function realmOnTestbed(
       for (const n of nodes.values()) await n[Symbol.asyncDispose]();
       await guardian[Symbol.asyncDispose]();
       await bed[Symbol.asyncDispose]();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
   try {

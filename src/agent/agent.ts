@@ -345,18 +345,21 @@ export class Agent implements AsyncDisposable {
       case ControlKind.TetherSignal:
         return await data.tethers.onSignal(toHex(m.sender), m.body);
       case ControlKind.RouteQuery: {
-        // Answer only for a destination we know and may carry this asker's traffic to; once a second per asker.
+        // Answer only for a destination we know and may carry this asker's traffic to, once a second per asker,
+        // and only once our own tether to it is open: a node that cannot reach the destination itself (a cut
+        // path) must not offer to relay to it. (An rttMs of 0 means "not measured yet".)
         const asker = toHex(m.sender);
         const dest = toHex(m.body.destination);
         const now = this.#clock();
         if (!this.#mayCarry(asker, dest) || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
         this.#lastAnswer.set(asker, now);
+        if (data.tethers.info(dest)?.state !== "open" && !await data.tethers.ensure(dest)) return;
         const answer = await signControl(this.#identity, {
           kind: ControlKind.RouteAnswer,
           recipient: m.sender,
           certRef: this.#session.cert.ref,
           body: { destination: m.body.destination, rttMs: Math.round(data.tethers.info(dest)?.rttMs ?? 0) },
-        }, now);
+        }, this.#clock());
         this.#channel?.publish(this.#subjects.node(asker), answer);
         return;
       }

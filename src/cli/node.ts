@@ -334,17 +334,14 @@ export async function pingCommand(args: string[], io: Output): Promise<number> {
   let ping: Deno.CommandOutput;
   try {
     ping = await new Deno.Command("ping", {
-      args: ["-c", String(count), "-i", "0.2", "-W", "2", address],
-      stdout: "piped",
-      stderr: "piped",
+      args: ["-n", "-c", String(count), "-i", "0.2", "-W", "2", address],
+      stdin: "null",
+      stdout: "inherit",
+      stderr: "inherit",
     }).output();
   } catch (error) {
     throw new Error(`cannot run ping (${(error as Error).message}): install iputils-ping`);
   }
-  const text = new TextDecoder().decode(ping.stdout).trimEnd();
-  if (text) io.out(text);
-  const errors = new TextDecoder().decode(ping.stderr).trim();
-  if (errors) io.err(errors);
   const peer = (await ask<PeerStatus[]>("GET", "/peers")).find((p) => p.ips.includes(address));
   const self = (await ask<NodeStatus>("GET", "/status")).ips.includes(address);
   io.out(`path: ${self ? "this node" : peer ? pathText(peer) : "not an overlay peer (host routing)"}`);

@@ -37,7 +37,9 @@ export function selfCommand(configDir: string): string[] {
   const exec = Deno.execPath();
   if (!/(^|\/)deno$/.test(exec)) return [exec];
   const main = new URL("../../main.ts", import.meta.url).pathname;
-  return [exec, "run", "--quiet", ...agentPermissions(configDir), main];
+  const home = Deno.env.get("HOME") ?? "/root";
+  const cache = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
+  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache), main];
 }
 
 /** The unit file text for a node started with `args` (e.g. `run --config …`). */

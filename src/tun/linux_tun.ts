@@ -9,7 +9,7 @@
  */
 
 import { LINUX } from "../../ffi/libc.ts";
-import { errno, libc, sys, SyscallError } from "../../ffi/loader.ts";
+import { errno, libc, readKernelFile, sys, SyscallError } from "../../ffi/loader.ts";
 import { addIPv4, addIPv6, createTun, setMtu, setUp } from "../../ffi/tun.ts";
 import { type Cidr, parseCidr } from "./ip.ts";
 import { checkReadBuffers, type Tun, TunClosedError, type TunStats } from "./tun.ts";
@@ -45,7 +45,7 @@ async function ipv6Ready(name: string, addresses: Cidr[], timeoutMs = 2_000): Pr
   );
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const routes = Deno.readTextFileSync("/proc/thread-self/net/ipv6_route").split("\n");
+    const routes = readKernelFile("/proc/thread-self/net/ipv6_route").split("\n");
     const missing = wanted.filter((w) =>
       !routes.some((r) => r.startsWith(w) && r.trimEnd().endsWith(` ${name}`))
     );
