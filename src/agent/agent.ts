@@ -15,7 +15,8 @@ import type { LoginResponse } from "../guardian/guardian.ts";
 import { fromBase64 } from "../guardian/guardian.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
-import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { type Cidr, destinationOf, formatAddress, parseIPv4, parseIPv6, sourceOf } from "../tun/ip.ts";
+import { contains, formatCidr, type Offer, subnetFromBytes, SubnetTable } from "../portal/subnets.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
@@ -54,6 +55,11 @@ export interface AgentOptions {
   openTun?: (cert: VerifiedCertificate) => Promise<Tun>;
   /** A new tag for this node, sent at login (the Guardian keeps it). */
   tag?: string;
+  /** Portal mode and the subnets offered, sent at login (the Guardian checks and keeps them). */
+  portal?: boolean;
+  subnets?: string[];
+  /** Called with the subnets routed to portals (most specific first) whenever they change. */
+  onSubnets?: (subnets: string[]) => void;
   /** Idle time after which a tether dissolves (default TETHER_IDLE_MS). */
   tetherIdleMs?: number;
 }
@@ -84,6 +90,8 @@ export class Agent implements AsyncDisposable {
   /** Overlay address → peer node id (hex): IPv4 as a number, IPv6 as hex. */
   #routes4 = new Map<number, string>();
   #routes6 = new Map<string, string>();
+  /** Portal subnets of permitted peers → the portal chosen for each. */
+  #subnets = new SubnetTable([]);
   #learner: RouteLearner;
   /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
   #relays = new Map<string, Map<string, number>>();
@@ -122,6 +130,7 @@ export class Agent implements AsyncDisposable {
       onChange: (event, peer) => {
         o.log(`peer ${event}: ${peer.cert.tag} (${formatAddress(peer.cert.ipv4)})`);
         this.#reroute();
+        if (event === "changed") return;
         const id = toHex(peer.cert.nodeId);
         if (event === "joined") {
           this.#candidates(id);
@@ -208,7 +217,10 @@ export class Agent implements AsyncDisposable {
       self: this.#identity.nodeId,
       streams,
       tethers,
-      route: (d) => d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d)),
+      route: (d) =>
+        (d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d))) ??
+          this.#subnets.lookup(d),
+      admit: (peer, packet) => this.#admit(peer, packet),
       nextHop: (dest) => this.#nextHop(dest),
       hopFailed: (dest, hop) => {
         this.#learner.fail(dest, hop);
@@ -314,11 +326,34 @@ export class Agent implements AsyncDisposable {
   #reroute(): void {
     this.#routes4.clear();
     this.#routes6.clear();
+    const offers: Offer[] = [];
     for (const { cert } of this.peers.list()) {
       const id = toHex(cert.nodeId);
       this.#routes4.set(ipv4Key(cert.ipv4), id);
       this.#routes6.set(toHex(cert.ipv6), id);
+      if (cert.portal) {
+        offers.push({ node: id, tag: cert.tag, conflux: toHex(cert.conflux), subnets: subnetsOf(cert) });
+      }
     }
+    const before = this.#subnets.subnets.join(",");
+    this.#subnets = new SubnetTable(offers);
+    if (this.#subnets.subnets.join(",") !== before) this.#o.onSubnets?.(this.#subnets.subnets);
+  }
+
+  /**
+   * Whether a packet that arrived from `peer` may go to the TUN: its source must be the peer's overlay address
+   * (or, from a portal, an address in its subnets), and its destination this node's own overlay address (or, on
+   * a portal, an address in the subnets it offers). Nothing else is forwarded anywhere, so a portal is never an
+   * exit to the internet.
+   */
+  #admit(peer: string, packet: Uint8Array): "spoofed-source" | "foreign-destination" | undefined {
+    const from = this.peers.get(peer)?.cert;
+    const source = sourceOf(packet);
+    const destination = destinationOf(packet);
+    if (!from || !source || !destination) return "spoofed-source";
+    if (!ownsAddress(from, source)) return "spoofed-source";
+    if (!ownsAddress(this.#session.cert, destination)) return "foreign-destination";
+    return undefined;
   }
 
   /** This node's current certificate. */
@@ -452,7 +487,7 @@ export class Agent implements AsyncDisposable {
       peers: this.peers.list().length,
       tethers: this.#data?.tethers.count ?? 0,
       streams: (this.#data?.streams.counts.sending ?? 0) + (this.#data?.streams.counts.receiving ?? 0),
-      routes: this.#routes4.size,
+      routes: this.#routes4.size + this.#subnets.subnets.length,
       relayed: this.#data?.anchor.relayed ?? { messages: 0, bytes: 0 },
       backup: this.#data?.anchor.backups ?? { messages: 0, bytes: 0 },
       dropped: Object.fromEntries([
@@ -464,6 +499,8 @@ export class Agent implements AsyncDisposable {
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
       handshakeFailures: this.#data?.streams.failures ?? 0,
       ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
+      portal: cert.portal ? subnetsOf(cert).map(formatCidr) : [],
+      subnets: this.#subnets.routes(),
     };
   }
 
@@ -515,6 +552,17 @@ export class Agent implements AsyncDisposable {
   }
 }
 
+/** The valid subnets a certificate lists. */
+function subnetsOf(cert: VerifiedCertificate): Cidr[] {
+  return cert.subnets.map(subnetFromBytes).filter((c) => c !== undefined);
+}
+
+/** Whether `address` is one of the certificate's overlay addresses or, for a portal, in one of its subnets. */
+function ownsAddress(cert: VerifiedCertificate, address: Uint8Array): boolean {
+  if (bytesEqual(address, address.length === 4 ? cert.ipv4 : cert.ipv6)) return true;
+  return cert.portal === 1 && subnetsOf(cert).some((c) => contains(c, address));
+}
+
 function ipv4Key(a: Uint8Array): number {
   return ((a[0]! << 24) | (a[1]! << 16) | (a[2]! << 8) | a[3]!) >>> 0;
 }
@@ -528,7 +576,11 @@ function formatUuid(bytes: Uint8Array): string {
 async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => boolean): Promise<Session> {
   for (let attempt = 0;; attempt++) {
     try {
-      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey, o.tag);
+      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey, {
+        tag: o.tag,
+        portal: o.portal,
+        subnets: o.subnets,
+      });
       const cert = await verifyCertificate(fromBase64(login.certificate)!, {
         realm: fromHex(login.realm.id),
         realmKey: fromBase64(login.realm.public_key)!,

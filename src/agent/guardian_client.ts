@@ -59,10 +59,15 @@ export const guardianClient = {
       `/conflux/unregister${confluxId ? `?conflux_id=${encodeURIComponent(confluxId)}` : ""}`,
       token,
     ),
-  login: (guardian: string, token: string, publicKey: Uint8Array, tag?: string) =>
+  login: (
+    guardian: string,
+    token: string,
+    publicKey: Uint8Array,
+    change: { tag?: string; portal?: boolean; subnets?: string[] } = {},
+  ) =>
     guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, {
       public_key: btoa(String.fromCharCode(...publicKey)),
-      tag,
+      ...change,
     }),
   taints: (guardian: string, token: string, change: { add?: string[]; remove?: string[] }) =>
     guardianRequest<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),

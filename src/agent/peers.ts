@@ -40,7 +40,8 @@ export interface PeerTableOptions {
   realmKey: Uint8Array;
   clock: () => number;
   /** Called when a node joins or leaves the table. */
-  onChange?: (event: "joined" | "left", peer: Peer) => void;
+  /** A peer joined or left, or changed what it routes (its addresses or portal subnets). */
+  onChange?: (event: "joined" | "left" | "changed", peer: Peer) => void;
 }
 
 /** Peers keyed by node id (hex), plus the certificates seen (by reference) for verifying other messages. */
@@ -139,6 +140,7 @@ export class PeerTable {
     const peer = { cert, lastSeen: this.#o.clock() };
     this.#peers.set(id, peer);
     if (!known) this.#o.onChange?.("joined", peer);
+    else if (!sameRoutes(known.cert, cert)) this.#o.onChange?.("changed", peer);
     return m;
   }
 
@@ -176,4 +178,10 @@ function carriedCertificate(m: AnyControlMessage): Uint8Array | undefined {
     default:
       return undefined;
   }
+}
+
+/** Whether two certificates route the same addresses (overlay addresses, portal flag and subnets). */
+function sameRoutes(a: VerifiedCertificate, b: VerifiedCertificate): boolean {
+  return bytesEqual(a.ipv4, b.ipv4) && bytesEqual(a.ipv6, b.ipv6) && a.portal === b.portal &&
+    a.subnets.length === b.subnets.length && a.subnets.every((s, i) => bytesEqual(s, b.subnets[i]!));
 }

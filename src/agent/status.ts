@@ -4,6 +4,9 @@
  * @module
  */
 
+import type { SubnetRoute } from "../portal/subnets.ts";
+export type { SubnetRoute };
+
 /** One peer, as `peers --json` prints it. */
 export interface PeerStatus {
   /** The peer's conflux id. */
@@ -58,4 +61,8 @@ export interface NodeStatus {
   handshakeFailures: number;
   /** DNS responses by outcome (absent when the node serves no DNS). */
   dns?: Record<string, number>;
+  /** The subnets this node offers as a portal (empty when it is not one). */
+  portal: string[];
+  /** Subnets reached through portals: the portal chosen for each, and the others offering the same subnet. */
+  subnets: SubnetRoute[];
 }

@@ -39,7 +39,9 @@ export type DataDrop =
   | "relay-forbidden"
   | "relay-reflection"
   | "ttl-expired"
-  | "relay-not-ready";
+  | "relay-not-ready"
+  | "spoofed-source"
+  | "foreign-destination";
 
 /** Traffic with one peer, in IP bytes and packets. */
 export interface Traffic {
@@ -57,6 +59,11 @@ export interface AnchorOptions {
   tethers: Tethers;
   /** The permitted peer (node id hex) holding an overlay address, if any. */
   route: (destination: Uint8Array) => string | undefined;
+  /**
+   * Whether a packet opened from `peer`'s stream may be written to the TUN; a drop reason if not. Without it
+   * every packet is written.
+   */
+  admit?: (peer: string, packet: Uint8Array) => DataDrop | undefined;
   /** The next hop towards a peer (itself, or a relay), from the route learner. */
   nextHop: (destination: string) => string;
   /** A next hop could not carry traffic (its tether would not form). */
@@ -226,9 +233,18 @@ export class Anchor {
     const opener = this.#o.streams.opener(header.stream);
     if (!opener) return this.#drop("unknown-stream");
     opener.open(message).then((plain) => {
-      const packets = unpackBatch(plain);
+      const peer = toHex(opener.secrets.peer);
+      let packets = unpackBatch(plain);
+      const { admit } = this.#o;
+      if (admit) {
+        packets = packets.filter((p) => {
+          const refused = admit(peer, p);
+          if (refused) this.#drop(refused);
+          return !refused;
+        });
+      }
       const written = this.#o.tun.writeBatch(packets, 0);
-      const t = this.#traffic(toHex(opener.secrets.peer));
+      const t = this.#traffic(peer);
       t.rxPackets += written;
       for (const p of packets) t.rxBytes += p.length;
     }).catch((error) => {

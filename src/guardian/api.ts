@@ -111,7 +111,11 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       const b = await body();
       return json(
         200,
-        await guardian.login(token, b.public_key, req.headers.get("host") ?? url.host, b.tag),
+        await guardian.login(token, b.public_key, req.headers.get("host") ?? url.host, {
+          tag: b.tag,
+          portal: b.portal,
+          subnets: b.subnets,
+        }),
       );
     },
 

@@ -14,7 +14,8 @@ import { fromHex, nodeIdOf, sha256, toHex } from "../crypto/identity.ts";
 import { pq } from "../crypto/pq.ts";
 import { ML_DSA_65_PUBLIC_KEY_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
-import { isTag, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
+import { isTag, MAX_SUBNETS, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
+import { formatCidr, overlaps, subnetToBytes } from "../portal/subnets.ts";
 import { type NatsCredentials, type NatsKeys, newNatsKeys, nodeCredentials } from "./nats_auth.ts";
 import { type OidcProof, verifyOidc } from "./oidc.ts";
 import { ConflictError, type ConfluxRow, type RealmRow, type Store } from "./store.ts";
@@ -73,6 +74,40 @@ function hostRange(cidr4: string): { first: number; last: number; prefix: number
 function ipv6For(realm: RealmRow, ip4: number): Uint8Array {
   const out = parseCidr(realm.cidr6).address.slice();
   out.set(intToIp(ip4), 12);
+  return out;
+}
+
+/**
+ * The subnets a portal may offer, normalised ("10.50.0.7/24" → "10.50.0.0/24"), or a 400 saying why not: CIDRs, at
+ * most MAX_SUBNETS, none wider than /8 (IPv4) or /16 (IPv6), so a portal is never an exit to the internet, and
+ * none overlapping the realm's own overlay prefixes.
+ */
+export function checkSubnets(value: unknown, realm: RealmRow): string[] {
+  if (!Array.isArray(value) || value.some((s) => typeof s !== "string")) {
+    throw new GuardianError(400, "subnets must be a list of CIDR strings");
+  }
+  if (value.length > MAX_SUBNETS) throw new GuardianError(400, `at most ${MAX_SUBNETS} subnets`);
+  const overlay = [parseCidr(realm.cidr4), { ...parseCidr(realm.cidr6), prefix: 64 }];
+  const out: string[] = [];
+  for (const text of value as string[]) {
+    let c;
+    try {
+      c = parseCidr(text);
+    } catch (error) {
+      throw new GuardianError(400, (error as Error).message);
+    }
+    if (c.prefix < (c.version === 4 ? 8 : 16)) {
+      throw new GuardianError(
+        400,
+        `subnet ${text} is too wide: a portal offers networks, never the internet (at least /8, or /16 for IPv6)`,
+      );
+    }
+    if (overlay.some((o) => overlaps(o, c))) {
+      throw new GuardianError(400, `subnet ${text} overlaps the realm's overlay addresses`);
+    }
+    const normal = formatCidr(c);
+    if (!out.includes(normal)) out.push(normal);
+  }
   return out;
 }
 
@@ -252,17 +287,7 @@ export class Guardian {
     if (outside.length > 0) {
       throw new GuardianError(403, `this token does not grant the taint(s) ${outside.join(", ")}`);
     }
-    const subnets = req.subnets ?? [];
-    if (!Array.isArray(subnets) || subnets.some((s) => typeof s !== "string")) {
-      throw new GuardianError(400, "subnets must be a list of CIDR strings");
-    }
-    for (const s of subnets) {
-      try {
-        parseCidr(s);
-      } catch (error) {
-        throw new GuardianError(400, (error as Error).message);
-      }
-    }
+    const subnets = checkSubnets(req.subnets ?? [], this.store.realmById(row.realmId)!);
     // The identity check is the only await before the transaction: everything after it runs without yielding.
     if (req.oidc) {
       try {
@@ -340,8 +365,9 @@ export class Guardian {
     token: string | undefined,
     publicKey: unknown,
     requestHost: string,
-    tag?: unknown,
+    change: { tag?: unknown; portal?: unknown; subnets?: unknown } = {},
   ): Promise<LoginResponse> {
+    const { tag } = change;
     const row = await this.#conflux(token);
     const key = typeof publicKey === "string" ? fromBase64(publicKey) : undefined;
     if (!key || key.length !== ML_DSA_65_PUBLIC_KEY_BYTES) {
@@ -361,6 +387,16 @@ export class Guardian {
       row.tag = tag;
     }
     const realm = this.store.realmById(row.realmId)!;
+    if (change.portal !== undefined || change.subnets !== undefined) {
+      if (change.portal !== undefined && typeof change.portal !== "boolean") {
+        throw new GuardianError(400, "portal must be true or false");
+      }
+      const portal = change.portal ?? row.portal;
+      const subnets = portal ? checkSubnets(change.subnets ?? row.subnets, realm) : [];
+      this.store.setPortal(row.id, portal, subnets);
+      row.portal = portal;
+      row.subnets = subnets;
+    }
     const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
     const now = this.options.clock();
     const expiresAt = now + this.options.certTtlMs;
@@ -377,10 +413,7 @@ export class Guardian {
       prefix6: 64,
       taints: row.taints,
       portal: row.portal ? 1 : 0,
-      subnets: row.subnets.map((s) => {
-        const c = parseCidr(s);
-        return Uint8Array.of(...c.address, c.prefix);
-      }),
+      subnets: row.subnets.map((s) => subnetToBytes(parseCidr(s))),
       nodeKey: key,
       notBefore: now,
       notAfter: expiresAt,

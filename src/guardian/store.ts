@@ -282,6 +282,11 @@ export class Store implements Disposable {
     this.#db.prepare("UPDATE confluxes SET tag = ? WHERE id = ?").run(tag, id);
   }
 
+  setPortal(id: string, portal: boolean, subnets: string[]): void {
+    this.#db.prepare("UPDATE confluxes SET portal = ?, subnets = ? WHERE id = ?")
+      .run(portal ? 1 : 0, JSON.stringify(subnets), id);
+  }
+
   setTaints(id: string, taints: string[]): void {
     this.#db.prepare("UPDATE confluxes SET taints = ? WHERE id = ?").run(JSON.stringify(taints), id);
   }

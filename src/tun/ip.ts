@@ -1,6 +1,6 @@
 /**
- * Just enough of IPv4/IPv6 for the data plane and the TUN: parse addresses and prefixes, read a packet's version
- * and destination, and compute the Internet checksum. Pure.
+ * Just enough of IPv4/IPv6 for the data plane and the TUN: parse addresses and prefixes, read a packet's version,
+ * source and destination, and compute the Internet checksum. Pure.
  * @module
  */
 
@@ -119,6 +119,18 @@ export function destinationOf(packet: Uint8Array): Uint8Array | undefined {
       return packet.subarray(16, 20);
     case 6:
       return packet.subarray(24, 40);
+    default:
+      return undefined;
+  }
+}
+
+/** The source address of a packet (a view), or undefined for a non-IP packet. */
+export function sourceOf(packet: Uint8Array): Uint8Array | undefined {
+  switch (ipVersion(packet)) {
+    case 4:
+      return packet.subarray(12, 16);
+    case 6:
+      return packet.subarray(8, 24);
     default:
       return undefined;
   }
