@@ -56,6 +56,7 @@ export const LIBC_SYMBOLS = {
 /** Linux constants used with the calls above (identical on x86_64 and aarch64). */
 export const LINUX = {
   O_RDONLY: 0,
+  O_WRONLY: 1,
   O_RDWR: 2,
   O_NONBLOCK: 0x800,
   O_CLOEXEC: 0x80000,

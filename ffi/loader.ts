@@ -107,3 +107,15 @@ export function readKernelFile(path: string): string {
     c.close(fd);
   }
 }
+
+/** Writes a small kernel file (a /proc/sys setting) through libc, for the same reason as readKernelFile. */
+export function writeKernelFile(path: string, text: string): void {
+  const c = libc();
+  const fd = sys(`open ${path}`, () => c.open(cString(path), LINUX.O_WRONLY | LINUX.O_CLOEXEC, 0));
+  try {
+    const bytes = new TextEncoder().encode(text);
+    sys(`write ${path}`, () => c.write(fd, bytes, BigInt(bytes.length)));
+  } finally {
+    c.close(fd);
+  }
+}

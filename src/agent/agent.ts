@@ -15,8 +15,8 @@ import type { LoginResponse } from "../guardian/guardian.ts";
 import { fromBase64 } from "../guardian/guardian.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
-import { type Cidr, destinationOf, formatAddress, parseIPv4, parseIPv6, sourceOf } from "../tun/ip.ts";
-import { contains, formatCidr, type Offer, subnetFromBytes, SubnetTable } from "../portal/subnets.ts";
+import { type Cidr, formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { formatCidr, type Offer, subnetFromBytes, SubnetTable } from "../portal/subnets.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
@@ -25,7 +25,7 @@ import { Handshaker } from "../crypto/handshake.ts";
 import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
-import { mayCommunicate } from "./access.ts";
+import { admitPacket, mayCommunicate } from "./access.ts";
 import { guardianClient } from "./guardian_client.ts";
 import { Names, type Owner } from "./names.ts";
 import { PeerTable } from "./peers.ts";
@@ -340,20 +340,10 @@ export class Agent implements AsyncDisposable {
     if (this.#subnets.subnets.join(",") !== before) this.#o.onSubnets?.(this.#subnets.subnets);
   }
 
-  /**
-   * Whether a packet that arrived from `peer` may go to the TUN: its source must be the peer's overlay address
-   * (or, from a portal, an address in its subnets), and its destination this node's own overlay address (or, on
-   * a portal, an address in the subnets it offers). Nothing else is forwarded anywhere, so a portal is never an
-   * exit to the internet.
-   */
+  /** Whether a packet opened from `peer` may go to the TUN (see admitPacket). */
   #admit(peer: string, packet: Uint8Array): "spoofed-source" | "foreign-destination" | undefined {
     const from = this.peers.get(peer)?.cert;
-    const source = sourceOf(packet);
-    const destination = destinationOf(packet);
-    if (!from || !source || !destination) return "spoofed-source";
-    if (!ownsAddress(from, source)) return "spoofed-source";
-    if (!ownsAddress(this.#session.cert, destination)) return "foreign-destination";
-    return undefined;
+    return from ? admitPacket(from, this.#session.cert, packet) : "spoofed-source";
   }
 
   /** This node's current certificate. */
@@ -466,6 +456,13 @@ export class Agent implements AsyncDisposable {
     await this.#announce(false, kind);
   }
 
+  /** Offers `subnets` as a portal: logs in again with them (the Guardian checks them) and tells the realm. */
+  async offerSubnets(subnets: string[]): Promise<void> {
+    this.#o.portal = true;
+    this.#o.subnets = subnets;
+    await this.renew();
+  }
+
   /** Adds/removes taints at the Guardian, then takes the re-issued certificate and tells the realm. */
   async changeTaints(change: { add?: string[]; remove?: string[] }): Promise<string[]> {
     const { taints } = await guardianClient.taints(this.#o.guardian, this.#o.token, change);
@@ -555,12 +552,6 @@ export class Agent implements AsyncDisposable {
 /** The valid subnets a certificate lists. */
 function subnetsOf(cert: VerifiedCertificate): Cidr[] {
   return cert.subnets.map(subnetFromBytes).filter((c) => c !== undefined);
-}
-
-/** Whether `address` is one of the certificate's overlay addresses or, for a portal, in one of its subnets. */
-function ownsAddress(cert: VerifiedCertificate, address: Uint8Array): boolean {
-  if (bytesEqual(address, address.length === 4 ? cert.ipv4 : cert.ipv6)) return true;
-  return cert.portal === 1 && subnetsOf(cert).some((c) => contains(c, address));
 }
 
 function ipv4Key(a: Uint8Array): number {

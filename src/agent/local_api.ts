@@ -6,17 +6,26 @@
 
 import { formatAddress } from "../tun/ip.ts";
 import { isTag } from "../wire/certificate.ts";
-import type { Agent } from "./agent.ts";
+import type { Owner } from "./names.ts";
+import type { NodeStatus, PeerStatus } from "./status.ts";
+
+/** What the API asks of the running node. */
+export interface LocalNode {
+  status(): NodeStatus;
+  peers(): PeerStatus[];
+  lookup(tag: string): Promise<Owner[]>;
+  changeTaints(change: { add?: string[]; remove?: string[] }): Promise<string[]>;
+}
 
 /** Serves the API for `agent` on the unix socket `path` until `signal` aborts. */
-export function serveLocalApi(agent: Agent, path: string, signal: AbortSignal): Deno.HttpServer {
+export function serveLocalApi(agent: LocalNode, path: string, signal: AbortSignal): Deno.HttpServer {
   try {
     Deno.removeSync(path); // a socket left by a node that did not exit cleanly
   } catch { /* none */ }
   const json = (status: number, value: unknown) => Response.json(value, { status });
   const routes: Record<string, (req: Request) => Promise<Response> | Response> = {
     "GET /status": () => json(200, agent.status()),
-    "GET /peers": () => json(200, agent.peerStatus()),
+    "GET /peers": () => json(200, agent.peers()),
     "GET /taints": () => json(200, { taints: agent.status().taints }),
     "GET /resolve": async (req) => {
       const tag = new URL(req.url).searchParams.get("tag") ?? "";

@@ -66,7 +66,7 @@ export function isLoopback(hostname: string): boolean {
 
 /** Serves `/metrics` and `/healthz` (200 when connected, 503 otherwise) until `signal` aborts. */
 export function serveMetrics(
-  node: { status(): NodeStatus; peerStatus(): PeerStatus[] },
+  node: { status(): NodeStatus; peers(): PeerStatus[] },
   listen: { hostname: string; port: number },
   signal: AbortSignal,
 ): Deno.HttpServer {
@@ -77,7 +77,7 @@ export function serveMetrics(
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return new Response("GET only\n", { status: 405 });
     if (path === "/metrics") {
-      return new Response(renderMetrics(node.status(), node.peerStatus()), {
+      return new Response(renderMetrics(node.status(), node.peers()), {
         headers: { "content-type": "text/plain; version=0.0.4" },
       });
     }

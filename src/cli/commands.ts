@@ -41,7 +41,7 @@ export const COMMANDS: readonly Command[] = [
     name: "run",
     usage:
       "run [--config FILE] [--ifname veilnet] [--tag T] [--dns-listen ADDR[:PORT]|off] [--no-dns-forward] " +
-      "[--metrics 127.0.0.1:PORT] [--tether-idle 30s] [--no-tun]",
+      "[--metrics 127.0.0.1:PORT] [--portal [--subnets C,...]] [--tether-idle 30s] [--no-tun]",
     summary: "run a node in the foreground from env/saved config (the default)",
     details: [
       "--config FILE       saved config to use (default: conflux.json, else up.json, in the config dir)",
@@ -50,6 +50,8 @@ export const COMMANDS: readonly Command[] = [
       "--dns-listen A[:P]  DNS server address (env VEILNET_DNS_LISTEN; default the overlay IPv4, port 53; off)",
       "--no-dns-forward    refuse names outside .veilnet instead of forwarding them to the host's resolvers",
       "--metrics H:P       serve /metrics and /healthz on a loopback address (env VEILNET_METRICS)",
+      "-p, --portal        forward permitted peers' traffic to this host's networks, NATed (env VEILNET_CONFLUX_PORTAL=true)",
+      "--subnets C,...     the networks offered (env VEILNET_CONFLUX_SUBNETS; default: from the routing table)",
       "--tether-idle D     dissolve tethers idle this long (env VEILNET_TETHER_IDLE; default 30s)",
       "--no-tun            control plane only: no TUN device (and no DNS unless --dns-listen)",
       "env VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN replace the saved token and Guardian",
@@ -68,7 +70,8 @@ export const COMMANDS: readonly Command[] = [
       "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
       "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
       "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS)",
-      "--portal, --subnets portal mode and the subnets it offers (env VEILNET_CONFLUX_PORTAL=true)",
+      "-p, --portal        portal mode, kept by the Guardian (env VEILNET_CONFLUX_PORTAL=true; see `run --help`)",
+      "--subnets C,...     the networks the portal offers (env VEILNET_CONFLUX_SUBNETS; implies --portal)",
       "--jwt J --jwks-url U --issuer I --audience A",
       "                    an OIDC identity token the Guardian verifies against the JWKS (all four together)",
       "--no-service        do not install the systemd unit; start with `veilnet-conflux run`",

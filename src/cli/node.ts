@@ -4,7 +4,6 @@
  * @module
  */
 
-import { Agent } from "../agent/agent.ts";
 import {
   configDir,
   configPath,
@@ -17,13 +16,12 @@ import { guardianClient } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
 import { isLoopback, serveMetrics } from "../agent/metrics.ts";
 import type { NodeStatus, PeerStatus } from "../agent/status.ts";
-import { connectNats } from "../control/nats.ts";
-import { serveNodeDns } from "../dns/serve.ts";
+import { startConflux } from "../conflux.ts";
 import { parseDuration } from "../guardian/guardian.ts";
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { shutdownWebRtc } from "../tether/webrtc.ts";
-import { formatAddress, parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";
-import { checkInterfaceName, LinuxTun } from "../tun/linux_tun.ts";
+import { parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { checkInterfaceName } from "../tun/linux_tun.ts";
 import { isTag } from "../wire/certificate.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import { localApi } from "./local_client.ts";
@@ -89,14 +87,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
   const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG"));
   const ip = values.ip ?? env("VEILNET_CONFLUX_IP");
   if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
-  const subnets = values.subnets === undefined ? undefined : list(values.subnets);
-  for (const s of subnets ?? []) {
-    try {
-      parseCidr(s);
-    } catch (error) {
-      throw new UsageError(`--subnets: ${(error as Error).message}`);
-    }
-  }
+  const subnets = cidrList(values.subnets ?? env("VEILNET_CONFLUX_SUBNETS"), "--subnets");
   const taints = values.taints ?? env("VEILNET_CONFLUX_TAINTS");
   const oidc = [values.jwt, values["jwks-url"], values.issuer, values.audience];
   if (oidc.some((v) => v !== undefined) && oidc.some((v) => v === undefined)) {
@@ -117,7 +108,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     tag,
     ip,
     taints: taints === undefined ? undefined : list(taints),
-    portal: values.portal ?? (env("VEILNET_CONFLUX_PORTAL") === "true" ? true : undefined),
+    portal: values.portal || env("VEILNET_CONFLUX_PORTAL") === "true" || subnets !== undefined || undefined,
     subnets,
     jwt: values.jwt,
     jwks_url: values["jwks-url"],
@@ -134,6 +125,20 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     );
   }
   return 0;
+}
+
+/** A comma-separated list of CIDRs, checked; undefined when not given. */
+function cidrList(text: string | undefined, flag: string): string[] | undefined {
+  if (text === undefined) return undefined;
+  const cidrs = list(text);
+  for (const c of cidrs) {
+    try {
+      parseCidr(c);
+    } catch (error) {
+      throw new UsageError(`${flag}: ${(error as Error).message}`);
+    }
+  }
+  return cidrs;
 }
 
 /** The saved config `run` uses: `--config FILE`, else conflux.json, else up.json. */
@@ -157,6 +162,8 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     "dns-listen": { type: "string" },
     "no-dns-forward": { type: "boolean", default: false },
     metrics: { type: "string" },
+    portal: { type: "boolean", short: "p" },
+    subnets: { type: "string" },
   });
   const saved = savedForRun(values.config);
   const ifname = values.ifname ?? env("VEILNET_IFNAME") ?? saved?.ifname ?? "veilnet";
@@ -175,6 +182,9 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
       `--metrics listens on loopback only (127.0.0.1:PORT or [::1]:PORT), got "${metricsFlag}"`,
     );
   }
+  const portal = values.portal || env("VEILNET_CONFLUX_PORTAL") === "true" || undefined;
+  const subnets = cidrList(values.subnets ?? env("VEILNET_CONFLUX_SUBNETS"), "--subnets");
+  if (subnets && !portal) throw new UsageError("--subnets goes with --portal");
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
   const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
   const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
@@ -190,43 +200,23 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
   try {
-    await using agent = await Agent.start({
+    await using node = await startConflux({
       guardian,
       token,
-      connect: (o) => connectNats({ ...o, log: Deno.env.get("VEILNET_DEBUG") ? io.err : undefined }),
-      log: io.err,
       tag,
+      portal,
+      subnets,
+      ifname,
+      tun: !values["no-tun"],
+      dns: dnsListen === "off" ? false : dns,
+      dnsForward: !values["no-dns-forward"],
       tetherIdleMs,
-      openTun: values["no-tun"] ? undefined : (cert) =>
-        LinuxTun.open({
-          name: ifname,
-          addresses: [
-            `${formatAddress(cert.ipv4)}/${cert.prefix4}`,
-            `${formatAddress(cert.ipv6)}/${cert.prefix6}`,
-          ],
-        }),
+      signal: abort.signal,
+      log: io.err,
     });
-    // DNS: on the overlay address by default (none without a TUN device unless --dns-listen is given).
-    const listen = dnsListen === "off" || (values["no-tun"] && !dns)
-      ? undefined
-      : dns ?? { hostname: formatAddress(agent.certificate.ipv4), port: 53 };
-    await using dnsServer = listen
-      ? await serveNodeDns({
-        agent,
-        ...listen,
-        forward: !values["no-dns-forward"],
-        ifname: values["no-tun"] ? undefined : ifname,
-        log: io.err,
-      }).catch((error) => {
-        if (dns) throw error; // asked for explicitly: do not run without it
-        io.err(`${(error as Error).message}; *.veilnet will not resolve (choose another with --dns-listen)`);
-        return undefined;
-      })
-      : undefined;
-    if (dnsServer) agent.dnsCounts = () => dnsServer.counts;
-    const metricsServer = metrics && serveMetrics(agent, metrics, abort.signal);
+    const metricsServer = metrics && serveMetrics(node, metrics, abort.signal);
     if (metrics) io.err(`metrics on http://${metricsFlag}/metrics and /healthz`);
-    const api = serveLocalApi(agent, socketPath(), abort.signal);
+    const api = serveLocalApi(node, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
     await api.finished;
     await metricsServer?.finished;

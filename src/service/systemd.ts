@@ -17,14 +17,28 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a host command; replaced in tests. */
-export type Runner = (command: string, args: string[]) => Promise<RunResult>;
+/** Runs a host command (with `input` on its stdin); replaced in tests. */
+export type Runner = (command: string, args: string[], input?: string) => Promise<RunResult>;
 
 /** Runs a command, capturing its output; a missing program is a failed result, not a throw. */
-export const runHost: Runner = async (command: string, args: string[]): Promise<RunResult> => {
+export const runHost: Runner = async (
+  command: string,
+  args: string[],
+  input?: string,
+): Promise<RunResult> => {
   try {
-    const r = await new Deno.Command(command, { args, stdin: "null", stdout: "piped", stderr: "piped" })
-      .output();
+    const child = new Deno.Command(command, {
+      args,
+      stdin: input === undefined ? "null" : "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    if (input !== undefined) {
+      const writer = child.stdin.getWriter();
+      await writer.write(new TextEncoder().encode(input));
+      await writer.close();
+    }
+    const r = await child.output();
     const text = (b: Uint8Array) => new TextDecoder().decode(b);
     return { ok: r.success, stdout: text(r.stdout), stderr: text(r.stderr) };
   } catch (error) {

@@ -1,0 +1,194 @@
+/**
+ * One node, started and stopped as a unit: the agent (session, control channel, peers), its TUN device and data
+ * plane, its DNS server, portal mode and the routes to other portals' subnets. `veilnet-conflux run` and programs
+ * embedding a node (mod.ts) both start here.
+ * @module
+ */
+
+import { Agent } from "./agent/agent.ts";
+import type { Owner } from "./agent/names.ts";
+import type { NodeStatus, PeerStatus } from "./agent/status.ts";
+import { connectNats } from "./control/nats.ts";
+import { serveNodeDns } from "./dns/serve.ts";
+import { detectSubnets, KernelRoutes, openPortal, portalHost } from "./portal/host.ts";
+import { formatCidr, subnetFromBytes } from "./portal/subnets.ts";
+import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
+import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
+import { isTag } from "./wire/certificate.ts";
+
+/** How to start a node. Only `token` and `guardian` are required. */
+export interface ConfluxOptions {
+  /** The node's conflux token (from `register`, or issued for integration mode). */
+  token: string;
+  /** The Guardian's URL, e.g. "https://guardian.example:8080". */
+  guardian: string;
+  /** Rename the node: it answers to `<tag>.veilnet` from now on. */
+  tag?: string;
+  /** The overlay IPv4 address this node must have (it is fixed at registration): start fails if it differs. */
+  ip?: string;
+  /** The taints the node should hold; the difference is asked of the Guardian at start. */
+  taints?: string[];
+  /** Portal mode: offer `subnets` (default: the networks in the host's routing table) to permitted peers. */
+  portal?: boolean;
+  /** The subnets a portal offers, e.g. ["10.50.0.0/24"]. */
+  subnets?: string[];
+  /** TUN device name (default "veilnet"). */
+  ifname?: string;
+  /** false: control plane only, no TUN device, no DNS, no portal (default true). */
+  tun?: boolean;
+  /** Where the DNS server listens (default: the overlay IPv4 address, port 53); false for none. */
+  dns?: { hostname: string; port: number } | false;
+  /** Forward names outside .veilnet to the host's resolvers (default true). */
+  dnsForward?: boolean;
+  /** Idle time after which a tether dissolves (ms). */
+  tetherIdleMs?: number;
+  /** Aborting it closes the node. */
+  signal?: AbortSignal;
+  /** Where the node's log lines go (default: nowhere). */
+  log?: (line: string) => void;
+}
+
+/** A running node. */
+export interface Conflux extends AsyncDisposable {
+  /** The node's state, as `veilnet-conflux status --json` prints it. */
+  status(): NodeStatus;
+  /** Its peers, as `veilnet-conflux peers --json` prints them. */
+  peers(): PeerStatus[];
+  /** The nodes answering to `<tag>.veilnet` that this node may reach. */
+  lookup(tag: string): Promise<Owner[]>;
+  /** Adds and removes taints at the Guardian; resolves to the taints held now. */
+  changeTaints(change: { add?: string[]; remove?: string[] }): Promise<string[]>;
+  /** Says goodbye to the realm and undoes every change to the host. Idempotent. */
+  close(): Promise<void>;
+  /** Resolves once the node is closed (by close(), the signal, or dispose). */
+  readonly closed: Promise<void>;
+}
+
+/**
+ * Starts a node: logs in to the Guardian, joins the Master, opens the TUN device, serves DNS, and in portal mode
+ * forwards to its subnets. Rejects with an Error saying what is wrong (having undone what it did).
+ */
+export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
+  const log = o.log ?? (() => {});
+  const ifname = o.ifname ?? "veilnet";
+  checkInterfaceName(ifname);
+  if (o.tag !== undefined && !isTag(o.tag)) {
+    throw new TypeError(`bad tag "${o.tag}": one DNS label of a-z, 0-9 and inner hyphens`);
+  }
+  if (o.ip !== undefined && !parseIPv4(o.ip)) {
+    throw new TypeError(`ip must be an IPv4 address, got "${o.ip}"`);
+  }
+  for (const s of o.subnets ?? []) parseCidr(s);
+  o.signal?.throwIfAborted();
+  const useTun = o.tun ?? true;
+  const host = portalHost(log);
+  const undo: (() => PromiseLike<void> | void)[] = [];
+  const routes = useTun ? new KernelRoutes(host, ifname) : undefined;
+  if (routes) undo.push(() => routes[Symbol.asyncDispose]());
+
+  let closing: Promise<void> | undefined;
+  let resolveClosed!: () => void;
+  const closed = new Promise<void>((resolve) => resolveClosed = resolve);
+  const close = () =>
+    closing ??= (async () => {
+      for (const step of undo.reverse()) {
+        try {
+          await step();
+        } catch (error) {
+          log(`while closing: ${(error as Error).message}`);
+        }
+      }
+      resolveClosed();
+    })();
+
+  try {
+    // The subnets go to the Guardian at login: given, or read from the routing table in portal mode.
+    const subnets = o.portal && useTun && o.subnets === undefined
+      ? await detectSubnets(host, ifname, [])
+      : o.subnets;
+    const agent = await Agent.start({
+      guardian: o.guardian,
+      token: o.token,
+      connect: (c) => connectNats({ ...c, log: Deno.env.get("VEILNET_DEBUG") ? log : undefined }),
+      log,
+      tag: o.tag,
+      portal: o.portal,
+      subnets,
+      tetherIdleMs: o.tetherIdleMs,
+      onSubnets: (s) => void routes?.sync(s),
+      openTun: useTun
+        ? (cert) =>
+          LinuxTun.open({
+            name: ifname,
+            addresses: [
+              `${formatAddress(cert.ipv4)}/${cert.prefix4}`,
+              `${formatAddress(cert.ipv6)}/${cert.prefix6}`,
+            ],
+          })
+        : undefined,
+    });
+    undo.push(() => agent.close());
+    const cert = agent.certificate;
+    if (o.ip !== undefined && formatAddress(cert.ipv4) !== o.ip) {
+      throw new Error(
+        `this node's overlay address is ${
+          formatAddress(cert.ipv4)
+        }, not ${o.ip} (addresses are fixed at registration)`,
+      );
+    }
+    if (o.taints !== undefined) {
+      const add = o.taints.filter((t) => !cert.taints.includes(t));
+      const remove = cert.taints.filter((t) => !o.taints!.includes(t));
+      if (add.length + remove.length > 0) await agent.changeTaints({ add, remove });
+    }
+    if (useTun && cert.portal && cert.subnets.length === 0) {
+      // Registered as a portal without subnets: offer the networks of the routing table.
+      await agent.offerSubnets(await detectSubnets(host, ifname, []));
+    }
+    if (useTun && agent.certificate.portal) {
+      const offered = agent.certificate.subnets.map(subnetFromBytes).filter((c) => c !== undefined)
+        .map(formatCidr);
+      if (offered.length === 0) log("portal: no subnets to offer (give them with --subnets)");
+      else {
+        const portal = await openPortal(host, ifname, offered);
+        undo.push(() => portal[Symbol.asyncDispose]());
+      }
+    }
+    const dnsAt = o.dns === false || (!useTun && !o.dns)
+      ? undefined
+      : o.dns || { hostname: formatAddress(cert.ipv4), port: 53 };
+    if (dnsAt) {
+      const dns = await serveNodeDns({
+        agent,
+        ...dnsAt,
+        forward: o.dnsForward ?? true,
+        ifname: useTun ? ifname : undefined,
+        log,
+      }).catch((error) => {
+        if (o.dns) throw error; // asked for explicitly: do not run without it
+        log(`${(error as Error).message}; *.veilnet will not resolve (choose another with --dns-listen)`);
+        return undefined;
+      });
+      if (dns) {
+        agent.dnsCounts = () => dns.counts;
+        undo.push(() => dns[Symbol.asyncDispose]());
+      }
+    }
+    const onAbort = () => void close();
+    o.signal?.addEventListener("abort", onAbort, { once: true });
+    undo.push(() => o.signal?.removeEventListener("abort", onAbort));
+    if (o.signal?.aborted) void close();
+    return {
+      status: () => agent.status(),
+      peers: () => agent.peerStatus(),
+      lookup: (tag) => agent.lookup(tag),
+      changeTaints: (change) => agent.changeTaints(change),
+      close,
+      closed,
+      [Symbol.asyncDispose]: close,
+    };
+  } catch (error) {
+    await close();
+    throw error;
+  }
+}

@@ -1,0 +1,218 @@
+/**
+ * Portal mode on the host, and the routes to other portals' subnets.
+ *
+ * A portal forwards what arrives on its TUN device to the subnets it offers, masqueraded behind its own address,
+ * and nothing else: its own nftables table (`inet veilnet_portal_<ifname>`) accepts forwarding from the TUN only
+ * to those subnets and drops the rest, so the portal is never an exit to the internet or to other networks of
+ * the host. IP forwarding is switched on for the families it offers. Closing puts the forwarding settings back as
+ * they were and deletes the table. (The data plane refuses such packets first: see Agent's admit check.)
+ *
+ * A node using portals routes their subnets into its TUN device with a high metric, so a network the host
+ * already reaches directly keeps its own route.
+ * @module
+ */
+
+import { readKernelFile, writeKernelFile } from "../../ffi/loader.ts";
+import { runHost, type RunResult } from "../service/systemd.ts";
+import { type Cidr, parseCidr } from "../tun/ip.ts";
+import { formatCidr, overlaps } from "./subnets.ts";
+
+/** The metric of routes to portal subnets: above the kernel's connected and usual static routes. */
+export const PORTAL_ROUTE_METRIC = 1000;
+
+/** Host commands and kernel settings, replaced in tests. */
+export interface PortalHost {
+  run: (command: string, args: string[], input?: string) => Promise<RunResult>;
+  readSetting: (path: string) => string;
+  writeSetting: (path: string, value: string) => void;
+  log: (line: string) => void;
+}
+
+/** The real host. */
+export const portalHost = (log: (line: string) => void): PortalHost => ({
+  run: runHost,
+  readSetting: readKernelFile,
+  writeSetting: writeKernelFile,
+  log,
+});
+
+const FORWARDING = {
+  4: "/proc/sys/net/ipv4/ip_forward",
+  6: "/proc/sys/net/ipv6/conf/all/forwarding",
+} as const;
+
+/**
+ * The networks a host's routing table reaches (output of `ip -j route` and `ip -j -6 route`), as a portal would
+ * offer them: not the default route, not through `ifname` or loopback, not link-local or multicast, not single
+ * hosts, not wider than /8 (/16 for IPv6), and not overlapping `exclude` (the overlay's own prefixes).
+ * Throws an Error when the text is not that JSON.
+ */
+export function subnetsFromRoutes(json: string, ifname: string, exclude: Cidr[]): string[] {
+  let routes: unknown;
+  try {
+    routes = JSON.parse(json);
+  } catch {
+    throw new Error("could not read the routing table: `ip -j route` did not print JSON");
+  }
+  if (!Array.isArray(routes)) {
+    throw new Error("could not read the routing table: expected a JSON array of routes");
+  }
+  const out: string[] = [];
+  for (const r of routes) {
+    if (typeof r !== "object" || r === null) continue;
+    const { dst, dev, type } = r as Record<string, unknown>;
+    if (typeof dst !== "string" || dst === "default" || dev === ifname || dev === "lo") continue;
+    if (type !== undefined && type !== "unicast") continue;
+    let c: Cidr;
+    try {
+      c = parseCidr(dst.includes("/") ? dst : `${dst}/${dst.includes(":") ? 128 : 32}`);
+    } catch {
+      continue;
+    }
+    const [min, host] = c.version === 4 ? [8, 32] : [16, 128];
+    if (c.prefix < min || c.prefix === host) continue;
+    if (c.version === 4 && (c.address[0] === 169 && c.address[1] === 254 || c.address[0]! >= 224)) continue;
+    if (
+      c.version === 6 && (c.address[0] === 0xfe && (c.address[1]! & 0xc0) === 0x80 || c.address[0] === 0xff)
+    ) {
+      continue;
+    }
+    if (exclude.some((e) => overlaps(e, c))) continue;
+    const text = formatCidr(c);
+    if (!out.includes(text)) out.push(text);
+  }
+  return out;
+}
+
+/** The subnets this host reaches (see subnetsFromRoutes), read with `ip`. */
+export async function detectSubnets(host: PortalHost, ifname: string, exclude: Cidr[]): Promise<string[]> {
+  const found: string[] = [];
+  for (const family of ["-4", "-6"]) {
+    const r = await host.run("ip", ["-j", family, "route", "show", "table", "main"]);
+    if (!r.ok) throw new Error(`could not read the routing table: ip ${family} route: ${r.stderr.trim()}`);
+    found.push(...subnetsFromRoutes(r.stdout || "[]", ifname, exclude));
+  }
+  return found;
+}
+
+/** The nftables table name for a TUN device (nft identifiers: letters, digits, underscores). */
+export function portalTable(ifname: string): string {
+  return `veilnet_portal_${ifname.replace(/[^A-Za-z0-9_]/g, "_")}`;
+}
+
+/** The nftables script that creates the portal's table (after deleting any left by an earlier run). */
+export function portalRuleset(ifname: string, subnets: Cidr[]): string {
+  const table = portalTable(ifname);
+  const dev = JSON.stringify(ifname);
+  const lines = [`table inet ${table}`, `delete table inet ${table}`, `table inet ${table} {`];
+  const families = ([[4, "ip", "ipv4_addr"], [6, "ip6", "ipv6_addr"]] as const)
+    .map(([v, match, type]) => ({
+      v,
+      match,
+      type,
+      nets: subnets.filter((c) => c.version === v).map(formatCidr),
+    }))
+    .filter((f) => f.nets.length > 0);
+  for (const f of families) {
+    lines.push(
+      `  set offered${f.v} { type ${f.type}; flags interval; elements = { ${f.nets.join(", ")} }; }`,
+    );
+  }
+  lines.push(
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy accept;",
+    ...families.map((f) => `    iifname ${dev} ${f.match} daddr @offered${f.v} accept`),
+    `    iifname ${dev} counter drop comment "a portal forwards only to the subnets it offers"`,
+    "  }",
+    "  chain postrouting {",
+    "    type nat hook postrouting priority srcnat; policy accept;",
+    ...families.map((f) => `    iifname ${dev} ${f.match} daddr @offered${f.v} masquerade`),
+    "  }",
+    "}",
+  );
+  return lines.join("\n") + "\n";
+}
+
+/**
+ * Turns this host into a portal for `subnets` behind `ifname`: the nftables table, then IP forwarding. The result
+ * undoes both (forwarding first). Throws, having undone what it did, if either step fails.
+ */
+export async function openPortal(
+  host: PortalHost,
+  ifname: string,
+  subnets: string[],
+): Promise<AsyncDisposable> {
+  const cidrs = subnets.map((s) => parseCidr(s));
+  const applied = await host.run("nft", ["-f", "-"], portalRuleset(ifname, cidrs));
+  if (!applied.ok) throw new Error(`portal: nft refused the portal's rules: ${applied.stderr.trim()}`);
+  const table = portalTable(ifname);
+  const restore: [path: string, value: string][] = [];
+  const close = async () => {
+    for (const [path, value] of restore.reverse()) {
+      try {
+        host.writeSetting(path, value);
+      } catch (error) {
+        host.log(`portal: could not put ${path} back to ${value.trim()}: ${(error as Error).message}`);
+      }
+    }
+    restore.length = 0;
+    const deleted = await host.run("nft", ["delete", "table", "inet", table]);
+    if (!deleted.ok) host.log(`portal: could not delete nftables table ${table}: ${deleted.stderr.trim()}`);
+  };
+  try {
+    for (const v of [4, 6] as const) {
+      if (!cidrs.some((c) => c.version === v)) continue;
+      const before = host.readSetting(FORWARDING[v]);
+      if (before.trim() !== "1") {
+        host.writeSetting(FORWARDING[v], "1\n");
+        restore.push([FORWARDING[v], before]);
+      }
+    }
+  } catch (error) {
+    await close();
+    throw new Error(`portal: could not switch IP forwarding on: ${(error as Error).message}`);
+  }
+  host.log(`portal: forwarding to ${subnets.join(", ")} (nftables table inet ${table})`);
+  return { [Symbol.asyncDispose]: close };
+}
+
+/** The kernel routes for portal subnets into the TUN device, kept equal to the latest list given. */
+export class KernelRoutes implements AsyncDisposable {
+  #installed = new Set<string>();
+  #work: Promise<void> = Promise.resolve();
+
+  constructor(readonly host: PortalHost, readonly ifname: string) {}
+
+  /** Installs the routes in `subnets` that are missing and removes those no longer there (in order, in the background). */
+  sync(subnets: string[]): Promise<void> {
+    this.#work = this.#work.then(async () => {
+      const wanted = new Set(subnets);
+      for (const s of this.#installed) if (!wanted.has(s)) await this.#route("del", s);
+      for (const s of wanted) if (!this.#installed.has(s)) await this.#route("replace", s);
+    });
+    return this.#work;
+  }
+
+  async #route(action: "replace" | "del", subnet: string): Promise<void> {
+    const r = await this.host.run("ip", [
+      "route",
+      action,
+      subnet,
+      "dev",
+      this.ifname,
+      "metric",
+      String(PORTAL_ROUTE_METRIC),
+    ]);
+    if (action === "del") this.#installed.delete(subnet);
+    else if (r.ok) this.#installed.add(subnet);
+    if (!r.ok && action === "replace") this.host.log(`portal: no route to ${subnet}: ${r.stderr.trim()}`);
+    else if (r.ok) {
+      this.host.log(`portal: ${action === "del" ? "removed" : "added"} route ${subnet} dev ${this.ifname}`);
+    }
+  }
+
+  /** Removes every route it installed. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.sync([]);
+  }
+}

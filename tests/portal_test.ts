@@ -1,0 +1,177 @@
+/**
+ * Portal mode end to end, in the namespace testbed. Node P is a portal for a "LAN" namespace behind it
+ * (10.50.0.0/24, a web server on 10.50.0.10); behind P there is also an "internet" namespace (203.0.113.0/24)
+ * that P does not offer. A (compatible taints) fetches the LAN page through the overlay; X (incompatible taints)
+ * cannot; A cannot reach the internet address even with a route of its own into the overlay; and when P exits,
+ * its nftables rules and forwarding setting are what they were before, and A's route to the LAN is gone.
+ */
+
+import { assert, assertEquals, assertFalse } from "./assert.ts";
+import { NodeProc, Proc, tempDir, waitFor } from "./harness.ts";
+import { Netns, netnsUnavailable } from "./netns.ts";
+import { realmOnTestbed } from "./testbed.ts";
+
+const ignore = netnsUnavailable() !== undefined;
+
+/** A web server in a namespace that answers `text` and counts its requests in its output. */
+function webServer(ns: Netns, address: string, text: string): Proc {
+  const code = `Deno.serve({ hostname: "${address}", port: 80, onListen: () => console.log("listening") }, ` +
+    `() => { console.log("request"); return new Response(${JSON.stringify(text)}); });`;
+  return new Proc(`web ${address}`, "ip", ["netns", "exec", ns.name, Deno.execPath(), "eval", code]);
+}
+
+/** Links namespace `inner` to `outer` with a veth: outer side `outerCidr`, inner side `innerCidr`. */
+async function link(outer: Netns, inner: Netns, name: string, outerCidr: string, innerCidr: string) {
+  await outer.exec("ip", ["link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", inner.name]);
+  await outer.exec("ip", ["addr", "add", outerCidr, "dev", name]);
+  await outer.exec("ip", ["link", "set", name, "up"]);
+  await inner.exec("ip", ["addr", "add", innerCidr, "dev", "eth0"]);
+  await inner.exec("ip", ["link", "set", "eth0", "up"]);
+}
+
+Deno.test({
+  name:
+    "portal: a permitted peer reaches the LAN behind a portal; a forbidden one and the internet do not; " +
+    "exit restores the host",
+  ignore,
+  async fn() {
+    await using w = await realmOnTestbed(["a", "x"], [], { x: ["--taints", "other"] }, ["p"]);
+    await using lan = await Netns.create("lan");
+    await using inet = await Netns.create("inet");
+    const pNs = w.bed.host("p").ns;
+    await link(pNs, lan, "lan0", "10.50.0.1/24", "10.50.0.10/24");
+    await link(pNs, inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
+    await using lanWeb = webServer(lan, "10.50.0.10", "hello from the LAN");
+    await using inetWeb = webServer(inet, "203.0.113.10", "hello from the internet");
+    await waitFor(
+      "web servers",
+      10_000,
+      () => lanWeb.output.includes("listening") && inetWeb.output.includes("listening"),
+    );
+
+    const hostState = async () => ({
+      rules: (await pNs.exec("nft", ["list", "ruleset"])).text,
+      forwarding: (await pNs.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim(),
+    });
+    const before = await hostState();
+
+    const token = await w.guardian.admin(["token", "create", "--realm", "home"]);
+    await using pDir = await tempDir("vc-portal-");
+    await using p = new NodeProc("p", pDir.path, {
+      netns: pNs.name,
+      runFlags: ["--portal", "--subnets", "10.50.0.0/24"],
+    });
+    await p.register(w.guardian.url, token, ["--taints", "lab"]);
+    await p.start();
+
+    // P offers its subnet; A routes it to P, in its table and its kernel's.
+    assertEquals((await p.status()).json.portal, ["10.50.0.0/24"]);
+    const a = w.node("a");
+    const aNs = w.bed.host("a").ns;
+    await waitFor("A to route 10.50.0.0/24 to P", 15_000, async () => {
+      const subnets = (await a.status()).json.subnets as { subnet: string; tag: string }[];
+      return subnets.some((s) => s.subnet === "10.50.0.0/24" && s.tag === "p");
+    });
+    await waitFor(
+      "the kernel route on A",
+      5_000,
+      async () => (await aNs.exec("ip", ["route", "show", "10.50.0.0/24"])).text.includes("dev veilnet"),
+    );
+    const during = await hostState();
+    assertEquals(during.forwarding, "1");
+    assert(
+      during.rules.includes("veilnet_portal_veilnet") && during.rules.includes("masquerade"),
+      during.rules,
+    );
+
+    // A fetches the page through the overlay (masqueraded at P: the LAN needs no route back).
+    const curl = (ns: Netns, url: string) =>
+      ns.exec("curl", ["-sS", "--max-time", "4", url], { allowFailure: true });
+    const page = await curl(aNs, "http://10.50.0.10/");
+    assertEquals([page.code, page.text], [0, "hello from the LAN"], page.errors);
+
+    // X may not talk to P: it has no route, and one forced into its TUN goes nowhere.
+    const xNs = w.bed.host("x").ns;
+    assertEquals((await w.node("x").status()).json.subnets, []);
+    await xNs.exec("ip", ["route", "add", "10.50.0.0/24", "dev", "veilnet"]);
+    const forbidden = await curl(xNs, "http://10.50.0.10/");
+    assertFalse(forbidden.code === 0, "X reached the LAN");
+
+    // The internet behind P is not offered: even with a route into the overlay, A's traffic goes nowhere.
+    await aNs.exec("ip", ["route", "add", "203.0.113.0/24", "dev", "veilnet"]);
+    const internet = await curl(aNs, "http://203.0.113.10/");
+    assertFalse(internet.code === 0, "A reached the internet through the portal");
+    assertFalse(inetWeb.output.includes("request"), "the internet server saw a request");
+    assertEquals(lanWeb.output.match(/request/g)?.length, 1, "only A's request reached the LAN");
+
+    // P exits: rules and forwarding as before; A forgets the subnet and its kernel route.
+    await p.stop();
+    assertEquals(await hostState(), before);
+    await waitFor(
+      "A to drop the route",
+      15_000,
+      async () => !(await aNs.exec("ip", ["route", "show", "10.50.0.0/24"])).text.includes("dev veilnet"),
+    );
+  },
+});
+
+Deno.test({
+  name:
+    "portal: the host's rules forward from the overlay interface to the offered subnets only, and go on exit",
+  ignore,
+  async fn() {
+    // R plays the portal's host: its "veilnet" is a veth to S, which plays the overlay.
+    await using r = await Netns.create("router");
+    await using s = await Netns.create("overlay");
+    await using lan = await Netns.create("lan");
+    await using inet = await Netns.create("inet");
+    await link(r, s, "veilnet", "10.128.0.1/16", "10.128.0.5/16");
+    await link(r, lan, "lan0", "10.50.0.1/24", "10.50.0.10/24");
+    await link(r, inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
+    await s.exec("ip", ["route", "add", "default", "via", "10.128.0.1"]);
+    await inet.exec("ip", ["route", "add", "default", "via", "203.0.113.1"]); // it could answer, if asked
+    await using lanWeb = webServer(lan, "10.50.0.10", "hello from the LAN");
+    await using inetWeb = webServer(inet, "203.0.113.10", "hello from the internet");
+    await waitFor(
+      "web servers",
+      10_000,
+      () => lanWeb.output.includes("listening") && inetWeb.output.includes("listening"),
+    );
+    const curl = (url: string) => s.exec("curl", ["-sS", "--max-time", "3", url], { allowFailure: true });
+    const forwarding = async () => (await r.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim();
+    const rules = async () => (await r.exec("nft", ["list", "ruleset"])).text;
+
+    // Control: plain forwarding on R would carry S to the internet.
+    await r.exec("sh", ["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
+    assertEquals((await curl("http://203.0.113.10/")).text, "hello from the internet");
+    await r.exec("sh", ["-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
+    const before = { forwarding: await forwarding(), rules: await rules() };
+
+    const host = new URL("../src/portal/host.ts", import.meta.url).href;
+    const script = `import { openPortal, portalHost } from "${host}";
+      const portal = await openPortal(portalHost(console.log), "veilnet", ["10.50.0.0/24"]);
+      console.log("portal open");
+      await new Promise((resolve) => Deno.addSignalListener("SIGTERM", () => resolve(undefined)));
+      await portal[Symbol.asyncDispose]();
+      console.log("portal closed");
+      Deno.exit(0);`;
+    await using portal = new Proc("portal", "ip", ["netns", "exec", r.name, Deno.execPath(), "eval", script]);
+    await waitFor("the portal's rules", 10_000, () => portal.output.includes("portal open"));
+    assertEquals(await forwarding(), "1");
+
+    const page = await curl("http://10.50.0.10/");
+    assertEquals([page.code, page.text], [0, "hello from the LAN"], page.errors);
+    const internet = await curl("http://203.0.113.10/");
+    assertFalse(internet.code === 0, "the portal forwarded to the internet");
+    assertEquals(
+      inetWeb.output.match(/request/g)?.length,
+      1,
+      "only the control request reached the internet",
+    );
+    assert((await rules()).includes("a portal forwards only to the subnets it offers"));
+
+    await portal.stop();
+    assert(portal.output.includes("portal closed"), portal.output);
+    assertEquals({ forwarding: await forwarding(), rules: await rules() }, before);
+  },
+});
