@@ -1,9 +1,10 @@
 /**
- * Portal mode end to end, in the namespace testbed. Node P is a portal for a "LAN" namespace behind it
- * (10.50.0.0/24, a web server on 10.50.0.10); behind P there is also an "internet" namespace (203.0.113.0/24)
- * that P does not offer. A (compatible taints) fetches the LAN page through the overlay; X (incompatible taints)
- * cannot; A cannot reach the internet address even with a route of its own into the overlay; and when P exits,
- * its nftables rules and forwarding setting are what they were before, and A's route to the LAN is gone.
+ * Portal mode end to end, in the namespace testbed. Nodes P and Q are portals for the same "LAN" namespace
+ * (10.50.0.0/24 on a bridge, a web server on 10.50.0.10); behind P there is also an "internet" namespace
+ * (203.0.113.0/24) that P does not offer. A (compatible taints) fetches the LAN page through the overlay, through
+ * the portal every node chooses (the lowest conflux id), and through the other once that one leaves; X
+ * (incompatible taints) cannot; A cannot reach the internet address even with a route of its own into the overlay;
+ * and a portal that exits leaves its host's nftables rules and forwarding setting as they were.
  */
 
 import { assert, assertEquals, assertFalse } from "./assert.ts";
@@ -13,34 +14,54 @@ import { realmOnTestbed } from "./testbed.ts";
 
 const ignore = netnsUnavailable() !== undefined;
 
-/** A web server in a namespace that answers `text` and counts its requests in its output. */
+/** A web server in a namespace that answers `text` and prints "request from ADDRESS" for each request. */
 function webServer(ns: Netns, address: string, text: string): Proc {
   const code = `Deno.serve({ hostname: "${address}", port: 80, onListen: () => console.log("listening") }, ` +
-    `() => { console.log("request"); return new Response(${JSON.stringify(text)}); });`;
+    `(_req, info) => { console.log("request from " + info.remoteAddr.hostname); ` +
+    `return new Response(${JSON.stringify(text)}); });`;
   return new Proc(`web ${address}`, "ip", ["netns", "exec", ns.name, Deno.execPath(), "eval", code]);
 }
 
-/** Links namespace `inner` to `outer` with a veth: outer side `outerCidr`, inner side `innerCidr`. */
-async function link(outer: Netns, inner: Netns, name: string, outerCidr: string, innerCidr: string) {
-  await outer.exec("ip", ["link", "add", name, "type", "veth", "peer", "name", "eth0", "netns", inner.name]);
+/**
+ * Links namespace `inner` to `outer` with a veth: the outer end gets `outerCidr`; the inner end gets `innerCidr`,
+ * or without it joins the inner namespace's bridge br0.
+ */
+async function link(outer: Netns, inner: Netns, name: string, outerCidr: string, innerCidr?: string) {
+  const innerName = innerCidr ? "eth0" : `${name}in`;
+  await outer.exec("ip", [
+    "link",
+    "add",
+    name,
+    "type",
+    "veth",
+    "peer",
+    "name",
+    innerName,
+    "netns",
+    inner.name,
+  ]);
   await outer.exec("ip", ["addr", "add", outerCidr, "dev", name]);
   await outer.exec("ip", ["link", "set", name, "up"]);
-  await inner.exec("ip", ["addr", "add", innerCidr, "dev", "eth0"]);
-  await inner.exec("ip", ["link", "set", "eth0", "up"]);
+  if (innerCidr) await inner.exec("ip", ["addr", "add", innerCidr, "dev", innerName]);
+  else await inner.exec("ip", ["link", "set", innerName, "master", "br0"]);
+  await inner.exec("ip", ["link", "set", innerName, "up"]);
 }
 
 Deno.test({
-  name:
-    "portal: a permitted peer reaches the LAN behind a portal; a forbidden one and the internet do not; " +
-    "exit restores the host",
+  name: "portal: permitted peers reach the LAN behind portals (one chosen, the other on standby); " +
+    "a forbidden one and the internet do not; exit restores the host",
   ignore,
   async fn() {
-    await using w = await realmOnTestbed(["a", "x"], [], { x: ["--taints", "other"] }, ["p"]);
+    await using w = await realmOnTestbed(["a", "x"], [], { x: ["--taints", "other"] }, ["p", "q"]);
     await using lan = await Netns.create("lan");
     await using inet = await Netns.create("inet");
-    const pNs = w.bed.host("p").ns;
-    await link(pNs, lan, "lan0", "10.50.0.1/24", "10.50.0.10/24");
-    await link(pNs, inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
+    await lan.exec("ip", ["link", "add", "br0", "type", "bridge"]);
+    await lan.exec("ip", ["addr", "add", "10.50.0.10/24", "dev", "br0"]);
+    await lan.exec("ip", ["link", "set", "br0", "up"]);
+    const ns = (name: string) => w.bed.host(name).ns;
+    await link(ns("p"), lan, "lan0", "10.50.0.1/24");
+    await link(ns("q"), lan, "lan1", "10.50.0.2/24");
+    await link(ns("p"), inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
     await using lanWeb = webServer(lan, "10.50.0.10", "hello from the LAN");
     await using inetWeb = webServer(inet, "203.0.113.10", "hello from the internet");
     await waitFor(
@@ -49,64 +70,89 @@ Deno.test({
       () => lanWeb.output.includes("listening") && inetWeb.output.includes("listening"),
     );
 
-    const hostState = async () => ({
-      rules: (await pNs.exec("nft", ["list", "ruleset"])).text,
-      forwarding: (await pNs.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim(),
+    const hostState = async (name: string) => ({
+      rules: (await ns(name).exec("nft", ["list", "ruleset"])).text,
+      forwarding: (await ns(name).exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim(),
     });
-    const before = await hostState();
+    const before: Record<string, unknown> = { p: await hostState("p"), q: await hostState("q") };
 
     const token = await w.guardian.admin(["token", "create", "--realm", "home"]);
-    await using pDir = await tempDir("vc-portal-");
-    await using p = new NodeProc("p", pDir.path, {
-      netns: pNs.name,
-      runFlags: ["--portal", "--subnets", "10.50.0.0/24"],
-    });
-    await p.register(w.guardian.url, token, ["--taints", "lab"]);
-    await p.start();
-
-    // P offers its subnet; A routes it to P, in its table and its kernel's.
+    await using dir = await tempDir("vc-portal-");
+    const portal = (name: string) =>
+      new NodeProc(name, `${dir.path}/${name}`, {
+        netns: ns(name).name,
+        runFlags: ["--portal", "--subnets", "10.50.0.0/24"],
+      });
+    await using p = portal("p");
+    await using q = portal("q");
+    for (const node of [p, q]) {
+      await node.register(w.guardian.url, token, ["--taints", "lab"]);
+      await node.start();
+    }
     assertEquals((await p.status()).json.portal, ["10.50.0.0/24"]);
+    const [chosen, standby] = (await p.status()).json.id! < (await q.status()).json.id! ? [p, q] : [q, p];
+    const lanAddress: Record<string, string> = { p: "10.50.0.1", q: "10.50.0.2" };
+
+    // A routes the subnet to the chosen portal, in its table (the other shown on standby) and its kernel's.
     const a = w.node("a");
-    const aNs = w.bed.host("a").ns;
-    await waitFor("A to route 10.50.0.0/24 to P", 15_000, async () => {
-      const subnets = (await a.status()).json.subnets as { subnet: string; tag: string }[];
-      return subnets.some((s) => s.subnet === "10.50.0.0/24" && s.tag === "p");
-    });
+    const aNs = ns("a");
+    const routes = async () =>
+      ((await a.status()).json.subnets as { subnet: string; tag: string; shadowed: string[] }[])
+        .map((r) => `${r.subnet} via ${r.tag} (${r.shadowed.join()})`);
+    await waitFor(
+      `A to route 10.50.0.0/24 to ${chosen.tag}`,
+      15_000,
+      async () => (await routes()).join() === `10.50.0.0/24 via ${chosen.tag} (${standby.tag})`,
+    );
     await waitFor(
       "the kernel route on A",
       5_000,
       async () => (await aNs.exec("ip", ["route", "show", "10.50.0.0/24"])).text.includes("dev veilnet"),
     );
-    const during = await hostState();
+    const during = await hostState(chosen.tag);
     assertEquals(during.forwarding, "1");
     assert(
       during.rules.includes("veilnet_portal_veilnet") && during.rules.includes("masquerade"),
       during.rules,
     );
 
-    // A fetches the page through the overlay (masqueraded at P: the LAN needs no route back).
+    // A fetches the page through the overlay, masqueraded at the chosen portal (the LAN needs no route back).
     const curl = (ns: Netns, url: string) =>
       ns.exec("curl", ["-sS", "--max-time", "4", url], { allowFailure: true });
     const page = await curl(aNs, "http://10.50.0.10/");
     assertEquals([page.code, page.text], [0, "hello from the LAN"], page.errors);
+    assert(lanWeb.output.endsWith(`request from ${lanAddress[chosen.tag]}\n`), lanWeb.output);
 
-    // X may not talk to P: it has no route, and one forced into its TUN goes nowhere.
-    const xNs = w.bed.host("x").ns;
+    // X may not talk to the portals: it has no route, and one forced into its TUN goes nowhere.
+    const xNs = ns("x");
     assertEquals((await w.node("x").status()).json.subnets, []);
     await xNs.exec("ip", ["route", "add", "10.50.0.0/24", "dev", "veilnet"]);
-    const forbidden = await curl(xNs, "http://10.50.0.10/");
-    assertFalse(forbidden.code === 0, "X reached the LAN");
+    assertFalse((await curl(xNs, "http://10.50.0.10/")).code === 0, "X reached the LAN");
 
     // The internet behind P is not offered: even with a route into the overlay, A's traffic goes nowhere.
     await aNs.exec("ip", ["route", "add", "203.0.113.0/24", "dev", "veilnet"]);
-    const internet = await curl(aNs, "http://203.0.113.10/");
-    assertFalse(internet.code === 0, "A reached the internet through the portal");
+    assertFalse(
+      (await curl(aNs, "http://203.0.113.10/")).code === 0,
+      "A reached the internet through a portal",
+    );
     assertFalse(inetWeb.output.includes("request"), "the internet server saw a request");
     assertEquals(lanWeb.output.match(/request/g)?.length, 1, "only A's request reached the LAN");
 
-    // P exits: rules and forwarding as before; A forgets the subnet and its kernel route.
-    await p.stop();
-    assertEquals(await hostState(), before);
+    // The chosen portal exits: its host is as before, and the other portal carries A's traffic.
+    await chosen.stop();
+    assertEquals(await hostState(chosen.tag), before[chosen.tag]);
+    await waitFor(
+      `A to route through ${standby.tag}`,
+      15_000,
+      async () => (await routes()).join() === `10.50.0.0/24 via ${standby.tag} ()`,
+    );
+    const again = await curl(aNs, "http://10.50.0.10/");
+    assertEquals([again.code, again.text], [0, "hello from the LAN"], again.errors);
+    assert(lanWeb.output.endsWith(`request from ${lanAddress[standby.tag]}\n`), lanWeb.output);
+
+    // The other exits too: A forgets the subnet and its kernel route.
+    await standby.stop();
+    assertEquals(await hostState(standby.tag), before[standby.tag]);
     await waitFor(
       "A to drop the route",
       15_000,

@@ -1,9 +1,17 @@
 import { assertEquals } from "../../tests/assert.ts";
-import { fromHex } from "../crypto/identity.ts";
+import { udpPacket } from "../../tests/packets.ts";
+import { bytesEqual, fromHex } from "../crypto/identity.ts";
 import type { Tethers } from "../tether/tethers.ts";
+import { destinationOf, sourceOf } from "../tun/ip.ts";
 import { MemoryTun } from "../tun/memory_tun.ts";
-import { DATA_HEADER_BYTES, DataType, readDataHeader, writeDataHeader } from "../wire/envelope.ts";
-import { Anchor } from "./anchor.ts";
+import {
+  BatchBuilder,
+  DATA_HEADER_BYTES,
+  DataType,
+  readDataHeader,
+  writeDataHeader,
+} from "../wire/envelope.ts";
+import { Anchor, type DataDrop } from "./anchor.ts";
 import type { Streams } from "./streams.ts";
 
 const SELF = "bb".repeat(16);
@@ -71,4 +79,101 @@ Deno.test("anchor relay: forwards unchanged but for the TTL, only between nodes 
     }
     await anchor.close();
   }
+});
+
+/** A node's data plane receiving from A's stream: `open` hands back `batch` as the opened plaintext. */
+function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undefined) {
+  const tun = new MemoryTun();
+  const opened: Promise<Uint8Array>[] = [];
+  const admitted: { peer: string; packet: Uint8Array }[] = [];
+  let batch = new Uint8Array(0);
+  const opener = {
+    secrets: { peer: fromHex(A) },
+    open: () => {
+      const p = Promise.resolve(batch.slice());
+      opened.push(p);
+      return p;
+    },
+  };
+  const anchor = new Anchor({
+    tun,
+    self: fromHex(SELF),
+    streams: { opener: () => opener } as unknown as Streams,
+    tethers: {} as Tethers,
+    route: () => undefined,
+    admit: admit && ((peer, packet) => {
+      admitted.push({ peer, packet: packet.slice() });
+      return admit(peer, packet);
+    }),
+    nextHop: (d) => d,
+    hopFailed: () => {},
+    mayRelay: () => true,
+    backup: () => {},
+    clock: () => 0,
+    log: () => {},
+  });
+  /** Delivers `packets` as one batch from A; resolves once the anchor has dealt with it. */
+  const deliver = async (packets: Uint8Array[]) => {
+    const builder = new BatchBuilder();
+    for (const p of packets) builder.push(p);
+    batch = builder.plaintext().slice();
+    anchor.receive(A, message(SELF, 8));
+    // The anchor's handler was attached to this promise first, so it has run when this await returns.
+    await opened.at(-1);
+  };
+  /** Closes the anchor and returns every packet written to the TUN. */
+  const written = async () => {
+    await anchor.close();
+    const out: Uint8Array[] = [];
+    for (let p; (p = await tun.host.receive());) out.push(p);
+    return out;
+  };
+  return { anchor, deliver, written, admitted };
+}
+
+const v4 = (text: string) => Uint8Array.from(text.split("."), Number);
+const PEER_IP = v4("10.128.0.1");
+const SELF_IP = v4("10.128.0.2");
+
+Deno.test("anchor ingress: only packets admit lets through reach the TUN; the rest are counted by reason", async () => {
+  // Like the agent's check: the source must be the peer's, the destination this node's.
+  const admit = (_peer: string, p: Uint8Array): DataDrop | undefined => {
+    if (!bytesEqual(sourceOf(p)!, PEER_IP)) return "spoofed-source";
+    if (!bytesEqual(destinationOf(p)!, SELF_IP)) return "foreign-destination";
+    return undefined;
+  };
+  const { anchor, deliver, written, admitted } = receiver(admit);
+  const ports = { sport: 4000, dport: 53 };
+  const good1 = udpPacket(PEER_IP, SELF_IP, ports, new TextEncoder().encode("one"));
+  const spoofed = udpPacket(v4("10.128.0.9"), SELF_IP, ports, new Uint8Array(10));
+  const foreign = udpPacket(PEER_IP, v4("8.8.8.8"), ports, new Uint8Array(20));
+  const good2 = udpPacket(PEER_IP, SELF_IP, ports, new TextEncoder().encode("two"));
+  const alsoForeign = udpPacket(PEER_IP, v4("192.168.1.1"), ports, new Uint8Array(30));
+
+  await deliver([good1, spoofed, foreign, good2]);
+  await deliver([alsoForeign]);
+  await deliver([good1]);
+
+  assertEquals(admitted.map((a) => a.peer), new Array(6).fill(A), "admit is asked with the stream's peer");
+  assertEquals(admitted.map((a) => a.packet), [good1, spoofed, foreign, good2, alsoForeign, good1]);
+  assertEquals(anchor.drops.get("spoofed-source"), 1);
+  assertEquals(anchor.drops.get("foreign-destination"), 2);
+  assertEquals(anchor.traffic.get(A)?.rxPackets, 3, "only admitted packets count as received");
+  assertEquals(anchor.traffic.get(A)?.rxBytes, 2 * good1.length + good2.length);
+  assertEquals(await written(), [good1, good2, good1]);
+});
+
+Deno.test("anchor ingress: a batch admit refuses entirely writes nothing; without admit every packet is written", async () => {
+  const refused = receiver(() => "spoofed-source");
+  const packet = udpPacket(PEER_IP, SELF_IP, { sport: 1, dport: 2 }, new Uint8Array(8));
+  await refused.deliver([packet, packet, packet]);
+  assertEquals(refused.anchor.drops.get("spoofed-source"), 3);
+  assertEquals(refused.anchor.traffic.get(A)?.rxPackets ?? 0, 0);
+  assertEquals(await refused.written(), []);
+
+  const open = receiver();
+  const other = udpPacket(v4("1.2.3.4"), v4("5.6.7.8"), { sport: 1, dport: 2 }, new Uint8Array(8));
+  await open.deliver([packet, other]);
+  assertEquals(open.anchor.drops.size, 0);
+  assertEquals(await open.written(), [packet, other]);
 });

@@ -265,6 +265,13 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       ["master", s.connected.master ? "connected" : "not connected"],
       ["peers", String(s.peers)],
       ["tethers", `${s.tethers} (streams ${s.streams}, relayed ${s.relayed.bytes} bytes)`],
+      ...(s.portal?.length ? [["portal", `offers ${s.portal.join(", ")}`]] : []),
+      ...(s.subnets ?? []).map((r) => [
+        "subnet",
+        `${r.subnet} via ${r.tag}${
+          r.shadowed.length ? ` (also offered by ${r.shadowed.join(", ")}, not used)` : ""
+        }`,
+      ]),
     ]));
   }
   return s.connected.guardian && s.connected.master ? 0 : 1;

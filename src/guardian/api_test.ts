@@ -1,12 +1,13 @@
 import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
 import { verifyCertificate } from "../crypto/certificate.ts";
 import { Identity } from "../crypto/identity.ts";
+import { formatCidr, subnetFromBytes } from "../portal/subnets.ts";
 import { formatAddress } from "../tun/ip.ts";
-import { decodeCertificate } from "../wire/certificate.ts";
+import { decodeCertificate, MAX_SUBNETS } from "../wire/certificate.ts";
 import { guardianHandler, MAX_BODY_BYTES } from "./api.ts";
-import { fromBase64, Guardian } from "./guardian.ts";
-import { Store } from "./store.ts";
+import { checkSubnets, fromBase64, Guardian, GuardianError } from "./guardian.ts";
+import { type RealmRow, Store } from "./store.ts";
 
 async function setup(clock = () => Date.now()) {
   const store = new Store(":memory:");
@@ -288,4 +289,151 @@ Deno.test("guardian API: an unregistered conflux can no longer log in, and its a
     (await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } })).status,
     201,
   );
+});
+
+const REALM: RealmRow = {
+  id: "00".repeat(16),
+  name: "home",
+  cidr4: "10.128.0.0/24",
+  cidr6: "fd12:3456:789a:1::/64",
+  keySeed: "",
+  createdAt: 0,
+};
+
+Deno.test("checkSubnets: CIDRs a portal may offer are normalised and deduplicated", () => {
+  const cases: [n: number, given: string[], expected: string[]][] = [
+    [1, [], []],
+    [2, ["10.50.0.0/24"], ["10.50.0.0/24"]],
+    [3, ["10.50.0.77/24"], ["10.50.0.0/24"]], // host bits cleared
+    [4, ["10.50.0.0/24", "10.50.0.9/24", "10.50.0.0/24"], ["10.50.0.0/24"]],
+    [5, ["192.168.1.0/24", "10.50.0.0/16"], ["192.168.1.0/24", "10.50.0.0/16"]], // order kept
+    [6, ["11.0.0.0/8"], ["11.0.0.0/8"]], // exactly /8 is allowed
+    [7, ["10.129.0.1/32"], ["10.129.0.1/32"]], // one host outside the overlay
+    [8, ["10.128.1.0/24"], ["10.128.1.0/24"]], // next to the overlay's /24
+    [9, ["2001:0db8:0:0:1::5/64"], ["2001:db8::/64"]],
+    [10, ["fd00::/16"], ["fd00::/16"]], // exactly /16; the overlay is fd12:…
+    [11, ["fd12:3456:789a:2::/64"], ["fd12:3456:789a:2::/64"]], // the /64 next door
+    [12, ["11.50.0.0/24", "11.0.0.0/8"], ["11.50.0.0/24", "11.0.0.0/8"]], // may overlap each other
+  ];
+  for (const [n, given, expected] of cases) {
+    assertEquals(checkSubnets(given, REALM), expected, `case ${n}`);
+  }
+  const max = Array.from({ length: MAX_SUBNETS }, (_, i) => `10.50.${i}.0/24`);
+  assertEquals(checkSubnets(max, REALM), max);
+});
+
+Deno.test("checkSubnets: anything else is a 400 saying why", () => {
+  const cases: [n: number, given: unknown, text: string][] = [
+    [1, "10.50.0.0/24", "list of CIDR strings"],
+    [2, null, "list of CIDR strings"],
+    [3, { 0: "10.50.0.0/24", length: 1 }, "list of CIDR strings"],
+    [4, ["10.50.0.0/24", 7], "list of CIDR strings"],
+    [5, [["10.50.0.0/24"]], "list of CIDR strings"],
+    [6, Array.from({ length: MAX_SUBNETS + 1 }, (_, i) => `10.50.${i}.0/24`), `at most ${MAX_SUBNETS}`],
+    [7, new Array(MAX_SUBNETS + 1).fill("10.50.0.0/24"), `at most ${MAX_SUBNETS}`],
+    [8, ["10.50.0.0/33"], "prefix"],
+    [9, ["10.50.0.0"], "no /prefix"],
+    [10, ["banana/24"], "neither IPv4 nor IPv6"],
+    [11, [""], "no /prefix"],
+    [12, ["10.50.0.0/24 "], "prefix"],
+    [13, ["x".repeat(100_000)], "no /prefix"],
+    [14, ["0.0.0.0/0"], "too wide"],
+    [15, ["8.0.0.0/7"], "too wide"],
+    [16, ["::/0"], "too wide"],
+    [17, ["2000::/3"], "too wide"],
+    [18, ["2001::/15"], "too wide"],
+    [19, ["10.128.0.0/24"], "overlaps the realm's overlay"],
+    [20, ["10.128.0.5/32"], "overlaps the realm's overlay"],
+    [21, ["10.0.0.0/8"], "overlaps the realm's overlay"],
+    [22, ["10.128.0.128/25"], "overlaps the realm's overlay"],
+    [23, ["fd12:3456:789a::/48"], "overlaps the realm's overlay"],
+    [24, ["fd12:3456:789a:1:2::/80"], "overlaps the realm's overlay"],
+    [25, ["fd12::/16"], "overlaps the realm's overlay"],
+    [26, ["10.50.0.0/24", "10.128.0.0/16"], "10.128.0.0/16"], // names the one refused
+  ];
+  for (const [n, given, text] of cases) {
+    const error = assertThrows(() => checkSubnets(given, REALM), GuardianError, text);
+    assertEquals(error.status, 400, `case ${n}`);
+  }
+  // The realm's IPv6 prefix counts as its /64, whatever prefix the row spells.
+  const wide = { ...REALM, cidr6: "fd12:3456:789a:1::/48" };
+  assertEquals(checkSubnets(["fd12:3456:789a:2::/64"], wide), ["fd12:3456:789a:2::/64"]);
+  assertThrows(() => checkSubnets(["fd12:3456:789a:1:8000::/65"], wide), GuardianError, "overlay");
+});
+
+/** The subnets a certificate carries, as text. */
+const certSubnets = (certificate: string) =>
+  decodeCertificate(fromBase64(certificate)!).subnets.map((b) => formatCidr(subnetFromBytes(b)!));
+
+Deno.test("guardian: login as a portal stores the subnets, normalised, and the certificate carries them", async () => {
+  const { guardian, reg } = await setup();
+  const { conflux_id, token } = await guardian.register(reg, { tag: "gw" });
+  const key = btoa(String.fromCharCode(...(await Identity.generate()).publicKey));
+
+  const first = await guardian.login(token, key, "guardian.test", {
+    portal: true,
+    subnets: ["192.168.1.7/24", "fd00:99::/32", "192.168.1.0/24"],
+  });
+  assertEquals(decodeCertificate(fromBase64(first.certificate)!).portal, 1);
+  assertEquals(certSubnets(first.certificate), ["192.168.1.0/24", "fd00:99::/32"]);
+  const row = guardian.store.confluxById(conflux_id)!;
+  assertEquals([row.portal, row.subnets], [true, ["192.168.1.0/24", "fd00:99::/32"]]);
+
+  // A later login without a change keeps them; new subnets replace them; portal false drops them.
+  assertEquals(certSubnets((await guardian.login(token, key, "guardian.test")).certificate), row.subnets);
+  const moved = await guardian.login(token, key, "guardian.test", { subnets: ["10.60.0.0/16"] });
+  assertEquals(certSubnets(moved.certificate), ["10.60.0.0/16"]);
+  const off = await guardian.login(token, key, "guardian.test", { portal: false });
+  assertEquals(decodeCertificate(fromBase64(off.certificate)!).portal, 0);
+  assertEquals([certSubnets(off.certificate), guardian.store.confluxById(conflux_id)!.subnets], [[], []]);
+});
+
+Deno.test("guardian: a bad subnet at login is a 400 and changes nothing", async () => {
+  const { guardian, call, reg } = await setup();
+  const { conflux_id, token } = await guardian.register(reg, { tag: "gw" });
+  const key = btoa(String.fromCharCode(...(await Identity.generate()).publicKey));
+  await guardian.login(token, key, "guardian.test", { portal: true, subnets: ["192.168.1.0/24"] });
+  const before = JSON.stringify(guardian.store.confluxById(conflux_id));
+
+  const bad: [n: number, change: Record<string, unknown>, text: string][] = [
+    [1, { subnets: ["192.168.1.0/33"] }, "prefix"],
+    [2, { subnets: ["0.0.0.0/0"] }, "too wide"],
+    [3, { subnets: ["10.128.0.0/16"] }, "overlay"],
+    [4, { subnets: "192.168.2.0/24" }, "list"],
+    [5, { portal: "yes" }, "portal must be"],
+    [6, { tag: "renamed", subnets: ["banana/24"] }, "neither IPv4 nor IPv6"],
+    [7, { tag: "renamed", portal: 1 }, "portal must be"],
+  ];
+  for (const [n, change, text] of bad) {
+    const error = await assertRejects(
+      () => guardian.login(token, key, "guardian.test", change),
+      GuardianError,
+    );
+    assertEquals(error.status, 400, `case ${n}: ${error.message}`);
+    assert(error.message.includes(text), `case ${n}: "${error.message}" lacks "${text}"`);
+    assertEquals(JSON.stringify(guardian.store.confluxById(conflux_id)), before, `case ${n} changed the row`);
+  }
+  // The same through the HTTP API.
+  const r = await call("POST", "/conflux/session/login", {
+    token,
+    body: { public_key: key, portal: true, subnets: ["10.128.0.0/24"] },
+  });
+  assertEquals([r.status, String(r.json.error).includes("overlay")], [400, true]);
+  assertEquals(JSON.stringify(guardian.store.confluxById(conflux_id)), before);
+});
+
+Deno.test("guardian API: registering as a portal with subnets gives certificates that carry them", async () => {
+  const { call, reg } = await setup();
+  const registered = await call("POST", "/conflux/register", {
+    token: reg,
+    body: { tag: "gw", portal: true, subnets: ["10.50.0.9/24"] },
+  });
+  assertEquals(registered.status, 201, JSON.stringify(registered.json));
+  const login = await call("POST", "/conflux/session/login", {
+    token: registered.json.token,
+    body: { public_key: btoa(String.fromCharCode(...(await Identity.generate()).publicKey)) },
+  });
+  assertEquals(login.status, 200, JSON.stringify(login.json));
+  assertEquals(decodeCertificate(fromBase64(login.json.certificate)!).portal, 1);
+  assertEquals(certSubnets(login.json.certificate), ["10.50.0.0/24"]);
 });

@@ -311,7 +311,7 @@ export class Guardian {
         taints,
         allowedTaints: row.taints,
         portal: req.portal === true,
-        subnets,
+        subnets: req.portal === true ? subnets : [], // a node that is no portal offers nothing
         createdAt: now,
       });
       this.store.consumeToken(row.id);
@@ -376,6 +376,7 @@ export class Guardian {
         `public_key must be a base64 ML-DSA-65 public key (${ML_DSA_65_PUBLIC_KEY_BYTES} bytes)`,
       );
     }
+    let renamed: string | undefined;
     if (tag !== undefined && tag !== row.tag) {
       if (typeof tag !== "string" || !isTag(tag)) {
         throw new GuardianError(
@@ -383,8 +384,7 @@ export class Guardian {
           `bad tag ${JSON.stringify(tag)}: a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`,
         );
       }
-      this.store.setTag(row.id, tag);
-      row.tag = tag;
+      renamed = tag;
     }
     const realm = this.store.realmById(row.realmId)!;
     if (change.portal !== undefined || change.subnets !== undefined) {
@@ -396,6 +396,11 @@ export class Guardian {
       this.store.setPortal(row.id, portal, subnets);
       row.portal = portal;
       row.subnets = subnets;
+    }
+    // The new tag is written only once every check has passed: a refused login changes nothing.
+    if (renamed !== undefined) {
+      this.store.setTag(row.id, renamed);
+      row.tag = renamed;
     }
     const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
     const now = this.options.clock();

@@ -16,6 +16,7 @@ import { readKernelFile, writeKernelFile } from "../../ffi/loader.ts";
 import { runHost, type RunResult } from "../service/systemd.ts";
 import { type Cidr, parseCidr } from "../tun/ip.ts";
 import { formatCidr, overlaps } from "./subnets.ts";
+import { MAX_SUBNETS } from "../wire/certificate.ts";
 
 /** The metric of routes to portal subnets: above the kernel's connected and usual static routes. */
 export const PORTAL_ROUTE_METRIC = 1000;
@@ -57,7 +58,8 @@ export function subnetsFromRoutes(json: string, ifname: string, exclude: Cidr[])
   if (!Array.isArray(routes)) {
     throw new Error("could not read the routing table: expected a JSON array of routes");
   }
-  const out: string[] = [];
+  // A Set, not an array scan: a router with a full table has hundreds of thousands of routes.
+  const out = new Set<string>();
   for (const r of routes) {
     if (typeof r !== "object" || r === null) continue;
     const { dst, dev, type } = r as Record<string, unknown>;
@@ -78,10 +80,9 @@ export function subnetsFromRoutes(json: string, ifname: string, exclude: Cidr[])
       continue;
     }
     if (exclude.some((e) => overlaps(e, c))) continue;
-    const text = formatCidr(c);
-    if (!out.includes(text)) out.push(text);
+    out.add(formatCidr(c));
   }
-  return out;
+  return [...out];
 }
 
 /** The subnets this host reaches (see subnetsFromRoutes), read with `ip`. */
@@ -91,6 +92,12 @@ export async function detectSubnets(host: PortalHost, ifname: string, exclude: C
     const r = await host.run("ip", ["-j", family, "route", "show", "table", "main"]);
     if (!r.ok) throw new Error(`could not read the routing table: ip ${family} route: ${r.stderr.trim()}`);
     found.push(...subnetsFromRoutes(r.stdout || "[]", ifname, exclude));
+  }
+  if (found.length > MAX_SUBNETS) {
+    throw new Error(
+      `portal: the routing table holds ${found.length} networks, more than the ${MAX_SUBNETS} a portal may offer: ` +
+        "name the ones to offer with --subnets",
+    );
   }
   return found;
 }
@@ -103,6 +110,7 @@ export function portalTable(ifname: string): string {
 /** The nftables script that creates the portal's table (after deleting any left by an earlier run). */
 export function portalRuleset(ifname: string, subnets: Cidr[]): string {
   const table = portalTable(ifname);
+  if (/["\\]/.test(ifname)) throw new RangeError(`portal: interface name ${ifname} has a quote or backslash`);
   const dev = JSON.stringify(ifname);
   const lines = [`table inet ${table}`, `delete table inet ${table}`, `table inet ${table} {`];
   const families = ([[4, "ip", "ipv4_addr"], [6, "ip6", "ipv6_addr"]] as const)
@@ -113,9 +121,11 @@ export function portalRuleset(ifname: string, subnets: Cidr[]): string {
       nets: subnets.filter((c) => c.version === v).map(formatCidr),
     }))
     .filter((f) => f.nets.length > 0);
+  // auto-merge: offered subnets may overlap (10.0.0.0/8 and 10.50.0.0/16), which an interval set refuses.
   for (const f of families) {
+    const elements = f.nets.join(", ");
     lines.push(
-      `  set offered${f.v} { type ${f.type}; flags interval; elements = { ${f.nets.join(", ")} }; }`,
+      `  set offered${f.v} { type ${f.type}; flags interval; auto-merge; elements = { ${elements} }; }`,
     );
   }
   lines.push(
@@ -189,7 +199,7 @@ export class KernelRoutes implements AsyncDisposable {
       const wanted = new Set(subnets);
       for (const s of this.#installed) if (!wanted.has(s)) await this.#route("del", s);
       for (const s of wanted) if (!this.#installed.has(s)) await this.#route("replace", s);
-    });
+    }).catch((error) => this.host.log(`portal: routes: ${(error as Error).message}`));
     return this.#work;
   }
 

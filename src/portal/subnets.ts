@@ -103,7 +103,12 @@ export class SubnetTable {
 
   /** Every routed subnet, most specific first. */
   routes(): SubnetRoute[] {
-    return this.#routes.map(({ subnet, node, tag, shadowed }) => ({ subnet, node, tag, shadowed }));
+    return this.#routes.map(({ subnet, node, tag, shadowed }) => ({
+      subnet,
+      node,
+      tag,
+      shadowed: [...shadowed],
+    }));
   }
 
   /** The subnets, for the kernel's routing table. */

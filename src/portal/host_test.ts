@@ -1,0 +1,494 @@
+import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { mutants } from "../../tests/fuzz.ts";
+import type { RunResult } from "../service/systemd.ts";
+import { type Cidr, parseCidr } from "../tun/ip.ts";
+import {
+  detectSubnets,
+  KernelRoutes,
+  openPortal,
+  PORTAL_ROUTE_METRIC,
+  type PortalHost,
+  portalRuleset,
+  portalTable,
+  subnetsFromRoutes,
+} from "./host.ts";
+import { formatCidr, overlaps } from "./subnets.ts";
+
+const FORWARD4 = "/proc/sys/net/ipv4/ip_forward";
+const FORWARD6 = "/proc/sys/net/ipv6/conf/all/forwarding";
+const READ_ERROR = "could not read the routing table";
+
+/** A host in memory: records every command and setting write; answers are programmable. */
+class FakeHost implements PortalHost {
+  readonly calls: { command: string; args: string[]; input?: string }[] = [];
+  readonly settings = new Map<string, string>([[FORWARD4, "0\n"], [FORWARD6, "0\n"]]);
+  readonly writes: [path: string, value: string][] = [];
+  readonly lines: string[] = [];
+  /** The result of a command (default: success, no output). */
+  answer: (command: string, args: string[]) => Partial<RunResult> = () => ({});
+  /** Writing `path` throws when this says so. */
+  refuseWrite: (path: string, value: string) => boolean = () => false;
+
+  run = (command: string, args: string[], input?: string): Promise<RunResult> => {
+    this.calls.push(input === undefined ? { command, args } : { command, args, input });
+    return Promise.resolve({ ok: true, stdout: "", stderr: "", ...this.answer(command, args) });
+  };
+
+  readSetting = (path: string): string => {
+    const value = this.settings.get(path);
+    if (value === undefined) throw new Error(`${path}: No such file or directory`);
+    return value;
+  };
+
+  writeSetting = (path: string, value: string): void => {
+    if (this.refuseWrite(path, value)) throw new Error(`${path}: Permission denied`);
+    this.writes.push([path, value]);
+    this.settings.set(path, value);
+  };
+
+  log = (line: string): void => {
+    this.lines.push(line);
+  };
+
+  /** Every command run, as one line each. */
+  get commands(): string[] {
+    return this.calls.map((c) => [c.command, ...c.args].join(" "));
+  }
+}
+
+const cidrs = (...texts: string[]): Cidr[] => texts.map((t) => parseCidr(t));
+const EXCLUDE = cidrs("10.128.0.0/16", "fd12:3456:789a:1::/64");
+
+/** `ip -j -4 route show table main` of a host with a LAN, a routed network, docker, and this node's TUN. */
+const ROUTES4 = JSON.stringify([
+  { dst: "default", gateway: "192.168.1.1", dev: "eth0", protocol: "dhcp", metric: 100, flags: [] },
+  { dst: "10.20.0.0/16", gateway: "192.168.1.254", dev: "eth0", flags: [] },
+  {
+    dst: "10.128.0.0/24",
+    dev: "veilnet0",
+    protocol: "kernel",
+    scope: "link",
+    prefsrc: "10.128.0.1",
+    flags: [],
+  },
+  { dst: "10.128.0.0/9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // overlaps the overlay
+  { dst: "169.254.0.0/16", dev: "eth0", scope: "link", metric: 1000, flags: [] },
+  { dst: "172.17.0.0/16", dev: "docker0", protocol: "kernel", scope: "link", flags: ["linkdown"] },
+  { dst: "192.168.1.0/24", dev: "eth0", protocol: "kernel", scope: "link", metric: 100, flags: [] },
+  { dst: "192.168.1.77/24", dev: "eth0", flags: [] }, // the same network, host bits set
+  { dst: "192.168.1.6/31", dev: "eth2", flags: [] },
+  { dst: "203.0.113.9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // one host
+  { type: "blackhole", dst: "198.51.100.0/24", flags: [] },
+  { type: "unreachable", dst: "198.18.0.0/15", flags: [] },
+  { type: "unicast", dst: "10.30.0.0/16", dev: "eth1", flags: [] },
+  { dst: "224.0.0.0/4", dev: "eth0", scope: "link", flags: [] },
+  { dst: "8.0.0.0/7", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // wider than /8
+  { dst: "11.0.0.0/8", gateway: "192.168.1.254", dev: "eth0", flags: [] },
+  { dst: "127.0.0.0/8", dev: "lo", flags: [] },
+]);
+const EXPECTED4 = [
+  "10.20.0.0/16",
+  "172.17.0.0/16",
+  "192.168.1.0/24",
+  "192.168.1.6/31",
+  "10.30.0.0/16",
+  "11.0.0.0/8",
+];
+
+/** `ip -j -6 route show table main` of the same host. */
+const ROUTES6 = JSON.stringify([
+  { dst: "::1", dev: "lo", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "2001:db8:5::/64", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
+  { dst: "fd12:3456:789a:1::/64", dev: "veilnet0", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "fd12:3456:789a::/48", dev: "eth1", metric: 1024, pref: "medium" }, // holds the overlay's /64
+  { dst: "fe80::/64", dev: "eth0", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "febf::/16", dev: "eth0", metric: 256 }, // link-local too (fe80::/10)
+  { dst: "ff00::/8", dev: "eth0", metric: 256, pref: "medium" },
+  { dst: "fd00:99::/32", gateway: "fe80::1", dev: "eth0", metric: 1024, pref: "medium" },
+  { dst: "2001::/15", gateway: "fe80::1", dev: "eth0" }, // wider than /16
+  { dst: "2a00::/16", gateway: "fe80::1", dev: "eth0" },
+  { dst: "2001:db8:5::1", gateway: "fe80::1", dev: "eth0" }, // one host
+  { dst: "default", gateway: "fe80::1", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
+]);
+const EXPECTED6 = ["2001:db8:5::/64", "fd00:99::/32", "2a00::/16"];
+
+/** Every result of subnetsFromRoutes must be a clean subnet a portal may offer. */
+function assertOfferable(subnets: string[], what: string): void {
+  for (const s of subnets) {
+    const c = parseCidr(s);
+    assertEquals(formatCidr(c), s, `${what}: ${s} is not normalised`);
+    assert(
+      c.prefix >= (c.version === 4 ? 8 : 16) && c.prefix < (c.version === 4 ? 32 : 128),
+      `${what}: ${s}`,
+    );
+    assert(!EXCLUDE.some((e) => overlaps(e, c)), `${what}: ${s} overlaps the overlay`);
+  }
+  assertEquals(new Set(subnets).size, subnets.length, `${what}: duplicates`);
+}
+
+/** Calls subnetsFromRoutes; the only exception allowed is the documented Error. */
+function tryRoutes(json: string, what: string): string[] | undefined {
+  try {
+    const out = subnetsFromRoutes(json, "veilnet0", EXCLUDE);
+    assertOfferable(out, what);
+    return out;
+  } catch (error) {
+    assert(error instanceof Error && error.constructor === Error, `${what}: threw ${error}`);
+    assert(error.message.startsWith(READ_ERROR), `${what}: ${error.message}`);
+    return undefined;
+  }
+}
+
+Deno.test("subnetsFromRoutes keeps the networks and skips default, TUN, loopback, link-local, multicast, hosts, too wide, overlay", () => {
+  assertEquals(subnetsFromRoutes(ROUTES4, "veilnet0", EXCLUDE), EXPECTED4);
+  assertEquals(subnetsFromRoutes(ROUTES6, "veilnet0", EXCLUDE), EXPECTED6);
+  assertEquals(subnetsFromRoutes("[]", "veilnet0", EXCLUDE), []);
+  // Nothing excluded: the routes that only overlapped the overlay come back; the TUN's own still does not.
+  assertEquals(subnetsFromRoutes(ROUTES4, "veilnet0", []), [
+    "10.20.0.0/16",
+    "10.128.0.0/9",
+    ...EXPECTED4.slice(1),
+  ]);
+  assertEquals(subnetsFromRoutes(ROUTES6, "veilnet0", []), [
+    "2001:db8:5::/64",
+    "fd12:3456:789a::/48",
+    "fd00:99::/32",
+    "2a00::/16",
+  ]);
+});
+
+Deno.test("subnetsFromRoutes: text that is not JSON, or not an array, is the documented Error", () => {
+  const cases: [n: number, text: string][] = [
+    [1, ""],
+    [2, "   \n"],
+    [3, "not json"],
+    [4, "<html><body>502</body></html>"],
+    [5, "["],
+    [6, '[{"dst":"10.20.0.0/16"}'],
+    [7, "[1,]"],
+    [8, "undefined"],
+    [9, "NaN"],
+    [10, "\u0000\u0001\u0002"],
+    [11, "ip: command not found"],
+    [12, "{}"],
+    [13, "null"],
+    [14, "1"],
+    [15, '"[]"'],
+    [16, "true"],
+    [17, '{"0":{"dst":"10.20.0.0/16"},"length":1}'],
+    [18, '{"routes":[{"dst":"10.20.0.0/16"}]}'],
+  ];
+  for (const [n, text] of cases) {
+    const error = assertThrows(() => subnetsFromRoutes(text, "veilnet0", []), Error, READ_ERROR);
+    assertEquals(error.constructor, Error, `case ${n}`);
+  }
+});
+
+Deno.test("subnetsFromRoutes: entries of the wrong shape or type are skipped, never thrown on", () => {
+  const entries: unknown[] = [
+    null,
+    0,
+    "10.20.0.0/16",
+    true,
+    [],
+    ["10.20.0.0/16"],
+    {},
+    { dst: 10 },
+    { dst: null },
+    { dst: { toString: "10.20.0.0/16" } },
+    { dst: ["10.20.0.0/16"] },
+    { dst: "" },
+    { dst: "/" },
+    { dst: "10.20.0.0/" },
+    { dst: "10.20.0.0/08" },
+    { dst: "10.20.0.0/-1" },
+    { dst: "10.20.0.0/33" },
+    { dst: "10.20.0.0/16/16" },
+    { dst: "10.20.0/16" },
+    { dst: "10.20.0.256/24" },
+    { dst: "1.2.3.4.5/24" },
+    { dst: "fd00:::/32" },
+    { dst: "fd00::%eth0/64" },
+    { dst: "fd00::/129" },
+    { dst: "::ffff:10.20.0.0/16" }, // a valid IPv6 /16 (::/16): kept
+    { dst: "10.40.0.0/16", type: 1 },
+    { dst: "10.41.0.0/16", type: null },
+    { dst: "10.42.0.0/16", type: "local" },
+    { dst: "10.43.0.0/16", dev: 7 }, // a strange dev is not the TUN: kept
+    { dst: "10.44.0.0/16", dev: "veilnet0" },
+    { dst: "a".repeat(1 << 20) },
+    { dst: "1".repeat(1 << 20) + "/24" },
+    { dst: "10.46.0.0/" + "9".repeat(1 << 16) },
+  ];
+  assertEquals(subnetsFromRoutes(JSON.stringify(entries), "veilnet0", EXCLUDE), [
+    "::/16",
+    "10.43.0.0/16",
+  ]);
+  // A "__proto__" key in the JSON is just a property: it does not lend the entry a dev.
+  const proto = '[{"dst":"10.45.0.0/16","__proto__":{"dev":"veilnet0","type":"local"}}]';
+  assertEquals(subnetsFromRoutes(proto, "veilnet0", EXCLUDE), ["10.45.0.0/16"]);
+});
+
+Deno.test("subnetsFromRoutes: every truncation is either the documented Error or a prefix of the full answer", () => {
+  for (const [json, full] of [[ROUTES4, EXPECTED4], [ROUTES6, EXPECTED6]] as const) {
+    for (let length = 0; length <= json.length; length++) {
+      const out = tryRoutes(json.slice(0, length), `truncated to ${length}`);
+      if (out !== undefined) assertEquals(out, full.slice(0, out.length), `truncated to ${length}`);
+    }
+  }
+});
+
+Deno.test("subnetsFromRoutes: mutated tables never throw anything but the documented Error", () => {
+  const decoder = new TextDecoder();
+  for (const json of [ROUTES4, ROUTES6]) {
+    const valid = new TextEncoder().encode(json);
+    for (const m of mutants(valid, 3_000, { seed: json.length })) tryRoutes(decoder.decode(m.bytes), m.what);
+  }
+});
+
+Deno.test("subnetsFromRoutes: oversize tables are read in linear time", () => {
+  // 100k distinct networks (a router with a large table).
+  const many = Array.from({ length: 100_000 }, (_, i) => ({
+    dst: `${20 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}.0/24`,
+    dev: "eth0",
+  }));
+  const started = performance.now();
+  const out = subnetsFromRoutes(JSON.stringify(many), "veilnet0", EXCLUDE);
+  assertEquals(out.length, 100_000);
+  assertEquals([out[0], out.at(-1)], ["20.0.0.0/24", "21.134.159.0/24"]);
+  // Generous: linear takes well under a second; the quadratic dedupe this replaced took about 40 s.
+  assert(performance.now() - started < 10_000, `took ${performance.now() - started} ms`);
+
+  // 100k copies of one route, 100k junk entries, and arrays nested 100k deep.
+  const same = JSON.stringify(Array.from({ length: 100_000 }, () => ({ dst: "10.20.0.0/16", dev: "eth0" })));
+  assertEquals(subnetsFromRoutes(same, "veilnet0", EXCLUDE), ["10.20.0.0/16"]);
+  assertEquals(subnetsFromRoutes(JSON.stringify(new Array(100_000).fill("x")), "veilnet0", EXCLUDE), []);
+  assertEquals(subnetsFromRoutes("[".repeat(100_000) + "]".repeat(100_000), "veilnet0", EXCLUDE), []);
+  assertEquals(tryRoutes("[".repeat(100_000), "deep and unclosed"), undefined);
+});
+
+Deno.test("detectSubnets reads both families' main tables with ip and joins them", async () => {
+  const host = new FakeHost();
+  host.answer = (_, args) => ({ stdout: args[1] === "-4" ? ROUTES4 : ROUTES6 });
+  assertEquals(await detectSubnets(host, "veilnet0", EXCLUDE), [...EXPECTED4, ...EXPECTED6]);
+  assertEquals(host.commands, ["ip -j -4 route show table main", "ip -j -6 route show table main"]);
+  assertEquals(host.calls.map((c) => c.input), [undefined, undefined]);
+
+  // No IPv6 at all: ip prints nothing, which is no routes.
+  host.answer = (_, args) => ({ stdout: args[1] === "-4" ? ROUTES4 : "" });
+  assertEquals(await detectSubnets(host, "veilnet0", EXCLUDE), EXPECTED4);
+});
+
+Deno.test("detectSubnets: a failing ip, or garbage from it, is an Error saying so", async () => {
+  const host = new FakeHost();
+  host.answer = (_, args) =>
+    args[1] === "-6" ? { ok: false, stderr: "RTNETLINK answers: Address family not supported\n" } : {};
+  await assertRejects(
+    () => detectSubnets(host, "veilnet0", []),
+    Error,
+    "could not read the routing table: ip -6 route: RTNETLINK answers: Address family not supported",
+  );
+  host.answer = () => ({ stdout: "Usage: ip [ OPTIONS ] OBJECT" });
+  await assertRejects(() => detectSubnets(host, "veilnet0", []), Error, READ_ERROR);
+});
+
+Deno.test("portalTable makes an nft identifier of any interface name", () => {
+  assertEquals(portalTable("veilnet0"), "veilnet_portal_veilnet0");
+  assertEquals(portalTable("veil-net.0"), "veilnet_portal_veil_net_0");
+  assertEquals(portalTable('a"b c;{}'), "veilnet_portal_a_b_c___");
+});
+
+Deno.test("portalRuleset: only the offered subnets are forwarded to and masqueraded; the rest from the TUN is dropped", () => {
+  assertEquals(
+    portalRuleset("veilnet0", cidrs("10.50.0.7/24", "192.168.1.0/24", "fd00:99::/32")),
+    [
+      "table inet veilnet_portal_veilnet0",
+      "delete table inet veilnet_portal_veilnet0",
+      "table inet veilnet_portal_veilnet0 {",
+      "  set offered4 { type ipv4_addr; flags interval; auto-merge; elements = { 10.50.0.0/24, 192.168.1.0/24 }; }",
+      "  set offered6 { type ipv6_addr; flags interval; auto-merge; elements = { fd00:99::/32 }; }",
+      "  chain forward {",
+      "    type filter hook forward priority filter; policy accept;",
+      '    iifname "veilnet0" ip daddr @offered4 accept',
+      '    iifname "veilnet0" ip6 daddr @offered6 accept',
+      '    iifname "veilnet0" counter drop comment "a portal forwards only to the subnets it offers"',
+      "  }",
+      "  chain postrouting {",
+      "    type nat hook postrouting priority srcnat; policy accept;",
+      '    iifname "veilnet0" ip daddr @offered4 masquerade',
+      '    iifname "veilnet0" ip6 daddr @offered6 masquerade',
+      "  }",
+      "}",
+      "",
+    ].join("\n"),
+  );
+  // One family: no set, accept or masquerade for the other.
+  const four = portalRuleset("veilnet0", cidrs("10.50.0.0/24"));
+  assert(!four.includes("ip6") && !four.includes("offered6"), four);
+  // Nothing offered: everything from the TUN is dropped.
+  const none = portalRuleset("veilnet0", []);
+  assert(!none.includes("set ") && !none.includes("accept\n") && !none.includes("masquerade"), none);
+  assert(none.includes('iifname "veilnet0" counter drop'), none);
+});
+
+Deno.test("portalRuleset: overlapping offered subnets go into auto-merge sets, which nft accepts", () => {
+  // Without auto-merge nft refuses the whole script ("conflicting intervals specified") and no portal opens;
+  // a routing table with 10.0.0.0/8 via a gateway and a connected 10.50.0.0/16 gives exactly this.
+  const script = portalRuleset("veilnet0", cidrs("10.0.0.0/8", "10.50.0.0/16", "fd00::/16", "fd00:1::/32"));
+  assert(script.includes("flags interval; auto-merge; elements = { 10.0.0.0/8, 10.50.0.0/16 }"), script);
+  assert(script.includes("flags interval; auto-merge; elements = { fd00::/16, fd00:1::/32 }"), script);
+});
+
+Deno.test("openPortal applies the rules, switches forwarding on for the offered families only, and puts it back", async () => {
+  const host = new FakeHost();
+  const portal = await openPortal(host, "veilnet0", ["10.50.0.0/24", "192.168.1.0/24"]);
+  assertEquals(host.commands, ["nft -f -"]);
+  const script = host.calls[0]!.input!;
+  assertEquals(script, portalRuleset("veilnet0", cidrs("10.50.0.0/24", "192.168.1.0/24")));
+  assert(script.includes("elements = { 10.50.0.0/24, 192.168.1.0/24 }"), script);
+  assert(script.includes('iifname "veilnet0" counter drop'), script);
+  assertEquals(host.writes, [[FORWARD4, "1\n"]], "no IPv6 forwarding for IPv4 subnets");
+
+  await portal[Symbol.asyncDispose]();
+  assertEquals(host.writes, [[FORWARD4, "1\n"], [FORWARD4, "0\n"]]);
+  assertEquals(host.settings.get(FORWARD6), "0\n");
+  assertEquals(host.commands, ["nft -f -", "nft delete table inet veilnet_portal_veilnet0"]);
+
+  // Both families.
+  const both = new FakeHost();
+  await (await openPortal(both, "veilnet0", ["10.50.0.0/24", "fd00:99::/32"]))[Symbol.asyncDispose]();
+  assertEquals(both.writes, [[FORWARD4, "1\n"], [FORWARD6, "1\n"], [FORWARD6, "0\n"], [FORWARD4, "0\n"]]);
+});
+
+Deno.test("openPortal leaves forwarding that was already on alone, and does not turn it off on close", async () => {
+  const host = new FakeHost();
+  host.settings.set(FORWARD4, "1\n");
+  host.settings.set(FORWARD6, "1"); // no newline: still on
+  const portal = await openPortal(host, "veilnet0", ["10.50.0.0/24", "fd00:99::/32"]);
+  assertEquals(host.writes, []);
+  await portal[Symbol.asyncDispose]();
+  assertEquals(host.writes, []);
+  assertEquals([host.settings.get(FORWARD4), host.settings.get(FORWARD6)], ["1\n", "1"]);
+  assertEquals(host.commands, ["nft -f -", "nft delete table inet veilnet_portal_veilnet0"]);
+});
+
+Deno.test("openPortal: a second close puts nothing back twice; a table already gone is logged, not thrown", async () => {
+  const host = new FakeHost();
+  const portal = await openPortal(host, "veilnet0", ["10.50.0.0/24"]);
+  await portal[Symbol.asyncDispose]();
+  host.settings.set(FORWARD4, "1\n"); // someone switched it on again since
+  host.answer = (_, args) =>
+    args[0] === "delete" ? { ok: false, stderr: "Error: No such file or directory" } : {};
+  await portal[Symbol.asyncDispose]();
+  assertEquals(host.writes, [[FORWARD4, "1\n"], [FORWARD4, "0\n"]]);
+  assertEquals(host.settings.get(FORWARD4), "1\n");
+  assert(host.lines.some((l) => l.includes("could not delete nftables table")), host.lines.join("\n"));
+});
+
+Deno.test("openPortal: nft refusing the rules is an Error naming nft, and no setting is touched", async () => {
+  const host = new FakeHost();
+  host.answer = () => ({ ok: false, stderr: "Error: Could not process rule: Operation not permitted\n" });
+  const error = await assertRejects(
+    () => openPortal(host, "veilnet0", ["10.50.0.0/24", "fd00:99::/32"]),
+    Error,
+    "nft",
+  );
+  assert(error.message.includes("Operation not permitted"), error.message);
+  assertEquals(host.writes, []);
+  assertEquals(host.commands, ["nft -f -"]);
+});
+
+Deno.test("openPortal: a subnet that is not a CIDR is refused before anything runs", async () => {
+  const host = new FakeHost();
+  await assertRejects(() => openPortal(host, "veilnet0", ["10.50.0.0/24", "banana"]), SyntaxError, "banana");
+  assertEquals([host.calls, host.writes], [[], []]);
+});
+
+Deno.test("openPortal: forwarding that cannot be switched on deletes the table again and rejects", async () => {
+  const host = new FakeHost();
+  host.refuseWrite = () => true;
+  await assertRejects(() => openPortal(host, "veilnet0", ["10.50.0.0/24"]), Error, "Permission denied");
+  assertEquals(host.commands, ["nft -f -", "nft delete table inet veilnet_portal_veilnet0"]);
+  assertEquals(host.writes, []);
+  assertEquals(host.settings.get(FORWARD4), "0\n");
+});
+
+Deno.test("openPortal: IPv4 switched on but IPv6 refused: IPv4 is put back, the table deleted, and it rejects", async () => {
+  const host = new FakeHost();
+  host.refuseWrite = (path) => path === FORWARD6;
+  await assertRejects(
+    () => openPortal(host, "veilnet0", ["10.50.0.0/24", "fd00:99::/32"]),
+    Error,
+    "could not switch IP forwarding on",
+  );
+  assertEquals(host.writes, [[FORWARD4, "1\n"], [FORWARD4, "0\n"]]);
+  assertEquals(host.commands.at(-1), "nft delete table inet veilnet_portal_veilnet0");
+
+  // No IPv6 in the kernel at all (the setting cannot be read): the same.
+  const noSix = new FakeHost();
+  noSix.settings.delete(FORWARD6);
+  await assertRejects(() => openPortal(noSix, "veilnet0", ["fd00:99::/32"]), Error, "No such file");
+  assertEquals(noSix.commands, ["nft -f -", "nft delete table inet veilnet_portal_veilnet0"]);
+});
+
+const route = (action: string, subnet: string) =>
+  `ip route ${action} ${subnet} dev veilnet0 metric ${PORTAL_ROUTE_METRIC}`;
+
+Deno.test("KernelRoutes adds what is new, removes what is gone, and removes everything on dispose", async () => {
+  const host = new FakeHost();
+  const routes = new KernelRoutes(host, "veilnet0");
+  await routes.sync(["10.50.0.0/24", "fd00:99::/32"]);
+  assertEquals(host.commands, [route("replace", "10.50.0.0/24"), route("replace", "fd00:99::/32")]);
+  assertEquals(PORTAL_ROUTE_METRIC, 1000);
+
+  host.calls.length = 0;
+  await routes.sync(["fd00:99::/32", "10.60.0.0/16"]);
+  assertEquals(host.commands, [route("del", "10.50.0.0/24"), route("replace", "10.60.0.0/16")]);
+
+  host.calls.length = 0;
+  await routes.sync(["10.60.0.0/16", "fd00:99::/32"]); // the same set: nothing to do
+  assertEquals(host.commands, []);
+
+  await routes[Symbol.asyncDispose]();
+  assertEquals(host.commands.sort(), [route("del", "10.60.0.0/16"), route("del", "fd00:99::/32")].sort());
+});
+
+Deno.test("KernelRoutes: a refused route is not recorded, so the next sync tries it again and dispose leaves it", async () => {
+  const host = new FakeHost();
+  let refuse = true;
+  host.answer = (_, args) =>
+    refuse && args[2] === "10.60.0.0/16" ? { ok: false, stderr: "Error: Nexthop device is not up.\n" } : {};
+  const routes = new KernelRoutes(host, "veilnet0");
+  await routes.sync(["10.50.0.0/24", "10.60.0.0/16"]);
+  assert(host.lines.some((l) => l.includes("no route to 10.60.0.0/16")), host.lines.join("\n"));
+
+  host.calls.length = 0;
+  await routes.sync(["10.50.0.0/24", "10.60.0.0/16"]);
+  assertEquals(host.commands, [route("replace", "10.60.0.0/16")]);
+
+  host.calls.length = 0;
+  await routes[Symbol.asyncDispose]();
+  assertEquals(host.commands, [route("del", "10.50.0.0/24")]);
+
+  // Once the device is up it goes in, and out again on dispose.
+  refuse = false;
+  host.calls.length = 0;
+  await routes.sync(["10.60.0.0/16"]);
+  await routes[Symbol.asyncDispose]();
+  assertEquals(host.commands, [route("replace", "10.60.0.0/16"), route("del", "10.60.0.0/16")]);
+});
+
+Deno.test("KernelRoutes: syncs run one after another in the order given, without waiting to be awaited", async () => {
+  const host = new FakeHost();
+  const routes = new KernelRoutes(host, "veilnet0");
+  void routes.sync(["10.1.0.0/16"]);
+  void routes.sync(["10.2.0.0/16"]);
+  await routes.sync(["10.2.0.0/16", "10.3.0.0/16"]);
+  assertEquals(host.commands, [
+    route("replace", "10.1.0.0/16"),
+    route("del", "10.1.0.0/16"),
+    route("replace", "10.2.0.0/16"),
+    route("replace", "10.3.0.0/16"),
+  ]);
+  await routes[Symbol.asyncDispose]();
+});
