@@ -41,7 +41,7 @@ export const COMMANDS: readonly Command[] = [
     name: "run",
     usage:
       "run [--config FILE] [--ifname veilnet] [--tag T] [--dns-listen ADDR[:PORT]|off] [--no-dns-forward] " +
-      "[--metrics 127.0.0.1:PORT] [--portal [--subnets C,...]] [--tether-idle 30s] [--no-tun]",
+      "[--metrics 127.0.0.1:PORT] [--portal [--subnets C,...] | --no-portal] [--tether-idle 30s] [--no-tun]",
     summary: "run a node in the foreground from env/saved config (the default)",
     details: [
       "--config FILE       saved config to use (default: conflux.json, else up.json, in the config dir)",
@@ -52,6 +52,7 @@ export const COMMANDS: readonly Command[] = [
       "--metrics H:P       serve /metrics and /healthz on a loopback address (env VEILNET_METRICS)",
       "-p, --portal        forward permitted peers' traffic to this host's networks, NATed (env VEILNET_CONFLUX_PORTAL=true)",
       "--subnets C,...     the networks offered (env VEILNET_CONFLUX_SUBNETS; default: from the routing table)",
+      "--no-portal         stop being a portal (the Guardian keeps portal mode between runs until then)",
       "--tether-idle D     dissolve tethers idle this long (env VEILNET_TETHER_IDLE; default 30s)",
       "--no-tun            control plane only: no TUN device (and no DNS unless --dns-listen)",
       "env VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN replace the saved token and Guardian",

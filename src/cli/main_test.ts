@@ -47,6 +47,8 @@ Deno.test("cli: bad command lines exit non-zero with one clear line", async () =
     [["run"], 2, "not registered"],
     [["run", "--metrics", "0.0.0.0:9464"], 2, "loopback"],
     [["run", "--config", `${dir}/nope.json`], 2, "no such file"],
+    [["run", "--subnets", "10.50.0.0/24"], 2, "goes with --portal"],
+    [["run", "--portal", "--subnets", "10.50.0.0"], 2, "--subnets"],
     [["ping"], 2, "missing argument"],
     [["ping", "b", "--count", "0"], 2, "--count"],
     [["ping", "b"], 1, "no node is running"],

@@ -163,6 +163,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     "no-dns-forward": { type: "boolean", default: false },
     metrics: { type: "string" },
     portal: { type: "boolean", short: "p" },
+    "no-portal": { type: "boolean" },
     subnets: { type: "string" },
   });
   const saved = savedForRun(values.config);
@@ -182,7 +183,15 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
       `--metrics listens on loopback only (127.0.0.1:PORT or [::1]:PORT), got "${metricsFlag}"`,
     );
   }
-  const portal = values.portal || env("VEILNET_CONFLUX_PORTAL") === "true" || undefined;
+  // The Guardian keeps portal mode between runs: --no-portal (or VEILNET_CONFLUX_PORTAL=false) ends it.
+  const portalEnv = env("VEILNET_CONFLUX_PORTAL");
+  const portal = values.portal
+    ? true
+    : values["no-portal"]
+    ? false
+    : portalEnv
+    ? portalEnv === "true"
+    : undefined;
   const subnets = cidrList(values.subnets ?? env("VEILNET_CONFLUX_SUBNETS"), "--subnets");
   if (subnets && !portal) throw new UsageError("--subnets goes with --portal");
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
