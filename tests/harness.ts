@@ -5,6 +5,8 @@
  * @module
  */
 
+import { selfCommand } from "../src/service/systemd.ts";
+
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
 /** A free TCP port on loopback (bound and released; good enough on a test machine). */
@@ -222,7 +224,8 @@ export class NodeProc implements AsyncDisposable {
 
   /** Starts `run` and waits until its local API answers. */
   async start(): Promise<void> {
-    const run = [Deno.execPath(), "run", "-A", "--quiet", MAIN, "run", ...(this.options.runFlags ?? [])];
+    // With the permissions a node has outside tests (the systemd unit's), never -A.
+    const run = [...selfCommand(this.configDir), "run", ...(this.options.runFlags ?? [])];
     this.proc = this.options.netns
       ? new Proc(this.tag, "ip", ["netns", "exec", this.options.netns, ...run], this.env)
       : new Proc(this.tag, run[0]!, [...run.slice(1), "--no-tun"], this.env);

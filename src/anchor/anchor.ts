@@ -82,7 +82,7 @@ class Egress {
   readonly inflight = new Set<Promise<void>>();
   pending = 0;
   lastUsed: number;
-  /** The next hop the last batch took. */
+  /** The next hop the last batch sent went through (what status reports as the path). */
   hop: string;
   /** Until when batches go over the backup pipeline without waiting for a tether (ms). */
   backupUntil = 0;
@@ -172,7 +172,7 @@ export class Anchor {
     e.builder.reset();
     const { streams, tethers } = this.#o;
     const sealer = streams.ready(e.peer);
-    const hop = e.hop = this.#o.nextHop(e.peer);
+    const hop = this.#o.nextHop(e.peer);
     const now = this.#o.clock();
     let work: Promise<void>;
     if (sealer && tethers.info(hop)?.state === "open") {
@@ -209,6 +209,8 @@ export class Anchor {
 
   #sent(peer: string, hop: string, message: Uint8Array, bytes: number, count: number): void {
     if (!this.#o.tethers.send(hop, message)) return this.#drop("send-failed", count);
+    const e = this.#egress.get(peer);
+    if (e) e.hop = hop;
     this.#countTx(peer, bytes, count);
   }
 
