@@ -56,7 +56,10 @@ export class ConflictError extends Error {
   override name = "ConflictError";
 }
 
+// busy_timeout: the server and an admin command (guardian token create --data-dir) share the file; a write
+// waits for the other's instead of failing with "database is locked".
 const SCHEMA = `
+PRAGMA busy_timeout = 5000;
 PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);

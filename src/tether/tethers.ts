@@ -5,6 +5,10 @@
  * one exchange, candidates inside. If both offer at once, the lower node id's offer wins and the other side
  * answers it. An Offer for a peer that already has a tether replaces it (the peer restarted or dissolved its
  * side). A tether with no traffic either way for the idle period closes, and says so with a Close signal.
+ *
+ * A handshake that fails while the tether forms is tried again (up to `TETHER_FORM_TRIES` in all) by each
+ * side that waits for the tether: on a busy machine libdatachannel 0.24.5 loses a race of its own (see
+ * `#linkClosed`), and an unlucky first packet must not cost the route.
  * @module
  */
 
@@ -19,6 +23,13 @@ import {
 } from "../tuning.ts";
 import { TetherSignalType } from "../wire/control.ts";
 import { WebRtcLink } from "./webrtc.ts";
+
+/**
+ * Handshakes a side that waits for a tether tries before it gives up (see `#linkClosed`): a race lost on a
+ * busy machine seldom repeats, and each try costs one offer and answer. (A tuning constant; it lives here,
+ * beside the only code that uses it, rather than in tuning.ts.)
+ */
+export const TETHER_FORM_TRIES = 3;
 
 /** A signal to or from a peer (the body of a TetherSignal control message). */
 export interface Signal {
@@ -64,6 +75,10 @@ interface Tether {
   offerTimer?: ReturnType<typeof setInterval>;
   /** The answer we sent, for a resent offer whose first answer was lost. */
   answer?: Signal;
+  /** Someone here waits for it to open (ensure() was called): a failed handshake is then tried again. */
+  wanted?: boolean;
+  /** Handshakes tried for its waiters so far, this one included. */
+  tries: number;
   /** Smoothed round-trip time from probes (ms). */
   rttMs?: number;
 }
@@ -102,6 +117,7 @@ export class Tethers {
       settle,
       lastActivity: this.#clock(),
       lastHeard: this.#clock(),
+      tries: 1,
       txBytes: 0,
       rxBytes: 0,
     };
@@ -135,8 +151,25 @@ export class Tethers {
         t.rxBytes += data.length;
         this.#o.onMessage(t.peer, data);
       },
-      onClose: (reason: string) => this.#drop(t, reason),
+      onClose: (reason: string) => this.#linkClosed(t, reason),
     };
+  }
+
+  /**
+   * The link of `t` went away. A tether still forming usually lost a race inside libdatachannel 0.24.5 rather
+   * than its peer: setRemoteDescription hands the ICE agent the answer before it keeps it for the DTLS
+   * fingerprint check, so when the peer's certificate arrives in between (a busy machine) the handshake fails
+   * on both sides ("certificate verify failed" here, "unknown CA" there, and the answer throws "Got a remote
+   * candidate without ICE transport"). A side that waits for the tether offers again, up to TETHER_FORM_TRIES
+   * handshakes in all, and its waiters wait for that; if both sides do, the glare rule keeps one.
+   */
+  #linkClosed(t: Tether, reason: string): void {
+    if (
+      t.state !== "connecting" || !t.wanted || t.tries >= TETHER_FORM_TRIES || this.#tethers.get(t.peer) !== t
+    ) {
+      return this.#drop(t, reason);
+    }
+    this.#drop(t, `${reason}; forming again`, this.#offer(t.peer, { tries: t.tries + 1 }));
   }
 
   /** Closes a tether. Its waiters learn it failed, unless `successor` takes over (they wait for that one). */
@@ -163,13 +196,23 @@ export class Tethers {
     };
   }
 
-  /** The tether to `peer`, formed if there is none. Resolves true once it is open, false if it cannot form. */
+  /**
+   * The tether to `peer`, formed if there is none. Resolves true once it is open, false if it cannot form (in
+   * TETHER_FORM_TRIES handshakes, or in time).
+   */
   ensure(peer: string): Promise<boolean> {
     if (this.#closed) return Promise.resolve(false);
-    const existing = this.#tethers.get(peer);
-    if (existing) return existing.opened;
+    const t = this.#tethers.get(peer) ?? this.#offer(peer);
+    t.wanted = true;
+    return t.opened;
+  }
+
+  /** Starts offering a tether to `peer` (for someone who waits); it is the peer's tether at once. */
+  #offer(peer: string, options: { tries?: number } = {}): Tether {
     const session = crypto.getRandomValues(new Uint8Array(16));
     const t = this.#new(peer, toHex(session), true);
+    t.wanted = true;
+    t.tries = options.tries ?? 1;
     void (async () => {
       try {
         const { link, sdp } = await WebRtcLink.offer(
@@ -186,7 +229,7 @@ export class Tethers {
         this.#drop(t, `offer failed: ${(error as Error).message}`);
       }
     })();
-    return t.opened;
+    return t;
   }
 
   /** Sends a data message over an open tether; false if there is none (the caller forms one and waits). */
@@ -232,6 +275,11 @@ export class Tethers {
       return;
     }
     const answering = this.#new(peer, session, false);
+    if (t?.state === "connecting") {
+      // Its waiters wait for this one now: the same try of theirs, answered the peer's way.
+      answering.wanted = t.wanted;
+      answering.tries = t.tries;
+    }
     if (t) this.#drop(t, "replaced by the peer's new offer", answering);
     try {
       const { link, sdp } = await WebRtcLink.answer(
