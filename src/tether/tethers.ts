@@ -25,11 +25,11 @@ import { TetherSignalType } from "../wire/control.ts";
 import { WebRtcLink } from "./webrtc.ts";
 
 /**
- * Handshakes a side that waits for a tether tries before it gives up (see `#linkClosed`): a race lost on a
- * busy machine seldom repeats, and each try costs one offer and answer. (A tuning constant; it lives here,
- * beside the only code that uses it, rather than in tuning.ts.)
+ * Handshakes a side that waits for a tether tries before it gives up (see `#linkClosed`). On a busy machine
+ * the race comes in bursts (two or three lost in a row were seen under load), and a try costs only an offer
+ * and an answer. (A tuning constant; it lives here, beside the only code that uses it, not in tuning.ts.)
  */
-export const TETHER_FORM_TRIES = 3;
+export const TETHER_FORM_TRIES = 5;
 
 /** A signal to or from a peer (the body of a TetherSignal control message). */
 export interface Signal {
