@@ -11,7 +11,7 @@ import type { NodeStatus, PeerStatus } from "./agent/status.ts";
 import { connectNats } from "./control/nats.ts";
 import { serveNodeDns } from "./dns/serve.ts";
 import { detectSubnets, KernelRoutes, openPortal, portalHost } from "./portal/host.ts";
-import { formatCidr, subnetFromBytes } from "./portal/subnets.ts";
+import { formatCidr, subnetsOf } from "./portal/subnets.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
 import { isTag } from "./wire/certificate.ts";
@@ -146,8 +146,7 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       await agent.offerSubnets(await detectSubnets(host, ifname, []));
     }
     if (useTun && agent.certificate.portal) {
-      const offered = agent.certificate.subnets.map(subnetFromBytes).filter((c) => c !== undefined)
-        .map(formatCidr);
+      const offered = subnetsOf(agent.certificate.subnets).map(formatCidr);
       if (offered.length === 0) log("portal: no subnets to offer (give them with --subnets)");
       else {
         const portal = await openPortal(host, ifname, offered);

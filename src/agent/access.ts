@@ -7,7 +7,7 @@
  */
 
 import { bytesEqual } from "../crypto/identity.ts";
-import { contains, subnetFromBytes } from "../portal/subnets.ts";
+import { contains, subnetsOf } from "../portal/subnets.ts";
 import { destinationOf, sourceOf } from "../tun/ip.ts";
 
 /** The part of a certificate access control reads. */
@@ -42,10 +42,7 @@ export interface AddressFacts {
 export function ownsAddress(node: AddressFacts, address: Uint8Array): boolean {
   if (bytesEqual(address, address.length === 4 ? node.ipv4 : node.ipv6)) return true;
   if (node.portal !== 1) return false;
-  return node.subnets.some((bytes) => {
-    const c = subnetFromBytes(bytes);
-    return c !== undefined && contains(c, address);
-  });
+  return subnetsOf(node.subnets).some((c) => contains(c, address));
 }
 
 /**

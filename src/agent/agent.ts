@@ -15,8 +15,8 @@ import type { LoginResponse } from "../guardian/guardian.ts";
 import { fromBase64 } from "../guardian/guardian.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
-import { type Cidr, formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
-import { formatCidr, type Offer, subnetFromBytes, SubnetTable } from "../portal/subnets.ts";
+import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { contains, formatCidr, type Offer, subnetsOf, SubnetTable } from "../portal/subnets.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
@@ -242,14 +242,9 @@ export class Agent implements AsyncDisposable {
   inOverlay(address: string): boolean {
     const cert = this.#session.cert;
     const v4 = parseIPv4(address);
-    const bytes = v4 ?? parseIPv6(address);
-    if (!bytes) return false;
-    const [net, prefix] = v4 ? [cert.ipv4, cert.prefix4] : [cert.ipv6, cert.prefix6];
-    for (let bit = 0; bit < prefix; bit++) {
-      const mask = 0x80 >> (bit & 7);
-      if ((bytes[bit >> 3]! & mask) !== (net[bit >> 3]! & mask)) return false;
-    }
-    return true;
+    if (v4) return contains({ version: 4, address: cert.ipv4, prefix: cert.prefix4 }, v4);
+    const v6 = parseIPv6(address);
+    return v6 !== undefined && contains({ version: 6, address: cert.ipv6, prefix: cert.prefix6 }, v6);
   }
 
   /** Whether this node may carry traffic between two of its peers: both known, and allowed to talk. */
@@ -332,7 +327,12 @@ export class Agent implements AsyncDisposable {
       this.#routes4.set(ipv4Key(cert.ipv4), id);
       this.#routes6.set(toHex(cert.ipv6), id);
       if (cert.portal) {
-        offers.push({ node: id, tag: cert.tag, conflux: toHex(cert.conflux), subnets: subnetsOf(cert) });
+        offers.push({
+          node: id,
+          tag: cert.tag,
+          conflux: toHex(cert.conflux),
+          subnets: subnetsOf(cert.subnets),
+        });
       }
     }
     const before = this.#subnets.subnets.join(",");
@@ -496,7 +496,7 @@ export class Agent implements AsyncDisposable {
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
       handshakeFailures: this.#data?.streams.failures ?? 0,
       ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
-      portal: cert.portal ? subnetsOf(cert).map(formatCidr) : [],
+      portal: cert.portal ? subnetsOf(cert.subnets).map(formatCidr) : [],
       subnets: this.#subnets.routes(),
     };
   }
@@ -547,11 +547,6 @@ export class Agent implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
-}
-
-/** The valid subnets a certificate lists. */
-function subnetsOf(cert: VerifiedCertificate): Cidr[] {
-  return cert.subnets.map(subnetFromBytes).filter((c) => c !== undefined);
 }
 
 function ipv4Key(a: Uint8Array): number {

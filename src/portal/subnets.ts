@@ -20,6 +20,18 @@ export function subnetFromBytes(bytes: Uint8Array): Cidr | undefined {
   return { version: size === 4 ? 4 : 6, address: masked(bytes.slice(0, size), prefix), prefix };
 }
 
+const parsed = new WeakMap<readonly Uint8Array[], Cidr[]>();
+
+/**
+ * The valid subnets of a certificate's list, parsed once per list (a verified certificate never changes, and the
+ * data plane asks for every packet from a portal).
+ */
+export function subnetsOf(list: readonly Uint8Array[]): Cidr[] {
+  let subnets = parsed.get(list);
+  if (!subnets) parsed.set(list, subnets = list.map(subnetFromBytes).filter((c) => c !== undefined));
+  return subnets;
+}
+
 /** A subnet as certificate bytes. */
 export function subnetToBytes(c: Cidr): Uint8Array {
   return Uint8Array.of(...masked(c.address, c.prefix), c.prefix);

@@ -112,28 +112,26 @@ export function ipVersion(packet: Uint8Array): 0 | 4 | 6 {
   return 0;
 }
 
-/** The destination address of a packet (a view), or undefined for a non-IP packet. */
-export function destinationOf(packet: Uint8Array): Uint8Array | undefined {
+/** The address field at `v4` (IPv4) or `v6` (IPv6) bytes into a packet (a view), or undefined if not IP. */
+function addressAt(packet: Uint8Array, v4: number, v6: number): Uint8Array | undefined {
   switch (ipVersion(packet)) {
     case 4:
-      return packet.subarray(16, 20);
+      return packet.subarray(v4, v4 + 4);
     case 6:
-      return packet.subarray(24, 40);
+      return packet.subarray(v6, v6 + 16);
     default:
       return undefined;
   }
 }
 
+/** The destination address of a packet (a view), or undefined for a non-IP packet. */
+export function destinationOf(packet: Uint8Array): Uint8Array | undefined {
+  return addressAt(packet, 16, 24);
+}
+
 /** The source address of a packet (a view), or undefined for a non-IP packet. */
 export function sourceOf(packet: Uint8Array): Uint8Array | undefined {
-  switch (ipVersion(packet)) {
-    case 4:
-      return packet.subarray(12, 16);
-    case 6:
-      return packet.subarray(8, 24);
-    default:
-      return undefined;
-  }
+  return addressAt(packet, 12, 8);
 }
 
 /** Adds 16-bit big-endian words of `bytes` to `sum` (one's complement, not yet folded). */
