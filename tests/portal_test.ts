@@ -22,6 +22,37 @@ function webServer(ns: Netns, address: string, text: string): Proc {
   return new Proc(`web ${address}`, "ip", ["netns", "exec", ns.name, Deno.execPath(), "eval", code]);
 }
 
+/** The web servers of both tests: the LAN's on 10.50.0.10 and the internet's on 203.0.113.10, listening. */
+async function webServers(lan: Netns, inet: Netns) {
+  const servers = {
+    lan: webServer(lan, "10.50.0.10", "hello from the LAN"),
+    inet: webServer(inet, "203.0.113.10", "hello from the internet"),
+    async [Symbol.asyncDispose]() {
+      await servers.lan[Symbol.asyncDispose]();
+      await servers.inet[Symbol.asyncDispose]();
+    },
+  };
+  await waitFor(
+    "web servers",
+    10_000,
+    () => servers.lan.output.includes("listening") && servers.inet.output.includes("listening"),
+  );
+  return servers;
+}
+
+/** GETs `url` from inside `ns` (failing after `seconds`). */
+function curl(ns: Netns, url: string, seconds: number) {
+  return ns.exec("curl", ["-sS", "--max-time", String(seconds), url], { allowFailure: true });
+}
+
+/** What a portal changes on its host: the nftables ruleset and IPv4 forwarding. */
+async function hostState(ns: Netns) {
+  return {
+    rules: (await ns.exec("nft", ["list", "ruleset"])).text,
+    forwarding: (await ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim(),
+  };
+}
+
 /**
  * Links namespace `inner` to `outer` with a veth: the outer end gets `outerCidr`; the inner end gets `innerCidr`,
  * or without it joins the inner namespace's bridge br0.
@@ -62,19 +93,10 @@ Deno.test({
     await link(ns("p"), lan, "lan0", "10.50.0.1/24");
     await link(ns("q"), lan, "lan1", "10.50.0.2/24");
     await link(ns("p"), inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
-    await using lanWeb = webServer(lan, "10.50.0.10", "hello from the LAN");
-    await using inetWeb = webServer(inet, "203.0.113.10", "hello from the internet");
-    await waitFor(
-      "web servers",
-      10_000,
-      () => lanWeb.output.includes("listening") && inetWeb.output.includes("listening"),
-    );
+    await using web = await webServers(lan, inet);
+    const [lanWeb, inetWeb] = [web.lan, web.inet];
 
-    const hostState = async (name: string) => ({
-      rules: (await ns(name).exec("nft", ["list", "ruleset"])).text,
-      forwarding: (await ns(name).exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim(),
-    });
-    const before: Record<string, unknown> = { p: await hostState("p"), q: await hostState("q") };
+    const before: Record<string, unknown> = { p: await hostState(ns("p")), q: await hostState(ns("q")) };
 
     const token = await w.guardian.admin(["token", "create", "--realm", "home"]);
     await using dir = await tempDir("vc-portal-");
@@ -109,7 +131,7 @@ Deno.test({
       5_000,
       async () => (await aNs.exec("ip", ["route", "show", "10.50.0.0/24"])).text.includes("dev veilnet"),
     );
-    const during = await hostState(chosen.tag);
+    const during = await hostState(ns(chosen.tag));
     assertEquals(during.forwarding, "1");
     assert(
       during.rules.includes("veilnet_portal_veilnet") && during.rules.includes("masquerade"),
@@ -117,9 +139,7 @@ Deno.test({
     );
 
     // A fetches the page through the overlay, masqueraded at the chosen portal (the LAN needs no route back).
-    const curl = (ns: Netns, url: string) =>
-      ns.exec("curl", ["-sS", "--max-time", "4", url], { allowFailure: true });
-    const page = await curl(aNs, "http://10.50.0.10/");
+    const page = await curl(aNs, "http://10.50.0.10/", 4);
     assertEquals([page.code, page.text], [0, "hello from the LAN"], page.errors);
     assert(lanWeb.output.endsWith(`request from ${lanAddress[chosen.tag]}\n`), lanWeb.output);
 
@@ -127,12 +147,12 @@ Deno.test({
     const xNs = ns("x");
     assertEquals((await w.node("x").status()).json.subnets, []);
     await xNs.exec("ip", ["route", "add", "10.50.0.0/24", "dev", "veilnet"]);
-    assertFalse((await curl(xNs, "http://10.50.0.10/")).code === 0, "X reached the LAN");
+    assertFalse((await curl(xNs, "http://10.50.0.10/", 4)).code === 0, "X reached the LAN");
 
     // The internet behind P is not offered: even with a route into the overlay, A's traffic goes nowhere.
     await aNs.exec("ip", ["route", "add", "203.0.113.0/24", "dev", "veilnet"]);
     assertFalse(
-      (await curl(aNs, "http://203.0.113.10/")).code === 0,
+      (await curl(aNs, "http://203.0.113.10/", 4)).code === 0,
       "A reached the internet through a portal",
     );
     assertFalse(inetWeb.output.includes("request"), "the internet server saw a request");
@@ -140,19 +160,19 @@ Deno.test({
 
     // The chosen portal exits: its host is as before, and the other portal carries A's traffic.
     await chosen.stop();
-    assertEquals(await hostState(chosen.tag), before[chosen.tag]);
+    assertEquals(await hostState(ns(chosen.tag)), before[chosen.tag]);
     await waitFor(
       `A to route through ${standby.tag}`,
       15_000,
       async () => (await routes()).join() === `10.50.0.0/24 via ${standby.tag} ()`,
     );
-    const again = await curl(aNs, "http://10.50.0.10/");
+    const again = await curl(aNs, "http://10.50.0.10/", 4);
     assertEquals([again.code, again.text], [0, "hello from the LAN"], again.errors);
     assert(lanWeb.output.endsWith(`request from ${lanAddress[standby.tag]}\n`), lanWeb.output);
 
     // The other exits too: A forgets the subnet and its kernel route.
     await standby.stop();
-    assertEquals(await hostState(standby.tag), before[standby.tag]);
+    assertEquals(await hostState(ns(standby.tag)), before[standby.tag]);
     await waitFor(
       "A to drop the route",
       15_000,
@@ -176,22 +196,14 @@ Deno.test({
     await link(r, inet, "inet0", "203.0.113.1/24", "203.0.113.10/24");
     await s.exec("ip", ["route", "add", "default", "via", "10.128.0.1"]);
     await inet.exec("ip", ["route", "add", "default", "via", "203.0.113.1"]); // it could answer, if asked
-    await using lanWeb = webServer(lan, "10.50.0.10", "hello from the LAN");
-    await using inetWeb = webServer(inet, "203.0.113.10", "hello from the internet");
-    await waitFor(
-      "web servers",
-      10_000,
-      () => lanWeb.output.includes("listening") && inetWeb.output.includes("listening"),
-    );
-    const curl = (url: string) => s.exec("curl", ["-sS", "--max-time", "3", url], { allowFailure: true });
-    const forwarding = async () => (await r.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])).text.trim();
-    const rules = async () => (await r.exec("nft", ["list", "ruleset"])).text;
+    await using web = await webServers(lan, inet);
+    const inetWeb = web.inet;
 
     // Control: plain forwarding on R would carry S to the internet.
     await r.exec("sh", ["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
-    assertEquals((await curl("http://203.0.113.10/")).text, "hello from the internet");
+    assertEquals((await curl(s, "http://203.0.113.10/", 3)).text, "hello from the internet");
     await r.exec("sh", ["-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"]);
-    const before = { forwarding: await forwarding(), rules: await rules() };
+    const before = await hostState(r);
 
     const host = new URL("../src/portal/host.ts", import.meta.url).href;
     const script = `import { openPortal, portalHost } from "${host}";
@@ -203,21 +215,21 @@ Deno.test({
       Deno.exit(0);`;
     await using portal = new Proc("portal", "ip", ["netns", "exec", r.name, Deno.execPath(), "eval", script]);
     await waitFor("the portal's rules", 10_000, () => portal.output.includes("portal open"));
-    assertEquals(await forwarding(), "1");
+    assertEquals((await hostState(r)).forwarding, "1");
 
-    const page = await curl("http://10.50.0.10/");
+    const page = await curl(s, "http://10.50.0.10/", 3);
     assertEquals([page.code, page.text], [0, "hello from the LAN"], page.errors);
-    const internet = await curl("http://203.0.113.10/");
+    const internet = await curl(s, "http://203.0.113.10/", 3);
     assertFalse(internet.code === 0, "the portal forwarded to the internet");
     assertEquals(
       inetWeb.output.match(/request/g)?.length,
       1,
       "only the control request reached the internet",
     );
-    assert((await rules()).includes("a portal forwards only to the subnets it offers"));
+    assert((await hostState(r)).rules.includes("a portal forwards only to the subnets it offers"));
 
     await portal.stop();
     assert(portal.output.includes("portal closed"), portal.output);
-    assertEquals({ forwarding: await forwarding(), rules: await rules() }, before);
+    assertEquals(await hostState(r), before);
   },
 });

@@ -36,6 +36,17 @@ function pair(
     a: nodes.aa!,
     b: nodes.bb!,
     received,
+    /** Waits (at most `ms`) until bb and aa have received at least `bb` and `aa` messages. */
+    delivered: (ms: number, bb: number, aa: number) =>
+      within(
+        ms,
+        "delivery",
+        (async () => {
+          while (received.bb!.length < bb || received.aa!.length < aa) {
+            await new Promise((r) => setTimeout(r, 20));
+          }
+        })(),
+      ),
     async [Symbol.asyncDispose]() {
       nodes.aa!.close();
       nodes.bb!.close();
@@ -54,15 +65,7 @@ test("tethers: the first packet forms a tether that carries every message both w
   assert(await within(10_000, "open on the answering side", p.b.ensure("aa")));
   for (let i = 0; i < 500; i++) assert(p.a.send("bb", Uint8Array.of(i & 0xff, 1, 2)));
   for (let i = 0; i < 500; i++) assert(p.b.send("aa", new Uint8Array(1400).fill(i & 0xff)));
-  await within(
-    10_000,
-    "delivery",
-    (async () => {
-      while (p.received.bb!.length < 500 || p.received.aa!.length < 500) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })(),
-  );
+  await p.delivered(10_000, 500, 500);
   // Channels are unordered: compare what arrived, not in which order.
   const firsts = p.received.bb!.map((m) => m[0]!).sort((x, y) => x - y);
   assertEquals(firsts, Array.from({ length: 500 }, (_, i) => i & 0xff).sort((x, y) => x - y));
@@ -75,15 +78,7 @@ test("tethers: both sides forming at once end with one working tether", async ()
   const [x, y] = await within(10_000, "open", Promise.all([p.a.ensure("bb"), p.b.ensure("aa")]));
   assert(x && y);
   assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
-  await within(
-    5_000,
-    "delivery",
-    (async () => {
-      while (p.received.bb!.length < 1 || p.received.aa!.length < 1) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })(),
-  );
+  await p.delivered(5_000, 1, 1);
 });
 
 /**
@@ -111,13 +106,7 @@ test("tethers: a handshake that fails while forming is tried again, and the teth
   await using p = pair({ alter: spoilAnswers(1).alter });
   assert(await within(10_000, "open", p.a.ensure("bb")));
   assert(p.a.send("bb", Uint8Array.of(1)));
-  await within(
-    5_000,
-    "delivery",
-    (async () => {
-      while (p.received.bb!.length < 1) await new Promise((r) => setTimeout(r, 20));
-    })(),
-  );
+  await p.delivered(5_000, 1, 0);
 });
 
 test("tethers: a handshake that fails while both sides form at once is tried again, by both", async () => {
@@ -125,15 +114,7 @@ test("tethers: a handshake that fails while both sides form at once is tried aga
   const [x, y] = await within(10_000, "open", Promise.all([p.a.ensure("bb"), p.b.ensure("aa")]));
   assert(x && y);
   assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
-  await within(
-    5_000,
-    "delivery",
-    (async () => {
-      while (p.received.bb!.length < 1 || p.received.aa!.length < 1) {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })(),
-  );
+  await p.delivered(5_000, 1, 1);
 });
 
 test("tethers: a handshake that keeps failing is given up after TETHER_FORM_TRIES tries", async () => {
