@@ -92,9 +92,7 @@ export function cString(value: string): Uint8Array {
  * whole program runs with --allow-all; the agent runs with narrower permissions and --allow-ffi.
  */
 export function readKernelFile(path: string): string {
-  const c = libc();
-  const fd = sys(`open ${path}`, () => c.open(cString(path), LINUX.O_RDONLY | LINUX.O_CLOEXEC, 0));
-  try {
+  return withFile(path, LINUX.O_RDONLY, (c, fd) => {
     const decoder = new TextDecoder();
     const chunk = new Uint8Array(65536);
     let text = "";
@@ -103,18 +101,23 @@ export function readKernelFile(path: string): string {
       if (n === 0) return text + decoder.decode();
       text += decoder.decode(chunk.subarray(0, n), { stream: true });
     }
-  } finally {
-    c.close(fd);
-  }
+  });
 }
 
 /** Writes a small kernel file (a /proc/sys setting) through libc, for the same reason as readKernelFile. */
 export function writeKernelFile(path: string, text: string): void {
-  const c = libc();
-  const fd = sys(`open ${path}`, () => c.open(cString(path), LINUX.O_WRONLY | LINUX.O_CLOEXEC, 0));
-  try {
+  withFile(path, LINUX.O_WRONLY, (c, fd) => {
     const bytes = new TextEncoder().encode(text);
     sys(`write ${path}`, () => c.write(fd, bytes, BigInt(bytes.length)));
+  });
+}
+
+/** Opens `path` with `flags`, runs `use` on the descriptor, and closes it. */
+function withFile<T>(path: string, flags: number, use: (c: Libc, fd: number) => T): T {
+  const c = libc();
+  const fd = sys(`open ${path}`, () => c.open(cString(path), flags | LINUX.O_CLOEXEC, 0));
+  try {
+    return use(c, fd);
   } finally {
     c.close(fd);
   }

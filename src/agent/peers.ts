@@ -39,7 +39,6 @@ export interface PeerTableOptions {
   realm: Uint8Array;
   realmKey: Uint8Array;
   clock: () => number;
-  /** Called when a node joins or leaves the table. */
   /** A peer joined or left, or changed what it routes (its addresses or portal subnets). */
   onChange?: (event: "joined" | "left" | "changed", peer: Peer) => void;
 }
