@@ -18,6 +18,8 @@ export interface RealmRow {
   cidr6: string;
   /** Base64 of the realm's 32-byte ML-DSA-65 seed. */
   keySeed: string;
+  /** OIDC settings: when set, registering needs a valid identity token from this issuer. */
+  oidc: RealmOidc | null;
   createdAt: number;
 }
 
@@ -26,8 +28,12 @@ export interface RegistrationTokenRow {
   id: string;
   realmId: string;
   secretHash: string;
-  /** Taints a node registered with this token may hold; empty means any. */
+  /** Taints a node registered with this token may hold (and holds, unless it asks for fewer). */
   taints: string[];
+  /** The administrator's explicit "any taint": a node may hold any taint it asks for. */
+  anyTaints: boolean;
+  /** Portal subnets a node registered with this token may offer. */
+  subnets: string[];
   /** Registrations left, or null for unlimited. */
   usesLeft: number | null;
   expiresAt: number | null;
@@ -44,11 +50,58 @@ export interface ConfluxRow {
   /** IPv4 address as an unsigned 32-bit integer. */
   ip4: number;
   taints: string[];
-  /** Taints this node may ever hold (from its registration token); empty means any. */
+  /** Taints this node may hold (granted by its token or the administrator). */
   allowedTaints: string[];
+  /** The administrator's explicit "any taint". */
+  anyTaints: boolean;
   portal: boolean;
+  /** The subnets it offers as a portal: a subset of grantedSubnets. */
   subnets: string[];
+  /** Portal subnets the administrator granted (on its token or later). */
+  grantedSubnets: string[];
+  /** The identity verified at registration (OIDC), if the realm asks for one. */
+  identity: NodeIdentity | null;
+  /** Node id (hex) of its latest session, when it logged in last, and when its latest certificate expires. */
+  nodeId: string | null;
+  lastLogin: number | null;
+  certExpires: number;
+  /** When the administrator revoked it (it can no longer log in), or null. */
+  revokedAt: number | null;
   createdAt: number;
+}
+
+/** A verified identity: who registered a node, according to the realm's OIDC issuer. */
+export interface NodeIdentity {
+  issuer: string;
+  subject: string;
+  email?: string;
+}
+
+/** A realm's OIDC settings, set by the administrator (never taken from a client). */
+export interface RealmOidc {
+  issuer: string;
+  jwksUrl: string;
+  audience: string;
+  /** A claim whose values (strings) become taints granted to the node, e.g. "groups". */
+  taintsClaim?: string;
+}
+
+/** One login session: its NATS user key, so the session can be revoked at the Master. */
+export interface SessionRow {
+  confluxId: string;
+  realmId: string;
+  nodeId: string;
+  natsUser: string;
+  issuedAt: number;
+  expiresAt: number;
+}
+
+/** "Every certificate of this node issued before `before` is void", kept until no such certificate can live. */
+export interface RevocationRow {
+  realmId: string;
+  confluxId: string;
+  before: number;
+  until: number;
 }
 
 /** A constraint the caller broke (duplicate name, address taken): the API turns it into 409. */
@@ -58,10 +111,14 @@ export class ConflictError extends Error {
 
 // busy_timeout: the server and an admin command (guardian token create --data-dir) share the file; a write
 // waits for the other's instead of failing with "database is locked".
-const SCHEMA = `
+const PRAGMAS = `
 PRAGMA busy_timeout = 5000;
 PRAGMA journal_mode = WAL;
 PRAGMA foreign_keys = ON;
+`;
+
+/** The first schema (user_version 0). Later changes are MIGRATIONS, never edits here. */
+const SCHEMA_V0 = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS realms (
   id TEXT PRIMARY KEY, name TEXT NOT NULL UNIQUE, cidr4 TEXT NOT NULL, cidr6 TEXT NOT NULL,
@@ -76,6 +133,71 @@ CREATE TABLE IF NOT EXISTS confluxes (
   portal INTEGER NOT NULL, subnets TEXT NOT NULL, created_at INTEGER NOT NULL,
   UNIQUE (realm_id, ip4));
 `;
+
+/**
+ * Schema changes, in order: migration i brings user_version i to i + 1, in one transaction with the version bump.
+ * Append only; each says in a comment what it changes and what happens to rows written before it.
+ */
+const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
+  // 0 -> 1, the trust model: what a node may hold is what an administrator granted.
+  // - Tokens grant taints explicitly (`any_taints` is the administrator's explicit "any"); a token written before
+  //   with no taints (which meant "any") now grants none. Tokens grant portal subnets too.
+  // - Nodes keep their grant: an older node's grant becomes the taints and subnets it holds now (so running nodes
+  //   keep working and cannot widen themselves later).
+  // - Tags are unique per realm: an older duplicate tag keeps its oldest holder; the others get "-<id>" appended.
+  // - Sessions (to revoke NATS credentials), retired addresses (not given out while a certificate may live),
+  //   revocations (sent to nodes at login), OIDC settings per realm and the verified identity per node.
+  (db) => {
+    db.exec(`
+      ALTER TABLE registration_tokens ADD COLUMN any_taints INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE registration_tokens ADD COLUMN subnets TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE confluxes ADD COLUMN any_taints INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE confluxes ADD COLUMN granted_subnets TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE confluxes ADD COLUMN identity TEXT;
+      ALTER TABLE confluxes ADD COLUMN node_id TEXT;
+      ALTER TABLE confluxes ADD COLUMN last_login INTEGER;
+      ALTER TABLE confluxes ADD COLUMN cert_expires INTEGER NOT NULL DEFAULT 0;
+      ALTER TABLE confluxes ADD COLUMN revoked_at INTEGER;
+      ALTER TABLE realms ADD COLUMN oidc TEXT;
+      UPDATE confluxes SET allowed_taints = taints WHERE allowed_taints = '[]';
+      UPDATE confluxes SET granted_subnets = subnets;
+      UPDATE confluxes SET tag = tag || '-' || substr(id, 1, 8) WHERE EXISTS (
+        SELECT 1 FROM confluxes o WHERE o.realm_id = confluxes.realm_id AND o.tag = confluxes.tag
+          AND (o.created_at < confluxes.created_at OR (o.created_at = confluxes.created_at AND o.id < confluxes.id)));
+      CREATE UNIQUE INDEX confluxes_tag ON confluxes (realm_id, tag);
+      CREATE TABLE sessions (
+        conflux_id TEXT NOT NULL, realm_id TEXT NOT NULL, node_id TEXT NOT NULL, nats_user TEXT NOT NULL,
+        issued_at INTEGER NOT NULL, expires_at INTEGER NOT NULL);
+      CREATE INDEX sessions_conflux ON sessions (conflux_id);
+      CREATE TABLE retired_addresses (
+        realm_id TEXT NOT NULL, ip4 INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (realm_id, ip4));
+      CREATE TABLE revocations (
+        realm_id TEXT NOT NULL, conflux_id TEXT NOT NULL, before INTEGER NOT NULL, until INTEGER NOT NULL);
+    `);
+  },
+];
+
+/** Applies the migrations a database has not had yet. */
+function migrate(db: DatabaseSync): void {
+  const version = () =>
+    Number((db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+  while (version() < MIGRATIONS.length) {
+    const v = version();
+    db.exec("BEGIN IMMEDIATE");
+    try {
+      if (version() === v) { // another process may have migrated while we waited for the lock
+        MIGRATIONS[v]!(db);
+        db.exec(`PRAGMA user_version = ${v + 1}`);
+      }
+      db.exec("COMMIT");
+    } catch (error) {
+      db.exec("ROLLBACK");
+      throw new Error(`guardian store: migration ${v} -> ${v + 1} failed: ${(error as Error).message}`, {
+        cause: error,
+      });
+    }
+  }
+}
 
 /** Columns of any table, so rows can be read with property access. */
 type Column =
@@ -96,7 +218,20 @@ type Column =
   | "allowed_taints"
   | "portal"
   | "subnets"
-  | "value";
+  | "value"
+  | "any_taints"
+  | "granted_subnets"
+  | "identity"
+  | "node_id"
+  | "last_login"
+  | "cert_expires"
+  | "revoked_at"
+  | "oidc"
+  | "conflux_id"
+  | "nats_user"
+  | "issued_at"
+  | "before"
+  | "until";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -106,6 +241,7 @@ function realm(r: Row): RealmRow {
     cidr4: String(r.cidr4),
     cidr6: String(r.cidr6),
     keySeed: String(r.key_seed),
+    oidc: r.oidc === null || r.oidc === undefined ? null : JSON.parse(String(r.oidc)),
     createdAt: Number(r.created_at),
   };
 }
@@ -116,6 +252,8 @@ function token(r: Row): RegistrationTokenRow {
     realmId: String(r.realm_id),
     secretHash: String(r.secret_hash),
     taints: JSON.parse(String(r.taints)),
+    anyTaints: Number(r.any_taints) === 1,
+    subnets: JSON.parse(String(r.subnets)),
     usesLeft: r.uses_left === null ? null : Number(r.uses_left),
     expiresAt: r.expires_at === null ? null : Number(r.expires_at),
     revoked: Number(r.revoked) === 1,
@@ -132,8 +270,15 @@ function conflux(r: Row): ConfluxRow {
     ip4: Number(r.ip4),
     taints: JSON.parse(String(r.taints)),
     allowedTaints: JSON.parse(String(r.allowed_taints)),
+    anyTaints: Number(r.any_taints) === 1,
     portal: Number(r.portal) === 1,
     subnets: JSON.parse(String(r.subnets)),
+    grantedSubnets: JSON.parse(String(r.granted_subnets)),
+    identity: r.identity === null ? null : JSON.parse(String(r.identity)),
+    nodeId: r.node_id === null ? null : String(r.node_id),
+    lastLogin: r.last_login === null ? null : Number(r.last_login),
+    certExpires: Number(r.cert_expires),
+    revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
     createdAt: Number(r.created_at),
   };
 }
@@ -145,7 +290,9 @@ export class Store implements Disposable {
   /** Opens (and creates if needed) the database at `path` (":memory:" for tests). */
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
-    this.#db.exec(SCHEMA);
+    this.#db.exec(PRAGMAS);
+    this.#db.exec(SCHEMA_V0);
+    migrate(this.#db);
   }
 
   /** Runs `fn` in one transaction: all of it happens, or none. */
@@ -176,9 +323,25 @@ export class Store implements Disposable {
   addRealm(r: RealmRow): void {
     if (this.realmByName(r.name)) throw new ConflictError(`realm "${r.name}" already exists`);
     this.#db.prepare(
-      "INSERT INTO realms (id, name, cidr4, cidr6, key_seed, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT INTO realms (id, name, cidr4, cidr6, key_seed, oidc, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
     )
-      .run(r.id, r.name, r.cidr4, r.cidr6, r.keySeed, r.createdAt);
+      .run(
+        r.id,
+        r.name,
+        r.cidr4,
+        r.cidr6,
+        r.keySeed,
+        r.oidc === null ? null : JSON.stringify(r.oidc),
+        r.createdAt,
+      );
+  }
+
+  /** Sets (or, with null, clears) a realm's OIDC settings. */
+  setRealmOidc(id: string, oidc: RealmOidc | null): void {
+    this.#db.prepare("UPDATE realms SET oidc = ? WHERE id = ?").run(
+      oidc === null ? null : JSON.stringify(oidc),
+      id,
+    );
   }
 
   realmByName(name: string): RealmRow | undefined {
@@ -197,13 +360,15 @@ export class Store implements Disposable {
 
   addToken(t: RegistrationTokenRow): void {
     this.#db.prepare(
-      "INSERT INTO registration_tokens (id, realm_id, secret_hash, taints, uses_left, expires_at, revoked, created_at) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO registration_tokens (id, realm_id, secret_hash, taints, any_taints, subnets, uses_left, " +
+        "expires_at, revoked, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ).run(
       t.id,
       t.realmId,
       t.secretHash,
       JSON.stringify(t.taints),
+      t.anyTaints ? 1 : 0,
+      JSON.stringify(t.subnets),
       t.usesLeft,
       t.expiresAt,
       t.revoked ? 1 : 0,
@@ -229,21 +394,30 @@ export class Store implements Disposable {
     ) === 1;
   }
 
-  /** Uses up one registration of a token with limited uses. */
-  consumeToken(id: string): void {
-    this.#db.prepare(
-      "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE id = ? AND uses_left > 0",
-    )
-      .run(id);
+  /**
+   * Uses up one registration of a token, in one statement: false (and nothing changed) when the token is revoked,
+   * expired at `now` or used up. Called inside the registration's transaction, so a refusal rolls it back.
+   */
+  consumeToken(id: string, now: number): boolean {
+    return Number(
+      this.#db.prepare(
+        "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE id = ? AND revoked = 0 " +
+          "AND (expires_at IS NULL OR expires_at > ?) AND (uses_left IS NULL OR uses_left > 0)",
+      ).run(id, now).changes,
+    ) === 1;
   }
 
   addConflux(c: ConfluxRow): void {
     if (this.confluxByIp(c.realmId, c.ip4)) {
       throw new ConflictError("that address is already taken in this realm");
     }
+    if (this.confluxByTag(c.realmId, c.tag)) {
+      throw new ConflictError(`tag "${c.tag}" is held by another node`);
+    }
     this.#db.prepare(
-      "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, portal, subnets, created_at) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, any_taints, portal, " +
+        "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     ).run(
       c.id,
       c.realmId,
@@ -252,10 +426,35 @@ export class Store implements Disposable {
       c.ip4,
       JSON.stringify(c.taints),
       JSON.stringify(c.allowedTaints),
+      c.anyTaints ? 1 : 0,
       c.portal ? 1 : 0,
       JSON.stringify(c.subnets),
+      JSON.stringify(c.grantedSubnets),
+      c.identity === null ? null : JSON.stringify(c.identity),
+      c.nodeId,
+      c.lastLogin,
+      c.certExpires,
+      c.revokedAt,
       c.createdAt,
     );
+  }
+
+  confluxByTag(realmId: string, tag: string): ConfluxRow | undefined {
+    const row = this.#db.prepare("SELECT * FROM confluxes WHERE realm_id = ? AND tag = ?").get(
+      realmId,
+      tag,
+    ) as
+      | Row
+      | undefined;
+    return row && conflux(row);
+  }
+
+  /** Nodes of a realm (or of every realm), by address. */
+  confluxes(realmId?: string): ConfluxRow[] {
+    const rows = realmId === undefined
+      ? this.#db.prepare("SELECT * FROM confluxes ORDER BY realm_id, ip4").all()
+      : this.#db.prepare("SELECT * FROM confluxes WHERE realm_id = ? ORDER BY ip4").all(realmId);
+    return (rows as Row[]).map(conflux);
   }
 
   confluxById(id: string): ConfluxRow | undefined {
@@ -273,16 +472,115 @@ export class Store implements Disposable {
     return row && conflux(row);
   }
 
-  /** IPv4 addresses (as integers) taken in a realm, ascending. */
-  takenAddresses(realmId: string): number[] {
-    return (this.#db.prepare("SELECT ip4 FROM confluxes WHERE realm_id = ? ORDER BY ip4").all(
-      realmId,
-    ) as Row[])
-      .map((r) => Number(r.ip4));
+  /**
+   * IPv4 addresses (as integers) not to hand out in a realm at `now`, ascending: those of its nodes, and those of
+   * removed nodes whose certificates may still be valid.
+   */
+  takenAddresses(realmId: string, now: number): number[] {
+    return (this.#db.prepare(
+      "SELECT ip4 FROM confluxes WHERE realm_id = ? UNION SELECT ip4 FROM retired_addresses " +
+        "WHERE realm_id = ? AND until > ? ORDER BY ip4",
+    ).all(realmId, realmId, now) as Row[]).map((r) => Number(r.ip4));
   }
 
+  /** Until when an address of a removed node stays out of use (its last certificate's expiry), if it does. */
+  retiredUntil(realmId: string, ip4: number, now: number): number | undefined {
+    const row = this.#db.prepare(
+      "SELECT until FROM retired_addresses WHERE realm_id = ? AND ip4 = ? AND until > ?",
+    )
+      .get(realmId, ip4, now) as Row | undefined;
+    return row === undefined ? undefined : Number(row.until);
+  }
+
+  /** Renames a node; ConflictError when another node of its realm holds the tag. */
   setTag(id: string, tag: string): void {
+    const row = this.confluxById(id);
+    const holder = row && this.confluxByTag(row.realmId, tag);
+    if (holder && holder.id !== id) throw new ConflictError(`tag "${tag}" is held by another node`);
     this.#db.prepare("UPDATE confluxes SET tag = ? WHERE id = ?").run(tag, id);
+  }
+
+  /** Sets what an administrator granted a node: the taints it may hold (and their "any"), its portal subnets. */
+  setGrant(
+    id: string,
+    grant: { allowedTaints?: string[]; anyTaints?: boolean; grantedSubnets?: string[] },
+  ): void {
+    const row = this.confluxById(id);
+    if (!row) return;
+    this.#db.prepare(
+      "UPDATE confluxes SET allowed_taints = ?, any_taints = ?, granted_subnets = ? WHERE id = ?",
+    ).run(
+      JSON.stringify(grant.allowedTaints ?? row.allowedTaints),
+      (grant.anyTaints ?? row.anyTaints) ? 1 : 0,
+      JSON.stringify(grant.grantedSubnets ?? row.grantedSubnets),
+      id,
+    );
+  }
+
+  /** Records a session issued at login: the node's current key, its NATS user, and its certificate's expiry. */
+  addSession(s: SessionRow): void {
+    this.#db.prepare(
+      "INSERT INTO sessions (conflux_id, realm_id, node_id, nats_user, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
+    ).run(s.confluxId, s.realmId, s.nodeId, s.natsUser, s.issuedAt, s.expiresAt);
+    this.#db.prepare(
+      "UPDATE confluxes SET node_id = ?, last_login = ?, cert_expires = max(cert_expires, ?) WHERE id = ?",
+    ).run(s.nodeId, s.issuedAt, s.expiresAt, s.confluxId);
+    this.#db.prepare("DELETE FROM sessions WHERE expires_at <= ?").run(s.issuedAt);
+  }
+
+  /** Sessions of a node still valid at `now`. */
+  sessions(confluxId: string, now: number): SessionRow[] {
+    return (this.#db.prepare("SELECT * FROM sessions WHERE conflux_id = ? AND expires_at > ?").all(
+      confluxId,
+      now,
+    ) as Row[]).map((r) => ({
+      confluxId: String(r.conflux_id),
+      realmId: String(r.realm_id),
+      nodeId: String(r.node_id),
+      natsUser: String(r.nats_user),
+      issuedAt: Number(r.issued_at),
+      expiresAt: Number(r.expires_at),
+    }));
+  }
+
+  /** Every session still valid at `now` whose node is revoked or removed (for the Master's revocation list). */
+  revokedSessions(now: number): SessionRow[] {
+    return (this.#db.prepare(
+      "SELECT s.* FROM sessions s JOIN revocations r ON r.conflux_id = s.conflux_id " +
+        "WHERE s.expires_at > ? AND s.issued_at <= r.before",
+    ).all(now) as Row[]).map((r) => ({
+      confluxId: String(r.conflux_id),
+      realmId: String(r.realm_id),
+      nodeId: String(r.node_id),
+      natsUser: String(r.nats_user),
+      issuedAt: Number(r.issued_at),
+      expiresAt: Number(r.expires_at),
+    }));
+  }
+
+  /** Records that a node's certificates issued up to `before` are void, until `until` (when none can live). */
+  addRevocation(r: RevocationRow): void {
+    this.#db.prepare("INSERT INTO revocations (realm_id, conflux_id, before, until) VALUES (?, ?, ?, ?)")
+      .run(r.realmId, r.confluxId, r.before, r.until);
+  }
+
+  /** Revocations of a realm that still matter at `now`. */
+  revocations(realmId: string, now: number): RevocationRow[] {
+    this.#db.prepare("DELETE FROM revocations WHERE until <= ?").run(now);
+    return (this.#db.prepare("SELECT * FROM revocations WHERE realm_id = ? ORDER BY before").all(
+      realmId,
+    ) as Row[])
+      .map((r) => ({
+        realmId: String(r.realm_id),
+        confluxId: String(r.conflux_id),
+        before: Number(r.before),
+        until: Number(r.until),
+      }));
+  }
+
+  /** Marks a node revoked at `at`: it can no longer log in. */
+  setRevoked(id: string, at: number): void {
+    this.#db.prepare("UPDATE confluxes SET revoked_at = ? WHERE id = ?").run(at, id);
   }
 
   setPortal(id: string, portal: boolean, subnets: string[]): void {
@@ -294,8 +592,17 @@ export class Store implements Disposable {
     this.#db.prepare("UPDATE confluxes SET taints = ? WHERE id = ?").run(JSON.stringify(taints), id);
   }
 
-  /** Removes a node; false if there was none. */
-  removeConflux(id: string): boolean {
+  /**
+   * Removes a node; false if there was none. Its address stays out of use until its last certificate expires
+   * (`retireUntil`), so no other node is given an address a live certificate still names.
+   */
+  removeConflux(id: string, retireUntil: number): boolean {
+    const row = this.confluxById(id);
+    if (!row) return false;
+    this.#db.prepare(
+      "INSERT INTO retired_addresses (realm_id, ip4, until) VALUES (?, ?, ?) " +
+        "ON CONFLICT (realm_id, ip4) DO UPDATE SET until = max(until, excluded.until)",
+    ).run(row.realmId, row.ip4, retireUntil);
     return Number(this.#db.prepare("DELETE FROM confluxes WHERE id = ?").run(id).changes) === 1;
   }
 
