@@ -52,6 +52,15 @@ export const CONTROL_SIGNATURE_CONTEXT = "veilnet-conflux control v1";
 export const CERTIFICATE_SIGNATURE_CONTEXT = "veilnet-conflux certificate v1";
 /** A certificate dated this far in the future is still accepted (clock skew between Guardian and nodes). */
 export const CERTIFICATE_MAX_SKEW_MS = 60_000;
+/**
+ * The longest a certificate may live (the Guardian refuses a longer `--cert-ttl`). A revocation is kept this long
+ * after it is made: by then no certificate it voids can still be valid.
+ */
+export const MAX_CERTIFICATE_TTL_MS = 24 * 3_600_000;
+/** Domain separation prefix for a node's signature over its login request (proof that it holds the key). */
+export const LOGIN_SIGNATURE_CONTEXT = "veilnet-conflux login v1";
+/** A login request dated further than this from the Guardian's clock is refused. */
+export const LOGIN_MAX_SKEW_MS = 60_000;
 
 // ---- Wire formats ---------------------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ async function node(dir: string, tag: string, guardian: GuardianProc, token: str
 async function impostor(guardian: GuardianProc, n: NodeProc) {
   const saved = JSON.parse(await Deno.readTextFile(`${n.configDir}/conflux.json`));
   const identity = await Identity.generate();
-  const login = await guardianClient.login(guardian.url, saved.token, identity.publicKey);
+  const login = await guardianClient.login(guardian.url, saved.token, identity);
   const nc = await connect({
     servers: login.nats.urls,
     authenticator: jwtAuthenticator(login.nats.jwt, new TextEncoder().encode(login.nats.seed)),
@@ -158,7 +158,7 @@ Deno.test({
       JSON.parse(
         await Deno.readTextFile(`${forgerNode.configDir}/conflux.json`),
       ).token,
-      f.identity.publicKey,
+      f.identity,
     );
     f.nc = await connect({
       servers: again.nats.urls,

@@ -3,6 +3,8 @@
  * @module
  */
 
+import type { Identity } from "../crypto/identity.ts";
+import { signLogin } from "../crypto/login_proof.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
 
 /** A Guardian that answered with an error, or could not be reached. */
@@ -20,13 +22,18 @@ export async function guardianRequest<T>(
   path: string,
   token: string,
   body?: unknown,
+  headers: Record<string, string> = {},
 ): Promise<T> {
   let res: Response;
   try {
     res = await fetch(new URL(path, guardian), {
       method,
-      headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
-      body: body === undefined ? undefined : JSON.stringify(body),
+      headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
+      body: body === undefined
+        ? undefined
+        : body instanceof Uint8Array
+        ? body as Uint8Array<ArrayBuffer>
+        : JSON.stringify(body),
       signal: AbortSignal.timeout(10_000),
     });
   } catch (error) {
@@ -41,6 +48,8 @@ export async function guardianRequest<T>(
   }
   return json as T;
 }
+
+const base64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 
 export const guardianClient = {
   register: (guardian: string, registrationToken: string, body: Record<string, unknown>) =>
@@ -59,16 +68,28 @@ export const guardianClient = {
       `/conflux/unregister${confluxId ? `?conflux_id=${encodeURIComponent(confluxId)}` : ""}`,
       token,
     ),
-  login: (
+  /**
+   * Logs in with `identity`'s key, proving it holds the key: the body (with a timestamp and a fresh nonce) is
+   * signed with it, bound to the conflux id in `token` (see crypto/login_proof.ts).
+   */
+  login: async (
     guardian: string,
     token: string,
-    publicKey: Uint8Array,
+    identity: Identity,
     change: { tag?: string; portal?: boolean; subnets?: string[] } = {},
-  ) =>
-    guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, {
-      public_key: btoa(String.fromCharCode(...publicKey)),
+  ) => {
+    const body = new TextEncoder().encode(JSON.stringify({
+      public_key: base64(identity.publicKey),
+      timestamp: Date.now(),
+      nonce: Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+        .join(""),
       ...change,
-    }),
+    }));
+    const signature = await signLogin(identity, token.split(".")[1] ?? "", body);
+    return guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, body, {
+      "veilnet-signature": base64(signature),
+    });
+  },
   taints: (guardian: string, token: string, change: { add?: string[]; remove?: string[] }) =>
     guardianRequest<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),
 };

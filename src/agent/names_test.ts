@@ -24,6 +24,8 @@ async function node(realmKey: Identity, tag: string, taints: string[], n: number
     taints,
     portal: 0,
     subnets: [],
+    subject: "",
+    email: "",
     nodeKey: identity.publicKey,
     notBefore: Date.now() - 1000,
     notAfter: Date.now() + 3_600_000,

@@ -63,18 +63,19 @@ export const COMMANDS: readonly Command[] = [
     name: "register",
     usage:
       "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--subnets C,...] " +
-      "[--jwt J --jwks-url U --issuer I --audience A] [--no-service] [--force]",
+      "[--jwt J] [--no-service] [--force]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
     details: [
       "-t, --token REG     registration token (env VEILNET_REGISTRATION_TOKEN)",
       "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
       "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
       "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
-      "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS)",
+      "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS; default: all it grants)",
       "-p, --portal        portal mode, kept by the Guardian (env VEILNET_CONFLUX_PORTAL=true; see `run --help`)",
-      "--subnets C,...     the networks the portal offers (env VEILNET_CONFLUX_SUBNETS; implies --portal)",
-      "--jwt J --jwks-url U --issuer I --audience A",
-      "                    an OIDC identity token the Guardian verifies against the JWKS (all four together)",
+      "--subnets C,...     the networks the portal offers, inside what the token grants (env VEILNET_CONFLUX_SUBNETS;",
+      "                    implies --portal; default: every subnet the token grants)",
+      "--jwt J             an identity token from the realm's OIDC issuer, required when the realm has one",
+      "                    (env VEILNET_CONFLUX_JWT)",
       "--no-service        do not install the systemd unit; start with `veilnet-conflux run`",
       "--force             register again although conflux.json exists (the old registration is not removed)",
     ],
@@ -150,7 +151,7 @@ export const COMMANDS: readonly Command[] = [
   { name: "info", usage: "info", summary: "identity, realm and addresses of this node", run: infoCommand },
   {
     name: "guardian",
-    usage: "guardian serve|realm|token|nats-config ...",
+    usage: "guardian serve|realm|token|node|nats-config ...",
     summary: "the self-hosted Guardian (registration, certificates, NATS credentials)",
     run: guardianCommand,
   },

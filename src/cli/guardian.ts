@@ -6,10 +6,10 @@
  */
 
 import { tokenList } from "../guardian/api.ts";
-import { Guardian, GuardianError, parseDuration } from "../guardian/guardian.ts";
+import { checkCertTtl, Guardian, GuardianError, type NodeView, parseDuration } from "../guardian/guardian.ts";
 import { natsServerConfig } from "../guardian/nats_auth.ts";
 import { openStore, serveGuardian } from "../guardian/server.ts";
-import type { Store } from "../guardian/store.ts";
+import type { RealmOidc, Store } from "../guardian/store.ts";
 import { guardianRequest } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
@@ -22,17 +22,32 @@ const ADMIN_FLAGS = {
   "admin-token": { type: "string" },
 } as const;
 
+type RealmInfo = { id: string; name: string; cidr4: string; cidr6: string; oidc?: unknown };
+
 /** The admin operations, done locally on the store or remotely over HTTP. */
 interface Admin {
-  createRealm(
-    name: string,
-    cidr?: string,
-  ): Promise<{ id: string; name: string; cidr4: string; cidr6: string }>;
+  createRealm(name: string, cidr?: string, oidc?: RealmOidc): Promise<RealmInfo>;
+  listRealms(): Promise<RealmInfo[]>;
+  setRealmOidc(name: string, oidc: RealmOidc | null): Promise<RealmInfo>;
   createToken(
-    o: { realm: string; ttl?: string; uses?: number; taints: string[] },
+    o: {
+      realm: string;
+      ttl?: string;
+      uses?: number;
+      taints: string[];
+      anyTaints: boolean;
+      subnets: string[];
+    },
   ): Promise<{ id: string; token: string }>;
   listTokens(): Promise<unknown[]>;
   revokeToken(id: string): Promise<void>;
+  nodes(realm?: string): Promise<NodeView[]>;
+  node(ref: string, realm?: string): Promise<NodeView>;
+  revokeNode(ref: string, realm?: string): Promise<NodeView>;
+  removeNode(ref: string, realm?: string): Promise<void>;
+  setNodeTaints(ref: string, realm: string | undefined, taints: string[], any: boolean): Promise<NodeView>;
+  setNodeTag(ref: string, realm: string | undefined, tag: string): Promise<NodeView>;
+  grantNodeSubnets(ref: string, realm: string | undefined, subnets: string[]): Promise<NodeView>;
   close(): void;
 }
 
@@ -47,11 +62,29 @@ function localGuardian(store: Store): Guardian {
   });
 }
 
+const realmInfo = (
+  r: { id: string; name: string; cidr4: string; cidr6: string; oidc: RealmOidc | null },
+) => ({
+  id: r.id,
+  name: r.name,
+  cidr4: r.cidr4,
+  cidr6: r.cidr6,
+  ...(r.oidc ? { oidc: r.oidc } : {}),
+});
+
+/**
+ * Admin commands on the data directory of a Guardian on this host. Changes to nodes are recorded in the store;
+ * the serving Guardian sends revocations to the realm and the Master within a second. (Online state needs the
+ * Master: ask the serving Guardian with --guardian URL for it.)
+ */
 function localAdmin(dataDir: string): Admin {
   const store = openStore(dataDir);
   const g = localGuardian(store);
+  const id = (ref: string, realm?: string) => g.findNode(ref, realm).id;
   return {
-    createRealm: (name, cidr) => Promise.resolve(g.createRealm(name, cidr)),
+    createRealm: (name, cidr, oidc) => Promise.resolve(realmInfo(g.createRealm(name, cidr, oidc ?? null))),
+    listRealms: () => Promise.resolve(store.realms().map(realmInfo)),
+    setRealmOidc: (name, oidc) => Promise.resolve(realmInfo(g.setRealmOidc(name, oidc))),
     createToken: (o) =>
       g.createToken({ ...o, ttlMs: o.ttl === undefined ? undefined : parseDuration(o.ttl) }),
     listTokens: () => Promise.resolve(tokenList(g)),
@@ -59,6 +92,14 @@ function localAdmin(dataDir: string): Admin {
       if (!store.revokeToken(id)) throw new GuardianError(404, `no token ${id}`);
       return Promise.resolve();
     },
+    nodes: (realm) => g.nodes(realm),
+    node: (ref, realm) => g.node(ref, realm),
+    revokeNode: (ref, realm) => Promise.resolve(g.revokeNode(id(ref, realm))),
+    removeNode: (ref, realm) => Promise.resolve(g.removeNode(id(ref, realm))),
+    setNodeTaints: (ref, realm, taints, any) =>
+      Promise.resolve(g.setNodeTaints(id(ref, realm), { taints, any })),
+    setNodeTag: (ref, realm, tag) => Promise.resolve(g.setNodeTag(id(ref, realm), tag)),
+    grantNodeSubnets: (ref, realm, subnets) => Promise.resolve(g.grantNodeSubnets(id(ref, realm), subnets)),
     close: () => store.close(),
   };
 }
@@ -66,11 +107,33 @@ function localAdmin(dataDir: string): Admin {
 function remoteAdmin(base: string, token: string): Admin {
   const call = <T>(method: string, path: string, body?: unknown) =>
     guardianRequest<T>(base, method, path, token, body);
+  const node = (ref: string, realm?: string, action = "") =>
+    `/admin/nodes/${encodeURIComponent(ref)}${action}${realm ? `?realm=${encodeURIComponent(realm)}` : ""}`;
+  const oidcBody = (o: RealmOidc) => ({
+    issuer: o.issuer,
+    jwks_url: o.jwksUrl,
+    audience: o.audience,
+    taints_claim: o.taintsClaim,
+  });
   return {
-    createRealm: (name, cidr) => call("POST", "/admin/realms", { name, cidr }),
-    createToken: (o) => call("POST", "/admin/tokens", o),
+    createRealm: (name, cidr, oidc) =>
+      call("POST", "/admin/realms", { name, cidr, ...(oidc ? oidcBody(oidc) : {}) }),
+    listRealms: () => call("GET", "/admin/realms"),
+    setRealmOidc: (name, oidc) =>
+      oidc === null
+        ? call("DELETE", `/admin/realms/${encodeURIComponent(name)}/oidc`)
+        : call("PUT", `/admin/realms/${encodeURIComponent(name)}/oidc`, oidcBody(oidc)),
+    createToken: (o) =>
+      call("POST", "/admin/tokens", { ...o, any_taints: o.anyTaints, anyTaints: undefined }),
     listTokens: () => call<unknown[]>("GET", "/admin/tokens"),
     revokeToken: async (id) => void await call("DELETE", `/admin/tokens/${id}`),
+    nodes: (realm) => call("GET", `/admin/nodes${realm ? `?realm=${encodeURIComponent(realm)}` : ""}`),
+    node: (ref, realm) => call("GET", node(ref, realm)),
+    revokeNode: (ref, realm) => call("POST", node(ref, realm, "/revoke")),
+    removeNode: async (ref, realm) => void await call("DELETE", node(ref, realm)),
+    setNodeTaints: (ref, realm, taints, any) => call("PUT", node(ref, realm, "/taints"), { taints, any }),
+    setNodeTag: (ref, realm, tag) => call("PUT", node(ref, realm, "/tag"), { tag }),
+    grantNodeSubnets: (ref, realm, subnets) => call("PUT", node(ref, realm, "/subnets"), { subnets }),
     close: () => {},
   };
 }
@@ -86,18 +149,88 @@ function admin(values: { "data-dir"?: string; guardian?: string; "admin-token"?:
 
 const USAGE = `usage:
   veilnet-conflux guardian serve [--listen HOST:PORT] [--data-dir DIR] [--embedded-master [--nats-port N]]
-                                 [--master nats://a,nats://b] [--cert-ttl 1h] [--ice stun:host:port,...]
-  veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16]      (admin flags below)
-  veilnet-conflux guardian token create --realm NAME [--ttl 24h] [--uses N] [--taints a,b]
+                                 [--master nats://a,nats://b] [--cert-ttl 1h (at most 24h)] [--ice stun:host:port,...]
+  veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
+  veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear)
+      OIDC flags: --oidc-issuer URL --oidc-jwks-url URL --oidc-audience AUD [--oidc-taints-claim CLAIM]
+      (registering in such a realm needs a valid identity token from that issuer: register --jwt)
+  veilnet-conflux guardian token create --realm NAME [--ttl 24h] [--uses N] [--taints a,b | --any-taints]
+                                        [--subnets CIDR,...]
+      a node holds only the taints and portal subnets its token grants (no --taints: no taints)
   veilnet-conflux guardian token list | token revoke ID
+  veilnet-conflux guardian node list [--realm NAME] [--json]
+  veilnet-conflux guardian node show|revoke|remove NODE          (NODE: conflux id or tag; --realm NAME if ambiguous)
+  veilnet-conflux guardian node taints NODE a,b [--any]          (what it is granted and holds; "" for none)
+  veilnet-conflux guardian node tag NODE NEW_TAG
+  veilnet-conflux guardian node subnets NODE CIDR,...            (portal subnets it is granted; "" for none)
+      revoke and remove take effect across the realm within seconds; remove also forgets the node
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
 admin flags: --data-dir DIR (a Guardian on this host; default ${DEFAULT_DATA_DIR})
-             or --guardian URL --admin-token T`;
+             or --guardian URL --admin-token T (or VEILNET_ADMIN_TOKEN)`;
+
+const OIDC_FLAGS = {
+  "oidc-issuer": { type: "string" },
+  "oidc-jwks-url": { type: "string" },
+  "oidc-audience": { type: "string" },
+  "oidc-taints-claim": { type: "string" },
+} as const;
+
+/** The OIDC settings of a command line, undefined when none is given; all three or none. */
+function oidcFlags(values: {
+  "oidc-issuer"?: string;
+  "oidc-jwks-url"?: string;
+  "oidc-audience"?: string;
+  "oidc-taints-claim"?: string;
+}): RealmOidc | undefined {
+  const given = [values["oidc-issuer"], values["oidc-jwks-url"], values["oidc-audience"]];
+  if (given.every((v) => v === undefined) && values["oidc-taints-claim"] === undefined) return undefined;
+  if (given.some((v) => v === undefined)) {
+    throw new UsageError("--oidc-issuer, --oidc-jwks-url and --oidc-audience go together");
+  }
+  return {
+    issuer: values["oidc-issuer"]!,
+    jwksUrl: values["oidc-jwks-url"]!,
+    audience: values["oidc-audience"]!,
+    ...(values["oidc-taints-claim"] ? { taintsClaim: values["oidc-taints-claim"] } : {}),
+  };
+}
+
+/** One line per node for `node list`. */
+function nodeLine(n: NodeView): string {
+  const state = n.revoked_at !== undefined
+    ? "revoked"
+    : n.online === undefined
+    ? "-"
+    : n.online
+    ? "online"
+    : "offline";
+  const seen = n.last_seen === undefined ? "never" : new Date(n.last_seen).toISOString();
+  const who = n.identity ? ` ${n.identity.email ?? n.identity.subject}` : "";
+  return `${n.tag.padEnd(20)} ${n.ips[0]!.padEnd(15)} ${state.padEnd(8)} last seen ${seen}  taints ${
+    n.taints.join(",") || "-"
+  }${n.portal ? `  portal ${n.subnets.join(",")}` : ""}${who}  ${n.id}`;
+}
+
+/** Runs `fn` with the admin the flags name, and closes it; returns exit code 0. */
+async function withAdmin(
+  values: { "data-dir"?: string; guardian?: string; "admin-token"?: string },
+  fn: (a: Admin) => Promise<void>,
+): Promise<number> {
+  const a = admin(values);
+  try {
+    await fn(a);
+  } finally {
+    a.close();
+  }
+  return 0;
+}
 
 /** Runs a guardian subcommand; returns the exit code. */
 export async function guardianCommand(args: string[], io: Output): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === "--help" || sub === "-h") {
+  if (
+    sub === undefined || sub === "--help" || sub === "-h" || rest.includes("--help") || rest.includes("-h")
+  ) {
     io.out(USAGE);
     return sub === undefined ? 2 : 0;
   }
@@ -125,6 +258,12 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         throw new UsageError(`--master URLs look like nats://host:4222, got "${url}"`);
       }
     }
+    let certTtl;
+    try {
+      certTtl = checkCertTtl(parseDuration(values["cert-ttl"]));
+    } catch (error) {
+      throw new UsageError(`--cert-ttl: ${(error as Error).message}`);
+    }
     const abort = new AbortController();
     const stop = () => abort.abort();
     Deno.addSignalListener("SIGINT", stop);
@@ -137,7 +276,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         embeddedMaster: values["embedded-master"],
         natsPort,
         natsUrls: master,
-        certTtlMs: parseDuration(values["cert-ttl"]),
+        certTtlMs: certTtl,
         iceServers: list(values.ice),
         signal: abort.signal,
         log: io.err,
@@ -170,19 +309,32 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
   }
   if (sub === "realm") {
     const [action, ...more] = rest;
-    if (action !== "create") throw new UsageError(`guardian realm: expected "create", got "${action ?? ""}"`);
-    const { values, positionals } = parse(more, { ...ADMIN_FLAGS, cidr: { type: "string" } }, {
-      min: 1,
-      max: 1,
-    });
-    const a = admin(values);
-    try {
-      const realm = await a.createRealm(positionals[0]!, values.cidr);
-      io.out(`realm ${realm.name} (${realm.id}): ${realm.cidr4}, ${realm.cidr6}`);
-    } finally {
-      a.close();
+    if (action === "create" || action === "oidc") {
+      const { values, positionals } = parse(more, {
+        ...ADMIN_FLAGS,
+        ...OIDC_FLAGS,
+        cidr: { type: "string" },
+        clear: { type: "boolean", default: false },
+      }, { min: 1, max: 1 });
+      const oidc = oidcFlags(values);
+      if (action === "create" && values.clear) throw new UsageError("--clear belongs to realm oidc");
+      if (action === "oidc" && (oidc === undefined) === !values.clear) {
+        throw new UsageError("realm oidc needs the OIDC flags, or --clear to remove them");
+      }
+      return await withAdmin(values, async (a) => {
+        const realm = action === "create"
+          ? await a.createRealm(positionals[0]!, values.cidr, oidc)
+          : await a.setRealmOidc(positionals[0]!, oidc ?? null);
+        io.out(
+          `realm ${realm.name} (${realm.id}): ${realm.cidr4}, ${realm.cidr6}${realm.oidc ? ", OIDC on" : ""}`,
+        );
+      });
     }
-    return 0;
+    if (action === "list") {
+      const { values } = parse(more, ADMIN_FLAGS);
+      return await withAdmin(values, async (a) => io.out(JSON.stringify(await a.listRealms(), null, 2)));
+    }
+    throw new UsageError(`guardian realm: expected create, list or oidc, got "${action ?? ""}"`);
   }
   if (sub === "token") {
     const [action, ...more] = rest;
@@ -193,33 +345,74 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         ttl: { type: "string" },
         uses: { type: "string" },
         taints: { type: "string" },
+        "any-taints": { type: "boolean", default: false },
+        subnets: { type: "string" },
       });
       if (!values.realm) throw new UsageError("token create needs --realm NAME");
-      const uses = values.uses === undefined ? undefined : Number(values.uses);
-      const a = admin(values);
-      try {
-        // Only the token on stdout, so scripts can capture it.
-        io.out(
-          (await a.createToken({ realm: values.realm, ttl: values.ttl, uses, taints: list(values.taints) }))
-            .token,
-        );
-      } finally {
-        a.close();
+      if (values["any-taints"] && values.taints !== undefined) {
+        throw new UsageError("--taints and --any-taints exclude each other");
       }
-      return 0;
+      const uses = values.uses === undefined ? undefined : Number(values.uses);
+      return await withAdmin(values, async (a) => {
+        const created = await a.createToken({
+          realm: values.realm!,
+          ttl: values.ttl,
+          uses,
+          taints: list(values.taints),
+          anyTaints: values["any-taints"],
+          subnets: list(values.subnets),
+        });
+        io.out(created.token); // only the token on stdout, so scripts can capture it
+      });
     }
     if (action === "list" || action === "revoke") {
       const { values, positionals } = parse(more, ADMIN_FLAGS, action === "revoke" ? { min: 1, max: 1 } : {});
-      const a = admin(values);
-      try {
+      return await withAdmin(values, async (a) => {
         if (action === "list") io.out(JSON.stringify(await a.listTokens(), null, 2));
         else await a.revokeToken(positionals[0]!);
-      } finally {
-        a.close();
-      }
-      return 0;
+      });
     }
     throw new UsageError(`guardian token: expected create, list or revoke, got "${action ?? ""}"`);
+  }
+  if (sub === "node") {
+    const [action, ...more] = rest;
+    const args = { list: 0, show: 1, revoke: 1, remove: 1, taints: 2, tag: 2, subnets: 2 }[action ?? ""];
+    if (args === undefined) {
+      throw new UsageError(
+        `guardian node: expected list, show, revoke, remove, taints, tag or subnets, got "${action ?? ""}"`,
+      );
+    }
+    const { values, positionals } = parse(more, {
+      ...ADMIN_FLAGS,
+      realm: { type: "string" },
+      json: { type: "boolean", default: false },
+      any: { type: "boolean", default: false },
+    }, { min: args, max: args });
+    const [ref, arg] = positionals as [string, string];
+    const show = (n: NodeView) => io.out(JSON.stringify(n, null, 2));
+    return await withAdmin(values, async (a) => {
+      switch (action) {
+        case "list": {
+          const nodes = await a.nodes(values.realm);
+          io.out(values.json ? JSON.stringify(nodes, null, 2) : nodes.map(nodeLine).join("\n") || "no nodes");
+          return;
+        }
+        case "show":
+          return show(await a.node(ref, values.realm));
+        case "revoke":
+          show(await a.revokeNode(ref, values.realm));
+          return io.err(`node ${ref} revoked: it can no longer log in; its peers and the Master drop it`);
+        case "remove":
+          await a.removeNode(ref, values.realm);
+          return io.err(`node ${ref} removed; its address stays unused while its last certificate is valid`);
+        case "taints":
+          return show(await a.setNodeTaints(ref, values.realm, list(arg), values.any));
+        case "tag":
+          return show(await a.setNodeTag(ref, values.realm, arg));
+        case "subnets":
+          return show(await a.grantNodeSubnets(ref, values.realm, list(arg)));
+      }
+    });
   }
   throw new UsageError(`guardian: unknown subcommand "${sub}" (see guardian --help)`);
 }

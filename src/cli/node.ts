@@ -15,7 +15,7 @@ import {
 import { guardianClient } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
 import { isLoopback, serveMetrics } from "../agent/metrics.ts";
-import type { NodeStatus, PeerStatus } from "../agent/status.ts";
+import type { IdentityStatus, NodeStatus, PeerStatus } from "../agent/status.ts";
 import { startConflux } from "../conflux.ts";
 import { parseDuration } from "../guardian/guardian.ts";
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
@@ -89,10 +89,13 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
   if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
   const subnets = cidrList(values.subnets ?? env("VEILNET_CONFLUX_SUBNETS"), "--subnets");
   const taints = values.taints ?? env("VEILNET_CONFLUX_TAINTS");
-  const oidc = [values.jwt, values["jwks-url"], values.issuer, values.audience];
-  if (oidc.some((v) => v !== undefined) && oidc.some((v) => v === undefined)) {
-    throw new UsageError("--jwt, --jwks-url, --issuer and --audience go together");
+  if ([values["jwks-url"], values.issuer, values.audience].some((v) => v !== undefined)) {
+    throw new UsageError(
+      "--jwks-url, --issuer and --audience are set by the administrator on the realm now " +
+        "(guardian realm oidc); give only --jwt",
+    );
   }
+  const jwt = values.jwt ?? env("VEILNET_CONFLUX_JWT");
   const path = configPath("conflux.json");
   const existing = readConfig(path);
   if (existing && !values.force) {
@@ -110,10 +113,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     taints: taints === undefined ? undefined : list(taints),
     portal: values.portal || env("VEILNET_CONFLUX_PORTAL") === "true" || subnets !== undefined || undefined,
     subnets,
-    jwt: values.jwt,
-    jwks_url: values["jwks-url"],
-    issuer: values.issuer,
-    audience: values.audience,
+    jwt,
   });
   writeConfig({ guardian, conflux_id: registered.conflux_id, token: registered.token }, path);
   io.out(`registered as ${registered.conflux_id}; configuration saved to ${path}`);
@@ -227,8 +227,11 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     if (metrics) io.err(`metrics on http://${metricsFlag}/metrics and /healthz`);
     const api = serveLocalApi(node, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
+    // The node may stop on its own (the Guardian revoked or removed it): stop serving, then fail with its reason.
+    void node.closed.catch(() => {}).finally(stop);
     await api.finished;
     await metricsServer?.finished;
+    await node.closed;
   } finally {
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
@@ -254,6 +257,12 @@ async function ask<T>(method: string, path: string, body?: unknown): Promise<T> 
   }
 }
 
+/** Who registered this node, as `status` shows it. */
+function identityLine(identity: IdentityStatus | undefined): string {
+  if (!identity) return "(none: the realm asks for no identity)";
+  return identity.email ? `${identity.email} (subject ${identity.subject})` : `subject ${identity.subject}`;
+}
+
 /** `status [--json]`: exits 1 when the node is not connected to both the Guardian session and the Master. */
 export async function statusCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, { json: { type: "boolean", default: false } });
@@ -265,6 +274,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       ["addresses", s.ips.join(", ")],
       ["realm", s.realm],
       ["taints", s.taints.join(",") || "(none: no peers)"],
+      ["identity", identityLine(s.identity)],
       [
         "guardian",
         s.connected.guardian
@@ -290,6 +300,11 @@ function pathText(p: PeerStatus): string {
   return p.path === "relay" && p.via ? `relay via ${p.via}` : p.path;
 }
 
+/** Who registered a peer, in one cell: the email when the provider gave one, else the subject. */
+function identityCell(identity: IdentityStatus | undefined): string {
+  return identity?.email ?? identity?.subject ?? "-";
+}
+
 /** `peers [--json]`. */
 export async function peersCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, { json: { type: "boolean", default: false } });
@@ -298,7 +313,7 @@ export async function peersCommand(args: string[], io: Output): Promise<number> 
   else if (peers.length === 0) io.out("no peers");
   else {
     io.out(table([
-      ["TAG", "IPV4", "IPV6", "PATH", "RTT", "TX", "RX", "TAINTS"],
+      ["TAG", "IPV4", "IPV6", "PATH", "RTT", "TX", "RX", "TAINTS", "IDENTITY"],
       ...peers.map((p) => [
         p.tag,
         p.ips[0] ?? "",
@@ -308,6 +323,7 @@ export async function peersCommand(args: string[], io: Output): Promise<number> 
         String(p.txBytes),
         String(p.rxBytes),
         p.taints.join(","),
+        identityCell(p.identity),
       ]),
     ]));
   }

@@ -22,7 +22,10 @@ const context = new TextEncoder().encode(CERTIFICATE_SIGNATURE_CONTEXT);
 
 const signingInput = (signed: Uint8Array) => domainSeparated(context, signed);
 
-/** Signs a certificate with a realm key. */
+/**
+ * Signs a certificate with a realm key. Throws RangeError, before signing, when a field breaks its limits: check a
+ * registration's identity with `identityProblem` (wire/certificate.ts) when it arrives, not at each login.
+ */
 export async function issueCertificate(realmKey: SigningKey, fields: CertificateFields): Promise<Uint8Array> {
   const unsigned = encodeCertificateUnsigned(fields);
   return withSignature(unsigned, await realmKey.sign(signingInput(unsigned)));
@@ -33,7 +36,10 @@ export async function certificateRef(certificate: Uint8Array): Promise<Uint8Arra
   return (await sha256(certificate)).subarray(0, 16);
 }
 
-/** A certificate that verified, with the node id of its key and its reference. */
+/**
+ * A certificate that verified, with the node id of its key and its reference. Its `subject` and `email` (empty
+ * when the realm asks for no identity) are who registered the node, as the realm vouches.
+ */
 export interface VerifiedCertificate extends Certificate {
   nodeId: Uint8Array;
   ref: Uint8Array;

@@ -1,12 +1,15 @@
 import { assertEquals, assertRejects } from "../../tests/assert.ts";
 import { mutants } from "../../tests/fuzz.ts";
+import { CERTIFICATE_SIGNATURE_CONTEXT } from "../spec.ts";
 import { WireError } from "../wire/bytes.ts";
 import { type CertificateFields, decodeCertificate } from "../wire/certificate.ts";
+import { withSignature } from "../wire/control.ts";
 import { certificateRef, CertificateRejected, issueCertificate, verifyCertificate } from "./certificate.ts";
-import { Identity } from "./identity.ts";
+import { domainSeparated, Identity } from "./identity.ts";
 
 const NOW = 1_800_000_000_000;
 const REALM = new Uint8Array(16).fill(0x0e);
+const CONTEXT = new TextEncoder().encode(CERTIFICATE_SIGNATURE_CONTEXT);
 
 async function sample(overrides: Partial<CertificateFields> = {}) {
   const realmKey = await Identity.generate();
@@ -24,6 +27,8 @@ async function sample(overrides: Partial<CertificateFields> = {}) {
     taints: ["dev", "stage"],
     portal: 0,
     subnets: [Uint8Array.of(10, 50, 0, 0, 24)],
+    subject: "",
+    email: "",
     nodeKey: node.publicKey,
     notBefore: NOW - 1000,
     notAfter: NOW + 3_600_000,
@@ -43,6 +48,42 @@ Deno.test("certificate: a certificate issued by the realm key verifies, with the
     fields.subnets,
     fields.ipv4,
   ]);
+});
+
+Deno.test("certificate: the identity the realm signed comes back verified; none when the realm asks for none", async () => {
+  const cases: [n: number, identity: { subject: string; email: string }][] = [
+    [1, { subject: "", email: "" }],
+    [2, { subject: "248289761001", email: "alice@example.com" }],
+    [3, { subject: "248289761001", email: "" }],
+  ];
+  for (const [n, identity] of cases) {
+    const { realmKey, bytes } = await sample(identity);
+    const cert = await verifyCertificate(bytes, { realm: REALM, realmKey: realmKey.publicKey, now: NOW });
+    assertEquals({ subject: cert.subject, email: cert.email }, identity, `case ${n}`);
+  }
+});
+
+Deno.test("certificate: a 256-byte subject is refused at issue, before anything is signed", async () => {
+  const error = await assertRejects(() => sample({ subject: "s".repeat(256) }), RangeError);
+  assertEquals(error.message, "certificate: subject is 256 bytes, the limit is 255");
+});
+
+Deno.test("certificate: a version 1 certificate, even genuinely signed, is refused as malformed naming both versions", async () => {
+  const { realmKey, bytes } = await sample();
+  // Version 1 had no subject and email (two empty strings here, just before the node key and validity).
+  const unsigned = decodeCertificate(bytes).signed;
+  const at = unsigned.length - 16 - 1952 - 4;
+  const v1 = Uint8Array.of(1, ...unsigned.subarray(1, at), ...unsigned.subarray(at + 4));
+  const signed = withSignature(v1, await realmKey.key.sign(domainSeparated(CONTEXT, v1)));
+  const error = await assertRejects(
+    () => verifyCertificate(signed, { realm: REALM, realmKey: realmKey.publicKey, now: NOW }),
+    CertificateRejected,
+  );
+  assertEquals(error.reason, "malformed");
+  assertEquals(
+    error.message,
+    "certificate: version 1 is no longer read, this node reads only version 2 (upgrade the Guardian that issued it)",
+  );
 });
 
 Deno.test("certificate: each way a certificate can be wrong is refused with its reason", async () => {

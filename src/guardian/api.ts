@@ -6,19 +6,29 @@
 
 import { parseDuration } from "./guardian.ts";
 import { type Guardian, GuardianError, type RegisterRequest } from "./guardian.ts";
+import type { RealmOidc, RealmRow } from "./store.ts";
 
 /** Largest request body accepted. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
-type Handler = (
-  ctx: { req: Request; url: URL; token: string | undefined; body: () => Promise<Record<string, unknown>> },
-) => Promise<Response>;
+/** What a route handler gets: the request, its URL, path parameters, the Bearer token and the body. */
+interface Context {
+  req: Request;
+  url: URL;
+  params: Record<string, string>;
+  token: string | undefined;
+  body: () => Promise<Record<string, unknown>>;
+  /** The exact body bytes (read once, shared with `body`). */
+  raw: () => Promise<Uint8Array>;
+}
+
+type Handler = (ctx: Context) => Promise<Response>;
 
 function json(status: number, value: unknown): Response {
   return new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
 }
 
-async function readBody(req: Request): Promise<Record<string, unknown>> {
+async function readRaw(req: Request): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? "0");
   if (declared > MAX_BODY_BYTES) {
     throw new HttpError(413, `body of ${declared} bytes exceeds ${MAX_BODY_BYTES}`);
@@ -32,7 +42,17 @@ async function readBody(req: Request): Promise<Record<string, unknown>> {
       chunks.push(chunk);
     }
   }
-  const text = new TextDecoder().decode(Uint8Array.from(chunks.flatMap((c) => [...c])));
+  const out = new Uint8Array(size);
+  let at = 0;
+  for (const c of chunks) {
+    out.set(c, at);
+    at += c.length;
+  }
+  return out;
+}
+
+function parseBody(raw: Uint8Array): Record<string, unknown> {
+  const text = new TextDecoder().decode(raw);
   let value: unknown;
   try {
     value = text === "" ? {} : JSON.parse(text);
@@ -75,14 +95,25 @@ function stringList(body: Record<string, unknown>, key: string): string[] | unde
 
 /** The request handler for `Deno.serve`. */
 export function guardianHandler(guardian: Guardian): (req: Request) => Promise<Response> {
+  const admin = (handler: Handler): Handler => async (ctx) => {
+    await guardian.checkAdmin(ctx.token);
+    return await handler(ctx);
+  };
+  const realmParam = (url: URL) => url.searchParams.get("realm") ?? undefined;
   const routes: Record<string, Handler> = {
     "GET /healthz": () => Promise.resolve(json(200, { ok: true })),
 
     "POST /conflux/register": async ({ token, body }) => {
       const b = await body();
-      const oidcFields = ["jwt", "jwks_url", "issuer", "audience"].filter((k) => b[k] !== undefined);
-      if (oidcFields.length !== 0 && oidcFields.length !== 4) {
-        throw new HttpError(400, "jwt, jwks_url, issuer and audience must be given together");
+      const moved = ["jwks_url", "issuer", "audience"].filter((k) => b[k] !== undefined);
+      if (moved.length > 0) {
+        throw new HttpError(
+          400,
+          `${
+            moved.join(", ")
+          } are no longer taken from the client: the administrator sets the realm's issuer ` +
+            "(guardian realm oidc); send only the identity token as jwt",
+        );
       }
       const req: RegisterRequest = {
         tag: optional(b, "tag", "string"),
@@ -90,14 +121,7 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
         taints: stringList(b, "taints"),
         portal: optional(b, "portal", "boolean"),
         subnets: stringList(b, "subnets"),
-        oidc: oidcFields.length === 4
-          ? {
-            jwt: optional(b, "jwt", "string")!,
-            jwksUrl: optional(b, "jwks_url", "string")!,
-            issuer: optional(b, "issuer", "string")!,
-            audience: optional(b, "audience", "string")!,
-          }
-          : undefined,
+        identityToken: optional(b, "jwt", "string"),
       };
       return json(201, await guardian.register(token, req));
     },
@@ -107,14 +131,15 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       return json(200, { ok: true });
     },
 
-    "POST /conflux/session/login": async ({ req, token, body, url }) => {
-      const b = await body();
+    "POST /conflux/session/login": async ({ req, token, body, raw, url }) => {
+      const fields = await body();
       return json(
         200,
-        await guardian.login(token, b.public_key, req.headers.get("host") ?? url.host, {
-          tag: b.tag,
-          portal: b.portal,
-          subnets: b.subnets,
+        await guardian.login(token, {
+          body: await raw(),
+          fields,
+          signature: req.headers.get("veilnet-signature") ?? undefined,
+          host: req.headers.get("host") ?? url.host,
         }),
       );
     },
@@ -124,25 +149,24 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       return json(200, { taints: await guardian.setTaints(token, { add: b.add, remove: b.remove }) });
     },
 
-    "POST /admin/realms": async ({ token, body }) => {
-      await guardian.checkAdmin(token);
+    "POST /admin/realms": admin(async ({ body }) => {
       const b = await body();
       const name = optional<string>(b, "name", "string");
       if (!name) throw new HttpError(400, "name is required");
-      const r = guardian.createRealm(name, optional(b, "cidr", "string"));
-      return json(201, { id: r.id, name: r.name, cidr4: r.cidr4, cidr6: r.cidr6 });
-    },
+      return json(201, realmView(guardian.createRealm(name, optional(b, "cidr", "string"), oidcOf(b))));
+    }),
 
-    "GET /admin/realms": async ({ token }) => {
-      await guardian.checkAdmin(token);
-      return json(
-        200,
-        guardian.store.realms().map((r) => ({ id: r.id, name: r.name, cidr4: r.cidr4, cidr6: r.cidr6 })),
-      );
-    },
+    "GET /admin/realms": admin(() => Promise.resolve(json(200, guardian.store.realms().map(realmView)))),
 
-    "POST /admin/tokens": async ({ token, body }) => {
-      await guardian.checkAdmin(token);
+    "PUT /admin/realms/:name/oidc": admin(async ({ params, body }) =>
+      json(200, realmView(guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)))
+    ),
+
+    "DELETE /admin/realms/:name/oidc": admin(({ params }) =>
+      Promise.resolve(json(200, realmView(guardian.setRealmOidc(params.name!, null))))
+    ),
+
+    "POST /admin/tokens": admin(async ({ body }) => {
       const b = await body();
       const realm = optional<string>(b, "realm", "string");
       if (!realm) throw new HttpError(400, "realm is required");
@@ -154,37 +178,86 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
           ttlMs: ttl === undefined ? undefined : parseDuration(ttl),
           uses: optional(b, "uses", "number"),
           taints: stringList(b, "taints"),
+          anyTaints: optional(b, "any_taints", "boolean"),
+          subnets: stringList(b, "subnets"),
         }),
       );
-    },
+    }),
 
-    "GET /admin/tokens": async ({ token }) => {
-      await guardian.checkAdmin(token);
-      return json(200, tokenList(guardian));
-    },
+    "GET /admin/tokens": admin(() => Promise.resolve(json(200, tokenList(guardian)))),
+
+    "DELETE /admin/tokens/:id": admin(({ params }) => {
+      if (!guardian.store.revokeToken(params.id!)) throw new GuardianError(404, `no token ${params.id}`);
+      return Promise.resolve(json(200, { ok: true }));
+    }),
+
+    "GET /admin/nodes": admin(async ({ url }) => json(200, await guardian.nodes(realmParam(url)))),
+
+    "GET /admin/nodes/:ref": admin(async ({ url, params }) =>
+      json(200, await guardian.node(params.ref!, realmParam(url)))
+    ),
+
+    "POST /admin/nodes/:ref/revoke": admin(({ url, params }) =>
+      Promise.resolve(json(200, guardian.revokeNode(guardian.findNode(params.ref!, realmParam(url)).id)))
+    ),
+
+    "DELETE /admin/nodes/:ref": admin(({ url, params }) => {
+      guardian.removeNode(guardian.findNode(params.ref!, realmParam(url)).id);
+      return Promise.resolve(json(200, { ok: true }));
+    }),
+
+    "PUT /admin/nodes/:ref/taints": admin(async ({ url, params, body }) => {
+      const b = await body();
+      const id = guardian.findNode(params.ref!, realmParam(url)).id;
+      return json(
+        200,
+        guardian.setNodeTaints(id, { taints: stringList(b, "taints") ?? [], any: b.any === true }),
+      );
+    }),
+
+    "PUT /admin/nodes/:ref/tag": admin(async ({ url, params, body }) => {
+      const tag = optional<string>(await body(), "tag", "string");
+      if (!tag) throw new HttpError(400, "tag is required");
+      return json(200, guardian.setNodeTag(guardian.findNode(params.ref!, realmParam(url)).id, tag));
+    }),
+
+    "PUT /admin/nodes/:ref/subnets": admin(async ({ url, params, body }) => {
+      const subnets = stringList(await body(), "subnets") ?? [];
+      return json(
+        200,
+        guardian.grantNodeSubnets(guardian.findNode(params.ref!, realmParam(url)).id, subnets),
+      );
+    }),
   };
+  const table = Object.entries(routes).map(([key, handler]) => {
+    const [method, path] = key.split(" ") as [string, string];
+    const names: string[] = [];
+    const pattern = new RegExp(
+      "^" + path.replace(/:(\w+)/g, (_, name) => {
+        names.push(name);
+        return "([^/]+)";
+      }) + "$",
+    );
+    return { method, pattern, names, handler };
+  });
 
   return async (req: Request): Promise<Response> => {
     const url = new URL(req.url);
     const auth = req.headers.get("authorization") ?? "";
     const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : undefined;
-    let cached: Promise<Record<string, unknown>> | undefined;
-    const ctx = { req, url, token, body: () => cached ??= readBody(req) };
+    let cached: Promise<Uint8Array> | undefined;
+    const raw = () => cached ??= readRaw(req);
     try {
-      const revoke = /^\/admin\/tokens\/([0-9a-f]{16})$/.exec(url.pathname);
-      if (revoke && req.method === "DELETE") {
-        await guardian.checkAdmin(token);
-        if (!guardian.store.revokeToken(revoke[1]!)) throw new GuardianError(404, `no token ${revoke[1]}`);
-        return json(200, { ok: true });
-      }
-      const route = routes[`${req.method} ${url.pathname}`];
+      const matches = table.filter((r) => r.pattern.test(url.pathname));
+      const route = matches.find((r) => r.method === req.method);
       if (!route) {
-        const known = Object.keys(routes).some((r) => r.endsWith(` ${url.pathname}`));
-        return json(known ? 405 : 404, {
-          error: known ? `${req.method} not allowed here` : `no route ${url.pathname}`,
+        return json(matches.length > 0 ? 405 : 404, {
+          error: matches.length > 0 ? `${req.method} not allowed here` : `no route ${url.pathname}`,
         });
       }
-      return await route(ctx);
+      const values = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
+      const params = Object.fromEntries(route.names.map((n, i) => [n, values[i]!]));
+      return await route.handler({ req, url, params, token, raw, body: async () => parseBody(await raw()) });
     } catch (error) {
       if (error instanceof GuardianError || error instanceof HttpError) {
         return json(error.status, { error: error.message });
@@ -195,13 +268,48 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
   };
 }
 
+function realmView(r: RealmRow): Record<string, unknown> {
+  return {
+    id: r.id,
+    name: r.name,
+    cidr4: r.cidr4,
+    cidr6: r.cidr6,
+    ...(r.oidc
+      ? {
+        oidc: {
+          issuer: r.oidc.issuer,
+          jwks_url: r.oidc.jwksUrl,
+          audience: r.oidc.audience,
+          ...(r.oidc.taintsClaim ? { taints_claim: r.oidc.taintsClaim } : {}),
+        },
+      }
+      : {}),
+  };
+}
+
+/** A realm's OIDC settings from a request body (issuer, jwks_url, audience, taints_claim), or undefined. */
+function oidcOf(b: Record<string, unknown>): RealmOidc | undefined {
+  const issuer = optional<string>(b, "issuer", "string");
+  const jwksUrl = optional<string>(b, "jwks_url", "string");
+  const audience = optional<string>(b, "audience", "string");
+  const taintsClaim = optional<string>(b, "taints_claim", "string");
+  if (issuer === undefined && jwksUrl === undefined && audience === undefined && taintsClaim === undefined) {
+    return undefined;
+  }
+  if (!issuer || !jwksUrl || !audience) {
+    throw new HttpError(400, "issuer, jwks_url and audience go together (taints_claim is optional)");
+  }
+  return { issuer, jwksUrl, audience, ...(taintsClaim ? { taintsClaim } : {}) };
+}
+
 /** Registration tokens without their secrets. */
 export function tokenList(guardian: Guardian): unknown[] {
   const realms = new Map(guardian.store.realms().map((r) => [r.id, r.name]));
   return guardian.store.tokens().map((t) => ({
     id: t.id,
     realm: realms.get(t.realmId),
-    taints: t.taints,
+    taints: t.anyTaints ? "any" : t.taints,
+    subnets: t.subnets,
     uses_left: t.usesLeft,
     expires_at: t.expiresAt,
     revoked: t.revoked,

@@ -1,60 +1,23 @@
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
-import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
+import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { verifyCertificate } from "../crypto/certificate.ts";
 import { Identity } from "../crypto/identity.ts";
 import { formatCidr, subnetFromBytes } from "../portal/subnets.ts";
 import { formatAddress } from "../tun/ip.ts";
 import { decodeCertificate, MAX_SUBNETS } from "../wire/certificate.ts";
-import { guardianHandler, MAX_BODY_BYTES } from "./api.ts";
-import { checkSubnets, fromBase64, Guardian, GuardianError } from "./guardian.ts";
-import { type RealmRow, Store } from "./store.ts";
-
-async function setup(clock = () => Date.now()) {
-  const store = new Store(":memory:");
-  const guardian = new Guardian(store, {
-    certTtlMs: 60_000,
-    natsUrls: [],
-    natsPort: 4222,
-    iceServers: [],
-    clock,
-  });
-  const admin = (await guardian.ensureAdminToken())!;
-  const handler = guardianHandler(guardian);
-  const call = async (
-    method: string,
-    path: string,
-    options: { token?: string; body?: unknown; raw?: string } = {},
-  ) => {
-    const headers: Record<string, string> = { host: "guardian.test:8080" };
-    if (options.token) headers.authorization = `Bearer ${options.token}`;
-    const body = options.raw ?? (options.body === undefined ? undefined : JSON.stringify(options.body));
-    const res = await handler(new Request(`http://guardian.test:8080${path}`, { method, headers, body }));
-    return { status: res.status, json: await res.json() };
-  };
-  guardian.createRealm("home", "10.128.0.0/24");
-  guardian.createRealm("other", "10.129.0.0/24");
-  const reg = (await guardian.createToken({ realm: "home", taints: ["dev", "prod"] })).token;
-  const snapshot = () =>
-    JSON.stringify({
-      c: store.takenAddresses(store.realmByName("home")!.id),
-      t: store.tokens(),
-      r: store.realms(),
-    });
-  return { store, guardian, admin, call, reg, snapshot };
-}
+import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
+import { MAX_BODY_BYTES } from "./api.ts";
+import { checkSubnets, fromBase64, GuardianError } from "./guardian.ts";
+import type { RealmRow } from "./store.ts";
 
 Deno.test("guardian API: register, log in with a fresh key, and receive a certificate of the realm", async () => {
-  const { call, reg } = await setup();
+  const { call, login: logIn, reg } = await setup();
   const registered = await call("POST", "/conflux/register", {
     token: reg,
     body: { tag: "web", taints: ["dev"] },
   });
   assertEquals(registered.status, 201, JSON.stringify(registered.json));
   const node = await Identity.generate();
-  const login = await call("POST", "/conflux/session/login", {
-    token: registered.json.token,
-    body: { public_key: btoa(String.fromCharCode(...node.publicKey)) },
-  });
+  const login = await logIn(registered.json.token, { identity: node });
   assertEquals(login.status, 200, JSON.stringify(login.json));
   const realm = Uint8Array.from(login.json.realm.id.match(/../g).map((h: string) => parseInt(h, 16)));
   const cert = await verifyCertificate(fromBase64(login.json.certificate)!, {
@@ -69,10 +32,7 @@ Deno.test("guardian API: register, log in with a fresh key, and receive a certif
 
   // A node restarted with a new tag is renamed from then on; a bad tag is refused and changes nothing.
   const tagOf = async (tag?: string) => {
-    const r = await call("POST", "/conflux/session/login", {
-      token: registered.json.token,
-      body: { public_key: btoa(String.fromCharCode(...node.publicKey)), tag },
-    });
+    const r = await logIn(registered.json.token, { identity: node, fields: { tag } });
     return r.status === 200 ? decodeCertificate(fromBase64(r.json.certificate)!).tag : r.json.error;
   };
   assertEquals(await tagOf("web2"), "web2");
@@ -82,16 +42,12 @@ Deno.test("guardian API: register, log in with a fresh key, and receive a certif
 });
 
 Deno.test("guardian API: addresses are allocated in order, and a requested free one is honoured", async () => {
-  const { call, reg } = await setup();
+  const { call, login: logIn, reg } = await setup();
   const ips: string[] = [];
   for (const ip of [undefined, "10.128.0.9", undefined]) {
     const r = await call("POST", "/conflux/register", { token: reg, body: { ip } });
     assertEquals(r.status, 201);
-    const node = await Identity.generate();
-    const login = await call("POST", "/conflux/session/login", {
-      token: r.json.token,
-      body: { public_key: btoa(String.fromCharCode(...node.publicKey)) },
-    });
+    const login = await logIn(r.json.token);
     ips.push(formatAddress(decodeCertificate(fromBase64(login.json.certificate)!).ipv4));
   }
   assertEquals(ips, ["10.128.0.1", "10.128.0.9", "10.128.0.2"]);
@@ -149,7 +105,7 @@ Deno.test("guardian API: every bad request gets a clear 4xx and changes nothing"
     [15, "POST", "/conflux/register", { token: reg, body: { tag: "Not A Label!" } }, 400, "bad tag"],
     [16, "POST", "/conflux/register", { token: reg, body: { taints: ["ops"] } }, 403, "does not grant"],
     [17, "POST", "/conflux/register", { token: reg, body: { taints: [1] } }, 400, "list of strings"],
-    [18, "POST", "/conflux/register", { token: reg, body: { jwt: "x" } }, 400, "given together"],
+    [18, "POST", "/conflux/register", { token: reg, body: { jwt: "x" } }, 400, "has no identity issuer"],
     [
       19,
       "POST",
@@ -158,7 +114,14 @@ Deno.test("guardian API: every bad request gets a clear 4xx and changes nothing"
       400,
       "portal must be a boolean",
     ],
-    [20, "POST", "/conflux/register", { token: reg, body: { subnets: ["10.50.0.0/33"] } }, 400, "prefix"],
+    [
+      20,
+      "POST",
+      "/conflux/register",
+      { token: reg, body: { portal: true, subnets: ["10.50.0.0/33"] } },
+      400,
+      "prefix",
+    ],
     [21, "POST", "/conflux/session/login", { token: reg, body: {} }, 401, "conflux token"],
     [
       22,
@@ -209,6 +172,34 @@ Deno.test("guardian API: every bad request gets a clear 4xx and changes nothing"
     [33, "DELETE", "/conflux/unregister?conflux_id=someone-else", { token: conflux }, 403, "its own"],
     [34, "GET", "/conflux/register", {}, 405, "not allowed"],
     [35, "GET", "/nope", {}, 404, "no route"],
+    [
+      36,
+      "POST",
+      "/conflux/register",
+      { token: reg, body: { jwks_url: "http://x", jwt: "y" } },
+      400,
+      "administrator",
+    ],
+    [
+      37,
+      "POST",
+      "/conflux/register",
+      { token: reg, body: { portal: true, subnets: ["8.8.8.0/24"] } },
+      403,
+      "granted",
+    ],
+    [38, "GET", "/admin/nodes", { token: conflux }, 401, "admin token"],
+    [39, "POST", "/admin/nodes/nobody/revoke", { token: admin }, 404, "no node"],
+    [40, "PUT", "/admin/nodes/nobody/tag", { token: admin, body: { tag: "x" } }, 404, "no node"],
+    [41, "PUT", "/admin/realms/home/oidc", { token: admin, body: { issuer: "x" } }, 400, "go together"],
+    [
+      42,
+      "PUT",
+      "/admin/realms/home/oidc",
+      { token: admin, body: { issuer: "x", audience: "a", jwks_url: "file:///etc/passwd" } },
+      400,
+      "http(s)",
+    ],
   ];
   for (const [n, method, path, options, status, text] of cases) {
     const r = await call(method, path, options);
@@ -229,6 +220,19 @@ Deno.test("guardian API: registrations racing for one address: one wins, the oth
   assertEquals(results.map((r) => r.status).sort(), [201, 409, 409, 409]);
 });
 
+Deno.test("guardian API: a --uses 1 token registers exactly one node under 20 concurrent requests", async () => {
+  const { call, guardian } = await setup();
+  for (const uses of [1, 3]) {
+    const token = (await guardian.createToken({ realm: "home", uses })).token;
+    const results = await Promise.all(
+      Array.from({ length: 20 }, () => call("POST", "/conflux/register", { token, body: {} })),
+    );
+    const codes = results.map((r) => r.status);
+    assertEquals(codes.filter((c) => c === 201).length, uses, codes.join(","));
+    assert(results.every((r) => r.status === 201 || String(r.json.error).includes("used up")));
+  }
+});
+
 Deno.test("guardian API: runtime taint changes are limited to what the token granted", async () => {
   const { call, reg } = await setup();
   const conflux =
@@ -240,51 +244,23 @@ Deno.test("guardian API: runtime taint changes are limited to what the token gra
   assertEquals([r.status, r.json.taints], [200, ["prod"]]);
 });
 
-Deno.test("guardian API: an OIDC identity token is verified against the issuer's JWKS", async () => {
-  const { privateKey, publicKey } = await generateKeyPair("ES256");
-  const jwk = { ...await exportJWK(publicKey), kid: "k1", alg: "ES256" };
-  await using server = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
-  const jwksUrl = `http://127.0.0.1:${server.addr.port}/jwks`;
-  const sign = (claims: { iss: string; aud: string; exp: string }) =>
-    new SignJWT({ sub: "alice" }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(claims.iss)
-      .setAudience(claims.aud).setIssuedAt().setExpirationTime(claims.exp).sign(privateKey);
-  const { call, reg } = await setup();
-  const good = { iss: "https://idp.test", aud: "veilnet", exp: "5m" };
-  const register = async (
-    jwt: string,
-    issuer = good.iss,
-    audience = good.aud,
-  ) => (await call("POST", "/conflux/register", {
-    token: reg,
-    body: { jwt, jwks_url: jwksUrl, issuer, audience },
-  }));
-  assertEquals((await register(await sign(good))).status, 201);
-  const refusals: [n: number, jwt: string, issuer: string, audience: string, text: string][] = [
-    [1, await sign({ ...good, exp: "-1m" }), good.iss, good.aud, "exp"],
-    [2, await sign(good), "https://other.test", good.aud, "iss"],
-    [3, await sign(good), good.iss, "someone-else", "aud"],
-    [4, "not.a.jwt", good.iss, good.aud, "identity token refused"],
-  ];
-  for (const [n, jwt, issuer, audience, text] of refusals) {
-    const r = await register(jwt, issuer, audience);
-    assertEquals(r.status, 401, `case ${n}`);
-    assert(String(r.json.error).includes(text), `case ${n}: ${r.json.error}`);
-  }
-});
-
-Deno.test("guardian API: an unregistered conflux can no longer log in, and its address is free again", async () => {
-  const { call, reg } = await setup();
+Deno.test("guardian API: an unregistered conflux can no longer log in; its address waits for its certificate to end", async () => {
+  let now = 1_800_000_000_000;
+  const { call, login, reg } = await setup(() => now);
   const r = await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } });
+  assertEquals((await login(r.json.token)).status, 200); // a certificate until now + 60 s
   const gone = await call("DELETE", `/conflux/unregister?conflux_id=${r.json.conflux_id}`, {
     token: r.json.token,
   });
   assertEquals(gone.status, 200);
-  const node = await Identity.generate();
-  const login = await call("POST", "/conflux/session/login", {
-    token: r.json.token,
-    body: { public_key: btoa(String.fromCharCode(...node.publicKey)) },
-  });
-  assertEquals([login.status, login.json.error], [401, "unknown token"]);
+  const again = await login(r.json.token);
+  assertEquals([again.status, again.json.error], [401, "unknown token"]);
+  const early = await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } });
+  assertEquals(early.status, 409);
+  assert(String(early.json.error).includes("certificate is valid until"), early.json.error);
+  const next = await call("POST", "/conflux/register", { token: reg, body: {} });
+  assertEquals((await login(next.json.token)).json.conflux_id, next.json.conflux_id);
+  now += 61_000;
   assertEquals(
     (await call("POST", "/conflux/register", { token: reg, body: { ip: "10.128.0.50" } })).status,
     201,
@@ -297,6 +273,7 @@ const REALM: RealmRow = {
   cidr4: "10.128.0.0/24",
   cidr6: "fd12:3456:789a:1::/64",
   keySeed: "",
+  oidc: null,
   createdAt: 0,
 };
 
@@ -366,73 +343,69 @@ const certSubnets = (certificate: string) =>
   decodeCertificate(fromBase64(certificate)!).subnets.map((b) => formatCidr(subnetFromBytes(b)!));
 
 Deno.test("guardian: login as a portal stores the subnets, normalised, and the certificate carries them", async () => {
-  const { guardian, reg } = await setup();
+  const { guardian, login, reg } = await setup();
   const { conflux_id, token } = await guardian.register(reg, { tag: "gw" });
-  const key = btoa(String.fromCharCode(...(await Identity.generate()).publicKey));
+  const identity = await Identity.generate();
+  const as = async (fields: Record<string, unknown> = {}) => {
+    const r = await login(token, { identity, fields });
+    assertEquals(r.status, 200, JSON.stringify(r.json));
+    return r.json.certificate as string;
+  };
 
-  const first = await guardian.login(token, key, "guardian.test", {
-    portal: true,
-    subnets: ["192.168.1.7/24", "fd00:99::/32", "192.168.1.0/24"],
-  });
-  assertEquals(decodeCertificate(fromBase64(first.certificate)!).portal, 1);
-  assertEquals(certSubnets(first.certificate), ["192.168.1.0/24", "fd00:99::/32"]);
+  const first = await as({ portal: true, subnets: ["192.168.1.7/24", "fd00:99::/32", "192.168.1.0/24"] });
+  assertEquals(decodeCertificate(fromBase64(first)!).portal, 1);
+  assertEquals(certSubnets(first), ["192.168.1.0/24", "fd00:99::/32"]);
   const row = guardian.store.confluxById(conflux_id)!;
   assertEquals([row.portal, row.subnets], [true, ["192.168.1.0/24", "fd00:99::/32"]]);
 
-  // A later login without a change keeps them; new subnets replace them; portal false drops them.
-  assertEquals(certSubnets((await guardian.login(token, key, "guardian.test")).certificate), row.subnets);
-  const moved = await guardian.login(token, key, "guardian.test", { subnets: ["10.60.0.0/16"] });
-  assertEquals(certSubnets(moved.certificate), ["10.60.0.0/16"]);
-  const off = await guardian.login(token, key, "guardian.test", { portal: false });
-  assertEquals(decodeCertificate(fromBase64(off.certificate)!).portal, 0);
-  assertEquals([certSubnets(off.certificate), guardian.store.confluxById(conflux_id)!.subnets], [[], []]);
+  // A later login without a change keeps them; new subnets replace them; portal false drops them; portal true
+  // without subnets offers everything granted.
+  assertEquals(certSubnets(await as()), row.subnets);
+  assertEquals(certSubnets(await as({ subnets: ["10.60.0.0/16"] })), ["10.60.0.0/16"]);
+  const off = await as({ portal: false });
+  assertEquals(decodeCertificate(fromBase64(off)!).portal, 0);
+  assertEquals([certSubnets(off), guardian.store.confluxById(conflux_id)!.subnets], [[], []]);
+  assertEquals(certSubnets(await as({ portal: true })), row.grantedSubnets);
 });
 
-Deno.test("guardian: a bad subnet at login is a 400 and changes nothing", async () => {
-  const { guardian, call, reg } = await setup();
+Deno.test("guardian: a bad subnet at login is refused and changes nothing", async () => {
+  const { guardian, login, reg } = await setup();
   const { conflux_id, token } = await guardian.register(reg, { tag: "gw" });
-  const key = btoa(String.fromCharCode(...(await Identity.generate()).publicKey));
-  await guardian.login(token, key, "guardian.test", { portal: true, subnets: ["192.168.1.0/24"] });
+  const identity = await Identity.generate();
+  assertEquals(
+    (await login(token, { identity, fields: { portal: true, subnets: ["192.168.1.0/24"] } })).status,
+    200,
+  );
   const before = JSON.stringify(guardian.store.confluxById(conflux_id));
 
-  const bad: [n: number, change: Record<string, unknown>, text: string][] = [
-    [1, { subnets: ["192.168.1.0/33"] }, "prefix"],
-    [2, { subnets: ["0.0.0.0/0"] }, "too wide"],
-    [3, { subnets: ["10.128.0.0/16"] }, "overlay"],
-    [4, { subnets: "192.168.2.0/24" }, "list"],
-    [5, { portal: "yes" }, "portal must be"],
-    [6, { tag: "renamed", subnets: ["banana/24"] }, "neither IPv4 nor IPv6"],
-    [7, { tag: "renamed", portal: 1 }, "portal must be"],
+  const bad: [n: number, change: Record<string, unknown>, status: number, text: string][] = [
+    [1, { subnets: ["192.168.1.0/33"] }, 400, "prefix"],
+    [2, { subnets: ["0.0.0.0/0"] }, 400, "too wide"],
+    [3, { subnets: ["10.128.0.0/16"] }, 400, "overlay"],
+    [4, { subnets: "192.168.2.0/24" }, 400, "list"],
+    [5, { portal: "yes" }, 400, "portal must be"],
+    [6, { tag: "renamed", subnets: ["banana/24"] }, 400, "neither IPv4 nor IPv6"],
+    [7, { tag: "renamed", portal: 1 }, 400, "portal must be"],
+    [8, { subnets: ["8.8.8.0/24"] }, 403, "not inside what this node was granted"],
+    [9, { subnets: ["192.0.0.0/8"] }, 403, "not inside"], // wider than the grant
+    [10, { tag: "renamed", subnets: ["10.50.0.0/16", "10.70.0.0/16"] }, 403, "10.70.0.0/16"],
   ];
-  for (const [n, change, text] of bad) {
-    const error = await assertRejects(
-      () => guardian.login(token, key, "guardian.test", change),
-      GuardianError,
-    );
-    assertEquals(error.status, 400, `case ${n}: ${error.message}`);
-    assert(error.message.includes(text), `case ${n}: "${error.message}" lacks "${text}"`);
+  for (const [n, change, status, text] of bad) {
+    const r = await login(token, { identity, fields: change });
+    assertEquals(r.status, status, `case ${n}: ${r.json.error}`);
+    assert(String(r.json.error).includes(text), `case ${n}: "${r.json.error}" lacks "${text}"`);
     assertEquals(JSON.stringify(guardian.store.confluxById(conflux_id)), before, `case ${n} changed the row`);
   }
-  // The same through the HTTP API.
-  const r = await call("POST", "/conflux/session/login", {
-    token,
-    body: { public_key: key, portal: true, subnets: ["10.128.0.0/24"] },
-  });
-  assertEquals([r.status, String(r.json.error).includes("overlay")], [400, true]);
-  assertEquals(JSON.stringify(guardian.store.confluxById(conflux_id)), before);
 });
 
 Deno.test("guardian API: registering as a portal with subnets gives certificates that carry them", async () => {
-  const { call, reg } = await setup();
+  const { call, login: logIn, reg } = await setup();
   const registered = await call("POST", "/conflux/register", {
     token: reg,
     body: { tag: "gw", portal: true, subnets: ["10.50.0.9/24"] },
   });
   assertEquals(registered.status, 201, JSON.stringify(registered.json));
-  const login = await call("POST", "/conflux/session/login", {
-    token: registered.json.token,
-    body: { public_key: btoa(String.fromCharCode(...(await Identity.generate()).publicKey)) },
-  });
+  const login = await logIn(registered.json.token);
   assertEquals(login.status, 200, JSON.stringify(login.json));
   assertEquals(decodeCertificate(fromBase64(login.json.certificate)!).portal, 1);
   assertEquals(certSubnets(login.json.certificate), ["10.50.0.0/24"]);

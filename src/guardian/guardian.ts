@@ -11,19 +11,33 @@
 
 import { issueCertificate } from "../crypto/certificate.ts";
 import { fromHex, nodeIdOf, sha256, toHex } from "../crypto/identity.ts";
+import { verifyLogin } from "../crypto/login_proof.ts";
 import { pq } from "../crypto/pq.ts";
-import { ML_DSA_65_PUBLIC_KEY_BYTES } from "../spec.ts";
+import { SeenIds } from "../crypto/control_signing.ts";
+import {
+  LOGIN_MAX_SKEW_MS,
+  MAX_CERTIFICATE_TTL_MS,
+  ML_DSA_65_PUBLIC_KEY_BYTES,
+  ML_DSA_65_SIGNATURE_BYTES,
+} from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
-import { isTag, MAX_SUBNETS, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
-import { formatCidr, overlaps, subnetToBytes } from "../portal/subnets.ts";
+import { identityProblem, isTag, MAX_SUBNETS, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
+import { contains, formatCidr, overlaps, subnetToBytes } from "../portal/subnets.ts";
 import { type NatsCredentials, type NatsKeys, newNatsKeys, nodeCredentials } from "./nats_auth.ts";
-import { type OidcProof, verifyOidc } from "./oidc.ts";
-import { ConflictError, type ConfluxRow, type RealmRow, type Store } from "./store.ts";
+import { checkJwksUrl, verifyIdentity } from "./oidc.ts";
+import {
+  ConflictError,
+  type ConfluxRow,
+  type NodeIdentity,
+  type RealmOidc,
+  type RealmRow,
+  type Store,
+} from "./store.ts";
 
 /** A refused request: `status` is the HTTP status the API answers with. */
 export class GuardianError extends Error {
   override name = "GuardianError";
-  constructor(readonly status: 400 | 401 | 403 | 404 | 409, message: string) {
+  constructor(readonly status: 400 | 401 | 403 | 404 | 409 | 503, message: string) {
     super(message);
   }
 }
@@ -118,6 +132,28 @@ export function parseDuration(text: string): number {
   return Number(m[1]) * { s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as "s" | "m" | "h" | "d"];
 }
 
+/** Whether every subnet of `offered` lies inside one of `granted` (both normalised CIDR strings). */
+function withinGrant(offered: string[], granted: string[]): string[] {
+  const grants = granted.map(parseCidr);
+  return offered.filter((text) => {
+    const c = parseCidr(text);
+    return !grants.some((g) => g.version === c.version && g.prefix <= c.prefix && contains(g, c.address));
+  });
+}
+
+/** The longest and shortest `--cert-ttl` a Guardian accepts. */
+export function checkCertTtl(ms: number): number {
+  if (ms < 60_000 || ms > MAX_CERTIFICATE_TTL_MS) {
+    throw new GuardianError(
+      400,
+      `certificate lifetime must be between 1m and ${MAX_CERTIFICATE_TTL_MS / 3_600_000}h, got ${
+        ms / 1000
+      } s`,
+    );
+  }
+  return ms;
+}
+
 /** What a node asks for at registration. */
 export interface RegisterRequest {
   tag?: string;
@@ -125,7 +161,20 @@ export interface RegisterRequest {
   taints?: string[];
   portal?: boolean;
   subnets?: string[];
-  oidc?: OidcProof;
+  /** An identity token from the realm's OIDC issuer; required when the realm has one. */
+  identityToken?: string;
+}
+
+/** A login request: the body the node signed, and the signature (header `Veilnet-Signature`). */
+export interface LoginRequest {
+  /** The exact body bytes (what the signature covers). */
+  body: Uint8Array;
+  /** The same body, parsed. */
+  fields: Record<string, unknown>;
+  /** Base64 ML-DSA-65 signature by the key in `fields.public_key` (see crypto/login_proof.ts). */
+  signature: string | undefined;
+  /** The Host the node used to reach the Guardian (the default NATS URL uses it). */
+  host: string;
 }
 
 /** What a node gets at login. */
@@ -133,10 +182,38 @@ export interface LoginResponse {
   conflux_id: string;
   certificate: string;
   realm: { id: string; name: string; public_key: string };
-  nats: NatsCredentials & { urls: string[] };
+  nats: Omit<NatsCredentials, "user"> & { urls: string[] };
   ice_servers: string[];
   expires_at: number;
+  /** Certificates of these nodes issued at or before `before` are void (revoked, removed, or changed since). */
+  revocations: { conflux_id: string; before: number }[];
 }
+
+/** What the Guardian says about a node to its administrator. */
+export interface NodeView {
+  id: string;
+  realm: string;
+  tag: string;
+  ips: string[];
+  taints: string[];
+  granted_taints: string[] | "any";
+  portal: boolean;
+  subnets: string[];
+  granted_subnets: string[];
+  identity?: NodeIdentity;
+  /** The node id of its latest session (hash of its current key). */
+  node_id?: string;
+  /** Connected to the Master now (when the Guardian can ask it). */
+  online?: boolean;
+  /** Last time the node was seen: at the Master, else its last login (ms). */
+  last_seen?: number;
+  certificate_expires_at?: number;
+  revoked_at?: number;
+  created_at: number;
+}
+
+/** Which node users the Master sees, by node id (hex). */
+export type Presence = () => Promise<Map<string, { connected: boolean; lastSeen: number }>>;
 
 /** How a Guardian runs. */
 export interface GuardianOptions {
@@ -151,6 +228,11 @@ export interface GuardianOptions {
 
 /** The Guardian's behaviour over a Store. */
 export class Guardian {
+  /** Set by whoever connects the Guardian to its Master: which node users are connected. */
+  presence: Presence | undefined;
+  /** Login nonces seen recently, so a recorded login cannot be replayed. */
+  readonly #nonces = new SeenIds(100_000);
+
   constructor(readonly store: Store, readonly options: GuardianOptions) {}
 
   /** The NATS operator/account keys, made on first use and kept in the store. */
@@ -178,7 +260,7 @@ export class Guardian {
     }
   }
 
-  createRealm(name: string, cidr4 = "10.128.0.0/16"): RealmRow {
+  createRealm(name: string, cidr4 = "10.128.0.0/16", oidc: RealmOidc | null = null): RealmRow {
     if (!REALM_NAME.test(name)) {
       throw new GuardianError(400, `bad realm name "${name}": 1-64 letters, digits, _ . -`);
     }
@@ -202,6 +284,7 @@ export class Guardian {
       cidr4: `${formatAddress(intToIp(range.first - 1))}/${range.prefix}`,
       cidr6: `${formatAddress(six)}/64`,
       keySeed: base64(seed),
+      oidc: oidc === null ? null : checkOidc(oidc),
       createdAt: this.options.clock(),
     };
     try {
@@ -213,16 +296,34 @@ export class Guardian {
     return realm;
   }
 
+  /** Sets (or with null clears) the OIDC issuer a realm trusts for registration. */
+  setRealmOidc(name: string, oidc: RealmOidc | null): RealmRow {
+    const realm = this.#realm(name);
+    const checked = oidc === null ? null : checkOidc(oidc);
+    this.store.setRealmOidc(realm.id, checked);
+    return { ...realm, oidc: checked };
+  }
+
   #realm(name: string): RealmRow {
     const realm = this.store.realmByName(name);
     if (!realm) throw new GuardianError(404, `no realm named "${name}"`);
     return realm;
   }
 
-  /** A new registration token; the token text is returned once and never stored. */
-  async createToken(o: { realm: string; ttlMs?: number; uses?: number; taints?: string[] }): Promise<
-    { id: string; token: string }
-  > {
+  /**
+   * A new registration token; the token text is returned once and never stored. It grants exactly `taints`
+   * (none when empty; `anyTaints` is the explicit "any taint") and the portal `subnets`.
+   */
+  async createToken(
+    o: {
+      realm: string;
+      ttlMs?: number;
+      uses?: number;
+      taints?: string[];
+      anyTaints?: boolean;
+      subnets?: string[];
+    },
+  ): Promise<{ id: string; token: string }> {
     const realm = this.#realm(o.realm);
     if (o.uses !== undefined && (!Number.isInteger(o.uses) || o.uses < 1)) {
       throw new GuardianError(400, `uses must be a positive integer, got ${o.uses}`);
@@ -235,6 +336,8 @@ export class Guardian {
       realmId: realm.id,
       secretHash: await hashSecret(secret),
       taints: checkTaints(o.taints ?? []),
+      anyTaints: o.anyTaints === true,
+      subnets: checkSubnets(o.subnets ?? [], realm),
       usesLeft: o.uses ?? null,
       expiresAt: o.ttlMs === undefined ? null : now + o.ttlMs,
       revoked: false,
@@ -264,13 +367,90 @@ export class Guardian {
     return parts[1]!;
   }
 
+  /**
+   * Registers a node with what its token (and, in an OIDC realm, its identity) grants: taints it asks for must be
+   * granted, portal subnets must lie inside granted ones, and its tag must be free. The token's use is taken in
+   * the same transaction that writes the node, so a `--uses N` token registers exactly N nodes.
+   */
   async register(
     registrationToken: string | undefined,
     req: RegisterRequest,
   ): Promise<{ conflux_id: string; token: string }> {
     const tokenId = await this.#token("vreg", registrationToken, (id) => this.store.tokenById(id));
     const row = this.store.tokenById(tokenId)!;
+    this.#usable(row, this.options.clock());
+    const realm = this.store.realmById(row.realmId)!;
+    const tag = req.tag ?? "";
+    if (tag !== "" && !isTag(tag)) {
+      throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
+    }
+    if (tag !== "" && this.store.confluxByTag(realm.id, tag)) throw tagTaken(tag, realm);
+    let identity: NodeIdentity | null = null;
+    let granted = row.taints;
+    if (realm.oidc) {
+      if (!req.identityToken) {
+        throw new GuardianError(
+          401,
+          `realm ${realm.name} needs an identity token from ${realm.oidc.issuer} (--jwt)`,
+        );
+      }
+      try {
+        const verified = await verifyIdentity(req.identityToken, realm.oidc);
+        const problem = identityProblem({
+          subject: verified.identity.subject,
+          email: verified.identity.email ?? "",
+        });
+        if (problem) throw new Error(`identity token refused: ${problem}`);
+        identity = verified.identity;
+        granted = checkTaints([...granted, ...verified.claimValues.filter((v) => TAINT.test(v))]);
+      } catch (error) {
+        throw new GuardianError(401, (error as Error).message);
+      }
+    } else if (req.identityToken) {
+      throw new GuardianError(400, `realm ${realm.name} has no identity issuer: register without --jwt`);
+    }
+    const taints = req.taints === undefined ? granted : checkTaints(req.taints);
+    const outside = row.anyTaints ? [] : taints.filter((t) => !granted.includes(t));
+    if (outside.length > 0) {
+      throw new GuardianError(403, `this token does not grant the taint(s) ${outside.join(", ")}`);
+    }
+    const portal = req.portal === true;
+    const subnets = portal ? this.#offer(req.subnets, row.subnets, realm) : [];
+    const id = crypto.randomUUID();
+    const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
+    const secretHash = await hashSecret(secret);
+    // No await from here on: the token's use, the address and the row are one transaction.
     const now = this.options.clock();
+    this.store.transaction(() => {
+      if (!this.store.consumeToken(row.id, now)) this.#usable(this.store.tokenById(row.id)!, now);
+      const ip4 = this.#address(realm, req.ip, now);
+      const finalTag = tag || `node-${id.slice(0, 8)}`;
+      if (this.store.confluxByTag(realm.id, finalTag)) throw tagTaken(finalTag, realm);
+      this.store.addConflux({
+        id,
+        realmId: realm.id,
+        secretHash,
+        tag: finalTag,
+        ip4,
+        taints,
+        allowedTaints: granted,
+        anyTaints: row.anyTaints,
+        portal,
+        subnets,
+        grantedSubnets: row.subnets,
+        identity,
+        nodeId: null,
+        lastLogin: null,
+        certExpires: 0,
+        revokedAt: null,
+        createdAt: now,
+      });
+    });
+    return { conflux_id: id, token: `vcfx.${id}.${secret}` };
+  }
+
+  /** Throws 403 unless a registration token may register a node now. */
+  #usable(row: { revoked: boolean; expiresAt: number | null; usesLeft: number | null }, now: number): void {
     if (row.revoked) throw new GuardianError(403, "this registration token was revoked");
     if (row.expiresAt !== null && now >= row.expiresAt) {
       throw new GuardianError(403, "this registration token has expired");
@@ -278,49 +458,37 @@ export class Guardian {
     if (row.usesLeft !== null && row.usesLeft <= 0) {
       throw new GuardianError(403, "this registration token is used up");
     }
-    const tag = req.tag ?? "";
-    if (tag !== "" && !isTag(tag)) {
-      throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
-    }
-    const taints = req.taints === undefined ? row.taints : checkTaints(req.taints);
-    const outside = row.taints.length === 0 ? [] : taints.filter((t) => !row.taints.includes(t));
-    if (outside.length > 0) {
-      throw new GuardianError(403, `this token does not grant the taint(s) ${outside.join(", ")}`);
-    }
-    const subnets = checkSubnets(req.subnets ?? [], this.store.realmById(row.realmId)!);
-    // The identity check is the only await before the transaction: everything after it runs without yielding.
-    if (req.oidc) {
-      try {
-        await verifyOidc(req.oidc);
-      } catch (error) {
-        throw new GuardianError(401, (error as Error).message);
-      }
-    }
-    const realm = this.store.realmById(row.realmId)!;
-    const id = crypto.randomUUID();
-    const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
-    const secretHash = await hashSecret(secret);
-    this.store.transaction(() => {
-      const ip4 = this.#address(realm, req.ip);
-      this.store.addConflux({
-        id,
-        realmId: realm.id,
-        secretHash,
-        tag: tag || `node-${id.slice(0, 8)}`,
-        ip4,
-        taints,
-        allowedTaints: row.taints,
-        portal: req.portal === true,
-        subnets: req.portal === true ? subnets : [], // a node that is no portal offers nothing
-        createdAt: now,
-      });
-      this.store.consumeToken(row.id);
-    });
-    return { conflux_id: id, token: `vcfx.${id}.${secret}` };
   }
 
-  /** The requested address if it is in the realm and free, else the lowest free one. Runs inside a transaction. */
-  #address(realm: RealmRow, requested: string | undefined): number {
+  /**
+   * The portal subnets a node offers: `asked` (normalised), each inside a granted subnet; all of `granted` when it
+   * asks for none. 403 when it asks outside its grant, or has no grant at all.
+   */
+  #offer(asked: unknown, granted: string[], realm: RealmRow): string[] {
+    if (granted.length === 0) {
+      throw new GuardianError(
+        403,
+        "no portal subnets were granted to this node: the administrator grants them on the registration token " +
+          "(token create --subnets) or to the node (guardian node subnets)",
+      );
+    }
+    if (asked === undefined) return granted;
+    const offered = checkSubnets(asked, realm);
+    const outside = withinGrant(offered, granted);
+    if (outside.length > 0) {
+      throw new GuardianError(
+        403,
+        `subnet(s) ${outside.join(", ")} are not inside what this node was granted (${granted.join(", ")})`,
+      );
+    }
+    return offered;
+  }
+
+  /**
+   * The requested address if it is in the realm and free, else the lowest free one. An address whose node was
+   * removed is not free while a certificate naming it may still be valid. Runs inside a transaction.
+   */
+  #address(realm: RealmRow, requested: string | undefined, now: number): number {
     const range = hostRange(realm.cidr4);
     if (requested !== undefined) {
       const bytes = typeof requested === "string" ? parseIPv4(requested.replace(/\/\d+$/, "")) : undefined;
@@ -333,10 +501,19 @@ export class Guardian {
         );
       }
       if (this.store.confluxByIp(realm.id, n)) throw new GuardianError(409, `${requested} is already taken`);
+      const until = this.store.retiredUntil(realm.id, n, now);
+      if (until !== undefined) {
+        throw new GuardianError(
+          409,
+          `${requested} belonged to a removed node whose certificate is valid until ${
+            new Date(until).toISOString()
+          }`,
+        );
+      }
       return n;
     }
     let candidate = range.first;
-    for (const taken of this.store.takenAddresses(realm.id)) {
+    for (const taken of this.store.takenAddresses(realm.id, now)) {
       if (taken > candidate) break;
       if (taken === candidate) candidate++;
     }
@@ -346,29 +523,33 @@ export class Guardian {
 
   async #conflux(token: string | undefined): Promise<ConfluxRow> {
     const id = await this.#token("vcfx", token, (id) => this.store.confluxById(id));
-    return this.store.confluxById(id)!;
+    const row = this.store.confluxById(id)!;
+    if (row.revokedAt !== null) {
+      throw new GuardianError(
+        403,
+        `this node was revoked by the administrator at ${new Date(row.revokedAt).toISOString()}`,
+      );
+    }
+    return row;
   }
 
+  /** A node leaves the realm: removed as the administrator would (its certificates and sessions are void). */
   async unregister(token: string | undefined, confluxId: string | null): Promise<void> {
     const row = await this.#conflux(token);
     if (confluxId !== null && confluxId !== row.id) {
       throw new GuardianError(403, "a conflux token can only unregister its own conflux");
     }
-    this.store.removeConflux(row.id);
+    this.removeNode(row.id);
   }
 
   /**
-   * A session for a node's fresh key: certificate, realm key, NATS credentials. A `tag` renames the node from
-   * now on (a node restarted with a new tag); DNS follows with the new certificate.
+   * A session for a node's fresh key: certificate, realm key, NATS credentials. The request must be signed with
+   * that key (crypto/login_proof.ts), dated now and never seen before. A `tag` renames the node (if no other node
+   * holds it); `portal`/`subnets` change what it offers, within its grant. A refused login changes nothing.
    */
-  async login(
-    token: string | undefined,
-    publicKey: unknown,
-    requestHost: string,
-    change: { tag?: unknown; portal?: unknown; subnets?: unknown } = {},
-  ): Promise<LoginResponse> {
-    const { tag } = change;
+  async login(token: string | undefined, req: LoginRequest): Promise<LoginResponse> {
     const row = await this.#conflux(token);
+    const { public_key: publicKey, timestamp, nonce } = req.fields;
     const key = typeof publicKey === "string" ? fromBase64(publicKey) : undefined;
     if (!key || key.length !== ML_DSA_65_PUBLIC_KEY_BYTES) {
       throw new GuardianError(
@@ -376,80 +557,300 @@ export class Guardian {
         `public_key must be a base64 ML-DSA-65 public key (${ML_DSA_65_PUBLIC_KEY_BYTES} bytes)`,
       );
     }
-    let renamed: string | undefined;
-    if (tag !== undefined && tag !== row.tag) {
+    const now = this.options.clock();
+    if (typeof timestamp !== "number" || typeof nonce !== "string" || !/^[0-9a-f]{32}$/.test(nonce)) {
+      throw new GuardianError(400, "a login carries timestamp (ms) and nonce (32 hex digits), and is signed");
+    }
+    if (Math.abs(now - timestamp) > LOGIN_MAX_SKEW_MS) {
+      throw new GuardianError(
+        401,
+        `login dated ${Math.round((now - timestamp) / 1000)} s from the Guardian's clock (limit ±${
+          LOGIN_MAX_SKEW_MS / 1000
+        } s): check this host's clock`,
+      );
+    }
+    const signature = req.signature === undefined ? undefined : fromBase64(req.signature);
+    if (
+      !signature || signature.length !== ML_DSA_65_SIGNATURE_BYTES ||
+      !await verifyLogin(key, { confluxId: row.id, body: req.body, signature })
+    ) {
+      throw new GuardianError(
+        401,
+        "a login must be signed by the key it asks to have certified (Veilnet-Signature)",
+      );
+    }
+    if (!this.#nonces.add(`${row.id}/${nonce}`, timestamp + LOGIN_MAX_SKEW_MS, now)) {
+      throw new GuardianError(401, "this login request was already used (replayed)");
+    }
+    return await this.#session(row, key, req);
+  }
+
+  async #session(row: ConfluxRow, key: Uint8Array, req: LoginRequest): Promise<LoginResponse> {
+    const { tag, portal, subnets } = req.fields;
+    const realm = this.store.realmById(row.realmId)!;
+    if (tag !== undefined && tag !== null && tag !== row.tag) {
       if (typeof tag !== "string" || !isTag(tag)) {
         throw new GuardianError(
           400,
           `bad tag ${JSON.stringify(tag)}: a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`,
         );
       }
-      renamed = tag;
+      const holder = this.store.confluxByTag(realm.id, tag);
+      if (holder && holder.id !== row.id) throw tagTaken(tag, realm);
     }
-    const realm = this.store.realmById(row.realmId)!;
-    if (change.portal !== undefined || change.subnets !== undefined) {
-      if (change.portal !== undefined && typeof change.portal !== "boolean") {
+    let offer: { portal: boolean; subnets: string[] } | undefined;
+    if ((portal !== undefined && portal !== null) || (subnets !== undefined && subnets !== null)) {
+      if (portal !== undefined && portal !== null && typeof portal !== "boolean") {
         throw new GuardianError(400, "portal must be true or false");
       }
-      const portal = change.portal ?? row.portal;
-      const subnets = portal ? checkSubnets(change.subnets ?? row.subnets, realm) : [];
-      this.store.setPortal(row.id, portal, subnets);
-      row.portal = portal;
-      row.subnets = subnets;
+      const on = (portal as boolean | undefined | null) ?? row.portal;
+      const asked = subnets ?? (row.portal && row.subnets.length > 0 ? row.subnets : undefined);
+      offer = { portal: on, subnets: on ? this.#offer(asked, row.grantedSubnets, realm) : [] };
     }
-    // The new tag is written only once every check has passed: a refused login changes nothing.
-    if (renamed !== undefined) {
-      this.store.setTag(row.id, renamed);
-      row.tag = renamed;
-    }
-    const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
-    const now = this.options.clock();
-    const expiresAt = now + this.options.certTtlMs;
     const nodeId = toHex(await nodeIdOf(key));
+    const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
+    // Everything is checked: write the changes and the session together, then sign (no await in between).
+    const now = this.options.clock();
+    // A certificate is dated after the node's latest revocation, so a revocation never voids the one issued next.
+    const latest = this.store.revocations(realm.id, now).filter((r) => r.confluxId === row.id).at(-1);
+    const notBefore = Math.max(now, (latest?.before ?? 0) + 1);
+    const expiresAt = notBefore + this.options.certTtlMs;
+    const nats = await nodeCredentials(this.natsKeys(), { realmId: realm.id, nodeId, expiresAt });
+    const current = this.store.transaction(() => {
+      if (typeof tag === "string" && tag !== row.tag) this.store.setTag(row.id, tag);
+      if (offer) this.store.setPortal(row.id, offer.portal, offer.subnets);
+      this.store.addSession({
+        confluxId: row.id,
+        realmId: realm.id,
+        nodeId,
+        natsUser: nats.user,
+        issuedAt: notBefore,
+        expiresAt,
+      });
+      return this.store.confluxById(row.id)!;
+    });
+    // Taints in a certificate are always inside the node's grant, whatever the row says.
+    const taints = current.anyTaints
+      ? current.taints
+      : current.taints.filter((t) => current.allowedTaints.includes(t));
     const certificate = await issueCertificate(realmKey, {
       serial: crypto.getRandomValues(new Uint8Array(16)),
-      conflux: fromHex(row.id.replaceAll("-", "")),
+      conflux: fromHex(current.id.replaceAll("-", "")),
       realm: fromHex(realm.id),
       realmName: realm.name,
-      tag: row.tag,
-      ipv4: intToIp(row.ip4),
+      tag: current.tag,
+      ipv4: intToIp(current.ip4),
       prefix4: parseCidr(realm.cidr4).prefix,
-      ipv6: ipv6For(realm, row.ip4),
+      ipv6: ipv6For(realm, current.ip4),
       prefix6: 64,
-      taints: row.taints,
-      portal: row.portal ? 1 : 0,
-      subnets: row.subnets.map((s) => subnetToBytes(parseCidr(s))),
+      taints,
+      portal: current.portal ? 1 : 0,
+      subnets: current.subnets.map((s) => subnetToBytes(parseCidr(s))),
+      subject: current.identity?.subject ?? "",
+      email: current.identity?.email ?? "",
       nodeKey: key,
-      notBefore: now,
+      notBefore,
       notAfter: expiresAt,
     });
-    const host = requestHost.includes(":") && !requestHost.startsWith("[")
-      ? requestHost.slice(0, requestHost.lastIndexOf(":"))
-      : requestHost.replace(/:\d+$/, "");
+    const host = req.host.includes(":") && !req.host.startsWith("[")
+      ? req.host.slice(0, req.host.lastIndexOf(":"))
+      : req.host.replace(/:\d+$/, "");
     const urls = this.options.natsUrls.length > 0
       ? this.options.natsUrls
       : [`nats://${host}:${this.options.natsPort}`];
     return {
-      conflux_id: row.id,
+      conflux_id: current.id,
       certificate: base64(certificate),
       realm: { id: realm.id, name: realm.name, public_key: base64(realmKey.publicKey) },
-      nats: { ...await nodeCredentials(this.natsKeys(), { realmId: realm.id, nodeId, expiresAt }), urls },
+      nats: { jwt: nats.jwt, seed: nats.seed, inboxPrefix: nats.inboxPrefix, urls },
       ice_servers: this.options.iceServers,
       expires_at: expiresAt,
+      revocations: this.store.revocations(realm.id, now).map((r) => ({
+        conflux_id: r.confluxId,
+        before: r.before,
+      })),
     };
   }
 
-  /** Adds and removes taints of the node holding `token`; the node logs in again to get a certificate with them. */
+  /**
+   * Adds and removes taints of the node holding `token`, within its grant; its current certificates are void and
+   * it logs in again to get one with the new taints.
+   */
   async setTaints(token: string | undefined, change: { add?: unknown; remove?: unknown }): Promise<string[]> {
     const row = await this.#conflux(token);
     const add = checkTaints(change.add ?? []);
     const remove = checkTaints(change.remove ?? []);
-    const outside = row.allowedTaints.length === 0 ? [] : add.filter((t) => !row.allowedTaints.includes(t));
+    const outside = row.anyTaints ? [] : add.filter((t) => !row.allowedTaints.includes(t));
     if (outside.length > 0) {
       throw new GuardianError(403, `this conflux may not hold the taint(s) ${outside.join(", ")}`);
     }
     const taints = checkTaints([...row.taints.filter((t) => !remove.includes(t)), ...add]);
     this.store.setTaints(row.id, taints);
+    if (remove.some((t) => row.taints.includes(t))) this.#revoke(row, false);
     return taints;
   }
+
+  // ---- Node administration ---------------------------------------------------------------------------------
+
+  /** A node by conflux id, or by tag (with `realm` when several realms have that tag). */
+  findNode(ref: string, realm?: string): ConfluxRow {
+    const byId = this.store.confluxById(ref);
+    if (byId && (realm === undefined || this.store.realmById(byId.realmId)?.name === realm)) return byId;
+    const realms = realm === undefined ? this.store.realms() : [this.#realm(realm)];
+    const found = realms.map((r) => this.store.confluxByTag(r.id, ref)).filter((c) => c !== undefined);
+    if (found.length === 1) return found[0]!;
+    if (found.length > 1) {
+      throw new GuardianError(
+        409,
+        `tag "${ref}" exists in several realms: name the realm (--realm) or the id`,
+      );
+    }
+    throw new GuardianError(404, `no node "${ref}"${realm ? ` in realm ${realm}` : ""} (give its id or tag)`);
+  }
+
+  /** Nodes (of one realm or all), with presence at the Master when the Guardian can ask it. */
+  async nodes(realm?: string): Promise<NodeView[]> {
+    const rows = this.store.confluxes(realm === undefined ? undefined : this.#realm(realm).id);
+    const presence = await this.presence?.().catch(() => undefined);
+    return rows.map((r) => this.#view(r, presence));
+  }
+
+  #view(r: ConfluxRow, presence?: Map<string, { connected: boolean; lastSeen: number }>): NodeView {
+    const realm = this.store.realmById(r.realmId)!;
+    const seen = r.nodeId === null ? undefined : presence?.get(r.nodeId);
+    const lastSeen = Math.max(seen?.lastSeen ?? 0, r.lastLogin ?? 0);
+    return {
+      id: r.id,
+      realm: realm.name,
+      tag: r.tag,
+      ips: [formatAddress(intToIp(r.ip4)), formatAddress(ipv6For(realm, r.ip4))],
+      taints: r.taints,
+      granted_taints: r.anyTaints ? "any" : r.allowedTaints,
+      portal: r.portal,
+      subnets: r.subnets,
+      granted_subnets: r.grantedSubnets,
+      ...(r.identity ? { identity: r.identity } : {}),
+      ...(r.nodeId ? { node_id: r.nodeId } : {}),
+      ...(presence ? { online: seen?.connected === true && r.revokedAt === null } : {}),
+      ...(lastSeen > 0 ? { last_seen: lastSeen } : {}),
+      ...(r.certExpires > 0 ? { certificate_expires_at: r.certExpires } : {}),
+      ...(r.revokedAt !== null ? { revoked_at: r.revokedAt } : {}),
+      created_at: r.createdAt,
+    };
+  }
+
+  /** One node, as the administrator sees it. */
+  async node(ref: string, realm?: string): Promise<NodeView> {
+    const row = this.findNode(ref, realm);
+    return this.#view(row, await this.presence?.().catch(() => undefined));
+  }
+
+  /** Revokes a node: it can no longer log in, its certificates and NATS sessions are void across the realm. */
+  revokeNode(id: string): NodeView {
+    const row = this.#existing(id);
+    const now = this.options.clock();
+    if (row.revokedAt === null) this.store.setRevoked(row.id, now);
+    this.#revoke(row, true);
+    return this.#view(this.store.confluxById(row.id)!);
+  }
+
+  /** Removes a node (as revoke does, and forgets it; its address stays unused while its certificate lives). */
+  removeNode(id: string): void {
+    const row = this.#existing(id);
+    this.#revoke(row, true);
+    this.store.removeConflux(row.id, Math.max(row.certExpires, this.options.clock()));
+  }
+
+  /** Sets the taints a node is granted and holds; its current certificates are void (it logs in again). */
+  setNodeTaints(id: string, o: { taints: string[]; any?: boolean }): NodeView {
+    const row = this.#existing(id);
+    const taints = checkTaints(o.taints);
+    this.store.transaction(() => {
+      this.store.setGrant(row.id, { allowedTaints: taints, anyTaints: o.any === true });
+      this.store.setTaints(row.id, taints);
+    });
+    this.#revoke(row, false);
+    return this.#view(this.store.confluxById(row.id)!);
+  }
+
+  /** Renames a node (409 when another node of its realm holds the tag); it logs in again to carry the new tag. */
+  setNodeTag(id: string, tag: string): NodeView {
+    const row = this.#existing(id);
+    if (!isTag(tag)) {
+      throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
+    }
+    const realm = this.store.realmById(row.realmId)!;
+    const holder = this.store.confluxByTag(realm.id, tag);
+    if (holder && holder.id !== row.id) throw tagTaken(tag, realm);
+    this.store.setTag(row.id, tag);
+    this.#revoke(row, false);
+    return this.#view(this.store.confluxById(row.id)!);
+  }
+
+  /**
+   * Sets the portal subnets a node is granted. What it offers shrinks to what stays inside the grant; its
+   * current certificates are void (it logs in again).
+   */
+  grantNodeSubnets(id: string, subnets: string[]): NodeView {
+    const row = this.#existing(id);
+    const realm = this.store.realmById(row.realmId)!;
+    const granted = checkSubnets(subnets, realm);
+    const kept = row.subnets.filter((s) => withinGrant([s], granted).length === 0);
+    this.store.transaction(() => {
+      this.store.setGrant(row.id, { grantedSubnets: granted });
+      this.store.setPortal(row.id, row.portal && kept.length > 0, kept);
+    });
+    this.#revoke(row, false);
+    return this.#view(this.store.confluxById(row.id)!);
+  }
+
+  #existing(id: string): ConfluxRow {
+    const row = this.store.confluxById(id);
+    if (!row) throw new GuardianError(404, `no node ${id}`);
+    return row;
+  }
+
+  /**
+   * Voids every certificate of `row` issued until now, and with `cutMaster` its NATS sessions too. It is only
+   * recorded here: the serving Guardian sends what is recorded to the realm and the Master (notices.ts), whoever
+   * wrote it (this process or an admin command on the same data directory), and nodes get the list at login.
+   */
+  #revoke(row: ConfluxRow, cutMaster: boolean): void {
+    const now = this.options.clock();
+    this.store.addRevocation({
+      realmId: row.realmId,
+      confluxId: row.id,
+      before: now,
+      until: Math.max(row.certExpires, now) + 1,
+      cutMaster,
+    });
+  }
+}
+
+function tagTaken(tag: string, realm: RealmRow): GuardianError {
+  return new GuardianError(
+    409,
+    `tag "${tag}" is held by another node of realm ${realm.name}: choose another tag`,
+  );
+}
+
+/** Checks a realm's OIDC settings (all three of issuer, JWKS URL and audience; an optional taints claim). */
+function checkOidc(o: RealmOidc): RealmOidc {
+  if (!o.issuer || !o.audience || !o.jwksUrl) {
+    throw new GuardianError(400, "OIDC needs the issuer, the JWKS URL and the audience together");
+  }
+  try {
+    checkJwksUrl(o.jwksUrl);
+  } catch (error) {
+    throw new GuardianError(400, (error as Error).message);
+  }
+  if (o.taintsClaim !== undefined && !/^[A-Za-z0-9_.:-]{1,64}$/.test(o.taintsClaim)) {
+    throw new GuardianError(400, `bad claim name "${o.taintsClaim}"`);
+  }
+  return {
+    issuer: o.issuer,
+    jwksUrl: o.jwksUrl,
+    audience: o.audience,
+    ...(o.taintsClaim ? { taintsClaim: o.taintsClaim } : {}),
+  };
 }

@@ -1,37 +1,68 @@
 /**
- * Verifying an OAuth/OIDC identity token against its issuer's JWKS (`jose`; the only importer). The Guardian
- * checks the token at registration and does not keep it.
+ * Verifying an OAuth/OIDC identity token (`jose`; the only importer) against the issuer an administrator set for
+ * the realm. The issuer, JWKS URL and audience come from the realm's settings, never from the client, so the
+ * Guardian fetches only the JWKS URL the administrator named.
  * @module
  */
 
 import { createRemoteJWKSet, jwtVerify } from "jose";
+import type { NodeIdentity, RealmOidc } from "./store.ts";
 
-/** What a registration may carry to prove an identity. */
-export interface OidcProof {
-  jwt: string;
-  jwksUrl: string;
-  issuer: string;
-  audience: string;
+/** One key set per JWKS URL: jose caches the keys and refetches them when an unknown key id appears. */
+const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
+
+/** Checks that a JWKS URL is an absolute http(s) URL; the message says what is wrong. */
+export function checkJwksUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`the JWKS URL "${text}" is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new Error(`the JWKS URL must be http(s), got "${text}"`);
+  }
+  return url;
+}
+
+/** The verified identity of a token, and the values of the realm's taints claim (if it names one). */
+export interface VerifiedIdentity {
+  identity: NodeIdentity;
+  /** Strings of the realm's `taintsClaim` (e.g. the user's groups); empty when the realm names no claim. */
+  claimValues: string[];
 }
 
 /**
- * Verifies `proof.jwt` (signature from the JWKS, issuer, audience, expiry) and returns its subject. Throws an Error
- * whose message says what did not match.
+ * Verifies `token` for `oidc`: signature from the issuer's JWKS, issuer, audience, an expiry (required) that has
+ * not passed, and a subject. Throws an Error whose message says what did not match.
  */
-export async function verifyOidc(proof: OidcProof): Promise<string> {
-  let url: URL;
-  try {
-    url = new URL(proof.jwksUrl);
-  } catch {
-    throw new Error(`jwks_url "${proof.jwksUrl}" is not a URL`);
+export async function verifyIdentity(token: string, oidc: RealmOidc): Promise<VerifiedIdentity> {
+  let keys = keySets.get(oidc.jwksUrl);
+  if (!keys) {
+    keys = createRemoteJWKSet(checkJwksUrl(oidc.jwksUrl), { timeoutDuration: 5_000 });
+    keySets.set(oidc.jwksUrl, keys);
   }
-  const keys = createRemoteJWKSet(url, { timeoutDuration: 5_000 });
   try {
-    const { payload } = await jwtVerify(proof.jwt, keys, { issuer: proof.issuer, audience: proof.audience });
+    const { payload } = await jwtVerify(token, keys, {
+      issuer: oidc.issuer,
+      audience: oidc.audience,
+      requiredClaims: ["exp", "sub"],
+      clockTolerance: 30,
+    });
     if (typeof payload.sub !== "string" || payload.sub === "") {
       throw new Error("the token has no subject (sub)");
     }
-    return payload.sub;
+    const email = typeof payload.email === "string" && payload.email !== "" ? payload.email : undefined;
+    const claim = oidc.taintsClaim === undefined ? undefined : payload[oidc.taintsClaim];
+    const claimValues = typeof claim === "string"
+      ? [claim]
+      : Array.isArray(claim)
+      ? claim.filter((v): v is string => typeof v === "string")
+      : [];
+    return {
+      identity: { issuer: oidc.issuer, subject: payload.sub, ...(email ? { email } : {}) },
+      claimValues,
+    };
   } catch (error) {
     throw new Error(`identity token refused: ${(error as Error).message}`, { cause: error });
   }

@@ -102,6 +102,8 @@ export interface RevocationRow {
   confluxId: string;
   before: number;
   until: number;
+  /** Whether the node's NATS sessions are revoked too (revoked or removed), not only its certificates. */
+  cutMaster: boolean;
 }
 
 /** A constraint the caller broke (duplicate name, address taken): the API turns it into 409. */
@@ -172,7 +174,8 @@ const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
       CREATE TABLE retired_addresses (
         realm_id TEXT NOT NULL, ip4 INTEGER NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (realm_id, ip4));
       CREATE TABLE revocations (
-        realm_id TEXT NOT NULL, conflux_id TEXT NOT NULL, before INTEGER NOT NULL, until INTEGER NOT NULL);
+        realm_id TEXT NOT NULL, conflux_id TEXT NOT NULL, before INTEGER NOT NULL, until INTEGER NOT NULL,
+        cut_master INTEGER NOT NULL);
     `);
   },
 ];
@@ -231,7 +234,8 @@ type Column =
   | "nats_user"
   | "issued_at"
   | "before"
-  | "until";
+  | "until"
+  | "cut_master";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -547,7 +551,7 @@ export class Store implements Disposable {
   revokedSessions(now: number): SessionRow[] {
     return (this.#db.prepare(
       "SELECT s.* FROM sessions s JOIN revocations r ON r.conflux_id = s.conflux_id " +
-        "WHERE s.expires_at > ? AND s.issued_at <= r.before",
+        "WHERE s.expires_at > ? AND s.issued_at <= r.before AND r.cut_master = 1",
     ).all(now) as Row[]).map((r) => ({
       confluxId: String(r.conflux_id),
       realmId: String(r.realm_id),
@@ -560,13 +564,18 @@ export class Store implements Disposable {
 
   /** Records that a node's certificates issued up to `before` are void, until `until` (when none can live). */
   addRevocation(r: RevocationRow): void {
-    this.#db.prepare("INSERT INTO revocations (realm_id, conflux_id, before, until) VALUES (?, ?, ?, ?)")
-      .run(r.realmId, r.confluxId, r.before, r.until);
+    this.#db.prepare(
+      "INSERT INTO revocations (realm_id, conflux_id, before, until, cut_master) VALUES (?, ?, ?, ?, ?)",
+    ).run(r.realmId, r.confluxId, r.before, r.until, r.cutMaster ? 1 : 0);
   }
 
   /** Revocations of a realm that still matter at `now`. */
   revocations(realmId: string, now: number): RevocationRow[] {
-    this.#db.prepare("DELETE FROM revocations WHERE until <= ?").run(now);
+    // The newest row stays, so its number is never reused (revocationsSince counts on increasing numbers).
+    this.#db.prepare(
+      "DELETE FROM revocations WHERE until <= ? AND rowid < (SELECT max(rowid) FROM revocations)",
+    )
+      .run(now);
     return (this.#db.prepare("SELECT * FROM revocations WHERE realm_id = ? ORDER BY before").all(
       realmId,
     ) as Row[])
@@ -575,7 +584,22 @@ export class Store implements Disposable {
         confluxId: String(r.conflux_id),
         before: Number(r.before),
         until: Number(r.until),
+        cutMaster: Number(r.cut_master) === 1,
       }));
+  }
+
+  /** Revocations recorded after the one numbered `after` (0: all), with their numbers, oldest first. */
+  revocationsSince(after: number): (RevocationRow & { seq: number })[] {
+    return (this.#db.prepare("SELECT rowid AS seq, * FROM revocations WHERE rowid > ? ORDER BY rowid").all(
+      after,
+    ) as (Row & { seq: number })[]).map((r) => ({
+      seq: Number(r.seq),
+      realmId: String(r.realm_id),
+      confluxId: String(r.conflux_id),
+      before: Number(r.before),
+      until: Number(r.until),
+      cutMaster: Number(r.cut_master) === 1,
+    }));
   }
 
   /** Marks a node revoked at `at`: it can no longer log in. */
