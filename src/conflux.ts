@@ -10,7 +10,7 @@ import type { Owner } from "./agent/names.ts";
 import type { NodeStatus, PeerStatus } from "./agent/status.ts";
 import { connectNats } from "./control/nats.ts";
 import { serveNodeDns } from "./dns/serve.ts";
-import { detectSubnets, KernelRoutes, openPortal, portalHost } from "./portal/host.ts";
+import { KernelRoutes, openPortal, portalHost, UnderlayReader } from "./portal/host.ts";
 import { formatCidr, subnetsOf } from "./portal/subnets.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
@@ -60,7 +60,10 @@ export interface Conflux extends AsyncDisposable {
   changeTaints(change: { add?: string[]; remove?: string[] }): Promise<string[]>;
   /** Says goodbye to the realm and undoes every change to the host. Idempotent. */
   close(): Promise<void>;
-  /** Resolves once the node is closed (by close(), the signal, or dispose). */
+  /**
+   * Resolves once the node is closed (by close(), the signal, or dispose). Rejects, once closed, when the node
+   * stopped on its own: the Guardian revoked or removed it (the error says so).
+   */
   readonly closed: Promise<void>;
 }
 
@@ -84,11 +87,18 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
   const host = portalHost(log);
   const undo: (() => PromiseLike<void> | void)[] = [];
   const routes = useTun ? new KernelRoutes(host, ifname) : undefined;
+  // What portal subnets must not cover; without a TUN device nothing is routed, so nothing to read.
+  const underlay = useTun ? new UnderlayReader(host, ifname) : undefined;
   if (routes) undo.push(() => routes[Symbol.asyncDispose]());
 
   let closing: Promise<void> | undefined;
   let resolveClosed!: () => void;
-  const closed = new Promise<void>((resolve) => resolveClosed = resolve);
+  let rejectClosed!: (reason: Error) => void;
+  const closed = new Promise<void>((resolve, reject) => [resolveClosed, rejectClosed] = [resolve, reject]);
+  // Handled here, so a program that never awaits `closed` is not brought down by it; one that does sees the error.
+  closed.catch(() => {});
+  /** Why the node stopped on its own (the Guardian revoked or removed it), if it did. */
+  let stopped: Error | undefined;
   const close = () =>
     closing ??= (async () => {
       for (const step of undo.reverse()) {
@@ -98,14 +108,14 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
           log(`while closing: ${(error as Error).message}`);
         }
       }
-      resolveClosed();
+      if (stopped) rejectClosed(stopped);
+      else resolveClosed();
     })();
 
   try {
-    // The subnets go to the Guardian at login: given, or read from the routing table in portal mode.
-    const subnets = o.portal && useTun && o.subnets === undefined
-      ? await detectSubnets(host, ifname, [])
-      : o.subnets;
+    // The subnets go to the Guardian at login, which keeps them within what the administrator granted; without
+    // them a portal offers everything it was granted.
+    const subnets = o.subnets;
     const agent = await Agent.start({
       guardian: o.guardian,
       token: o.token,
@@ -116,6 +126,11 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       subnets,
       tetherIdleMs: o.tetherIdleMs,
       onSubnets: (s) => void routes?.sync(s),
+      onStop: (reason) => {
+        stopped = reason;
+        void close();
+      },
+      underlay: underlay && ((endpoints) => underlay.read(endpoints)),
       openTun: useTun
         ? (cert) =>
           LinuxTun.open({
@@ -141,13 +156,9 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       const remove = cert.taints.filter((t) => !o.taints!.includes(t));
       if (add.length + remove.length > 0) await agent.changeTaints({ add, remove });
     }
-    if (useTun && cert.portal && cert.subnets.length === 0) {
-      // Registered as a portal without subnets: offer the networks of the routing table.
-      await agent.offerSubnets(await detectSubnets(host, ifname, []));
-    }
     if (useTun && agent.certificate.portal) {
       const offered = subnetsOf(agent.certificate.subnets).map(formatCidr);
-      if (offered.length === 0) log("portal: no subnets to offer (give them with --subnets)");
+      if (offered.length === 0) log("portal: no subnets to offer (the administrator grants them)");
       else {
         const portal = await openPortal(host, ifname, offered);
         undo.push(() => portal[Symbol.asyncDispose]());

@@ -27,7 +27,7 @@ async function realmWith(dir: string, options: { certTtl?: string } = {}) {
   await guardian.start();
   const realmLine = await guardian.admin(["realm", "create", "home"]);
   const realmId = /\(([0-9a-f]{32})\)/.exec(realmLine)![1]!;
-  const token = await guardian.admin(["token", "create", "--realm", "home"]);
+  const token = await guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
   return { guardian, realmId, token };
 }
 
@@ -62,7 +62,7 @@ Deno.test({
     await using b = await node(dir, "b", guardian, token, "dev,stage");
     await using c = await node(dir, "c", guardian, token, "prod");
     await guardian.admin(["realm", "create", "away"]);
-    const awayToken = await guardian.admin(["token", "create", "--realm", "away"]);
+    const awayToken = await guardian.admin(["token", "create", "--realm", "away", "--any-taints"]);
     await using x = await node(dir, "x", guardian, awayToken, "dev");
 
     await waitFor(
@@ -211,7 +211,7 @@ Deno.test({
     try {
       await guardian.start();
       await guardian.admin(["realm", "create", "home"]);
-      const token = await guardian.admin(["token", "create", "--realm", "home"]);
+      const token = await guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
       await waitFor("the cluster to form", 15_000, async () => {
         const routez = await (await fetch(`http://127.0.0.1:${monitor[0]}/routez`)).json();
         return routez.num_routes >= 2;
@@ -272,7 +272,7 @@ Deno.test({
     await using master = await natsServer(`${dir}/guardian`, "nats", natsPort);
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
-    const token = await guardian.admin(["token", "create", "--realm", "home"]);
+    const token = await guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
     await using a = await node(dir, "a", guardian, token, "dev");
     await using b = await node(dir, "b", guardian, token, "dev");
     await waitFor(

@@ -16,7 +16,7 @@ Deno.test({
   async fn() {
     await using w = await realmOnTestbed(["b"]);
     await using dir = await tempDir("vc-embed-");
-    const token = await w.guardian.admin(["token", "create", "--realm", "home"]);
+    const token = await w.guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
     const reg = await cli(
       ["register", "-t", token, "--guardian", w.guardian.url, "--tag", "embedded", "--no-service"],
       { VEILNET_CONFIG_DIR: dir.path },

@@ -98,7 +98,17 @@ Deno.test({
 
     const before: Record<string, unknown> = { p: await hostState(ns("p")), q: await hostState(ns("q")) };
 
-    const token = await w.guardian.admin(["token", "create", "--realm", "home"]);
+    // The administrator grants the LAN (and only it) to the portals' token.
+    const token = await w.guardian.admin([
+      "token",
+      "create",
+      "--realm",
+      "home",
+      "--taints",
+      "lab",
+      "--subnets",
+      "10.50.0.0/24",
+    ]);
     await using dir = await tempDir("vc-portal-");
     const portal = (name: string) =>
       new NodeProc(name, `${dir.path}/${name}`, {

@@ -92,6 +92,7 @@ export async function realmOnTestbed(
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
   bareHosts: string[] = [],
+  portalGrant: string[] = [],
 ): Promise<Realm> {
   const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
@@ -116,7 +117,16 @@ export async function realmOnTestbed(
   try {
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
-    const token = await guardian.admin(["token", "create", "--realm", "home"]);
+    // The test realm's administrator grants any taint (nodes pick theirs: "lab" by default) and the portal
+    // subnets the portal tests offer.
+    const token = await guardian.admin([
+      "token",
+      "create",
+      "--realm",
+      "home",
+      "--any-taints",
+      ...(portalGrant.length > 0 ? ["--subnets", portalGrant.join(",")] : []),
+    ]);
     for (const name of names) {
       const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
       nodes.set(name, n);

@@ -17,6 +17,14 @@ import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
 import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { contains, formatCidr, type Offer, subnetsOf, SubnetTable } from "../portal/subnets.ts";
+import {
+  describeRefusal,
+  formatUnderlay,
+  type RefusedSubnet,
+  screenOffers,
+  UNDERLAY_READ_MS,
+  type UnderlayAddress,
+} from "../portal/underlay.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
@@ -29,7 +37,11 @@ import { admitPacket, mayCommunicate } from "./access.ts";
 import { guardianClient } from "./guardian_client.ts";
 import { Names, type Owner } from "./names.ts";
 import { PeerTable } from "./peers.ts";
-import type { NodeStatus, PeerStatus } from "./status.ts";
+import { confluxIdBytes } from "./revocations.ts";
+import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
+
+/** How long after asking the realm for relays to a destination their answers are taken. */
+const ROUTE_ANSWER_WINDOW_MS = 10_000;
 
 /** A logged-in session. */
 interface Session {
@@ -60,8 +72,19 @@ export interface AgentOptions {
   subnets?: string[];
   /** Called with the subnets routed to portals (most specific first) whenever they change. */
   onSubnets?: (subnets: string[]) => void;
+  /**
+   * The addresses no portal subnet may cover: this host's own and its gateways, and the Guardian's and the
+   * Master's (from their URLs). Read at start, after each login, when portals' offers change, and every
+   * UNDERLAY_READ_MS while there are some. Without it (no TUN device, nothing routed to the kernel) none.
+   */
+  underlay?: (endpoints: { guardian: string; master: string[] }) => Promise<UnderlayAddress[]>;
   /** Idle time after which a tether dissolves (default TETHER_IDLE_MS). */
   tetherIdleMs?: number;
+  /**
+   * Called once if the agent stops on its own, after it closed: the Guardian refused to renew its session (401,
+   * 403: an administrator revoked or removed the node). `reason` says so.
+   */
+  onStop?: (reason: Error) => void;
 }
 
 /** The data plane's parts, present when the node has a TUN device. */
@@ -86,12 +109,23 @@ export class Agent implements AsyncDisposable {
   #renewal: ReturnType<typeof setTimeout> | undefined;
   #lastAnnounce = 0;
   #closed = false;
+  /** The login under way because a revocation voided this node's certificate. */
+  #relogin: Promise<void> | undefined;
   #data: DataPlane | undefined;
   /** Overlay address → peer node id (hex): IPv4 as a number, IPv6 as hex. */
   #routes4 = new Map<number, string>();
   #routes6 = new Map<string, string>();
   /** Portal subnets of permitted peers → the portal chosen for each. */
   #subnets = new SubnetTable([]);
+  /** What portal subnets must not cover; the subnets refused now; the (portal, subnet) pairs logged and counted. */
+  #underlay: UnderlayAddress[] = [];
+  #refused: RefusedSubnet[] = [];
+  #refusedSeen = new Set<string>();
+  #refusedCounts = new Map<string, number>();
+  /** The portals' offers at the last reroute ("" when none), and the underlay read under way. */
+  #offered = "";
+  #underlayReading: Promise<void> | undefined;
+  #underlayAgain = false;
   #learner: RouteLearner;
   /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
   #relays = new Map<string, Map<string, number>>();
@@ -144,6 +178,7 @@ export class Agent implements AsyncDisposable {
         }
       },
     });
+    this.#applyRevocations(session.login);
   }
 
   /** Logs in (retrying while the Guardian is unreachable), joins the Master and announces. */
@@ -151,6 +186,7 @@ export class Agent implements AsyncDisposable {
     const identity = await Identity.generate();
     const session = await loginWithRetry(o, identity, () => false);
     const agent = new Agent(o, identity, session);
+    await agent.#readUnderlay();
     await agent.#join();
     return agent;
   }
@@ -181,6 +217,7 @@ export class Agent implements AsyncDisposable {
     await this.#announce();
     this.#timers.push(setInterval(() => void this.#announce(), ANNOUNCE_INTERVAL_MS));
     this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
+    this.#timers.push(setInterval(() => this.#offered && void this.#readUnderlay(), UNDERLAY_READ_MS));
     this.#scheduleRenewal();
   }
 
@@ -335,9 +372,55 @@ export class Agent implements AsyncDisposable {
         });
       }
     }
+    // A subnet covering this node's underlay would pull its own traffic into the overlay: refused (underlay.ts).
+    const { allowed, refused } = screenOffers(offers, this.#underlay);
+    for (const r of refused) {
+      const key = `${r.conflux} ${r.subnet}`;
+      if (this.#refusedSeen.has(key)) continue;
+      this.#refusedSeen.add(key);
+      this.#o.log(describeRefusal(r));
+      const reason = `portal:covers-${r.kind}`;
+      this.#refusedCounts.set(reason, (this.#refusedCounts.get(reason) ?? 0) + 1);
+    }
+    this.#refused = refused;
     const before = this.#subnets.subnets.join(",");
-    this.#subnets = new SubnetTable(offers);
+    this.#subnets = new SubnetTable(allowed);
     if (this.#subnets.subnets.join(",") !== before) this.#o.onSubnets?.(this.#subnets.subnets);
+    // New or changed offers are checked against a fresh reading of the host too.
+    const offered = offers.map((o) => `${o.conflux}:${o.subnets.map(formatCidr)}`).join(" ");
+    if (offered !== this.#offered) {
+      this.#offered = offered;
+      if (offered) void this.#readUnderlay();
+    }
+  }
+
+  /**
+   * Reads the underlay again (one read at a time; a request meanwhile reads once more after it) and reroutes if it
+   * changed. A failed read keeps what was known.
+   */
+  #readUnderlay(): Promise<void> {
+    const read = this.#o.underlay;
+    if (!read) return Promise.resolve();
+    if (this.#underlayReading) {
+      this.#underlayAgain = true;
+      return this.#underlayReading;
+    }
+    return this.#underlayReading = (async () => {
+      do {
+        this.#underlayAgain = false;
+        try {
+          const list = await read({ guardian: this.#o.guardian, master: this.#session.login.nats.urls });
+          if (formatUnderlay(list) !== formatUnderlay(this.#underlay) && !this.#closed) {
+            this.#underlay = list;
+            this.#reroute();
+          }
+        } catch (error) {
+          const why = (error as Error).message;
+          this.#o.log(`portal: could not read what portal subnets must not cover (${why}); kept the last`);
+        }
+      } while (this.#underlayAgain && !this.#closed);
+      this.#underlayReading = undefined;
+    })();
   }
 
   /** Whether a packet opened from `peer` may go to the TUN (see admitPacket). */
@@ -358,6 +441,8 @@ export class Agent implements AsyncDisposable {
 
   /** Verified messages other than announcements, from permitted peers. */
   async #dispatch(m: AnyControlMessage): Promise<void> {
+    // The peer table has applied it already (peers dropped, certificates refused); what is left is this node's own.
+    if (m.kind === ControlKind.Revoke) return this.#renewIfRevoked();
     if (m.kind === ControlKind.DnsQuery) return await this.#names.onQuery(m);
     if (m.kind === ControlKind.DnsAnswer) return this.#names.onAnswer(m);
     const data = this.#data;
@@ -389,11 +474,17 @@ export class Agent implements AsyncDisposable {
         return;
       }
       case ControlKind.RouteAnswer: {
+        // Only an answer to a question we asked lately, from a relay that may carry traffic to that destination:
+        // a member that may not talk to it must not draw our traffic to itself (it could only drop it).
         const dest = toHex(m.body.destination);
-        if (!this.peers.get(dest)) return;
+        const relay = toHex(m.sender);
+        if (this.#clock() - (this.#lastQuery.get(dest) ?? -Infinity) > ROUTE_ANSWER_WINDOW_MS) {
+          return this.peers.count("route:unasked");
+        }
+        if (!this.#mayCarry(relay, dest)) return this.peers.count("route:forbidden-relay");
         let relays = this.#relays.get(dest);
         if (!relays) this.#relays.set(dest, relays = new Map());
-        relays.set(toHex(m.sender), m.body.rttMs);
+        relays.set(relay, m.body.rttMs);
         this.#candidates(dest);
         return;
       }
@@ -442,25 +533,86 @@ export class Agent implements AsyncDisposable {
     clearTimeout(this.#renewal);
     const cert = this.#session.cert;
     const at = cert.notBefore + (cert.notAfter - cert.notBefore) * RENEW_AT_FRACTION;
-    this.#renewal = setTimeout(() => void this.renew(), Math.max(0, at - this.#clock()));
+    // A refusal other than "revoked or removed" (renew stops the agent then) is tried again later.
+    const renew = () =>
+      void this.renew().catch((error) => {
+        if (this.#closed) return;
+        const wait = LOGIN_RETRY_MS[LOGIN_RETRY_MS.length - 1]!;
+        this.#o.log(`renewal failed (${error.message}); trying again in ${wait / 1000} s`);
+        this.#renewal = setTimeout(renew, wait);
+      });
+    this.#renewal = setTimeout(renew, Math.max(0, at - this.#clock()));
   }
 
-  /** Logs in again now (retrying until it works or the agent closes), then announces the new certificate. */
+  /**
+   * Logs in again now (retrying while the Guardian is unreachable, until it works or the agent closes), then
+   * announces the new certificate. A refusal meaning the node is no longer in the realm (401, 403) stops the agent
+   * for good (see #stopRefused) and rejects.
+   */
   async renew(kind = ControlKind.Announce): Promise<void> {
-    const session = await loginWithRetry(this.#o, this.#identity, () => this.#closed);
+    let session: Session;
+    try {
+      session = await loginWithRetry(this.#o, this.#identity, () => this.#closed);
+    } catch (error) {
+      const status = (error as { status?: number }).status;
+      if (status === 401 || status === 403) await this.#stopRefused(error as Error);
+      throw error;
+    }
     if (this.#closed) return;
+    this.#applyRevocations(session.login);
+    // Logins may overlap (a scheduled renewal and one after a revocation): never step back to an older certificate.
+    if (session.cert.notBefore < this.#session.cert.notBefore) return;
     this.#session = session;
+    void this.#readUnderlay(); // the login answer may name other Masters
     this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);
     this.peers.recheck();
     this.#scheduleRenewal();
     await this.#announce(false, kind);
   }
 
-  /** Offers `subnets` as a portal: logs in again with them (the Guardian checks them) and tells the realm. */
-  async offerSubnets(subnets: string[]): Promise<void> {
-    this.#o.portal = true;
-    this.#o.subnets = subnets;
-    await this.renew();
+  /** A login answer's revocations, applied before anything else of that login. */
+  #applyRevocations(login: LoginResponse): void {
+    for (const r of login.revocations ?? []) { // older Guardians send none
+      try {
+        this.peers.revoke(confluxIdBytes(r.conflux_id), r.before);
+      } catch (error) {
+        this.#o.log(`login answer: ignored a malformed revocation (${(error as Error).message})`);
+      }
+    }
+  }
+
+  /**
+   * After a revocation: if it voided this node's own certificate (an administrator changed its taints, tag or
+   * subnets, or revoked or removed it), log in again at once for a fresh certificate and announce it; a refusal
+   * stops the node (renew). One such login at a time; the Guardian dates a new certificate after the revocation,
+   * so one login should do, and two more are tried if it did not.
+   */
+  #renewIfRevoked(): void {
+    if (this.#relogin || this.#closed || !this.peers.voids(this.#session.cert)) return;
+    this.#o.log("the Guardian revoked this node's certificate; logging in again");
+    this.#relogin = (async () => {
+      for (let n = 0; n < 3 && !this.#closed && this.peers.voids(this.#session.cert); n++) await this.renew();
+      if (!this.#closed && this.peers.voids(this.#session.cert)) {
+        this.#o.log(
+          "the Guardian answered with revoked certificates three times; trying again at the next renewal",
+        );
+      }
+    })().catch((error) => {
+      if (!this.#closed) this.#o.log(`login after a revocation failed: ${error.message}`);
+    }).finally(() => this.#relogin = undefined);
+  }
+
+  /** The Guardian refused this node's login: it was revoked or removed. Says so, closes, and tells `onStop`. */
+  async #stopRefused(refusal: Error): Promise<void> {
+    if (this.#closed) return;
+    const reason = new Error(
+      `the Guardian revoked or removed this node (${refusal.message}); it stopped and will not retry ` +
+        "(an administrator can restore it, or register it again)",
+      { cause: refusal },
+    );
+    this.#o.log(reason.message);
+    await this.close();
+    this.#o.onStop?.(reason);
   }
 
   /** Adds/removes taints at the Guardian, then takes the re-issued certificate and tells the realm. */
@@ -479,6 +631,7 @@ export class Agent implements AsyncDisposable {
       ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
       realm: this.#session.login.realm.name,
       taints: cert.taints,
+      ...identityStatus(cert),
       connected: { guardian: this.#clock() < cert.notAfter, master: this.#channel?.state === "connected" },
       certificateExpiresAt: cert.notAfter,
       peers: this.peers.list().length,
@@ -489,15 +642,18 @@ export class Agent implements AsyncDisposable {
       backup: this.#data?.anchor.backups ?? { messages: 0, bytes: 0 },
       dropped: Object.fromEntries([
         ...this.peers.dropped,
+        ...this.#refusedCounts,
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
       ]),
       egresses: this.#data?.anchor.egresses ?? 0,
       ingresses: this.#data?.streams.counts.receiving ?? 0,
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
+      revocations: this.peers.revocations,
       handshakeFailures: this.#data?.streams.failures ?? 0,
       ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
       portal: cert.portal ? subnetsOf(cert.subnets).map(formatCidr) : [],
       subnets: this.#subnets.routes(),
+      refusedSubnets: this.#refused.map((r) => ({ ...r })),
     };
   }
 
@@ -523,6 +679,7 @@ export class Agent implements AsyncDisposable {
         txBytes: traffic?.txBytes ?? 0,
         rxBytes: traffic?.rxBytes ?? 0,
         taints: cert.taints,
+        ...identityStatus(cert),
         pq: true,
       };
     });
@@ -562,7 +719,7 @@ function formatUuid(bytes: Uint8Array): string {
 async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => boolean): Promise<Session> {
   for (let attempt = 0;; attempt++) {
     try {
-      const login = await guardianClient.login(o.guardian, o.token, identity.publicKey, {
+      const login = await guardianClient.login(o.guardian, o.token, identity, {
         tag: o.tag,
         portal: o.portal,
         subnets: o.subnets,

@@ -22,6 +22,10 @@ export function renderMetrics(s: NodeStatus, peers: PeerStatus[]): string {
   family("tethers", "gauge", "Open tethers (WebRTC links to next hops).", [["", s.tethers]]);
   family("streams", "gauge", "Encrypted streams, both directions.", [["", s.streams]]);
   family("routes", "gauge", "Overlay routes installed.", [["", s.routes]]);
+  family("portal_subnets_refused", "gauge", "Portal subnets refused: they cover this node's underlay.", [[
+    "",
+    s.refusedSubnets?.length ?? 0,
+  ]]);
   family("relays", "gauge", "Relays known for destinations with traffic.", [["", s.relays]]);
   family("egresses", "gauge", "Destinations this node is sending to.", [["", s.egresses]]);
   family("ingresses", "gauge", "Receiving streams.", [["", s.ingresses]]);

@@ -6,16 +6,24 @@
  * message's own signature verifies under that key (ControlVerifier: time, replay, recipient); and access control
  * passes. Anything else is dropped and counted by reason. A peer not heard from within PEER_TTL_MS, or whose
  * certificate expires, leaves the table.
+ *
+ * Revocation: the Guardian's Revoke (realm-signed, verified like any message) and the list in each login answer
+ * void every certificate of a conflux issued at or before a time. The table then drops, synchronously, every peer
+ * holding such a certificate and every cached certificate of it (so messages naming one by certRef find no key),
+ * and from then on refuses such a certificate however it arrives (reason "revoked"). This is the one place
+ * revocations are checked.
  * @module
  */
 
 import { CertificateRejected, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { ControlRejected, ControlVerifier } from "../crypto/control_signing.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
+import type { PqBackend } from "../crypto/pq.ts";
 import { PEER_TTL_MS } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
 import { type AnyControlMessage, ControlKind, decodeControl } from "../wire/control.ts";
 import { mayCommunicate } from "./access.ts";
+import { Revocations } from "./revocations.ts";
 
 /** A node this node may talk to. */
 export interface Peer {
@@ -29,6 +37,11 @@ export type DropReason =
   | "malformed"
   | "bad-certificate"
   | "forbidden"
+  /** A certificate the realm revoked (its conflux's certificates issued at or before a time are void). */
+  | "revoked"
+  /** A route answer nobody asked for, or from a relay that may not carry traffic to that destination. */
+  | "route:unasked"
+  | "route:forbidden-relay"
   | ControlRejected["reason"]
   | CertificateRejected["reason"];
 
@@ -39,6 +52,8 @@ export interface PeerTableOptions {
   realm: Uint8Array;
   realmKey: Uint8Array;
   clock: () => number;
+  /** The post-quantum implementation (default: the fastest the runtime has). */
+  backend?: PqBackend;
   /** A peer joined or left, or changed what it routes (its addresses or portal subnets). */
   onChange?: (event: "joined" | "left" | "changed", peer: Peer) => void;
 }
@@ -49,6 +64,7 @@ export class PeerTable {
   readonly #peers = new Map<string, Peer>();
   readonly #certs = new Map<string, VerifiedCertificate>();
   readonly #verifier: ControlVerifier;
+  readonly #revocations = new Revocations();
   /** Messages dropped, by reason. */
   readonly dropped = new Map<DropReason, number>();
 
@@ -57,6 +73,8 @@ export class PeerTable {
     this.#verifier = new ControlVerifier({
       self: options.self().nodeId,
       clock: options.clock,
+      realmKey: options.realmKey,
+      backend: options.backend,
       keys: (sender, ref) => {
         const cert = this.#certs.get(toHex(ref));
         return cert && bytesEqual(cert.nodeId, sender) && options.clock() < cert.notAfter
@@ -64,6 +82,11 @@ export class PeerTable {
           : undefined;
       },
     });
+  }
+
+  /** Counts a message refused after the table let it through (by the handler of its kind). */
+  count(reason: DropReason): undefined {
+    return this.#drop(reason);
   }
 
   #drop(reason: DropReason): undefined {
@@ -78,6 +101,27 @@ export class PeerTable {
 
   get(nodeId: string): Peer | undefined {
     return this.#peers.get(nodeId);
+  }
+
+  /** Revocations held now. */
+  get revocations(): number {
+    return this.#revocations.size;
+  }
+
+  /** Whether the realm revoked `cert` (this node's own included). */
+  voids(cert: { conflux: Uint8Array; notBefore: number }): boolean {
+    return this.#revocations.voids(cert);
+  }
+
+  /**
+   * Voids every certificate of `conflux` issued at or before `before` (ms): drops at once each peer holding one
+   * (its tethers, streams and routes go with the "left" event) and each cached one, and refuses them from now on.
+   * For a Revoke, the table calls this itself; the agent calls it with the list of each login answer.
+   */
+  revoke(conflux: Uint8Array, before: number): void {
+    if (!this.#revocations.add(conflux, before, this.#o.clock())) return;
+    for (const [ref, c] of this.#certs) if (this.#revocations.voids(c)) this.#certs.delete(ref);
+    for (const [id, p] of this.#peers) if (this.#revocations.voids(p.cert)) this.#remove(id);
   }
 
   /**
@@ -97,13 +141,14 @@ export class PeerTable {
     const self = this.#o.self();
     if (bytesEqual(m.sender, self.nodeId)) return undefined; // our own broadcast, echoed back
     const carried = carriedCertificate(m);
+    let cert: VerifiedCertificate | undefined;
     if (carried) {
-      let cert: VerifiedCertificate;
       try {
         cert = await verifyCertificate(carried, {
           realm: this.#o.realm,
           realmKey: this.#o.realmKey,
           now: this.#o.clock(),
+          backend: this.#o.backend,
         });
       } catch (error) {
         if (error instanceof CertificateRejected) return this.#drop(error.reason);
@@ -112,6 +157,8 @@ export class PeerTable {
       if (!bytesEqual(cert.nodeId, m.sender) || !bytesEqual(cert.ref, m.certRef)) {
         return this.#drop("bad-certificate");
       }
+      // Before any work on the message's signature (and so a revoked certificate never enters the cache).
+      if (this.#revocations.voids(cert)) return this.#drop("revoked");
       this.#certs.set(toHex(cert.ref), cert);
     }
     try {
@@ -120,12 +167,18 @@ export class PeerTable {
       if (error instanceof ControlRejected) return this.#drop(error.reason);
       throw error;
     }
+    if (m.kind === ControlKind.Revoke) {
+      // From the Guardian, signed by the realm key (the verifier accepts a Revoke from nothing else).
+      this.revoke(m.body.conflux, m.body.before);
+      return m;
+    }
     const id = toHex(m.sender);
-    if (!carried) {
+    if (!cert) {
       // Other messages count only from peers we may talk to.
       return this.#peers.has(id) ? m : this.#drop("forbidden");
     }
-    const cert = this.#certs.get(toHex(m.certRef))!;
+    // A revocation may have come while the signature was checked: it holds all the same.
+    if (this.#revocations.voids(cert)) return this.#drop("revoked");
     const known = this.#peers.get(id);
     const leaving = m.kind === ControlKind.Announce && m.body.leaving === 1;
     if (leaving || !mayCommunicate(self, cert)) {
@@ -150,13 +203,17 @@ export class PeerTable {
     this.#o.onChange?.("left", peer);
   }
 
-  /** Drops peers not heard from in PEER_TTL_MS, peers whose certificate expired, and stale certificates. */
+  /**
+   * Drops peers not heard from in PEER_TTL_MS, peers whose certificate expired, stale certificates, and
+   * revocations no valid certificate can fall under any more.
+   */
   expire(): void {
     const now = this.#o.clock();
     for (const [id, p] of this.#peers) {
       if (now - p.lastSeen > PEER_TTL_MS || now >= p.cert.notAfter) this.#remove(id);
     }
     for (const [ref, c] of this.#certs) if (now >= c.notAfter) this.#certs.delete(ref);
+    this.#revocations.expire(now);
   }
 
   /** Re-applies access control after this node's own taints changed. */

@@ -5,7 +5,25 @@
  */
 
 import type { SubnetRoute } from "../portal/subnets.ts";
-export type { SubnetRoute };
+import type { RefusedSubnet } from "../portal/underlay.ts";
+export type { RefusedSubnet, SubnetRoute };
+
+/** Who registered a node, as its realm verified (OIDC) and signed into its certificate. */
+export interface IdentityStatus {
+  /** The identity provider's subject (`sub`): stable, unique per provider. */
+  subject: string;
+  /** The email the provider gave, when it gave one. */
+  email?: string;
+}
+
+/**
+ * The `identity` field of a status, from a certificate's `subject` and `email`: absent (an empty object to spread)
+ * when the realm asks for no identity, and `email` absent when the provider gave none.
+ */
+export function identityStatus(cert: { subject: string; email: string }): { identity?: IdentityStatus } {
+  if (cert.subject === "") return {};
+  return { identity: { subject: cert.subject, ...(cert.email !== "" ? { email: cert.email } : {}) } };
+}
 
 /** One peer, as `peers --json` prints it. */
 export interface PeerStatus {
@@ -23,6 +41,8 @@ export interface PeerStatus {
   rxBytes: number;
   taints: string[];
   pq: true;
+  /** Who registered the peer, from its certificate (absent when its realm asks for no identity). */
+  identity?: IdentityStatus;
 }
 
 /** The node, as `status --json` prints it. */
@@ -33,6 +53,8 @@ export interface NodeStatus {
   ips: string[];
   realm: string;
   taints: string[];
+  /** Who registered this node, from its certificate (absent when the realm asks for no identity). */
+  identity?: IdentityStatus;
   connected: {
     /** The session certificate is valid (the Guardian may be down meanwhile). */
     guardian: boolean;
@@ -49,8 +71,16 @@ export interface NodeStatus {
   relayed: { messages: number; bytes: number };
   /** Messages this node sent over the backup pipeline (the control channel) because no tether could form. */
   backup: { messages: number; bytes: number };
-  /** Control messages dropped, by reason. */
+  /**
+   * Control messages dropped, by reason (among them `revoked`: a certificate the realm revoked, and `bad-sender`: a
+   * Revoke not from the Guardian).
+   */
   dropped: Record<string, number>;
+  /**
+   * Revocations this node holds: confluxes whose certificates issued up to a time it refuses (from the Guardian's
+   * Revoke broadcasts and its login answers). Absent only from nodes older than the field.
+   */
+  revocations?: number;
   /** Destinations this node is sending to now (one egress each). */
   egresses: number;
   /** Receiving streams (one per peer sending to this node, per rekey). */
@@ -65,4 +95,9 @@ export interface NodeStatus {
   portal: string[];
   /** Subnets reached through portals: the portal chosen for each, and the others offering the same subnet. */
   subnets: SubnetRoute[];
+  /**
+   * Portal subnets refused because they cover an address this node's own traffic depends on (its own, a gateway,
+   * the Guardian's, the Master's); each also counted once in `dropped` as `portal:covers-<kind>`.
+   */
+  refusedSubnets?: RefusedSubnet[];
 }

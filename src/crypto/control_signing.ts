@@ -3,6 +3,11 @@
  * returned it: well-formed, addressed to this node (or to all), dated within CONTROL_MAX_SKEW_MS of this node's
  * clock, never seen before, from a sender whose node id matches the public key its certificate vouches for, and
  * signed by that key. Access control (realm, taints) is the caller's next step, on the returned sender.
+ *
+ * The Guardian's messages (`Revoke`) are the one exception to "signed by a node": they come from the all-zero
+ * sender and are signed by the realm key (`signRevocation`). Each side is closed to the other: a Revoke from any
+ * other sender, or any other kind from the all-zero sender, is refused before signature work, and a Revoke is
+ * checked against the realm key only, so no node key can ever make one.
  * @module
  */
 
@@ -12,28 +17,41 @@ import { SEEN_IDS_CAPACITY } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
 import {
   type AnyControlMessage,
+  BROADCAST,
+  type ControlBody,
   type ControlFields,
-  type ControlKind,
+  ControlKind,
   decodeControl,
   encodeControlUnsigned,
+  GUARDIAN_SENDER,
+  isZero,
+  NO_CERT_REF,
   withSignature,
 } from "../wire/control.ts";
 import { bytesEqual, domainSeparated, type Identity, nodeIdOf, toHex } from "./identity.ts";
-import { pq, type PqBackend } from "./pq.ts";
+import { pq, type PqBackend, type SigningKey } from "./pq.ts";
 
 const context = new TextEncoder().encode(CONTROL_SIGNATURE_CONTEXT);
 
 const signingInput = (signed: Uint8Array) => domainSeparated(context, signed);
 
+/** The kinds a node sends (everything but the Guardian's `Revoke`). */
+export type NodeKind = Exclude<ControlKind, ControlKind.Revoke>;
+
 /** What a sender fills in; `sender`, `timestamp` and `id` are added by `signControl`. */
 export type Outgoing<K extends ControlKind> = Omit<ControlFields<K>, "sender" | "timestamp" | "id">;
 
 /** Encodes and signs a control message from `identity`, dated `now` (ms), with a fresh random id. */
-export async function signControl<K extends ControlKind>(
+export async function signControl<K extends NodeKind>(
   identity: Identity,
   message: Outgoing<K>,
   now: number,
 ): Promise<Uint8Array> {
+  if ((message.kind as ControlKind) === ControlKind.Revoke) {
+    throw new TypeError(
+      "a node never signs a Revoke: only the Guardian does, with the realm key (signRevocation)",
+    );
+  }
   const unsigned = encodeControlUnsigned({
     ...message,
     sender: identity.nodeId,
@@ -43,6 +61,28 @@ export async function signControl<K extends ControlKind>(
   return withSignature(unsigned, await identity.sign(signingInput(unsigned)));
 }
 
+/**
+ * The Guardian's side: a Revoke (every certificate of `body.conflux` issued at or before `body.before` is void),
+ * signed with the realm key, dated `now` (ms), from GUARDIAN_SENDER to everyone. Publish it on the realm's
+ * broadcast subject (`realmSubjects(realmId).broadcast`).
+ */
+export async function signRevocation(
+  realmKey: SigningKey,
+  body: ControlBody<ControlKind.Revoke>,
+  now: number,
+): Promise<Uint8Array> {
+  const unsigned = encodeControlUnsigned({
+    kind: ControlKind.Revoke,
+    sender: GUARDIAN_SENDER,
+    recipient: BROADCAST,
+    certRef: NO_CERT_REF,
+    timestamp: now,
+    id: crypto.getRandomValues(new Uint8Array(16)),
+    body,
+  });
+  return withSignature(unsigned, await realmKey.sign(signingInput(unsigned)));
+}
+
 /** Why a control message was refused: a stable label for metrics and debug logs. */
 export type RejectReason =
   | "malformed"
@@ -50,6 +90,8 @@ export type RejectReason =
   | "stale"
   | "replayed"
   | "unknown-sender"
+  /** A Revoke not from the Guardian's all-zero sender, or another kind claiming that sender. */
+  | "bad-sender"
   | "bad-signature";
 
 /** A control message refused by `ControlVerifier`. Callers drop the message and count `reason`. */
@@ -90,6 +132,7 @@ export type SenderKeys = (sender: Uint8Array, certRef: Uint8Array) => Uint8Array
 export class ControlVerifier {
   readonly #self: Uint8Array;
   readonly #keys: SenderKeys;
+  readonly #realmKey: Uint8Array | undefined;
   readonly #clock: () => number;
   readonly #seen: SeenIds;
   readonly #backend: PqBackend | undefined;
@@ -98,6 +141,8 @@ export class ControlVerifier {
     /** This node's id: messages for other recipients are refused. */
     self: Uint8Array;
     keys: SenderKeys;
+    /** The realm's public key, which signs the Guardian's messages (Revoke); without it they are refused. */
+    realmKey?: Uint8Array;
     /** Milliseconds since the Unix epoch. */
     clock: () => number;
     seen?: SeenIds;
@@ -105,6 +150,7 @@ export class ControlVerifier {
   }) {
     this.#self = options.self;
     this.#keys = options.keys;
+    this.#realmKey = options.realmKey;
     this.#clock = options.clock;
     this.#seen = options.seen ?? new SeenIds();
     this.#backend = options.backend;
@@ -134,13 +180,36 @@ export class ControlVerifier {
         } ms from this node's clock (limit ±${CONTROL_MAX_SKEW_MS} ms)`,
       );
     }
-    const key = this.#keys(m.sender, m.certRef);
-    if (!key || !bytesEqual(await nodeIdOf(key), m.sender)) {
-      throw new ControlRejected("unknown-sender", `no valid certificate known for sender ${toHex(m.sender)}`);
+    const fromGuardian = isZero(m.sender);
+    if (fromGuardian !== (m.kind === ControlKind.Revoke)) {
+      throw new ControlRejected(
+        "bad-sender",
+        fromGuardian
+          ? `a ${ControlKind[m.kind]} from the all-zero sender: only the Guardian's Revoke comes from it`
+          : `a Revoke from node ${toHex(m.sender)}: only the Guardian (the all-zero sender) revokes`,
+      );
+    }
+    let key: Uint8Array | undefined;
+    if (fromGuardian) {
+      key = this.#realmKey;
+      if (!key) throw new ControlRejected("unknown-sender", "a Revoke, and this node knows no realm key");
+    } else {
+      key = this.#keys(m.sender, m.certRef);
+      if (!key || !bytesEqual(await nodeIdOf(key), m.sender)) {
+        throw new ControlRejected(
+          "unknown-sender",
+          `no valid certificate known for sender ${toHex(m.sender)}`,
+        );
+      }
     }
     const backend = this.#backend ?? await pq();
     if (!await backend.verify(key, signingInput(m.signed), m.signature)) {
-      throw new ControlRejected("bad-signature", `signature of ${toHex(m.sender)} does not verify`);
+      throw new ControlRejected(
+        "bad-signature",
+        fromGuardian
+          ? "a Revoke not signed by the realm key"
+          : `signature of ${toHex(m.sender)} does not verify`,
+      );
     }
     // Recorded only once authentic, so forged messages cannot fill the cache; keyed by sender too, so one node
     // cannot shadow another's message by reusing its id.
@@ -152,5 +221,5 @@ export class ControlVerifier {
 }
 
 function isBroadcast(recipient: Uint8Array): boolean {
-  return recipient.every((b) => b === 0);
+  return isZero(recipient);
 }

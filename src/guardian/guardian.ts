@@ -561,9 +561,11 @@ export class Guardian {
     if (typeof timestamp !== "number" || typeof nonce !== "string" || !/^[0-9a-f]{32}$/.test(nonce)) {
       throw new GuardianError(400, "a login carries timestamp (ms) and nonce (32 hex digits), and is signed");
     }
+    // Refusals of the proof are 400, not 401/403: a node stops for good only when its token is unknown or revoked,
+    // and a clock that is off is worth retrying once fixed.
     if (Math.abs(now - timestamp) > LOGIN_MAX_SKEW_MS) {
       throw new GuardianError(
-        401,
+        400,
         `login dated ${Math.round((now - timestamp) / 1000)} s from the Guardian's clock (limit ±${
           LOGIN_MAX_SKEW_MS / 1000
         } s): check this host's clock`,
@@ -575,12 +577,12 @@ export class Guardian {
       !await verifyLogin(key, { confluxId: row.id, body: req.body, signature })
     ) {
       throw new GuardianError(
-        401,
+        400,
         "a login must be signed by the key it asks to have certified (Veilnet-Signature)",
       );
     }
     if (!this.#nonces.add(`${row.id}/${nonce}`, timestamp + LOGIN_MAX_SKEW_MS, now)) {
-      throw new GuardianError(401, "this login request was already used (replayed)");
+      throw new GuardianError(400, "this login request was already used (replayed)");
     }
     return await this.#session(row, key, req);
   }

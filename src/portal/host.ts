@@ -8,15 +8,25 @@
  * they were and deletes the table. (The data plane refuses such packets first: see Agent's admit check.)
  *
  * A node using portals routes their subnets into its TUN device with a high metric, so a network the host
- * already reaches directly keeps its own route.
+ * already reaches directly keeps its own route; and it reads what those subnets must never cover (UnderlayReader:
+ * its own addresses, its gateways, the Guardian and the Master).
  * @module
  */
 
+import { lookup } from "node:dns/promises";
 import { readKernelFile, writeKernelFile } from "../../ffi/loader.ts";
 import { runHost, type RunResult } from "../service/systemd.ts";
 import { type Cidr, parseCidr } from "../tun/ip.ts";
-import { formatCidr, overlaps } from "./subnets.ts";
-import { MAX_SUBNETS } from "../wire/certificate.ts";
+import { formatCidr } from "./subnets.ts";
+import {
+  addressesFromLinks,
+  gatewaysFromRoutes,
+  hostOfUrl,
+  parseAddress,
+  type UnderlayAddress,
+  type UnderlayKind,
+  uniqueUnderlay,
+} from "./underlay.ts";
 
 /** The metric of routes to portal subnets: above the kernel's connected and usual static routes. */
 export const PORTAL_ROUTE_METRIC = 1000;
@@ -26,6 +36,8 @@ export interface PortalHost {
   run: (command: string, args: string[], input?: string) => Promise<RunResult>;
   readSetting: (path: string) => string;
   writeSetting: (path: string, value: string) => void;
+  /** The addresses a host name resolves to (as getaddrinfo answers: /etc/hosts, then DNS). */
+  resolve: (hostname: string) => Promise<string[]>;
   log: (line: string) => void;
 }
 
@@ -34,6 +46,7 @@ export const portalHost = (log: (line: string) => void): PortalHost => ({
   run: runHost,
   readSetting: readKernelFile,
   writeSetting: writeKernelFile,
+  resolve: async (hostname) => (await lookup(hostname, { all: true })).map((a) => a.address),
   log,
 });
 
@@ -41,66 +54,6 @@ const FORWARDING = {
   4: "/proc/sys/net/ipv4/ip_forward",
   6: "/proc/sys/net/ipv6/conf/all/forwarding",
 } as const;
-
-/**
- * The networks a host's routing table reaches (output of `ip -j route` and `ip -j -6 route`), as a portal would
- * offer them: not the default route, not through `ifname` or loopback, not link-local or multicast, not single
- * hosts, not wider than /8 (/16 for IPv6), and not overlapping `exclude` (the overlay's own prefixes).
- * Throws an Error when the text is not that JSON.
- */
-export function subnetsFromRoutes(json: string, ifname: string, exclude: Cidr[]): string[] {
-  let routes: unknown;
-  try {
-    routes = JSON.parse(json);
-  } catch {
-    throw new Error("could not read the routing table: `ip -j route` did not print JSON");
-  }
-  if (!Array.isArray(routes)) {
-    throw new Error("could not read the routing table: expected a JSON array of routes");
-  }
-  // A Set, not an array scan: a router with a full table has hundreds of thousands of routes.
-  const out = new Set<string>();
-  for (const r of routes) {
-    if (typeof r !== "object" || r === null) continue;
-    const { dst, dev, type } = r as Record<string, unknown>;
-    if (typeof dst !== "string" || dst === "default" || dev === ifname || dev === "lo") continue;
-    if (type !== undefined && type !== "unicast") continue;
-    let c: Cidr;
-    try {
-      c = parseCidr(dst.includes("/") ? dst : `${dst}/${dst.includes(":") ? 128 : 32}`);
-    } catch {
-      continue;
-    }
-    const [min, host] = c.version === 4 ? [8, 32] : [16, 128];
-    if (c.prefix < min || c.prefix === host) continue;
-    if (c.version === 4 && (c.address[0] === 169 && c.address[1] === 254 || c.address[0]! >= 224)) continue;
-    if (
-      c.version === 6 && (c.address[0] === 0xfe && (c.address[1]! & 0xc0) === 0x80 || c.address[0] === 0xff)
-    ) {
-      continue;
-    }
-    if (exclude.some((e) => overlaps(e, c))) continue;
-    out.add(formatCidr(c));
-  }
-  return [...out];
-}
-
-/** The subnets this host reaches (see subnetsFromRoutes), read with `ip`. */
-export async function detectSubnets(host: PortalHost, ifname: string, exclude: Cidr[]): Promise<string[]> {
-  const found: string[] = [];
-  for (const family of ["-4", "-6"]) {
-    const r = await host.run("ip", ["-j", family, "route", "show", "table", "main"]);
-    if (!r.ok) throw new Error(`could not read the routing table: ip ${family} route: ${r.stderr.trim()}`);
-    found.push(...subnetsFromRoutes(r.stdout || "[]", ifname, exclude));
-  }
-  if (found.length > MAX_SUBNETS) {
-    throw new Error(
-      `portal: the routing table holds ${found.length} networks, more than the ${MAX_SUBNETS} a portal may offer: ` +
-        "name the ones to offer with --subnets",
-    );
-  }
-  return found;
-}
 
 /** The nftables table name for a TUN device (nft identifiers: letters, digits, underscores). */
 export function portalTable(ifname: string): string {
@@ -224,5 +177,58 @@ export class KernelRoutes implements AsyncDisposable {
   /** Removes every route it installed. */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.sync([]);
+  }
+}
+
+/**
+ * Reads the addresses portal subnets must not cover (see underlay.ts): this host's own and its gateways with `ip`,
+ * and the hosts of the Guardian's and the Master's URLs, resolved. A name that fails to resolve keeps its last
+ * answer, so a passing DNS failure does not unprotect it. Throws when `ip` fails (the caller keeps what it had).
+ */
+export class UnderlayReader {
+  readonly #names = new Map<string, Uint8Array[]>();
+
+  constructor(readonly host: PortalHost, readonly ifname: string) {}
+
+  async read(endpoints: { guardian: string; master: string[] }): Promise<UnderlayAddress[]> {
+    const list: UnderlayAddress[] = [];
+    const links = await this.host.run("ip", ["-j", "addr", "show"]);
+    if (!links.ok) throw new Error(`could not read this host's addresses: ip addr: ${links.stderr.trim()}`);
+    for (const address of addressesFromLinks(links.stdout, this.ifname)) {
+      list.push({ kind: "own-address", address });
+    }
+    for (const family of ["-4", "-6"]) {
+      const r = await this.host.run("ip", ["-j", family, "route", "show", "table", "all"]);
+      if (!r.ok) throw new Error(`could not read the routing table: ip ${family} route: ${r.stderr.trim()}`);
+      for (const address of gatewaysFromRoutes(r.stdout)) list.push({ kind: "gateway", address });
+    }
+    const named: [UnderlayKind, string[]][] = [["guardian", [endpoints.guardian]], [
+      "master",
+      endpoints.master,
+    ]];
+    for (const [kind, urls] of named) {
+      for (const url of urls) {
+        const name = hostOfUrl(url);
+        if (name) { for (const address of await this.#resolve(name)) list.push({ kind, address }); }
+      }
+    }
+    return uniqueUnderlay(list);
+  }
+
+  async #resolve(name: string): Promise<Uint8Array[]> {
+    const literal = parseAddress(name);
+    if (literal) return [literal];
+    try {
+      const found = (await this.host.resolve(name)).map(parseAddress).filter((a) => a !== undefined);
+      this.#names.set(name, found);
+      return found;
+    } catch (error) {
+      const last = this.#names.get(name) ?? [];
+      this.host.log(
+        `portal: could not resolve ${name} (${(error as Error).message}); ` +
+          (last.length ? "keeping its last addresses" : "no portal subnet is refused for covering it"),
+      );
+      return last;
+    }
   }
 }

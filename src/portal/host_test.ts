@@ -1,22 +1,20 @@
-import { assert, assertEquals, assertRejects, assertThrows } from "../../tests/assert.ts";
-import { mutants } from "../../tests/fuzz.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import type { RunResult } from "../service/systemd.ts";
 import { type Cidr, parseCidr } from "../tun/ip.ts";
 import {
-  detectSubnets,
   KernelRoutes,
   openPortal,
   PORTAL_ROUTE_METRIC,
   type PortalHost,
   portalRuleset,
   portalTable,
-  subnetsFromRoutes,
+  UnderlayReader,
 } from "./host.ts";
-import { formatCidr, overlaps } from "./subnets.ts";
+import { formatUnderlay } from "./underlay.ts";
 
+const cidrs = (...texts: string[]): Cidr[] => texts.map((t) => parseCidr(t));
 const FORWARD4 = "/proc/sys/net/ipv4/ip_forward";
 const FORWARD6 = "/proc/sys/net/ipv6/conf/all/forwarding";
-const READ_ERROR = "could not read the routing table";
 
 /** A host in memory: records every command and setting write; answers are programmable. */
 class FakeHost implements PortalHost {
@@ -46,6 +44,14 @@ class FakeHost implements PortalHost {
     this.settings.set(path, value);
   };
 
+  /** Host names and their addresses; a name not here fails to resolve. */
+  readonly names = new Map<string, string[]>();
+
+  resolve = (hostname: string): Promise<string[]> => {
+    const found = this.names.get(hostname);
+    return found ? Promise.resolve(found) : Promise.reject(new Error(`getaddrinfo ENOTFOUND ${hostname}`));
+  };
+
   log = (line: string): void => {
     this.lines.push(line);
   };
@@ -55,242 +61,6 @@ class FakeHost implements PortalHost {
     return this.calls.map((c) => [c.command, ...c.args].join(" "));
   }
 }
-
-const cidrs = (...texts: string[]): Cidr[] => texts.map((t) => parseCidr(t));
-const EXCLUDE = cidrs("10.128.0.0/16", "fd12:3456:789a:1::/64");
-
-/** `ip -j -4 route show table main` of a host with a LAN, a routed network, docker, and this node's TUN. */
-const ROUTES4 = JSON.stringify([
-  { dst: "default", gateway: "192.168.1.1", dev: "eth0", protocol: "dhcp", metric: 100, flags: [] },
-  { dst: "10.20.0.0/16", gateway: "192.168.1.254", dev: "eth0", flags: [] },
-  {
-    dst: "10.128.0.0/24",
-    dev: "veilnet0",
-    protocol: "kernel",
-    scope: "link",
-    prefsrc: "10.128.0.1",
-    flags: [],
-  },
-  { dst: "10.128.0.0/9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // overlaps the overlay
-  { dst: "169.254.0.0/16", dev: "eth0", scope: "link", metric: 1000, flags: [] },
-  { dst: "172.17.0.0/16", dev: "docker0", protocol: "kernel", scope: "link", flags: ["linkdown"] },
-  { dst: "192.168.1.0/24", dev: "eth0", protocol: "kernel", scope: "link", metric: 100, flags: [] },
-  { dst: "192.168.1.77/24", dev: "eth0", flags: [] }, // the same network, host bits set
-  { dst: "192.168.1.6/31", dev: "eth2", flags: [] },
-  { dst: "203.0.113.9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // one host
-  { type: "blackhole", dst: "198.51.100.0/24", flags: [] },
-  { type: "unreachable", dst: "198.18.0.0/15", flags: [] },
-  { type: "unicast", dst: "10.30.0.0/16", dev: "eth1", flags: [] },
-  { dst: "224.0.0.0/4", dev: "eth0", scope: "link", flags: [] },
-  { dst: "8.0.0.0/7", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // wider than /8
-  { dst: "11.0.0.0/8", gateway: "192.168.1.254", dev: "eth0", flags: [] },
-  { dst: "127.0.0.0/8", dev: "lo", flags: [] },
-]);
-const EXPECTED4 = [
-  "10.20.0.0/16",
-  "172.17.0.0/16",
-  "192.168.1.0/24",
-  "192.168.1.6/31",
-  "10.30.0.0/16",
-  "11.0.0.0/8",
-];
-
-/** `ip -j -6 route show table main` of the same host. */
-const ROUTES6 = JSON.stringify([
-  { dst: "::1", dev: "lo", protocol: "kernel", metric: 256, pref: "medium" },
-  { dst: "2001:db8:5::/64", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
-  { dst: "fd12:3456:789a:1::/64", dev: "veilnet0", protocol: "kernel", metric: 256, pref: "medium" },
-  { dst: "fd12:3456:789a::/48", dev: "eth1", metric: 1024, pref: "medium" }, // holds the overlay's /64
-  { dst: "fe80::/64", dev: "eth0", protocol: "kernel", metric: 256, pref: "medium" },
-  { dst: "febf::/16", dev: "eth0", metric: 256 }, // link-local too (fe80::/10)
-  { dst: "ff00::/8", dev: "eth0", metric: 256, pref: "medium" },
-  { dst: "fd00:99::/32", gateway: "fe80::1", dev: "eth0", metric: 1024, pref: "medium" },
-  { dst: "2001::/15", gateway: "fe80::1", dev: "eth0" }, // wider than /16
-  { dst: "2a00::/16", gateway: "fe80::1", dev: "eth0" },
-  { dst: "2001:db8:5::1", gateway: "fe80::1", dev: "eth0" }, // one host
-  { dst: "default", gateway: "fe80::1", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
-]);
-const EXPECTED6 = ["2001:db8:5::/64", "fd00:99::/32", "2a00::/16"];
-
-/** Every result of subnetsFromRoutes must be a clean subnet a portal may offer. */
-function assertOfferable(subnets: string[], what: string): void {
-  for (const s of subnets) {
-    const c = parseCidr(s);
-    assertEquals(formatCidr(c), s, `${what}: ${s} is not normalised`);
-    assert(
-      c.prefix >= (c.version === 4 ? 8 : 16) && c.prefix < (c.version === 4 ? 32 : 128),
-      `${what}: ${s}`,
-    );
-    assert(!EXCLUDE.some((e) => overlaps(e, c)), `${what}: ${s} overlaps the overlay`);
-  }
-  assertEquals(new Set(subnets).size, subnets.length, `${what}: duplicates`);
-}
-
-/** Calls subnetsFromRoutes; the only exception allowed is the documented Error. */
-function tryRoutes(json: string, what: string): string[] | undefined {
-  try {
-    const out = subnetsFromRoutes(json, "veilnet0", EXCLUDE);
-    assertOfferable(out, what);
-    return out;
-  } catch (error) {
-    assert(error instanceof Error && error.constructor === Error, `${what}: threw ${error}`);
-    assert(error.message.startsWith(READ_ERROR), `${what}: ${error.message}`);
-    return undefined;
-  }
-}
-
-Deno.test("subnetsFromRoutes keeps the networks and skips default, TUN, loopback, link-local, multicast, hosts, too wide, overlay", () => {
-  assertEquals(subnetsFromRoutes(ROUTES4, "veilnet0", EXCLUDE), EXPECTED4);
-  assertEquals(subnetsFromRoutes(ROUTES6, "veilnet0", EXCLUDE), EXPECTED6);
-  assertEquals(subnetsFromRoutes("[]", "veilnet0", EXCLUDE), []);
-  // Nothing excluded: the routes that only overlapped the overlay come back; the TUN's own still does not.
-  assertEquals(subnetsFromRoutes(ROUTES4, "veilnet0", []), [
-    "10.20.0.0/16",
-    "10.128.0.0/9",
-    ...EXPECTED4.slice(1),
-  ]);
-  assertEquals(subnetsFromRoutes(ROUTES6, "veilnet0", []), [
-    "2001:db8:5::/64",
-    "fd12:3456:789a::/48",
-    "fd00:99::/32",
-    "2a00::/16",
-  ]);
-});
-
-Deno.test("subnetsFromRoutes: text that is not JSON, or not an array, is the documented Error", () => {
-  const cases: [n: number, text: string][] = [
-    [1, ""],
-    [2, "   \n"],
-    [3, "not json"],
-    [4, "<html><body>502</body></html>"],
-    [5, "["],
-    [6, '[{"dst":"10.20.0.0/16"}'],
-    [7, "[1,]"],
-    [8, "undefined"],
-    [9, "NaN"],
-    [10, "\u0000\u0001\u0002"],
-    [11, "ip: command not found"],
-    [12, "{}"],
-    [13, "null"],
-    [14, "1"],
-    [15, '"[]"'],
-    [16, "true"],
-    [17, '{"0":{"dst":"10.20.0.0/16"},"length":1}'],
-    [18, '{"routes":[{"dst":"10.20.0.0/16"}]}'],
-  ];
-  for (const [n, text] of cases) {
-    const error = assertThrows(() => subnetsFromRoutes(text, "veilnet0", []), Error, READ_ERROR);
-    assertEquals(error.constructor, Error, `case ${n}`);
-  }
-});
-
-Deno.test("subnetsFromRoutes: entries of the wrong shape or type are skipped, never thrown on", () => {
-  const entries: unknown[] = [
-    null,
-    0,
-    "10.20.0.0/16",
-    true,
-    [],
-    ["10.20.0.0/16"],
-    {},
-    { dst: 10 },
-    { dst: null },
-    { dst: { toString: "10.20.0.0/16" } },
-    { dst: ["10.20.0.0/16"] },
-    { dst: "" },
-    { dst: "/" },
-    { dst: "10.20.0.0/" },
-    { dst: "10.20.0.0/08" },
-    { dst: "10.20.0.0/-1" },
-    { dst: "10.20.0.0/33" },
-    { dst: "10.20.0.0/16/16" },
-    { dst: "10.20.0/16" },
-    { dst: "10.20.0.256/24" },
-    { dst: "1.2.3.4.5/24" },
-    { dst: "fd00:::/32" },
-    { dst: "fd00::%eth0/64" },
-    { dst: "fd00::/129" },
-    { dst: "::ffff:10.20.0.0/16" }, // a valid IPv6 /16 (::/16): kept
-    { dst: "10.40.0.0/16", type: 1 },
-    { dst: "10.41.0.0/16", type: null },
-    { dst: "10.42.0.0/16", type: "local" },
-    { dst: "10.43.0.0/16", dev: 7 }, // a strange dev is not the TUN: kept
-    { dst: "10.44.0.0/16", dev: "veilnet0" },
-    { dst: "a".repeat(1 << 20) },
-    { dst: "1".repeat(1 << 20) + "/24" },
-    { dst: "10.46.0.0/" + "9".repeat(1 << 16) },
-  ];
-  assertEquals(subnetsFromRoutes(JSON.stringify(entries), "veilnet0", EXCLUDE), [
-    "::/16",
-    "10.43.0.0/16",
-  ]);
-  // A "__proto__" key in the JSON is just a property: it does not lend the entry a dev.
-  const proto = '[{"dst":"10.45.0.0/16","__proto__":{"dev":"veilnet0","type":"local"}}]';
-  assertEquals(subnetsFromRoutes(proto, "veilnet0", EXCLUDE), ["10.45.0.0/16"]);
-});
-
-Deno.test("subnetsFromRoutes: every truncation is either the documented Error or a prefix of the full answer", () => {
-  for (const [json, full] of [[ROUTES4, EXPECTED4], [ROUTES6, EXPECTED6]] as const) {
-    for (let length = 0; length <= json.length; length++) {
-      const out = tryRoutes(json.slice(0, length), `truncated to ${length}`);
-      if (out !== undefined) assertEquals(out, full.slice(0, out.length), `truncated to ${length}`);
-    }
-  }
-});
-
-Deno.test("subnetsFromRoutes: mutated tables never throw anything but the documented Error", () => {
-  const decoder = new TextDecoder();
-  for (const json of [ROUTES4, ROUTES6]) {
-    const valid = new TextEncoder().encode(json);
-    for (const m of mutants(valid, 3_000, { seed: json.length })) tryRoutes(decoder.decode(m.bytes), m.what);
-  }
-});
-
-Deno.test("subnetsFromRoutes: oversize tables are read in linear time", () => {
-  // 100k distinct networks (a router with a large table).
-  const many = Array.from({ length: 100_000 }, (_, i) => ({
-    dst: `${20 + (i >> 16)}.${(i >> 8) & 0xff}.${i & 0xff}.0/24`,
-    dev: "eth0",
-  }));
-  const started = performance.now();
-  const out = subnetsFromRoutes(JSON.stringify(many), "veilnet0", EXCLUDE);
-  assertEquals(out.length, 100_000);
-  assertEquals([out[0], out.at(-1)], ["20.0.0.0/24", "21.134.159.0/24"]);
-  // Generous: linear takes well under a second; the quadratic dedupe this replaced took about 40 s.
-  assert(performance.now() - started < 10_000, `took ${performance.now() - started} ms`);
-
-  // 100k copies of one route, 100k junk entries, and arrays nested 100k deep.
-  const same = JSON.stringify(Array.from({ length: 100_000 }, () => ({ dst: "10.20.0.0/16", dev: "eth0" })));
-  assertEquals(subnetsFromRoutes(same, "veilnet0", EXCLUDE), ["10.20.0.0/16"]);
-  assertEquals(subnetsFromRoutes(JSON.stringify(new Array(100_000).fill("x")), "veilnet0", EXCLUDE), []);
-  assertEquals(subnetsFromRoutes("[".repeat(100_000) + "]".repeat(100_000), "veilnet0", EXCLUDE), []);
-  assertEquals(tryRoutes("[".repeat(100_000), "deep and unclosed"), undefined);
-});
-
-Deno.test("detectSubnets reads both families' main tables with ip and joins them", async () => {
-  const host = new FakeHost();
-  host.answer = (_, args) => ({ stdout: args[1] === "-4" ? ROUTES4 : ROUTES6 });
-  assertEquals(await detectSubnets(host, "veilnet0", EXCLUDE), [...EXPECTED4, ...EXPECTED6]);
-  assertEquals(host.commands, ["ip -j -4 route show table main", "ip -j -6 route show table main"]);
-  assertEquals(host.calls.map((c) => c.input), [undefined, undefined]);
-
-  // No IPv6 at all: ip prints nothing, which is no routes.
-  host.answer = (_, args) => ({ stdout: args[1] === "-4" ? ROUTES4 : "" });
-  assertEquals(await detectSubnets(host, "veilnet0", EXCLUDE), EXPECTED4);
-});
-
-Deno.test("detectSubnets: a failing ip, or garbage from it, is an Error saying so", async () => {
-  const host = new FakeHost();
-  host.answer = (_, args) =>
-    args[1] === "-6" ? { ok: false, stderr: "RTNETLINK answers: Address family not supported\n" } : {};
-  await assertRejects(
-    () => detectSubnets(host, "veilnet0", []),
-    Error,
-    "could not read the routing table: ip -6 route: RTNETLINK answers: Address family not supported",
-  );
-  host.answer = () => ({ stdout: "Usage: ip [ OPTIONS ] OBJECT" });
-  await assertRejects(() => detectSubnets(host, "veilnet0", []), Error, READ_ERROR);
-});
 
 Deno.test("portalTable makes an nft identifier of any interface name", () => {
   assertEquals(portalTable("veilnet0"), "veilnet_portal_veilnet0");
@@ -491,4 +261,87 @@ Deno.test("KernelRoutes: syncs run one after another in the order given, without
     route("replace", "10.3.0.0/16"),
   ]);
   await routes[Symbol.asyncDispose]();
+});
+
+/** A host's routes, as `ip -j -4 route` prints them (only the gateways matter here). */
+const ROUTES4 = JSON.stringify([
+  { dst: "default", gateway: "192.168.1.1", dev: "eth0", protocol: "dhcp", metric: 100, flags: [] },
+  { dst: "10.20.0.0/16", gateway: "192.168.1.254", dev: "eth0", flags: [] },
+  {
+    dst: "10.128.0.0/24",
+    dev: "veilnet0",
+    protocol: "kernel",
+    scope: "link",
+    prefsrc: "10.128.0.1",
+    flags: [],
+  },
+  { dst: "10.128.0.0/9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // overlaps the overlay
+  { dst: "169.254.0.0/16", dev: "eth0", scope: "link", metric: 1000, flags: [] },
+  { dst: "172.17.0.0/16", dev: "docker0", protocol: "kernel", scope: "link", flags: ["linkdown"] },
+  { dst: "192.168.1.0/24", dev: "eth0", protocol: "kernel", scope: "link", metric: 100, flags: [] },
+  { dst: "192.168.1.77/24", dev: "eth0", flags: [] }, // the same network, host bits set
+  { dst: "192.168.1.6/31", dev: "eth2", flags: [] },
+  { dst: "203.0.113.9", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // one host
+  { type: "blackhole", dst: "198.51.100.0/24", flags: [] },
+  { type: "unreachable", dst: "198.18.0.0/15", flags: [] },
+  { type: "unicast", dst: "10.30.0.0/16", dev: "eth1", flags: [] },
+  { dst: "224.0.0.0/4", dev: "eth0", scope: "link", flags: [] },
+  { dst: "8.0.0.0/7", gateway: "192.168.1.254", dev: "eth0", flags: [] }, // wider than /8
+  { dst: "11.0.0.0/8", gateway: "192.168.1.254", dev: "eth0", flags: [] },
+  { dst: "127.0.0.0/8", dev: "lo", flags: [] },
+]);
+/** `ip -j -6 route show table main` of the same host. */
+const ROUTES6 = JSON.stringify([
+  { dst: "::1", dev: "lo", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "2001:db8:5::/64", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
+  { dst: "fd12:3456:789a:1::/64", dev: "veilnet0", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "fd12:3456:789a::/48", dev: "eth1", metric: 1024, pref: "medium" }, // holds the overlay's /64
+  { dst: "fe80::/64", dev: "eth0", protocol: "kernel", metric: 256, pref: "medium" },
+  { dst: "febf::/16", dev: "eth0", metric: 256 }, // link-local too (fe80::/10)
+  { dst: "ff00::/8", dev: "eth0", metric: 256, pref: "medium" },
+  { dst: "fd00:99::/32", gateway: "fe80::1", dev: "eth0", metric: 1024, pref: "medium" },
+  { dst: "2001::/15", gateway: "fe80::1", dev: "eth0" }, // wider than /16
+  { dst: "2a00::/16", gateway: "fe80::1", dev: "eth0" },
+  { dst: "2001:db8:5::1", gateway: "fe80::1", dev: "eth0" }, // one host
+  { dst: "default", gateway: "fe80::1", dev: "eth0", protocol: "ra", metric: 100, pref: "medium" },
+]);
+Deno.test("UnderlayReader: this host's addresses and gateways, then the Guardian and the Masters, resolved", async () => {
+  const host = new FakeHost();
+  host.answer = (_, args) => {
+    if (args[1] === "addr") {
+      return {
+        stdout: JSON.stringify([
+          { ifname: "lo", flags: ["LOOPBACK"], addr_info: [{ local: "127.0.0.1" }] },
+          { ifname: "eth0", flags: ["UP"], addr_info: [{ local: "192.168.1.7" }] },
+          { ifname: "veilnet0", flags: ["UP"], addr_info: [{ local: "10.128.0.1" }] },
+        ]),
+      };
+    }
+    return { stdout: args[1] === "-4" ? ROUTES4 : ROUTES6 };
+  };
+  host.names.set("m1.example", ["203.0.113.5", "2001:db8::5"]);
+  const reader = new UnderlayReader(host, "veilnet0");
+  const endpoints = {
+    guardian: "http://192.168.1.1:8080",
+    master: ["nats://m1.example:4222", "nats://m2:4222"],
+  };
+  const text = formatUnderlay(await reader.read(endpoints));
+  assertEquals(host.commands, [
+    "ip -j addr show",
+    "ip -j -4 route show table all",
+    "ip -j -6 route show table all",
+  ]);
+  assertEquals(
+    text,
+    "own-address 192.168.1.7, gateway 192.168.1.1, gateway 192.168.1.254, gateway fe80::1, " +
+      "guardian 192.168.1.1, master 203.0.113.5, master 2001:db8::5",
+  );
+  assert(host.lines.some((l) => l.startsWith("portal: could not resolve m2 (")), host.lines.join("\n"));
+
+  // A name that stops resolving keeps its last answer; `ip` failing is an error the caller sees.
+  host.names.clear();
+  assertEquals(formatUnderlay(await reader.read(endpoints)), text);
+  assert(host.lines.some((l) => l.includes("m1.example") && l.includes("keeping its last addresses")));
+  host.answer = () => ({ ok: false, stderr: "ip: command not found\n" });
+  await assertRejects(() => reader.read(endpoints), Error, "could not read this host's addresses");
 });

@@ -6,7 +6,7 @@
  *      0    1 version     CONTROL_VERSION
  *      1    1 kind        ControlKind
  *      2    1 flags       reserved, 0
- *      3   16 sender      node id (SHA-256 of the sender's ML-DSA public key, truncated)
+ *      3   16 sender      node id (SHA-256 of the sender's ML-DSA public key, truncated); all zero: the Guardian
  *     19   16 recipient   node id, or all zero for "everyone in the realm"
  *     35   16 certRef     which of the sender's certificates vouches for its key (hash of the certificate)
  *     51    8 timestamp   sender's clock, ms since the Unix epoch
@@ -17,6 +17,10 @@
  * ```
  * Bodies are declared as data (BODIES) and encoded/decoded by one generic codec, so every kind gets the same
  * strict checks: exact sizes for fixed fields, limits on variable ones, valid UTF-8, no trailing bytes.
+ *
+ * One kind comes from the Guardian, not from a node: `Revoke`. Its sender is the all-zero id (GUARDIAN_SENDER,
+ * which no node key hashes to), its recipient is BROADCAST, its certRef is all zero (the decoder insists on both),
+ * and the realm key signs it (crypto/control_signing.ts enforces who may send what).
  * @module
  */
 
@@ -39,6 +43,7 @@ import {
   type Schema,
   string,
   u32,
+  u64,
   u8,
   writeRecord,
 } from "./schema.ts";
@@ -63,6 +68,11 @@ export enum ControlKind {
   RouteQuery = 8,
   /** "I can": a relay's answer, with its round-trip time to the destination when it knows one. */
   RouteAnswer = 9,
+  /**
+   * From the Guardian (sender GUARDIAN_SENDER, signed by the realm key), never from a node: every certificate of
+   * `conflux` issued at or before `before` is void (the node was revoked or removed, or its grants changed).
+   */
+  Revoke = 10,
 }
 
 /** Signal types inside a TetherSignal. */
@@ -115,6 +125,12 @@ export const BODIES = {
     /** Milliseconds, 0 when unknown. */
     rttMs: u32,
   },
+  [ControlKind.Revoke]: {
+    /** The conflux id, as in its certificates. */
+    conflux: fixed(16),
+    /** Ms since the Unix epoch: the conflux's certificates with notBefore <= before are void. */
+    before: u64,
+  },
 } as const satisfies Record<ControlKind, Schema>;
 
 /** The decoded body of a kind. */
@@ -124,6 +140,10 @@ export type ControlBody<K extends ControlKind> = RecordOf<(typeof BODIES)[K]>;
 
 /** The all-zero recipient: a message for every node of the realm. */
 export const BROADCAST: Uint8Array = new Uint8Array(NODE_ID_BYTES);
+/** The all-zero sender: the Guardian, signing with the realm key (only `Revoke` comes from it). */
+export const GUARDIAN_SENDER: Uint8Array = new Uint8Array(NODE_ID_BYTES);
+/** The all-zero certificate reference of a Guardian message (the realm key needs no certificate). */
+export const NO_CERT_REF: Uint8Array = new Uint8Array(16);
 
 /** Fields of a control message other than its signature. */
 export interface ControlFields<K extends ControlKind = ControlKind> {
@@ -150,6 +170,9 @@ const MAX_BODY_BYTES = MAX_CONTROL_MESSAGE_BYTES - CONTROL_HEADER_BYTES - ML_DSA
 
 /** Encodes everything the signature covers. Throws RangeError when a field breaks its limits. */
 export function encodeControlUnsigned<K extends ControlKind>(m: ControlFields<K>): Uint8Array {
+  if (m.kind === ControlKind.Revoke && (!isZero(m.recipient) || !isZero(m.certRef))) {
+    throw new RangeError("control message: a Revoke goes to everyone (BROADCAST) with an all-zero certRef");
+  }
   const w = new ByteWriter("control message", 512)
     .u8(CONTROL_VERSION, "version")
     .u8(m.kind, "kind")
@@ -206,6 +229,9 @@ export function decodeControl(message: Uint8Array): AnyControlMessage {
   const sender = r.bytes(NODE_ID_BYTES, "sender");
   const recipient = r.bytes(NODE_ID_BYTES, "recipient");
   const certRef = r.bytes(16, "certRef");
+  if (kind === ControlKind.Revoke && (!isZero(recipient) || !isZero(certRef))) {
+    throw new WireError("value", "control message: a Revoke must go to everyone with an all-zero certRef");
+  }
   const timestamp = r.u64("timestamp");
   const id = r.bytes(16, "id");
   const bodyLength = r.u32("bodyLength");
@@ -222,4 +248,9 @@ export function decodeControl(message: Uint8Array): AnyControlMessage {
   const signature = r.bytes(ML_DSA_65_SIGNATURE_BYTES, "signature");
   r.end();
   return { kind, sender, recipient, certRef, timestamp, id, body, signed, signature } as AnyControlMessage;
+}
+
+/** True for an all-zero id (BROADCAST, GUARDIAN_SENDER, NO_CERT_REF). */
+export function isZero(id: Uint8Array): boolean {
+  return id.every((b) => b === 0);
 }

@@ -11,7 +11,9 @@ import {
   ControlKind,
   decodeControl,
   encodeControlUnsigned,
+  GUARDIAN_SENDER,
   MAX_CERTIFICATE_BYTES,
+  NO_CERT_REF,
   TetherSignalType,
   withSignature,
 } from "./control.ts";
@@ -75,6 +77,14 @@ const SAMPLES: ControlFields[] = [
     body: { destination: new Uint8Array(16).fill(12) },
   },
   { ...base, kind: ControlKind.RouteAnswer, body: { destination: new Uint8Array(16).fill(13), rttMs: 7 } },
+  {
+    ...base,
+    sender: GUARDIAN_SENDER,
+    recipient: BROADCAST,
+    certRef: NO_CERT_REF,
+    kind: ControlKind.Revoke,
+    body: { conflux: new Uint8Array(16).fill(14), before: 1_800_000_000_000 },
+  },
 ] as ControlFields[];
 
 function encode(m: ControlFields): Uint8Array {
@@ -222,4 +232,75 @@ Deno.test("control: encoding refuses values that break the limits, naming the fi
     "signal is 0",
   );
   assertThrows(() => withSignature(new Uint8Array(10), new Uint8Array(3308)), RangeError, "3309");
+});
+
+/** The Revoke sample, as sent: from the Guardian to everyone. */
+const REVOKE = SAMPLES.find((m) => m.kind === ControlKind.Revoke)! as ControlFields<ControlKind.Revoke>;
+
+Deno.test("control: a Revoke is laid out byte for byte as documented", () => {
+  const vectors: [n: number, body: ControlFields<ControlKind.Revoke>["body"], hex: string][] = [
+    [1, { conflux: new Uint8Array(16).fill(0xab), before: 0 }, "ab".repeat(16) + "0000000000000000"],
+    [
+      2,
+      { conflux: Uint8Array.from({ length: 16 }, (_, i) => i), before: 1_800_000_000_123 },
+      "000102030405060708090a0b0c0d0e0f" + "000001a3185c507b",
+    ],
+    [3, { conflux: new Uint8Array(16), before: 2 ** 53 - 1 }, "00".repeat(16) + "001fffffffffffff"],
+  ];
+  for (const [n, body, hex] of vectors) {
+    const bytes = encode({ ...REVOKE, body });
+    // Version, kind 10, flags; then sender, recipient and certRef, all zero.
+    const header = [1, 10, 0, ...new Uint8Array(48)];
+    assertEquals(Array.from(bytes.subarray(0, 51)), header, `case ${n}: header`);
+    assertEquals(new DataView(bytes.buffer).getUint32(75), 24, `case ${n}: body length`);
+    const bodyHex = Array.from(bytes.subarray(79, 79 + 24), (b) => b.toString(16).padStart(2, "0")).join("");
+    assertEquals(bodyHex, hex, `case ${n}: body`);
+    assertEquals(bytes.length, 79 + 24 + 3309, `case ${n}: length`);
+    const decoded = decodeControl(bytes);
+    assertEquals(decoded.kind === ControlKind.Revoke && decoded.body, body, `case ${n}: decoded`);
+  }
+});
+
+Deno.test("control: a Revoke must go to everyone with an all-zero certRef, and its body must be exact", () => {
+  const good = encode(REVOKE);
+  const set = (at: number, value: number) => {
+    const b = good.slice();
+    b[at] = value;
+    return b;
+  };
+  const cases: [n: number, bytes: Uint8Array, reason: string, text: string][] = [
+    [1, set(19, 1), "value", "must go to everyone"], // a recipient
+    [2, set(35 + 15, 1), "value", "all-zero certRef"], // a certRef
+    [3, set(79 + 16, 0x20), "value", "before exceeds 2^53 - 1"],
+    [4, good.subarray(0, 79 + 23), "truncated", "truncated"],
+  ];
+  // A body one byte longer than its two fields (the declared length grows, the extra byte stays in the body).
+  const unsigned = encodeControlUnsigned(REVOKE);
+  const longer = new Uint8Array(unsigned.length + 1 + 3309);
+  longer.set(unsigned);
+  new DataView(longer.buffer).setUint32(75, 25);
+  cases.push([5, longer, "trailing", "trailing"]);
+  // One byte short: the body ends inside `before`.
+  const shorter = new Uint8Array(unsigned.length - 1 + 3309);
+  shorter.set(unsigned.subarray(0, unsigned.length - 1));
+  new DataView(shorter.buffer).setUint32(75, 23);
+  cases.push([6, shorter, "truncated", "truncated at before"]);
+  for (const [n, bytes, reason, text] of cases) {
+    const error = assertThrows(() => decodeControl(bytes), WireError, text);
+    assertEquals(error.reason, reason, `case ${n}`);
+  }
+  // The sender is not the decoder's business (the verifier refuses a node's Revoke with its own reason).
+  const fromNode = set(3, 1);
+  assertEquals(decodeControl(fromNode).kind, ControlKind.Revoke);
+  assertThrows(
+    () => encodeControlUnsigned({ ...REVOKE, recipient: new Uint8Array(16).fill(2) }),
+    RangeError,
+    "BROADCAST",
+  );
+  assertThrows(() => encodeControlUnsigned({ ...REVOKE, certRef: new Uint8Array(16).fill(3) }), RangeError);
+  assertThrows(
+    () => encodeControlUnsigned({ ...REVOKE, body: { ...REVOKE.body, conflux: new Uint8Array(15) } }),
+    RangeError,
+    "conflux",
+  );
 });
