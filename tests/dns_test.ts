@@ -11,18 +11,17 @@ import { realmOnTestbed } from "./testbed.ts";
 const ignore = netnsUnavailable() !== undefined;
 
 Deno.test({
-  name: "dns: b.veilnet, a shared tag, a forbidden node, a retag, and ping by name",
+  name: "dns: b.veilnet, a tag nobody may squat, a forbidden node, a retag, and ping by name",
   ignore,
   async fn() {
-    await using w = await realmOnTestbed(["a", "b", "web1", "web2", "c"], [], {
+    await using w = await realmOnTestbed(["a", "b", "web1", "c"], [], {
       web1: ["--tag", "web"],
-      web2: ["--tag", "web"],
       c: ["--taints", "other"],
     });
     const a = w.node("a");
     const ns = w.bed.host("a").ns;
     const ip = async (node: string) => ((await w.node(node).status()).json.ips as string[])[0]!;
-    const [aIp, bIp, web1Ip, web2Ip] = [await ip("a"), await ip("b"), await ip("web1"), await ip("web2")];
+    const [aIp, bIp, webIp] = [await ip("a"), await ip("b"), await ip("web1")];
     const dig = async (name: string, type = "A") => {
       const r = await ns.exec("dig", [`@${aIp}`, name, type, "+tries=1", "+time=3"]);
       const status = /status: (\w+)/.exec(r.text)?.[1];
@@ -36,9 +35,16 @@ Deno.test({
     const v6 = await dig("b.veilnet", "AAAA");
     assertEquals([v6.status, v6.answers.length], ["NOERROR", 1]);
     assertEquals(await dig("a.veilnet"), { status: "NOERROR", answers: [aIp] });
-    // Both nodes tagged web (the peer table may still be filling: the realm is asked, and both answer).
-    await waitFor("both web nodes", 10_000, async () => (await dig("web.veilnet")).answers.length === 2);
-    assertEquals((await dig("web.veilnet")).answers, [web1Ip, web2Ip].sort());
+    // Tags are unique in the realm: a second node cannot register as web, so web.veilnet is web1's alone.
+    const squat = new NodeProc("web", `${w.guardian.dataDir}/../squatter`);
+    const token = await w.guardian.admin(["token", "create", "--realm", "home", "--taints", "lab"]);
+    const refused = await squat.register(w.guardian.url, token, ["--taints", "lab"]).then(
+      () => "",
+      (e) => `${e}`,
+    );
+    assert(refused.includes(`tag "web" is held by another node`), refused);
+    await waitFor("web.veilnet", 10_000, async () => (await dig("web.veilnet")).answers.length === 1);
+    assertEquals((await dig("web.veilnet")).answers, [webIp]);
     // c exists (and is tagged c), but a may not reach it: it does not exist for a.
     assertEquals(await dig("c.veilnet"), { status: "NXDOMAIN", answers: [] });
     assertEquals(await dig("nobody.veilnet"), { status: "NXDOMAIN", answers: [] });

@@ -179,6 +179,9 @@ export async function natsServer(
     dataDir,
     "--port",
     String(port),
+    // Each server its own account JWT directory, beside its config.
+    "--resolver-dir",
+    `${dataDir}/../${name}-jwt`,
     ...(options.configFlags ?? []),
   ]);
   if (conf.code !== 0) throw new Error(`guardian nats-config failed: ${conf.stderr}`);

@@ -66,7 +66,8 @@ export class Netns implements AsyncDisposable {
 
   /** Makes a namespace named after `label` and this process, with loopback up. */
   static async create(label: string): Promise<Netns> {
-    const name = `vc-${label}-${Deno.pid}-${counter++}`;
+    // Test files run as workers of one process: the random part keeps their names apart.
+    const name = `vc-${label}-${Deno.pid}-${counter++}-${crypto.randomUUID().slice(0, 6)}`;
     await run("ip", ["netns", "add", name]);
     const ns = new Netns(name);
     await ns.exec("ip", ["link", "set", "lo", "up"]);

@@ -9,8 +9,6 @@
 import { freePort, GuardianProc, NodeProc } from "./harness.ts";
 import { Netns, run } from "./netns.ts";
 
-let counter = 0;
-
 /** One host of the testbed. */
 export interface Host {
   name: string;
@@ -33,12 +31,24 @@ export class Testbed implements AsyncDisposable {
     this.hub = `${this.#subnet}.1`;
   }
 
-  /** Makes the bridge and one namespace per name. */
+  /**
+   * Makes the bridge and one namespace per name. The bridge's name holds its subnet's number, and creating a link
+   * is atomic: a number another test (in this process or another) holds is skipped, so testbeds never share one.
+   */
   static async create(names: string[]): Promise<Testbed> {
-    const n0 = counter++;
-    const bed = new Testbed(`vcbr${Deno.pid % 10000}${n0}`, (Deno.pid * 7 + n0) % 250 + 1);
+    let bed: Testbed | undefined;
+    for (let attempt = 0; !bed; attempt++) {
+      const slot = 1 + Math.floor(Math.random() * 250);
+      const candidate = new Testbed(`vcbr${slot}`, slot);
+      const made = await run("ip", ["link", "add", candidate.#bridge, "type", "bridge"], {
+        allowFailure: true,
+      });
+      if (made.success) bed = candidate;
+      else if (!made.errors.includes("File exists") || attempt > 50) {
+        throw new Error(`could not make a testbed bridge: ${made.errors.trim()}`);
+      }
+    }
     try {
-      await run("ip", ["link", "add", bed.#bridge, "type", "bridge"]);
       await run("ip", ["addr", "add", `${bed.hub}/24`, "dev", bed.#bridge]);
       await run("ip", ["link", "set", bed.#bridge, "up"]);
       let n = 2;
@@ -92,7 +102,6 @@ export async function realmOnTestbed(
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
   bareHosts: string[] = [],
-  portalGrant: string[] = [],
 ): Promise<Realm> {
   const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
@@ -117,16 +126,8 @@ export async function realmOnTestbed(
   try {
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
-    // The test realm's administrator grants any taint (nodes pick theirs: "lab" by default) and the portal
-    // subnets the portal tests offer.
-    const token = await guardian.admin([
-      "token",
-      "create",
-      "--realm",
-      "home",
-      "--any-taints",
-      ...(portalGrant.length > 0 ? ["--subnets", portalGrant.join(",")] : []),
-    ]);
+    // The test realm's administrator grants any taint: each node picks its own ("lab" by default).
+    const token = await guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
     for (const name of names) {
       const n = new NodeProc(name, `${dir}/${name}`, { netns: bed.host(name).ns.name, runFlags });
       nodes.set(name, n);

@@ -15,6 +15,8 @@ import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
 
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
+/** Where a nats-server of the Master keeps its account JWTs (revocations included); one per server. */
+const DEFAULT_RESOLVER_DIR = "/var/lib/veilnet/nats-jwt";
 
 const ADMIN_FLAGS = {
   "data-dir": { type: "string" },
@@ -165,6 +167,7 @@ const USAGE = `usage:
   veilnet-conflux guardian node subnets NODE CIDR,...            (portal subnets it is granted; "" for none)
       revoke and remove take effect across the realm within seconds; remove also forgets the node
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
+                                       [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
 admin flags: --data-dir DIR (a Guardian on this host; default ${DEFAULT_DATA_DIR})
              or --guardian URL --admin-token T (or VEILNET_ADMIN_TOKEN)`;
 
@@ -294,6 +297,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "cluster-name": { type: "string" },
       "cluster-listen": { type: "string" },
       routes: { type: "string" },
+      "resolver-dir": { type: "string", default: DEFAULT_RESOLVER_DIR },
     });
     using store = openStore(values["data-dir"]);
     const g = localGuardian(store);
@@ -304,7 +308,13 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         routes: list(values.routes),
       }
       : undefined;
-    io.out(await natsServerConfig(g.natsKeys(), { port: Number(values.port), cluster }));
+    io.out(
+      await natsServerConfig(g.natsKeys(), {
+        port: Number(values.port),
+        cluster,
+        resolverDir: values["resolver-dir"],
+      }),
+    );
     return 0;
   }
   if (sub === "realm") {

@@ -85,3 +85,83 @@ Deno.test("cli: COMMAND --help prints that command's usage", async () => {
   assertEquals(code, 0);
   assert(out.startsWith("usage: veilnet-conflux peers [--json]"), out);
 });
+
+Deno.test("cli: every guardian subcommand answers --help", async () => {
+  for (
+    const sub of [
+      "serve",
+      "realm create",
+      "realm oidc",
+      "token create",
+      "token list",
+      "node list",
+      "node revoke",
+    ]
+  ) {
+    const r = await cli("guardian", ...sub.split(" "), "--help");
+    assertEquals(r.code, 0, sub);
+    assert(r.out.includes("guardian node taints NODE") && r.out.includes("--any-taints"), sub);
+  }
+});
+
+Deno.test("cli: guardian node administration on a data directory", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vc-cli-admin-" });
+  const d = ["--data-dir", dir];
+  const ok = async (...argv: string[]) => {
+    const r = await cli("guardian", ...argv, ...d);
+    assertEquals(r.code, 0, `${argv.join(" ")}: ${r.err}`);
+    return r.out;
+  };
+  try {
+    await ok("realm", "create", "home", "--cidr", "10.140.0.0/24");
+    const token = await ok(
+      "token",
+      "create",
+      "--realm",
+      "home",
+      "--taints",
+      "lab,ops",
+      "--subnets",
+      "10.50.0.0/16",
+    );
+    const { Guardian } = await import("../guardian/guardian.ts");
+    const { openStore } = await import("../guardian/server.ts");
+    {
+      using store = openStore(dir);
+      const g = new Guardian(store, {
+        certTtlMs: 60_000,
+        natsUrls: [],
+        natsPort: 0,
+        iceServers: [],
+        clock: Date.now,
+      });
+      await g.register(token, { tag: "web", taints: ["lab"] });
+      await g.register(token, { tag: "db" });
+    }
+    assert(
+      (await ok("node", "list")).split("\n").some((l) => l.startsWith("web ") && l.includes("taints lab")),
+    );
+    assertEquals(JSON.parse(await ok("node", "taints", "web", "ops")).taints, ["ops"]);
+    const taken = await cli("guardian", "node", "tag", "web", "db", ...d);
+    assertEquals(taken.code, 1);
+    assert(taken.err.includes(`tag "db" is held by another node`), taken.err);
+    assertEquals(JSON.parse(await ok("node", "tag", "web", "www")).tag, "www");
+    assertEquals(JSON.parse(await ok("node", "subnets", "www", "10.50.1.0/24")).granted_subnets, [
+      "10.50.1.0/24",
+    ]);
+    assert(JSON.parse(await ok("node", "revoke", "www")).revoked_at > 0);
+    assertEquals(JSON.parse(await ok("node", "list", "--json")).map((n: { tag: string }) => n.tag), [
+      "www",
+      "db",
+    ]);
+    await ok("node", "remove", "db");
+    const gone = await cli("guardian", "node", "show", "db", ...d);
+    assertEquals([gone.code, gone.err.includes('no node "db"')], [1, true]);
+    const bad = await cli("guardian", "node", "frob", ...d);
+    assertEquals(bad.code, 2);
+    const ttl = await cli("guardian", "serve", "--cert-ttl", "2d", ...d);
+    assertEquals([ttl.code, ttl.err.includes("--cert-ttl")], [2, true]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

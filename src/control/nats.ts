@@ -1,11 +1,39 @@
 /**
  * The control channel over NATS (the `nats` client; the only importer). Connects to every URL of a cluster,
- * reconnects forever with the newest credentials, and reports its state.
+ * reconnects forever with the newest credentials, and reports its state. Also the Guardian's own connections
+ * ({@link openNatsLink}): they connect in the background and can gather the replies of every server.
  * @module
  */
 
-import { connect, Events, jwtAuthenticator, type NatsConnection } from "nats";
+import {
+  connect,
+  type ConnectionOptions,
+  createInbox,
+  Events,
+  jwtAuthenticator,
+  type NatsConnection,
+} from "nats";
+import { Socket } from "node:net";
 import type { ChannelState, ControlChannel } from "./channel.ts";
+
+/**
+ * The client removes a socket's listeners before destroying it, but under Deno a read error (ECONNRESET, as when
+ * nats-server closes the connection right after refusing credentials) can still be emitted afterwards; with no
+ * listener left that is an uncaught error that ends the process. So a socket always keeps a listener for it: the
+ * connection is being torn down anyway, and the client has already seen the refusal.
+ */
+function keepSocketErrorsCaught(): void {
+  const removeAll = Socket.prototype.removeAllListeners;
+  if ((removeAll as { keepsErrors?: boolean }).keepsErrors) return;
+  // Arguments passed as given: with none, it removes every listener; with `undefined`, none.
+  const patched = function (this: Socket, ...event: [] | [string | symbol]) {
+    const result = removeAll.apply(this, event as []);
+    if (event.length === 0 || event[0] === "error") this.on("error", () => {});
+    return result;
+  };
+  Object.assign(patched, { keepsErrors: true });
+  Socket.prototype.removeAllListeners = patched;
+}
 
 /** How to reach the Master. `credentials` is asked again on every (re)connect, so renewed ones are used. */
 export interface NatsOptions {
@@ -18,10 +46,9 @@ export interface NatsOptions {
   log?: (line: string) => void;
 }
 
-/** Connects (waiting until the first connection succeeds) and returns the channel. */
-export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
+function connectOptions(o: Omit<NatsOptions, "onState">): ConnectionOptions {
   const encoder = new TextEncoder();
-  const nc: NatsConnection = await connect({
+  return {
     servers: o.urls,
     name: o.name,
     inboxPrefix: o.inboxPrefix,
@@ -36,13 +63,11 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
     // An expired user JWT (Guardian down past the certificate's end) must not stop the retries: the
     // authenticator hands out the renewed credentials as soon as the session is renewed.
     ignoreAuthErrorAbort: true,
-  });
-  let state: ChannelState = "connected";
-  const set = (s: ChannelState) => {
-    if (state === s) return;
-    state = s;
-    o.onState?.(s);
   };
+}
+
+/** Follows the connection's state (until it closes), logging its events. */
+function watch(nc: NatsConnection, o: Pick<NatsOptions, "log">, set: (s: ChannelState) => void): void {
   (async () => {
     for await (const s of nc.status()) {
       o.log?.(`nats: ${s.type} ${typeof s.data === "string" ? s.data : JSON.stringify(s.data)}`);
@@ -51,6 +76,19 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
     }
   })().catch(() => {});
   nc.closed().then(() => set("closed"));
+}
+
+/** Connects (waiting until the first connection succeeds) and returns the channel. */
+export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
+  keepSocketErrorsCaught();
+  const nc: NatsConnection = await connect(connectOptions(o));
+  let state: ChannelState = "connected";
+  const set = (s: ChannelState) => {
+    if (state === s) return;
+    state = s;
+    o.onState?.(s);
+  };
+  watch(nc, o, set);
   const channel: ControlChannel = {
     get state() {
       return state;
@@ -72,9 +110,152 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
     },
     async close() {
       if (nc.isClosed()) return;
-      await nc.drain().catch(() => nc.close());
+      // Draining waits for the server: while reconnecting (perhaps refused for good) it would wait forever.
+      if (state === "connected") await nc.drain().catch(() => nc.close());
+      else await nc.close();
     },
     [Symbol.asyncDispose]: () => channel.close(),
   };
   return channel;
+}
+
+/** A link's state: "connecting" until the Master was first reached, then as a {@link ChannelState}. */
+export type LinkState = "connecting" | ChannelState;
+
+/** One of the Guardian's own connections to the Master. */
+export interface NatsLink extends AsyncDisposable {
+  readonly state: LinkState;
+  /**
+   * Sends; while reconnecting, the client buffers and sends on reconnect. Throws if the Master was never reached
+   * yet, or the link is closed.
+   */
+  publish(subject: string, data: Uint8Array): void;
+  /**
+   * Publishes `data` with a fresh reply subject and returns every reply that came within `maxMs`, or until none
+   * came for `quietMs` after the last one. Each server of a cluster answers system requests on its own, so this
+   * is how to hear them all. Throws as `publish` does.
+   */
+  gather(subject: string, data: Uint8Array, wait: { maxMs: number; quietMs?: number }): Promise<Uint8Array[]>;
+  close(): Promise<void>;
+}
+
+/**
+ * Opens a link without waiting for the Master: the first connection is retried every `retryMs` (default 1 s)
+ * until it succeeds or the link is closed; afterwards the client reconnects on its own, as for a node, but only
+ * to the servers in `urls` (give all of a cluster's).
+ */
+export function openNatsLink(
+  o: Omit<NatsOptions, "onState"> & { onState?: (state: LinkState) => void; retryMs?: number },
+): NatsLink {
+  keepSocketErrorsCaught();
+  let nc: NatsConnection | undefined;
+  let state: LinkState = "connecting";
+  const set = (s: LinkState) => {
+    if (state === s || state === "closed") return;
+    state = s;
+    o.onState?.(s);
+  };
+  const stop = new AbortController();
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      stop.signal.addEventListener("abort", done, { once: true });
+      function done() {
+        clearTimeout(timer);
+        stop.signal.removeEventListener("abort", done);
+        resolve();
+      }
+    });
+  const first = (async () => {
+    let failures = 0;
+    while (!stop.signal.aborted) {
+      try {
+        // Only the given servers: a refusing cluster would otherwise keep handing out its other members, and
+        // the first attempt would never end.
+        const c = await connect({
+          ...connectOptions(o),
+          waitOnFirstConnect: false,
+          ignoreClusterUpdates: true,
+        });
+        if (stop.signal.aborted) {
+          await c.close();
+          return;
+        }
+        nc = c;
+        watch(c, o, set);
+        set("connected");
+        return;
+      } catch (error) {
+        // Logged on the first failure and every 30th after; callers see `state`.
+        if (failures++ === 0 || failures % 30 === 0) {
+          o.log?.(
+            `nats: ${o.name} cannot reach the Master at ${o.urls.join(", ")} yet ` +
+              `(${(error as Error).message}); retrying every ${o.retryMs ?? 1_000} ms`,
+          );
+        }
+        await pause(o.retryMs ?? 1_000);
+      }
+    }
+  })();
+  const connection = (): NatsConnection => {
+    if (!nc || nc.isClosed()) {
+      throw new Error(
+        `${o.name}: ${nc ? "the link to the Master is closed" : "the Master has not been reached yet"}`,
+      );
+    }
+    return nc;
+  };
+  const link: NatsLink = {
+    get state() {
+      return state;
+    },
+    publish(subject, data) {
+      connection().publish(subject, data);
+    },
+    gather(subject, data, wait) {
+      const c = connection();
+      return new Promise((resolve, reject) => {
+        const replies: Uint8Array[] = [];
+        let quiet: ReturnType<typeof setTimeout> | undefined;
+        let ended = false;
+        const end = (error?: unknown) => {
+          if (ended) return;
+          ended = true;
+          clearTimeout(overall);
+          clearTimeout(quiet);
+          if (!c.isClosed()) sub.unsubscribe();
+          if (error) reject(error);
+          else resolve(replies);
+        };
+        const inbox = createInbox(o.inboxPrefix);
+        const sub = c.subscribe(inbox, {
+          callback: (error, msg) => {
+            if (error) return o.log?.(`nats: replies to ${subject}: ${error.message}`);
+            replies.push(msg.data);
+            if (wait.quietMs !== undefined) {
+              clearTimeout(quiet);
+              quiet = setTimeout(() => end(), wait.quietMs);
+            }
+          },
+        });
+        const overall = setTimeout(() => end(), wait.maxMs);
+        try {
+          c.publish(subject, data, { reply: inbox });
+        } catch (error) {
+          end(error);
+        }
+      });
+    },
+    async close() {
+      stop.abort();
+      await first;
+      const was = state;
+      set("closed");
+      if (!nc || nc.isClosed()) return;
+      if (was === "connected") await nc.drain().catch(() => nc!.close());
+      else await nc.close();
+    },
+    [Symbol.asyncDispose]: () => link.close(),
+  };
+  return link;
 }

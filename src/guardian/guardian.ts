@@ -23,7 +23,13 @@ import {
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
 import { identityProblem, isTag, MAX_SUBNETS, MAX_TAG_BYTES, MAX_TAINTS } from "../wire/certificate.ts";
 import { contains, formatCidr, overlaps, subnetToBytes } from "../portal/subnets.ts";
-import { type NatsCredentials, type NatsKeys, newNatsKeys, nodeCredentials } from "./nats_auth.ts";
+import {
+  type NatsCredentials,
+  type NatsKeys,
+  newNatsKeys,
+  nodeCredentials,
+  withSystemKey,
+} from "./nats_auth.ts";
 import { checkJwksUrl, verifyIdentity } from "./oidc.ts";
 import {
   ConflictError,
@@ -143,13 +149,9 @@ function withinGrant(offered: string[], granted: string[]): string[] {
 
 /** The longest and shortest `--cert-ttl` a Guardian accepts. */
 export function checkCertTtl(ms: number): number {
-  if (ms < 60_000 || ms > MAX_CERTIFICATE_TTL_MS) {
-    throw new GuardianError(
-      400,
-      `certificate lifetime must be between 1m and ${MAX_CERTIFICATE_TTL_MS / 3_600_000}h, got ${
-        ms / 1000
-      } s`,
-    );
+  if (ms < 1_000 || ms > MAX_CERTIFICATE_TTL_MS) {
+    const most = MAX_CERTIFICATE_TTL_MS / 3_600_000;
+    throw new GuardianError(400, `certificate lifetime must be between 1s and ${most}h, got ${ms / 1000} s`);
   }
   return ms;
 }
@@ -238,9 +240,10 @@ export class Guardian {
   /** The NATS operator/account keys, made on first use and kept in the store. */
   natsKeys(): NatsKeys {
     const saved = this.store.getMeta("nats_keys");
-    if (saved) return JSON.parse(saved);
-    const keys = newNatsKeys();
-    this.store.setMeta("nats_keys", JSON.stringify(keys));
+    const keys = saved ? withSystemKey(JSON.parse(saved)) : newNatsKeys();
+    // Keys saved before the system account existed gain one, kept from then on.
+    const text = JSON.stringify(keys);
+    if (text !== saved) this.store.setMeta("nats_keys", text);
     return keys;
   }
 

@@ -1,7 +1,9 @@
 /**
- * NATS decentralised JWT auth for the Master: one operator, one account for all realms, and a user JWT per node
- * session whose permissions confine it to its realm's subjects and its own inbox. nats-server checks these
- * offline (resolver MEMORY with the account preloaded), so it refuses a node of realm A any subject of realm B.
+ * NATS decentralised JWT auth for the Master: one operator, a system account, one account for all realms, and a
+ * user JWT per node session whose permissions confine it to its realm's subjects and its own inbox. nats-server
+ * checks these offline. Accounts live in its `full` resolver (a directory of JWTs, gossiped within a cluster), so
+ * the Guardian can push a re-signed realms account holding revocations, which makes every server disconnect the
+ * revoked users at once and refuse them afterwards.
  * @module
  */
 
@@ -13,47 +15,176 @@ import { realmSubjects } from "../control/subjects.ts";
 export interface NatsKeys {
   operatorSeed: string;
   accountSeed: string;
+  /** The system account's; keys saved before revocation existed lack it (see {@link withSystemKey}). */
+  systemSeed?: string;
 }
 
-/** Makes a fresh operator and account. */
+const text = new TextDecoder();
+const bytes = (s: string) => new TextEncoder().encode(s);
+const seedOf = (kp: nkeys.KeyPair) => text.decode(kp.getSeed());
+
+/** Makes a fresh operator, system account and realms account. */
 export function newNatsKeys(): NatsKeys {
-  const text = new TextDecoder();
   return {
-    operatorSeed: text.decode(nkeys.createOperator().getSeed()),
-    accountSeed: text.decode(nkeys.createAccount().getSeed()),
+    operatorSeed: seedOf(nkeys.createOperator()),
+    accountSeed: seedOf(nkeys.createAccount()),
+    systemSeed: seedOf(nkeys.createAccount()),
   };
 }
 
-/** What a node needs to connect: its user JWT and nkey seed. */
+/** `keys` with a system account, made now if they have none (the caller saves the result). */
+export function withSystemKey(keys: NatsKeys): NatsKeys {
+  return keys.systemSeed ? keys : { ...keys, systemSeed: seedOf(nkeys.createAccount()) };
+}
+
+/** What a user needs to connect: its JWT and nkey seed. */
 export interface NatsCredentials {
   jwt: string;
   seed: string;
-  /** The inbox prefix the node must use (its permissions allow no other). */
+  /** The inbox prefix the user must use (its permissions allow no other). */
   inboxPrefix: string;
+  /** The user's public nkey: what a revocation names. */
+  user: string;
 }
 
-/** The operator and account JWTs a nats-server needs. */
+/** Revokes the JWTs of `user` (a public nkey) issued at or before `at` (ms). */
+export interface Revocation {
+  user: string;
+  at: number;
+}
+
+/** The realms account's name in its JWT. */
+const ACCOUNT_NAME = "realms";
+
+/**
+ * Issue time (s) of the account JWTs in the server configuration. Older than any JWT the Guardian pushes, so a
+ * restarted server keeps the pushed one (with its revocations) that its resolver directory holds: nats-server
+ * stores a preloaded account only if it is not older than the stored one.
+ */
+const PRELOAD_ISSUED_AT = 1_704_067_200; // 2024-01-01
+
+// Explicit limits: an account JWT with empty limits makes nats-server refuse every connection.
+const LIMITS = {
+  conn: -1,
+  subs: -1,
+  data: -1,
+  payload: -1,
+  imports: -1,
+  exports: -1,
+  wildcards: true,
+  leaf: -1,
+};
+
+function keyPair(seed: string): nkeys.KeyPair {
+  return nkeys.fromSeed(bytes(seed));
+}
+
+function systemPair(keys: NatsKeys): nkeys.KeyPair {
+  if (!keys.systemSeed) {
+    throw new TypeError("the NATS keys have no system account: load them through withSystemKey() first");
+  }
+  return keyPair(keys.systemSeed);
+}
+
+/** The public keys of the realms and system accounts. */
+export function accountKeys(keys: NatsKeys): { account: string; system: string } {
+  return { account: keyPair(keys.accountSeed).getPublicKey(), system: systemPair(keys).getPublicKey() };
+}
+
+const base64url = (b: Uint8Array | string) => jwt.Base64UrlCodec.encode(b);
+
+function isUserKey(key: string): boolean {
+  try {
+    return key.startsWith("U") && nkeys.fromPublic(key).getPublicKey() === key;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Signs an account JWT with a chosen issue time: the JWT library stamps "now", but the resolver orders account
+ * JWTs by issue time (see PRELOAD_ISSUED_AT, and {@link realmsAccountJwt}).
+ */
+async function accountJwtAt(
+  name: string,
+  account: nkeys.KeyPair,
+  nats: Partial<jwt.Account>,
+  operator: nkeys.KeyPair,
+  issuedAt: number,
+): Promise<string> {
+  const claims: Record<string, unknown> = {
+    aud: "NATS",
+    name,
+    sub: account.getPublicKey(),
+    iss: operator.getPublicKey(),
+    iat: issuedAt,
+    nats: { ...nats, type: "account", version: 2 },
+  };
+  // The server only needs the id to differ between different contents; a hash of them does that.
+  claims.jti = base64url(
+    new Uint8Array(await crypto.subtle.digest("SHA-256", bytes(JSON.stringify(claims)))),
+  );
+  const signed = `${base64url(JSON.stringify({ typ: "JWT", alg: "ed25519-nkey" }))}.${
+    base64url(JSON.stringify(claims))
+  }`;
+  return `${signed}.${base64url(operator.sign(bytes(signed)))}`;
+}
+
+/**
+ * The realms account JWT revoking `revocations`, issued at `issuedAt` (ms, whole seconds count). Within a cluster
+ * the resolvers keep the JWT issued last, so each push must be issued later than the one before.
+ */
+export async function realmsAccountJwt(
+  keys: NatsKeys,
+  options: { revocations: Revocation[]; issuedAt: number },
+): Promise<string> {
+  const revocations: Record<string, number> = {};
+  for (const r of options.revocations) {
+    if (!isUserKey(r.user)) {
+      throw new TypeError(`a revocation names a user's public nkey (U...), got "${r.user}"`);
+    }
+    // nats-server revokes the user's JWTs with iat <= this; a JWT's iat is its issue time rounded down.
+    revocations[r.user] = Math.max(revocations[r.user] ?? 0, Math.floor(r.at / 1000));
+  }
+  return await accountJwtAt(
+    ACCOUNT_NAME,
+    keyPair(keys.accountSeed),
+    { limits: LIMITS, ...(options.revocations.length > 0 ? { revocations } : {}) } as Partial<jwt.Account>,
+    keyPair(keys.operatorSeed),
+    Math.floor(options.issuedAt / 1000),
+  );
+}
+
+/** The operator and account JWTs a nats-server needs (accounts as issued for the preload). */
 export async function serverJwts(
   keys: NatsKeys,
-): Promise<{ operator: string; account: string; accountKey: string }> {
-  const operator = nkeys.fromSeed(new TextEncoder().encode(keys.operatorSeed));
-  const account = nkeys.fromSeed(new TextEncoder().encode(keys.accountSeed));
-  const operatorJwt = await jwt.encodeOperator("veilnet", operator);
-  // Explicit limits: an account JWT with empty limits makes nats-server refuse every connection.
-  const limits = {
-    conn: -1,
-    subs: -1,
-    data: -1,
-    payload: -1,
-    imports: -1,
-    exports: -1,
-    wildcards: true,
-    leaf: -1,
-  };
-  const accountJwt = await jwt.encodeAccount("realms", account, { limits } as Partial<jwt.Account>, {
-    signer: operator,
+): Promise<{ operator: string; account: string; accountKey: string; system: string; systemKey: string }> {
+  const operator = keyPair(keys.operatorSeed);
+  const system = systemPair(keys);
+  const operatorJwt = await jwt.encodeOperator("veilnet", operator, {
+    system_account: system.getPublicKey(),
   });
-  return { operator: operatorJwt, account: accountJwt, accountKey: account.getPublicKey() };
+  const account = await accountJwtAt(
+    ACCOUNT_NAME,
+    keyPair(keys.accountSeed),
+    { limits: LIMITS } as Partial<jwt.Account>,
+    operator,
+    PRELOAD_ISSUED_AT,
+  );
+  const systemJwt = await accountJwtAt(
+    "SYS",
+    system,
+    { limits: LIMITS } as Partial<jwt.Account>,
+    operator,
+    PRELOAD_ISSUED_AT,
+  );
+  return {
+    operator: operatorJwt,
+    account,
+    accountKey: keyPair(keys.accountSeed).getPublicKey(),
+    system: systemJwt,
+    systemKey: system.getPublicKey(),
+  };
 }
 
 /** A user JWT for one node session, valid until `expiresAt` (ms). */
@@ -61,7 +192,7 @@ export async function nodeCredentials(
   keys: NatsKeys,
   session: { realmId: string; nodeId: string; expiresAt: number },
 ): Promise<NatsCredentials> {
-  const account = nkeys.fromSeed(new TextEncoder().encode(keys.accountSeed));
+  const account = keyPair(keys.accountSeed);
   const user = nkeys.createUser();
   const subjects = realmSubjects(session.realmId);
   const inboxPrefix = `_INBOX_${session.nodeId}`;
@@ -77,22 +208,79 @@ export async function nodeCredentials(
       ],
     },
   }, { exp: Math.floor(session.expiresAt / 1000) });
-  return { jwt: token, seed: new TextDecoder().decode(user.getSeed()), inboxPrefix };
+  return { jwt: token, seed: seedOf(user), inboxPrefix, user: user.getPublicKey() };
+}
+
+/**
+ * The Guardian's own users, made fresh (new nkeys) on every call and held in memory only: `system` (system
+ * account: pushes account JWTs, asks for connections) and `realms` (realms account, publishes and subscribes
+ * under `veilnet.>`). They carry no expiry, as their connections outlive any fixed term.
+ */
+export async function guardianCredentials(
+  keys: NatsKeys,
+): Promise<{ system: NatsCredentials; realms: NatsCredentials }> {
+  const systemUser = nkeys.createUser();
+  const realmsUser = nkeys.createUser();
+  const realmsInbox = "_INBOX_guardian";
+  return {
+    system: {
+      jwt: await jwt.encodeUser("guardian-system", systemUser, systemPair(keys)),
+      seed: seedOf(systemUser),
+      inboxPrefix: "_INBOX",
+      user: systemUser.getPublicKey(),
+    },
+    realms: {
+      jwt: await jwt.encodeUser("guardian", realmsUser, keyPair(keys.accountSeed), {
+        pub: { allow: ["veilnet.>"] },
+        sub: { allow: ["veilnet.>", `${realmsInbox}.>`] },
+      }),
+      seed: seedOf(realmsUser),
+      inboxPrefix: realmsInbox,
+      user: realmsUser.getPublicKey(),
+    },
+  };
+}
+
+/** Who a user JWT names: its public nkey and its name. Reads without verifying (the server has). */
+export function userOfJwt(token: string): { user: string; name: string } | undefined {
+  try {
+    const claims = JSON.parse(
+      text.decode(jwt.Base64UrlCodec.decode(token.split(".")[1]!, true) as Uint8Array),
+    );
+    return typeof claims.sub === "string" && typeof claims.name === "string"
+      ? { user: claims.sub, name: claims.name }
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /** nats-server configuration for the Master (one server, or one member of a cluster). */
 export async function natsServerConfig(
   keys: NatsKeys,
-  options: { host?: string; port: number; cluster?: { name: string; listen: string; routes: string[] } },
+  options: {
+    host?: string;
+    port: number;
+    cluster?: { name: string; listen: string; routes: string[] };
+    /** This server's own directory for account JWTs (its `full` resolver). */
+    resolverDir: string;
+  },
 ): Promise<string> {
-  const { operator, account, accountKey } = await serverJwts(keys);
+  const { operator, account, accountKey, system, systemKey } = await serverJwts(keys);
   const lines = [
     "# nats-server configuration written by `veilnet-conflux guardian nats-config`.",
     `host: ${JSON.stringify(options.host ?? "0.0.0.0")}`,
     `port: ${options.port}`,
     `operator: ${operator}`,
-    "resolver: MEMORY",
-    `resolver_preload: {\n  ${accountKey}: ${account}\n}`,
+    `system_account: ${systemKey}`,
+    // `full`: accounts kept on disk and gossiped in the cluster, updated by the Guardian's pushes (never deleted).
+    "resolver: {",
+    "  type: full",
+    `  dir: ${JSON.stringify(options.resolverDir)}`,
+    "  allow_delete: false",
+    '  interval: "2m"',
+    "}",
+    `resolver_preload: {\n  ${accountKey}: ${account}\n  ${systemKey}: ${system}\n}`,
   ];
   if (options.cluster) {
     lines.push(

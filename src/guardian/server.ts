@@ -4,6 +4,8 @@
  */
 
 import { guardianHandler } from "./api.ts";
+import { MasterLink } from "./master_link.ts";
+import { masterPresence, RevocationNotices } from "./notices.ts";
 import { Guardian, type GuardianOptions } from "./guardian.ts";
 import { natsServerConfig } from "./nats_auth.ts";
 import { Store } from "./store.ts";
@@ -52,12 +54,13 @@ async function waitForPort(
 /** Starts nats-server with the Guardian's config; resolves once it accepts connections. */
 async function startMaster(guardian: Guardian, o: ServeOptions): Promise<Deno.ChildProcess> {
   const path = `${o.dataDir}/nats.conf`;
+  // The resolver's JWTs (revocations included) outlive restarts; the rewritten config does not override them.
+  const resolverDir = `${o.dataDir}/nats-jwt`;
+  await Deno.mkdir(resolverDir, { recursive: true, mode: 0o700 });
   await Deno.writeTextFile(
     path,
-    await natsServerConfig(guardian.natsKeys(), { host: o.hostname, port: o.natsPort }),
-    {
-      mode: 0o600,
-    },
+    await natsServerConfig(guardian.natsKeys(), { host: o.hostname, port: o.natsPort, resolverDir }),
+    { mode: 0o600 },
   );
   let child: Deno.ChildProcess;
   try {
@@ -92,6 +95,17 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
     o.log(`guardian: admin token written to ${o.dataDir}/admin.token`);
   }
   const master = o.embeddedMaster ? await startMaster(guardian, o) : undefined;
+  // The Guardian's own link to the Master: revocations go to the realm and the Master through it, and it asks
+  // which nodes are connected. Without a Master (a Guardian that only registers), nodes learn revocations at login.
+  const local = o.hostname === "0.0.0.0" || o.hostname === "::" ? "127.0.0.1" : o.hostname;
+  const urls = o.embeddedMaster
+    ? [`nats://${local.includes(":") ? `[${local}]` : local}:${o.natsPort}`]
+    : o.natsUrls;
+  const link = urls.length > 0
+    ? await MasterLink.connect({ urls, keys: guardian.natsKeys(), log: o.log })
+    : undefined;
+  using _notices = link ? new RevocationNotices({ store, master: link, log: o.log }) : undefined;
+  if (link) guardian.presence = masterPresence(link);
   try {
     const server = Deno.serve({
       hostname: o.hostname,
@@ -101,6 +115,7 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
     }, guardianHandler(guardian));
     await server.finished;
   } finally {
+    await link?.close();
     if (master) {
       try {
         master.kill("SIGTERM");
