@@ -622,7 +622,11 @@ export class Guardian {
     const expiresAt = notBefore + this.options.certTtlMs;
     const nats = await nodeCredentials(this.natsKeys(), { realmId: realm.id, nodeId, expiresAt });
     const current = this.store.transaction(() => {
-      if (typeof tag === "string" && tag !== row.tag) this.store.setTag(row.id, tag);
+      if (typeof tag === "string" && tag !== row.tag) {
+        const holder = this.store.confluxByTag(realm.id, tag);
+        if (holder && holder.id !== row.id) throw tagTaken(tag, realm); // taken while this login was on its way
+        this.store.setTag(row.id, tag);
+      }
       if (offer) this.store.setPortal(row.id, offer.portal, offer.subnets);
       this.store.addSession({
         confluxId: row.id,
@@ -632,7 +636,12 @@ export class Guardian {
         issuedAt: notBefore,
         expiresAt,
       });
-      return this.store.confluxById(row.id)!;
+      const current = this.store.confluxById(row.id);
+      // Revoked or removed while this login was on its way: nothing is written.
+      if (!current || current.revokedAt !== null) {
+        throw new GuardianError(403, "this node was revoked or removed");
+      }
+      return current;
     });
     // Taints in a certificate are always inside the node's grant, whatever the row says.
     const taints = current.anyTaints
@@ -822,6 +831,7 @@ export class Guardian {
    */
   #revoke(row: ConfluxRow, cutMaster: boolean): void {
     const now = this.options.clock();
+    if (row.certExpires <= now) return; // no certificate of it can be valid: nothing to void
     this.store.addRevocation({
       realmId: row.realmId,
       confluxId: row.id,
