@@ -215,6 +215,9 @@ Deno.test({
       await waitFor("the cluster to form", 15_000, async () => {
         const routez = await (await fetch(`http://127.0.0.1:${monitor[0]}/routez`)).json();
         return routez.num_routes >= 2;
+      }).catch((error) => {
+        const outputs = servers.map((s) => `--- ${s.name}:\n${s.output}`).join("\n");
+        throw new Error(`${error.message}\n${outputs}\n--- guardian:\n${guardian.proc?.output}`);
       });
       await using a = await node(dir, "a", guardian, token, "dev");
       await using b = await node(dir, "b", guardian, token, "dev");

@@ -9,12 +9,21 @@ import { selfCommand } from "../src/service/systemd.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
-/** A free TCP port on loopback (bound and released; good enough on a test machine). */
+/**
+ * A free TCP port for a server a test starts (bound and released). Picked below the kernel's ephemeral range
+ * (32768+), where outgoing connections take their local ports: a port from bind(0) could be taken by some
+ * connection of another test before the server that was meant to bind it starts.
+ */
 export function freePort(): number {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (listener.addr as Deno.NetAddr).port;
-  listener.close();
-  return port;
+  for (let attempt = 0;; attempt++) {
+    const port = 10_000 + Math.floor(Math.random() * 22_000);
+    try {
+      Deno.listen({ hostname: "0.0.0.0", port }).close();
+      return port;
+    } catch (error) {
+      if (attempt > 100) throw error;
+    }
+  }
 }
 
 /** Polls `check` until it returns a value (not undefined/false), or throws after `ms` with `what`. */
