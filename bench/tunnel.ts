@@ -187,7 +187,35 @@ async function nebula(seconds: number): Promise<Measured> {
   }
 }
 
-/** The three tunnels, measured one after another on fresh testbeds. */
+/**
+ * veilnet with no tether possible: UDP is dropped in a's namespace, so everything rides the backup pipeline (the
+ * Master, over TCP). With the underlay's own ping for comparison.
+ */
+async function veilnetBackup(seconds: number): Promise<Measured & { underlayRttMs: number; path: string }> {
+  await using realm = await realmOnTestbed(["a", "b"]);
+  const ns = realm.bed.host("a").ns;
+  await ns.exec("nft", ["add", "table", "inet", "noudp"]);
+  await ns.exec("nft", ["add", "chain", "inet", "noudp", "out", "{ type filter hook output priority 0; }"]);
+  await ns.exec("nft", ["add", "rule", "inet", "noudp", "out", "meta", "l4proto", "udp", "drop"]);
+  const a = realm.node("a");
+  const peer = await waitFor("a to see b", 15_000, async () => (await a.peers())[0]);
+  const address = peer.ips[0]!;
+  await waitFor(
+    "the backup pipeline",
+    20_000,
+    async () => (await ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true })).success,
+  );
+  const measured = await measure(realm.bed, address, seconds);
+  const underlay = await ns.exec("ping", ["-c", "20", "-i", "0.05", realm.bed.host("b").address]);
+  const path = (await a.peers()).find((p) => p.ips[0] === address) as { path?: string } | undefined;
+  return {
+    ...measured,
+    underlayRttMs: Number(/= [\d.]+\/([\d.]+)\//.exec(underlay.text)?.[1]),
+    path: path?.path ?? "?",
+  };
+}
+
+/** The three tunnels, measured one after another on fresh testbeds, and veilnet's backup pipeline alone. */
 export async function tunnelBench(options: { seconds?: number } = {}): Promise<Figure[]> {
   const seconds = options.seconds ?? 8;
   const why = netnsUnavailable();
@@ -202,10 +230,17 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
     }];
   }
   const v = await veilnet(seconds);
+  const bk = await veilnetBackup(seconds);
   const w = await wireguard(seconds);
   const n = await nebula(seconds);
   return [
     { name: "TCP through veilnet", value: v.mbits, unit: "Mbit/s", note: `ping ${v.rttMs.toFixed(3)} ms` },
+    {
+      name: "TCP through veilnet, backup pipeline only",
+      value: bk.mbits,
+      unit: "Mbit/s",
+      note: `ping ${bk.rttMs.toFixed(3)} ms (underlay ${bk.underlayRttMs.toFixed(3)} ms), path ${bk.path}`,
+    },
     {
       name: "TCP through wireguard-go",
       value: w.mbits,

@@ -42,8 +42,13 @@ export const OFFER_RESEND_MS = 1_000;
 export const STREAM_REQUEST_RESEND_MS = 2_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 2_500;
-/** After a tether failed to form, batches use the backup pipeline for this long without waiting for one. */
-export const BACKUP_HOLD_MS = 5_000;
+/** A destination whose traffic took the backup pipeline is shown on it ("backup") this long after. */
+export const BACKUP_SHOWN_MS = 2_000;
+/** Bytes the backup pipeline may have published but not yet handed to the Master before sending waits. */
+export const BACKUP_WINDOW_BYTES = 4 * 1024 * 1024;
+/** A tether that failed to form is tried again after this long, doubling with each failure up to the max. */
+export const TETHER_RETRY_MIN_MS = 1_000;
+export const TETHER_RETRY_MAX_MS = 30_000;
 /** A DNS question to the realm waits this long for owners of the tag to answer. */
 export const DNS_ASK_WAIT_MS = 1_000;
 /** After the first answer, other owners of the tag have this long to answer too. */

@@ -40,6 +40,9 @@ import { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
 
+/** How often the host's addresses are compared with the last look. */
+const UNDERLAY_WATCH_MS = 2_000;
+
 /** How long after asking the realm for relays to a destination their answers are taken. */
 const ROUTE_ANSWER_WINDOW_MS = 10_000;
 
@@ -126,6 +129,8 @@ export class Agent implements AsyncDisposable {
   #offered = "";
   #underlayReading: Promise<void> | undefined;
   #underlayAgain = false;
+  /** This host's interface addresses at the last look (see #watchUnderlay). */
+  #hostAddresses: string | undefined;
   #learner: RouteLearner;
   /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
   #relays = new Map<string, Map<string, number>>();
@@ -264,6 +269,7 @@ export class Agent implements AsyncDisposable {
         if (hop === dest) this.#askForRelays(dest);
       },
       backup: (dest, message) => this.#channel?.publish(this.#subjects.data(dest), message),
+      backupFlush: () => this.#channel?.flush() ?? Promise.resolve(),
       mayRelay: (from, dest) => this.#mayCarry(from, dest),
       clock,
       log,
@@ -271,6 +277,7 @@ export class Agent implements AsyncDisposable {
     this.#data = { streams, tethers, anchor };
     this.#timers.push(setInterval(() => streams.expire((p) => !this.peers.get(p)), 5_000));
     this.#timers.push(setInterval(() => this.#routeTick(), 1_000));
+    this.#timers.push(setInterval(() => this.#watchUnderlay(tun.name), UNDERLAY_WATCH_MS));
     anchor.start();
     log(`data plane up on ${tun.name}`);
   }
@@ -282,6 +289,23 @@ export class Agent implements AsyncDisposable {
     if (v4) return contains({ version: 4, address: cert.ipv4, prefix: cert.prefix4 }, v4);
     const v6 = parseIPv6(address);
     return v6 !== undefined && contains({ version: 6, address: cert.ipv6, prefix: cert.prefix6 }, v6);
+  }
+
+  /**
+   * Tethers that failed to form are tried again at once when this host's addresses change (a new network, a
+   * NAT's address): what failed on the old underlay may work on the new one.
+   */
+  #watchUnderlay(tunName: string): void {
+    const now = Deno.networkInterfaces()
+      .filter((i) => i.name !== tunName && i.name !== "lo")
+      .map((i) => `${i.name}/${i.address}`)
+      .sort()
+      .join(" ");
+    if (this.#hostAddresses !== undefined && now !== this.#hostAddresses) {
+      this.#o.log(`this host's addresses changed (${now || "none"}): trying tethers again`);
+      this.#data?.anchor.retryTethers();
+    }
+    this.#hostAddresses = now;
   }
 
   /** Whether this node may carry traffic between two of its peers: both known, and allowed to talk. */
@@ -562,6 +586,10 @@ export class Agent implements AsyncDisposable {
     this.#applyRevocations(session.login);
     // Logins may overlap (a scheduled renewal and one after a revocation): never step back to an older certificate.
     if (session.cert.notBefore < this.#session.cert.notBefore) return;
+    // Other ICE servers (or credentials) may let a tether form that could not: try the failed ones again.
+    if (session.login.ice_servers.join() !== this.#session.login.ice_servers.join()) {
+      this.#data?.anchor.retryTethers();
+    }
     this.#session = session;
     void this.#readUnderlay(); // the login answer may name other Masters
     this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);

@@ -24,7 +24,15 @@ import type { Tun } from "../tun/tun.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
 import { StreamError } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
-import { BACKUP_HOLD_MS, EGRESS_IDLE_MS, MAX_INFLIGHT_SEALS, MAX_PENDING_BATCHES } from "../tuning.ts";
+import {
+  BACKUP_SHOWN_MS,
+  BACKUP_WINDOW_BYTES,
+  EGRESS_IDLE_MS,
+  MAX_INFLIGHT_SEALS,
+  MAX_PENDING_BATCHES,
+  TETHER_RETRY_MAX_MS,
+  TETHER_RETRY_MIN_MS,
+} from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
 import { BatchBuilder, decrementTtl, readDataHeader, unpackBatch } from "../wire/envelope.ts";
 
@@ -39,7 +47,6 @@ export type DataDrop =
   | "relay-forbidden"
   | "relay-reflection"
   | "ttl-expired"
-  | "relay-not-ready"
   | "spoofed-source"
   | "foreign-destination";
 
@@ -72,6 +79,8 @@ export interface AnchorOptions {
   mayRelay: (from: string, destination: string) => boolean;
   /** Sends a sealed message over the control channel (the backup pipeline), when no tether can carry it. */
   backup: (destination: string, message: Uint8Array) => void;
+  /** Resolves once the control channel has handed what was published to the Master (backpressure). */
+  backupFlush: () => Promise<void>;
   clock: () => number;
   log: (line: string) => void;
 }
@@ -82,9 +91,9 @@ class Egress {
   readonly inflight = new Set<Promise<void>>();
   pending = 0;
   lastUsed: number;
-  /** The next hop the last batch sent went through (what status reports as the path). */
+  /** The next hop of the last batch sent (what status reports as the path, with `backupUntil`). */
   hop: string;
-  /** Until when batches go over the backup pipeline without waiting for a tether (ms). */
+  /** Until when status shows this destination's traffic on the backup pipeline (ms). */
   backupUntil = 0;
 
   constructor(readonly peer: string, now: number) {
@@ -103,7 +112,11 @@ export class Anchor {
   readonly relayed = { messages: 0, bytes: 0 };
   /** Messages and bytes this node sent over the backup pipeline. */
   readonly backups = { messages: 0, bytes: 0 };
-  #relayPending = 0;
+  /** Hops whose tether failed to form: when to try again, and the backoff that gave that time. */
+  readonly #failed = new Map<string, { until: number; backoff: number }>();
+  /** Bytes published on the backup pipeline since its last flush started (the backpressure window). */
+  #backupUnflushed = 0;
+  #backupFlush: Promise<void> | undefined;
   #reading: Promise<void> | undefined;
   readonly #retire: ReturnType<typeof setInterval>;
 
@@ -158,10 +171,20 @@ export class Anchor {
     }
   }
 
-  /** Waits until `e` may take more: seals in flight below the window, and its tether below the high-water mark. */
+  /**
+   * Waits until `e` may take more: seals in flight below the window, its tether below the high-water mark, and
+   * the backup pipeline's unflushed bytes below BACKUP_WINDOW_BYTES (a flush waits for the Master to take them).
+   */
   async #room(e: Egress): Promise<void> {
     while (e.inflight.size >= MAX_INFLIGHT_SEALS) await Promise.race(e.inflight);
     await this.#o.tethers.drained(e.hop);
+    if (this.#backupUnflushed >= BACKUP_WINDOW_BYTES) {
+      this.#backupUnflushed = 0;
+      this.#backupFlush ??= this.#o.backupFlush().catch(() => {}).finally(() =>
+        this.#backupFlush = undefined
+      );
+    }
+    await this.#backupFlush;
   }
 
   #flush(e: Egress): void {
@@ -170,27 +193,21 @@ export class Anchor {
     const batch = e.builder.plaintext().slice();
     const bytes = batch.length - 2 * count;
     e.builder.reset();
-    const { streams, tethers } = this.#o;
+    const { streams } = this.#o;
     const sealer = streams.ready(e.peer);
     const hop = this.#o.nextHop(e.peer);
-    const now = this.#o.clock();
+    this.#form(e.peer, hop); // in parallel with the stream's handshake, if that is still to come
     let work: Promise<void>;
-    if (sealer && tethers.info(hop)?.state === "open") {
-      e.backupUntil = 0;
-      work = sealer.seal(batch).then((message) => this.#sent(e.peer, hop, message, bytes, count));
-    } else if (sealer && e.backupUntil > now) {
-      // No tether could form lately: the backup pipeline carries it while the routes are retried.
-      work = sealer.seal(batch).then((message) => this.#backup(e.peer, message, bytes, count));
+    if (sealer) {
+      work = sealer.seal(batch).then((message) => this.#deliver(e, hop, message, bytes, count));
     } else {
+      // The stream is forming (one handshake over the control channel): the batch waits for it, bounded.
       if (e.pending >= MAX_PENDING_BATCHES) return this.#drop("not-ready", count);
       e.pending++;
       work = (async () => {
-        const [ready, open] = await Promise.all([streams.sealer(e.peer), tethers.ensure(hop)]);
+        const ready = await streams.sealer(e.peer);
         if (!ready) return this.#drop("not-ready", count);
-        if (open) return this.#sent(e.peer, hop, await ready.seal(batch), bytes, count);
-        this.#o.hopFailed(e.peer, hop);
-        e.backupUntil = this.#o.clock() + BACKUP_HOLD_MS;
-        this.#backup(e.peer, await ready.seal(batch), bytes, count);
+        this.#deliver(e, hop, await ready.seal(batch), bytes, count);
       })().finally(() => e.pending--);
     }
     const tracked: Promise<void> = work.catch((error) => {
@@ -200,8 +217,51 @@ export class Anchor {
     e.inflight.add(tracked);
   }
 
+  /**
+   * A sealed batch leaves at once: on the tether to its next hop when that is open, else over the backup
+   * pipeline (always there) while the tether forms in the background. No batch waits for a tether.
+   */
+  #deliver(e: Egress, hop: string, message: Uint8Array, bytes: number, count: number): void {
+    const { tethers } = this.#o;
+    if (tethers.info(hop)?.state === "open" && tethers.send(hop, message)) {
+      e.hop = hop;
+      e.backupUntil = 0;
+      return this.#countTx(e.peer, bytes, count);
+    }
+    this.#form(e.peer, hop);
+    e.hop = hop;
+    e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
+    this.#backup(e.peer, message, bytes, count);
+  }
+
+  /**
+   * Forms the tether to `hop` in the background, unless it is forming or failed lately: failures back off
+   * (doubling up to TETHER_RETRY_MAX_MS), so traffic on the backup pipeline never causes a storm of attempts.
+   */
+  #form(destination: string, hop: string): void {
+    const { tethers } = this.#o;
+    if (tethers.info(hop)) return; // forming (or open)
+    const failed = this.#failed.get(hop);
+    if (failed && failed.until > this.#o.clock()) return;
+    void tethers.ensure(hop).then((open) => {
+      if (open) {
+        this.#failed.delete(hop);
+        return;
+      }
+      const backoff = Math.min(TETHER_RETRY_MAX_MS, failed ? failed.backoff * 2 : TETHER_RETRY_MIN_MS);
+      this.#failed.set(hop, { until: this.#o.clock() + backoff, backoff });
+      this.#o.hopFailed(destination, hop);
+    });
+  }
+
+  /** Something changed (the underlay, or a peer's offer): tethers that failed may be tried again at once. */
+  retryTethers(): void {
+    this.#failed.clear();
+  }
+
   #backup(peer: string, message: Uint8Array, bytes: number, count: number): void {
     this.#o.backup(peer, message);
+    this.#backupUnflushed += message.length;
     this.backups.messages++;
     this.backups.bytes += message.length;
     this.#countTx(peer, bytes, count);
@@ -269,12 +329,11 @@ export class Anchor {
     };
     const { tethers } = this.#o;
     if (tethers.send(destination, message)) return count();
-    if (this.#relayPending >= MAX_PENDING_BATCHES) return this.#drop("relay-not-ready");
-    this.#relayPending++;
-    void tethers.ensure(destination).then((open) => {
-      if (open && tethers.send(destination, message)) count();
-      else this.#drop("relay-not-ready");
-    }).finally(() => this.#relayPending--);
+    // No tether to the destination (yet): the backup pipeline carries it while one forms.
+    this.#form(destination, destination);
+    this.#o.backup(destination, message);
+    this.#backupUnflushed += message.length;
+    count();
   }
 
   #retireIdle(): void {

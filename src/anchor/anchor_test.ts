@@ -37,6 +37,7 @@ function relay(mayRelay: (from: string, dest: string) => boolean) {
     hopFailed: () => {},
     mayRelay,
     backup: () => {},
+    backupFlush: () => Promise.resolve(),
     clock: () => 0,
     log: () => {},
   });
@@ -109,6 +110,7 @@ function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undef
     hopFailed: () => {},
     mayRelay: () => true,
     backup: () => {},
+    backupFlush: () => Promise.resolve(),
     clock: () => 0,
     log: () => {},
   });
@@ -176,4 +178,115 @@ Deno.test("anchor ingress: a batch admit refuses entirely writes nothing; withou
   await open.deliver([packet, other]);
   assertEquals(open.anchor.drops.size, 0);
   assertEquals(await open.written(), [packet, other]);
+});
+
+/**
+ * A sender: its TUN, a ready stream to A that "seals" by copying, and tethers whose forming the test controls
+ * (each `ensure` waits until the test settles it).
+ */
+function sender() {
+  const tun = new MemoryTun();
+  let now = 0;
+  let state: "open" | "forming" | undefined;
+  const attempts: ((open: boolean) => void)[] = [];
+  const onTether: Uint8Array[] = [];
+  const onBackup: Uint8Array[] = [];
+  const failed: string[] = [];
+  const tethers = {
+    info: () => state && { state, txBytes: 0, rxBytes: 0 },
+    ensure: () => {
+      state = "forming";
+      return new Promise<boolean>((resolve) =>
+        attempts.push((open) => {
+          state = open ? "open" : undefined;
+          resolve(open);
+        })
+      );
+    },
+    send: (_: string, m: Uint8Array) => state === "open" && onTether.push(m) > 0,
+    drained: () => Promise.resolve(),
+  } as unknown as Tethers;
+  const sealer = { seal: (b: Uint8Array) => Promise.resolve(b.slice()) };
+  const anchor = new Anchor({
+    tun,
+    self: fromHex(SELF),
+    streams: { ready: () => sealer, sealer: () => Promise.resolve(sealer) } as unknown as Streams,
+    tethers,
+    route: () => A,
+    nextHop: (d) => d,
+    hopFailed: (_, hop) => failed.push(hop),
+    mayRelay: () => true,
+    backup: (_, m) => onBackup.push(m),
+    backupFlush: () => Promise.resolve(),
+    clock: () => now,
+    log: () => {},
+  });
+  anchor.start();
+  const packet = udpPacket(SELF_IP, PEER_IP, { sport: 1, dport: 2 }, new Uint8Array(8));
+  /** Sends one packet into the TUN and waits until the anchor has sent it on one path or the other. */
+  const send = async () => {
+    const before = onTether.length + onBackup.length;
+    await tun.host.send(packet);
+    for (let i = 0; i < 100 && onTether.length + onBackup.length === before; i++) {
+      await new Promise((r) => setTimeout(r, 1));
+    }
+  };
+  return {
+    anchor,
+    send,
+    attempts,
+    onTether,
+    onBackup,
+    failed,
+    advance: (ms: number) => now += ms,
+    settle: async (open: boolean) => {
+      attempts.at(-1)!(open);
+      await new Promise((r) => setTimeout(r, 0));
+    },
+  };
+}
+
+Deno.test("anchor egress: no batch waits for a tether: the backup pipeline carries it until the tether is open", async () => {
+  const s = sender();
+  await s.send();
+  assertEquals(
+    [s.onBackup.length, s.onTether.length, s.attempts.length],
+    [1, 0, 1],
+    "first packet: backup now",
+  );
+  assertEquals(s.anchor.inBackup(A), true);
+  await s.send(); // still forming: backup again, and no second attempt
+  assertEquals([s.onBackup.length, s.attempts.length], [2, 1]);
+  await s.settle(true);
+  await s.send();
+  assertEquals([s.onBackup.length, s.onTether.length], [2, 1], "the tether takes over once open");
+  assertEquals(s.anchor.inBackup(A), false);
+  await s.anchor.close();
+});
+
+Deno.test("anchor egress: a tether that failed is tried again only after a backoff that doubles", async () => {
+  const s = sender();
+  await s.send();
+  await s.settle(false);
+  assertEquals(s.failed, [A]);
+  await s.send();
+  assertEquals([s.onBackup.length, s.attempts.length], [2, 1], "within the backoff: no new attempt");
+  s.advance(1_001);
+  await s.send();
+  assertEquals(s.attempts.length, 2, "after 1 s it is tried again");
+  await s.settle(false);
+  s.advance(1_001);
+  await s.send();
+  assertEquals(s.attempts.length, 2, "the second backoff is 2 s");
+  s.advance(1_000);
+  await s.send();
+  assertEquals(s.attempts.length, 3);
+  s.anchor.retryTethers();
+  await s.settle(false);
+  s.anchor.retryTethers(); // something changed: at once
+  await s.send();
+  assertEquals(s.attempts.length, 4);
+  assertEquals(s.onBackup.length, 6, "every packet went out, none waited");
+  await s.settle(true);
+  await s.anchor.close();
 });

@@ -12,6 +12,11 @@ export interface ControlChannel extends AsyncDisposable {
   readonly state: ChannelState;
   /** Sends; while reconnecting, the client buffers and sends on reconnect. Never throws for a lost connection. */
   publish(subject: string, data: Uint8Array): void;
+  /**
+   * Resolves once everything published so far has reached the Master (or the channel is not connected): what a
+   * sender awaits to keep its backlog bounded.
+   */
+  flush(): Promise<void>;
   /** Delivers every message on `subject` to `onMessage` until close. */
   subscribe(subject: string, onMessage: (data: Uint8Array) => void): void;
   close(): Promise<void>;

@@ -27,6 +27,9 @@ export class MemoryBus {
           if (match) queueMicrotask(() => s.deliver(copy));
         }
       },
+      flush() {
+        return new Promise((resolve) => queueMicrotask(resolve));
+      },
       subscribe(subject, onMessage) {
         const sub = { subject, deliver: (d: Uint8Array) => state !== "closed" && onMessage(d) };
         mine.add(sub);

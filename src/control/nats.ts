@@ -100,6 +100,10 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
         o.log?.(`nats: publish to ${subject} failed: ${(error as Error).message}`);
       }
     },
+    async flush() {
+      if (state !== "connected") return;
+      await nc.flush().catch(() => {});
+    },
     subscribe(subject, onMessage) {
       nc.subscribe(subject, {
         callback: (error, msg) => {
@@ -258,4 +262,47 @@ export function openNatsLink(
     [Symbol.asyncDispose]: () => link.close(),
   };
   return link;
+}
+
+/** What one connection to the Master measured (`netcheck`). */
+export interface NatsProbe {
+  /** The server that answered ("host:port"). */
+  server: string;
+  /** From the first byte sent to the connection being ready (TCP, TLS if any, CONNECT, and the first PONG). */
+  connectMs: number;
+  /** The best of a few PING/PONG round trips, after connecting. */
+  rttMs: number;
+}
+
+/**
+ * Connects once to the first of `urls` that answers (no reconnects, at most `timeoutMs` each), measures the
+ * round trip of a few PINGs, and closes. Throws with the client's reason when no server can be reached or the
+ * credentials are refused.
+ */
+export async function probeNats(
+  o: Omit<NatsOptions, "onState" | "log"> & { timeoutMs?: number; pings?: number },
+): Promise<NatsProbe> {
+  keepSocketErrorsCaught();
+  const started = performance.now();
+  const nc = await connect({
+    ...connectOptions(o),
+    timeout: o.timeoutMs ?? 5_000,
+    reconnect: false,
+    maxReconnectAttempts: 0,
+    ignoreClusterUpdates: true,
+    ignoreAuthErrorAbort: false,
+  });
+  try {
+    const connectMs = performance.now() - started;
+    let rttMs = Infinity;
+    for (let i = 0; i < (o.pings ?? 3); i++) {
+      // A flush is a PING answered by a PONG (nc.rtt() does the same, to the whole millisecond only).
+      const sent = performance.now();
+      await nc.flush();
+      rttMs = Math.min(rttMs, performance.now() - sent);
+    }
+    return { server: nc.getServer(), connectMs, rttMs };
+  } finally {
+    await nc.close();
+  }
 }
