@@ -42,6 +42,11 @@ export const OFFER_RESEND_MS = 1_000;
 export const STREAM_REQUEST_RESEND_MS = 2_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 2_500;
+/**
+ * The longest an offer or answer waits for ICE candidates. Host candidates come at once and a reachable STUN
+ * server answers within a round trip; one that never answers (UDP blocked) would hold every tether ~20 s.
+ */
+export const GATHER_MAX_MS = 2_000;
 /** A destination whose traffic took the backup pipeline is shown on it ("backup") this long after. */
 export const BACKUP_SHOWN_MS = 2_000;
 /** Bytes the backup pipeline may have published but not yet handed to the Master before sending waits. */

@@ -5,6 +5,7 @@
  */
 
 import { guardianCommand } from "./guardian.ts";
+import { netcheckCommand } from "./netcheck.ts";
 import type { Output } from "./main.ts";
 import {
   infoCommand,
@@ -149,6 +150,23 @@ export const COMMANDS: readonly Command[] = [
     run: taintCommand,
   },
   { name: "info", usage: "info", summary: "identity, realm and addresses of this node", run: infoCommand },
+  {
+    name: "netcheck",
+    usage: "netcheck [--json] [--config FILE] [--timeout 5s]",
+    summary: "what this host's network allows: Guardian, Master, UDP, public address, NAT, TURN",
+    details: [
+      "logs in with a fresh key (a session of its own, for this check), then measures:",
+      "  the Guardian's round trip (GET /healthz) and the Master's (connect, PING) with that session's credentials,",
+      "  whether UDP reaches the Guardian's STUN, the public address and port it sees, the NAT's mapping",
+      "  (endpoint-independent when both STUN ports see one address:port), the ICE candidates a tether would",
+      "  offer, and a relay candidate through each TURN server handed out",
+      "--json          one object (see README: netcheck); nothing secret is printed",
+      "--config FILE   saved config to use (default: conflux.json, else up.json, as `run`)",
+      "--timeout D     how long UDP and ICE checks wait (default 5s)",
+      "exits 0 when the Guardian and the Master are reachable (UDP may be blocked), else 1 with what failed",
+    ],
+    run: netcheckCommand,
+  },
   {
     name: "guardian",
     usage: "guardian serve|realm|token|node|nats-config ...",

@@ -7,6 +7,7 @@
 
 import { tokenList } from "../guardian/api.ts";
 import { checkCertTtl, Guardian, GuardianError, type NodeView, parseDuration } from "../guardian/guardian.ts";
+import { parseTurnServer, type TurnConfig } from "../guardian/ice.ts";
 import { natsServerConfig } from "../guardian/nats_auth.ts";
 import { openStore, serveGuardian } from "../guardian/server.ts";
 import type { RealmOidc, Store } from "../guardian/store.ts";
@@ -152,6 +153,10 @@ function admin(values: { "data-dir"?: string; guardian?: string; "admin-token"?:
 const USAGE = `usage:
   veilnet-conflux guardian serve [--listen HOST:PORT] [--data-dir DIR] [--embedded-master [--nats-port N]]
                                  [--master nats://a,nats://b] [--cert-ttl 1h (at most 24h)] [--ice stun:host:port,...]
+                                 [--stun-port 3478|off] [--turn turn:host:port,... --turn-secret-file FILE]
+      STUN: answered on UDP --stun-port and the port after it, at the --listen host, and handed to every node
+      TURN: coturn with use-auth-secret; the shared secret from --turn-secret-file or VEILNET_TURN_SECRET, never
+            on the command line; each login gets its own credentials, valid as long as its certificate
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
   veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear)
       OIDC flags: --oidc-issuer URL --oidc-jwks-url URL --oidc-audience AUD [--oidc-taints-claim CLAIM]
@@ -228,6 +233,59 @@ async function withAdmin(
   return 0;
 }
 
+/** `--stun-port N|off`: N and N+1 (default 3478, not explicit), or undefined for off. */
+function stunFlag(value: string | undefined): { port: number; explicit: boolean } | undefined {
+  if (value === "off") return undefined;
+  if (value === undefined) return { port: 3478, explicit: false };
+  const port = Number(value);
+  if (!/^\d+$/.test(value) || port < 1 || port > 65534) {
+    throw new UsageError(`--stun-port must be 1..65534 (it also uses the next port) or off, got "${value}"`);
+  }
+  return { port, explicit: true };
+}
+
+/**
+ * `--turn` servers and their shared secret: from `--turn-secret-file` (trailing newline removed), else
+ * VEILNET_TURN_SECRET. Never a flag of its own: a secret on the command line is visible to every user in `ps`.
+ */
+function turnFlags(
+  flags: { servers: string | undefined; secretFile: string | undefined },
+  io: Output,
+): TurnConfig | undefined {
+  const { servers, secretFile } = flags;
+  const urls = list(servers);
+  const parsed = urls.map((url) => {
+    try {
+      return parseTurnServer(url);
+    } catch (error) {
+      throw new UsageError(`--turn: ${(error as Error).message}`);
+    }
+  });
+  let secret = Deno.env.get("VEILNET_TURN_SECRET") || undefined;
+  if (secretFile !== undefined) {
+    try {
+      secret = Deno.readTextFileSync(secretFile).replace(/[\r\n]+$/, "");
+      if ((Deno.statSync(secretFile).mode ?? 0) & 0o077) {
+        io.err(`guardian: ${secretFile} is readable by other users: chmod 600 ${secretFile}`);
+      }
+    } catch (error) {
+      throw new UsageError(`--turn-secret-file ${secretFile}: ${(error as Error).message}`);
+    }
+    if (secret === "") throw new UsageError(`--turn-secret-file ${secretFile} is empty`);
+  }
+  if (parsed.length === 0) {
+    if (secretFile !== undefined) throw new UsageError("--turn-secret-file goes with --turn turn:host:port");
+    return undefined;
+  }
+  if (!secret) {
+    throw new UsageError(
+      "--turn needs the secret it shares with the TURN server (coturn's static-auth-secret): " +
+        "--turn-secret-file FILE or VEILNET_TURN_SECRET",
+    );
+  }
+  return { servers: parsed, secret };
+}
+
 /** Runs a guardian subcommand; returns the exit code. */
 export async function guardianCommand(args: string[], io: Output): Promise<number> {
   const [sub, ...rest] = args;
@@ -246,6 +304,9 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       master: { type: "string" },
       "cert-ttl": { type: "string", default: "1h" },
       ice: { type: "string" },
+      "stun-port": { type: "string" },
+      turn: { type: "string" },
+      "turn-secret-file": { type: "string" },
     });
     const { hostname, port } = hostPort(values.listen, "--listen");
     const natsPort = Number(values["nats-port"]);
@@ -267,12 +328,16 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     } catch (error) {
       throw new UsageError(`--cert-ttl: ${(error as Error).message}`);
     }
+    const stun = stunFlag(values["stun-port"]);
+    const turn = turnFlags({ servers: values.turn, secretFile: values["turn-secret-file"] }, io);
     const abort = new AbortController();
     const stop = () => abort.abort();
     Deno.addSignalListener("SIGINT", stop);
     Deno.addSignalListener("SIGTERM", stop);
     try {
       await serveGuardian({
+        stun,
+        turn,
         hostname,
         port,
         dataDir: values["data-dir"],

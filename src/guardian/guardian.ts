@@ -30,6 +30,7 @@ import {
   nodeCredentials,
   withSystemKey,
 } from "./nats_auth.ts";
+import { loginIceServers, type TurnConfig } from "./ice.ts";
 import { checkJwksUrl, verifyIdentity } from "./oidc.ts";
 import {
   ConflictError,
@@ -185,6 +186,7 @@ export interface LoginResponse {
   certificate: string;
   realm: { id: string; name: string; public_key: string };
   nats: Omit<NatsCredentials, "user"> & { urls: string[] };
+  /** The Guardian's own STUN, TURN with credentials of this login (until `expires_at`), then `--ice` (ice.ts). */
   ice_servers: string[];
   expires_at: number;
   /** Certificates of these nodes issued at or before `before` are void (revoked, removed, or changed since). */
@@ -224,7 +226,12 @@ export interface GuardianOptions {
   /** NATS URLs handed to nodes; empty means "the host the node used to reach the Guardian, at natsPort". */
   natsUrls: string[];
   natsPort: number;
+  /** ICE servers handed out as given, after the Guardian's own STUN and TURN (`--ice`). */
   iceServers: string[];
+  /** The Guardian's own STUN port, handed out as `stun:<host the node used>:<port>`; none when undefined. */
+  stunPort?: number;
+  /** TURN servers sharing a secret with the Guardian: each login gets credentials until its certificate ends. */
+  turn?: TurnConfig;
   clock: () => number;
 }
 
@@ -677,7 +684,7 @@ export class Guardian {
       certificate: base64(certificate),
       realm: { id: realm.id, name: realm.name, public_key: base64(realmKey.publicKey) },
       nats: { jwt: nats.jwt, seed: nats.seed, inboxPrefix: nats.inboxPrefix, urls },
-      ice_servers: this.options.iceServers,
+      ice_servers: await loginIceServers(this.options, { host: req.host, user: current.id, expiresAt }),
       expires_at: expiresAt,
       revocations: this.store.revocations(realm.id, now).map((r) => ({
         conflux_id: r.confluxId,
@@ -731,7 +738,17 @@ export class Guardian {
 
   #view(r: ConfluxRow, presence?: Map<string, { connected: boolean; lastSeen: number }>): NodeView {
     const realm = this.store.realmById(r.realmId)!;
-    const seen = r.nodeId === null ? undefined : presence?.get(r.nodeId);
+    // Any session of the node still valid counts (netcheck's extra login is a session too).
+    const seen = presence && this.store.sessions(r.id, this.options.clock())
+      .map((s) => presence.get(s.nodeId))
+      .reduce<{ connected: boolean; lastSeen: number } | undefined>(
+        (a, b) =>
+          !b ? a : {
+            connected: (a?.connected ?? false) || b.connected,
+            lastSeen: Math.max(a?.lastSeen ?? 0, b.lastSeen),
+          },
+        undefined,
+      );
     const lastSeen = Math.max(seen?.lastSeen ?? 0, r.lastLogin ?? 0);
     return {
       id: r.id,

@@ -9,13 +9,19 @@ import { masterPresence, RevocationNotices } from "./notices.ts";
 import { Guardian, type GuardianOptions } from "./guardian.ts";
 import { natsServerConfig } from "./nats_auth.ts";
 import { Store } from "./store.ts";
+import { StunServer } from "./stun_server.ts";
 
 /** How `guardian serve` runs. */
-export interface ServeOptions extends Omit<GuardianOptions, "clock"> {
+export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"> {
   hostname: string;
   port: number;
   dataDir: string;
   embeddedMaster: boolean;
+  /**
+   * The STUN service on UDP `port` and `port + 1` at `hostname`; undefined for none. When the port was not
+   * `explicit` (the default), ports in use are a warning and the Guardian serves without STUN.
+   */
+  stun?: { port: number; explicit: boolean };
   signal: AbortSignal;
   log: (line: string) => void;
 }
@@ -85,10 +91,43 @@ async function startMaster(guardian: Guardian, o: ServeOptions): Promise<Deno.Ch
   return child;
 }
 
+/**
+ * Starts the STUN service on its two ports. A default port that is taken (another STUN or TURN server on this
+ * host, say) is logged and skipped, so the Guardian still starts; a port the administrator chose must work.
+ */
+async function startStun(o: ServeOptions): Promise<StunServer | undefined> {
+  if (!o.stun) return undefined;
+  const { port, explicit } = o.stun;
+  let stun: StunServer;
+  try {
+    stun = await StunServer.listen({ hostname: o.hostname, ports: [port, port + 1], log: o.log });
+  } catch (error) {
+    const message = (error as Error).message;
+    if (explicit) {
+      throw new Error(`${message}: choose another --stun-port, or --stun-port off`, { cause: error });
+    }
+    o.log(
+      `guardian: ${message}; serving without STUN (nodes get only the --ice and --turn servers). ` +
+        "Free UDP ports 3478-3479, or choose --stun-port N (or off)",
+    );
+    return undefined;
+  }
+  o.log(`guardian: STUN on UDP ${o.hostname}:${port} and :${port + 1}`);
+  return stun;
+}
+
 /** Runs the Guardian until `signal` aborts. */
 export async function serveGuardian(o: ServeOptions): Promise<void> {
+  await using stun = await startStun(o);
   using store = openStore(o.dataDir);
-  const guardian = new Guardian(store, { ...o, clock: () => Date.now() });
+  const guardian = new Guardian(store, {
+    ...o,
+    stunPort: stun ? o.stun?.port : undefined,
+    clock: () => Date.now(),
+  });
+  for (const t of o.turn?.servers ?? []) {
+    o.log(`guardian: TURN credentials for turn:${t.host}:${t.port} (coturn use-auth-secret), per login`);
+  }
   const admin = await guardian.ensureAdminToken();
   if (admin) {
     await Deno.writeTextFile(`${o.dataDir}/admin.token`, admin + "\n", { mode: 0o600 });

@@ -15,7 +15,7 @@
  */
 
 import ndc from "node-datachannel";
-import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
+import { GATHER_MAX_MS, LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
 
 /** What a link reports to its owner. */
 export interface LinkEvents {
@@ -134,7 +134,7 @@ export class WebRtcLink {
         resolve(filterCandidates(this.#pc.localDescription()?.sdp ?? "", this.#excluded));
       };
       // A STUN server that never answers must not hold the link forever: use what was gathered by then.
-      const timer = setTimeout(finish, 5_000);
+      const timer = setTimeout(finish, GATHER_MAX_MS);
       this.#pc.onGatheringStateChange((state) => state === "complete" && finish());
     });
   }
@@ -245,4 +245,32 @@ export class WebRtcLink {
 /** Releases libdatachannel's threads (call once at exit, after every link is closed). */
 export function shutdownWebRtc(): void {
   ndc.cleanup();
+}
+
+/**
+ * The candidates this host would offer with `iceServers`, gathered by a peer connection that never connects (for
+ * `netcheck`): one `a=candidate:` line each. Resolves when gathering completes or after `timeoutMs`, with what was
+ * gathered by then; the connection is closed either way. A malformed server URL throws (libdatachannel's message).
+ */
+export async function gatherCandidates(iceServers: string[], timeoutMs = 5_000): Promise<string[]> {
+  const pc = new ndc.PeerConnection("netcheck", { iceServers });
+  const candidates: string[] = [];
+  try {
+    const done = new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, timeoutMs);
+      pc.onGatheringStateChange((state) => {
+        if (state !== "complete") return;
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    pc.onLocalCandidate((candidate) => candidates.push(candidate.replace(/^a=/, "")));
+    // A data channel makes libdatachannel write its offer and start gathering.
+    const dc = pc.createDataChannel("netcheck");
+    await done;
+    attempt(() => dc.close());
+  } finally {
+    attempt(() => pc.close());
+  }
+  return candidates;
 }
