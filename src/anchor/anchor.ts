@@ -5,16 +5,17 @@
  * TUN.readBatch ─▶ route (destination address → permitted peer) ─▶ Egress[peer]: batch up to 25 packets
  *   ─▶ Streams: the peer's sending stream (handshake over the control channel when there is none)
  *   ─▶ StreamSealer.seal (AES-256-GCM; several in flight at once: the egress widens under load)
- *   ─▶ Tethers.send (the WebRTC link to the peer, formed on demand)
+ *   ─▶ Tethers.send (the WebRTC link to the next hop), or, until that is open, the backup pipeline (the Master)
  * ... next hop: Tethers ─▶ Anchor.receive ─┬▶ for this node: Streams.opener(stream id) ─▶ open + replay check
  *                                         │     ─▶ unpack ─▶ TUN.writeBatch
  *                                         └▶ for another: relay unchanged on the direct tether (TTL - 1)
  * ```
  * The next hop is the destination itself or a relay, chosen by the route learner.
  * Backpressure, not drops: the TUN is read again only when every egress has room (in-flight seals below the
- * window, and its tether below the high-water mark). A destination whose stream or tether is still forming holds
- * a bounded number of batches; beyond that its packets are dropped (counted), so one unreachable peer cannot
- * stall traffic to the others.
+ * window, its tether below the high-water mark, the backup pipeline's unflushed bytes below their window). A
+ * destination whose stream is still forming (one handshake) holds a bounded number of batches; beyond that its
+ * packets are dropped (counted), so one unreachable peer cannot stall traffic to the others. Nothing waits for a
+ * tether: the backup pipeline carries a batch until the tether to its next hop is open.
  * @module
  */
 
@@ -264,13 +265,6 @@ export class Anchor {
     this.#backupUnflushed += message.length;
     this.backups.messages++;
     this.backups.bytes += message.length;
-    this.#countTx(peer, bytes, count);
-  }
-
-  #sent(peer: string, hop: string, message: Uint8Array, bytes: number, count: number): void {
-    if (!this.#o.tethers.send(hop, message)) return this.#drop("send-failed", count);
-    const e = this.#egress.get(peer);
-    if (e) e.hop = hop;
     this.#countTx(peer, bytes, count);
   }
 
