@@ -30,7 +30,7 @@ export const TETHER_MTU = 1500;
 export const TETHER_IDLE_MS = 30_000;
 /** A tether that has not opened this long after the first packet is given up (and retried later). */
 export const TETHER_FORM_TIMEOUT_MS = 5_000;
-/** Batches held for a destination whose tether or stream is still forming; more are dropped. */
+/** Batches held for a destination whose stream is still forming (its handshake); more are dropped. */
 export const MAX_PENDING_BATCHES = 64;
 /** Seals in flight per destination before the TUN reader waits (the egress's elastic width). */
 export const MAX_INFLIGHT_SEALS = 16;
