@@ -10,7 +10,7 @@ import { issueCertificate } from "../src/crypto/certificate.ts";
 import { signControl } from "../src/crypto/control_signing.ts";
 import { Identity } from "../src/crypto/identity.ts";
 import { realmSubjects } from "../src/control/subjects.ts";
-import { fromBase64 } from "../src/guardian/guardian.ts";
+import { fromBase64 } from "../src/guardian/rules.ts";
 import { BROADCAST, ControlKind } from "../src/wire/control.ts";
 import { decodeCertificate } from "../src/wire/certificate.ts";
 import { certificateRef } from "../src/crypto/certificate.ts";

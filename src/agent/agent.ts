@@ -12,7 +12,7 @@ import { certificateRef, type VerifiedCertificate, verifyCertificate } from "../
 import { signControl } from "../crypto/control_signing.ts";
 import { bytesEqual, fromHex, Identity, toHex } from "../crypto/identity.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
-import { fromBase64 } from "../guardian/guardian.ts";
+import { fromBase64 } from "../guardian/rules.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
 import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";

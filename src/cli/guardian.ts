@@ -6,7 +6,8 @@
  */
 
 import { tokenList } from "../guardian/api.ts";
-import { checkCertTtl, Guardian, GuardianError, type NodeView, parseDuration } from "../guardian/guardian.ts";
+import { Guardian, type NodeView } from "../guardian/guardian.ts";
+import { checkCertTtl, GuardianError, parseDuration } from "../guardian/rules.ts";
 import { parseTurnServer, type TurnConfig } from "../guardian/ice.ts";
 import { natsServerConfig } from "../guardian/nats_auth.ts";
 import { openStore, serveGuardian } from "../guardian/server.ts";

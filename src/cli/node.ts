@@ -17,7 +17,7 @@ import { serveLocalApi } from "../agent/local_api.ts";
 import { isLoopback, serveMetrics } from "../agent/metrics.ts";
 import type { IdentityStatus, NodeStatus, PeerStatus } from "../agent/status.ts";
 import { startConflux } from "../conflux.ts";
-import { parseDuration } from "../guardian/guardian.ts";
+import { parseDuration } from "../guardian/rules.ts";
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { shutdownWebRtc } from "../tether/webrtc.ts";
 import { parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";

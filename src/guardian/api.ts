@@ -4,8 +4,8 @@
  * @module
  */
 
-import { parseDuration } from "./guardian.ts";
-import { type Guardian, GuardianError, type RegisterRequest } from "./guardian.ts";
+import type { Guardian, RegisterRequest } from "./guardian.ts";
+import { GuardianError, parseDuration } from "./rules.ts";
 import type { RealmOidc, RealmRow } from "./store.ts";
 
 /** Largest request body accepted. */

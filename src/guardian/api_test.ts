@@ -6,7 +6,7 @@ import { formatAddress } from "../tun/ip.ts";
 import { decodeCertificate, MAX_SUBNETS } from "../wire/certificate.ts";
 import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
 import { MAX_BODY_BYTES } from "./api.ts";
-import { checkSubnets, fromBase64, GuardianError } from "./guardian.ts";
+import { checkSubnets, fromBase64, GuardianError } from "./rules.ts";
 import type { RealmRow } from "./store.ts";
 
 Deno.test("guardian API: register, log in with a fresh key, and receive a certificate of the realm", async () => {

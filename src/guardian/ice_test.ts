@@ -1,7 +1,7 @@
 import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { guardianSetup } from "../../tests/guardian_fixture.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
-import { fromBase64 } from "./guardian.ts";
+import { fromBase64 } from "./rules.ts";
 import { hostOf, loginIceServers, parseTurnServer, turnCredentials, turnUrl } from "./ice.ts";
 
 Deno.test("ice: TURN credentials are coturn's use-auth-secret (vectors computed with openssl dgst -sha1 -hmac)", async () => {

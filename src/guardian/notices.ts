@@ -12,7 +12,8 @@ import { signRevocation } from "../crypto/control_signing.ts";
 import { pq, type SigningKey } from "../crypto/pq.ts";
 import { realmSubjects } from "../control/subjects.ts";
 import type { MasterLink } from "./master_link.ts";
-import { fromBase64, type Presence } from "./guardian.ts";
+import { type Presence } from "./guardian.ts";
+import { fromBase64 } from "./rules.ts";
 import type { Store } from "./store.ts";
 
 /** How often the store is read for new revocations. */

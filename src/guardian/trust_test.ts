@@ -6,7 +6,7 @@ import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
 import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
 import { Identity } from "../crypto/identity.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
-import { checkCertTtl, fromBase64, GuardianError } from "./guardian.ts";
+import { checkCertTtl, fromBase64, GuardianError } from "./rules.ts";
 
 const certOf = (login: { json: { certificate: string } }) =>
   decodeCertificate(fromBase64(login.json.certificate)!);
