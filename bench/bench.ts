@@ -4,6 +4,7 @@
  * @module
  */
 
+import { controlBench } from "./control.ts";
 import { cryptoBench, type Figure } from "./crypto.ts";
 import { tunBench } from "./tun.ts";
 import { tunnelBench } from "./tunnel.ts";
@@ -12,6 +13,7 @@ const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   crypto: () => cryptoBench(),
   tun: () => tunBench(),
   tunnel: () => tunnelBench(),
+  control: () => controlBench(),
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(SECTIONS);
