@@ -40,6 +40,8 @@ export const EGRESS_IDLE_MS = 30_000;
 export const OFFER_RESEND_MS = 1_000;
 /** A stream request with no response is sent again this often. */
 export const STREAM_REQUEST_RESEND_MS = 2_000;
+/** The first resend of a stream request comes this soon; the gap then doubles up to STREAM_REQUEST_RESEND_MS. */
+export const STREAM_REQUEST_FIRST_RESEND_MS = 200;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 2_500;
 /**

@@ -137,6 +137,8 @@ export class GuardianProc implements AsyncDisposable {
       certTtl?: string;
       /** Where it listens (and its Master, if embedded); default loopback. */
       listenHost?: string;
+      /** More `guardian serve` flags (`--turn ...`, say). */
+      flags?: string[];
     } = {},
   ) {
     this.port = freePort();
@@ -152,6 +154,7 @@ export class GuardianProc implements AsyncDisposable {
       args.push("--embedded-master", "--nats-port", String(this.options.natsPort));
     }
     if (this.options.master) args.push("--master", this.options.master.join(","));
+    args.push(...this.options.flags ?? []);
     this.proc = new Proc("guardian", Deno.execPath(), args);
     await waitFor("the Guardian to answer", 15_000, async () => (await fetch(`${this.url}/healthz`)).ok);
   }

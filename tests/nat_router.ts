@@ -29,13 +29,23 @@ export interface NatHost extends AsyncDisposable {
   publicAddress: string;
 }
 
-/** The nftables ruleset of a router of `kind` whose outside interface is eth0. */
+/**
+ * The nftables ruleset of a router of `kind` whose outside interface is eth0. Like any home or office router, it
+ * refuses connections from outside to itself: an unsolicited packet accepted to the router's own address would
+ * leave a connection-tracking entry on that address and port, and the router would then give its LAN host's next
+ * outgoing packet to that sender another source port (a "clash"), so hole punching between two such routers
+ * would fail for a reason no real router has.
+ */
 export function natRules(kind: NatKind): string {
   return [
     "table ip veilnet_test_nat {",
     "  chain post {",
     "    type nat hook postrouting priority srcnat; policy accept;",
     `    oifname "eth0" masquerade${kind === "random" ? " random" : ""}`,
+    "  }",
+    "  chain in {",
+    "    type filter hook input priority filter; policy accept;",
+    '    iifname "eth0" ct state new drop',
     "  }",
     ...(kind === "drop-udp"
       ? [

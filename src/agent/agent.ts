@@ -40,6 +40,9 @@ import { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
 
+/** The shortest gap between announcements made because a peer joined. */
+const ANNOUNCE_SOON_GAP_MS = 250;
+
 /** How often the host's addresses are compared with the last look. */
 const UNDERLAY_WATCH_MS = 2_000;
 
@@ -543,12 +546,15 @@ export class Agent implements AsyncDisposable {
     this.#channel.publish(this.#subjects.announce, message);
   }
 
-  /** Announces again soon (a newcomer should learn about us), at most once a second. */
+  /**
+   * Announces again soon: a newcomer should learn about us before our first stream request reaches it (it drops
+   * messages from senders it does not know). At most every ANNOUNCE_SOON_GAP_MS.
+   */
   #announceSoon(): void {
-    const wait = Math.max(0, this.#lastAnnounce + 1_000 - this.#clock());
+    const wait = Math.max(0, this.#lastAnnounce + ANNOUNCE_SOON_GAP_MS - this.#clock());
     const timer = setTimeout(() => {
       this.#timers = this.#timers.filter((t) => t !== timer);
-      if (this.#clock() - this.#lastAnnounce >= 1_000) void this.#announce();
+      if (this.#clock() - this.#lastAnnounce >= ANNOUNCE_SOON_GAP_MS) void this.#announce();
     }, wait);
     this.#timers.push(timer);
   }

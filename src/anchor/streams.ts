@@ -7,7 +7,7 @@
 import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
 import { StreamOpener, StreamSealer } from "../crypto/stream.ts";
-import { HANDSHAKE_TIMEOUT_MS, STREAM_REQUEST_RESEND_MS } from "../tuning.ts";
+import { HANDSHAKE_TIMEOUT_MS, STREAM_REQUEST_FIRST_RESEND_MS, STREAM_REQUEST_RESEND_MS } from "../tuning.ts";
 import type { ControlKind, ControlMessage } from "../wire/control.ts";
 
 interface Outbound {
@@ -17,7 +17,7 @@ interface Outbound {
   resolve?: (sealer: StreamSealer | undefined) => void;
   timer?: ReturnType<typeof setTimeout>;
   /** Sends a fresh request while none was answered (the control channel delivers at most once). */
-  resend?: ReturnType<typeof setInterval>;
+  resend?: ReturnType<typeof setTimeout>;
 }
 
 /** What the stream table needs around it. */
@@ -71,7 +71,17 @@ export class Streams {
         this.#settle(peer, undefined);
       }
     };
-    entry.resend = setInterval(() => void ask(), STREAM_REQUEST_RESEND_MS);
+    // Resent soon, then less often: a peer that does not know us yet (its first look at our announcement is on
+    // its way) drops the first request, and its answer should not wait for a fixed interval.
+    let wait = STREAM_REQUEST_FIRST_RESEND_MS;
+    const again = () => {
+      entry.resend = setTimeout(() => {
+        void ask();
+        wait = Math.min(wait * 2, STREAM_REQUEST_RESEND_MS);
+        again();
+      }, wait);
+    };
+    again();
     void ask();
     return entry.pending;
   }
@@ -80,7 +90,7 @@ export class Streams {
     const o = this.#out.get(peer);
     if (!o?.pending) return;
     clearTimeout(o.timer);
-    clearInterval(o.resend);
+    clearTimeout(o.resend);
     if (sealer) o.sealer = sealer;
     const resolve = o.resolve!;
     o.pending =
