@@ -16,15 +16,8 @@ import { fromBase64 } from "../guardian/rules.ts";
 import type { ControlChannel } from "../control/channel.ts";
 import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
 import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
-import { contains, formatCidr, type Offer, subnetsOf, SubnetTable } from "../portal/subnets.ts";
-import {
-  describeRefusal,
-  formatUnderlay,
-  type RefusedSubnet,
-  screenOffers,
-  UNDERLAY_READ_MS,
-  type UnderlayAddress,
-} from "../portal/underlay.ts";
+import { contains, formatCidr, type Offer, subnetsOf } from "../portal/subnets.ts";
+import { UNDERLAY_READ_MS, type UnderlayAddress } from "../portal/underlay.ts";
 import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
@@ -38,6 +31,7 @@ import { guardianClient } from "./guardian_client.ts";
 import { Names, type Owner } from "./names.ts";
 import { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
+import { PortalRoutes } from "./portal_routes.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
 
 /** The shortest gap between announcements made because a peer joined. */
@@ -121,17 +115,8 @@ export class Agent implements AsyncDisposable {
   /** Overlay address → peer node id (hex): IPv4 as a number, IPv6 as hex. */
   #routes4 = new Map<number, string>();
   #routes6 = new Map<string, string>();
-  /** Portal subnets of permitted peers → the portal chosen for each. */
-  #subnets = new SubnetTable([]);
-  /** What portal subnets must not cover; the subnets refused now; the (portal, subnet) pairs logged and counted. */
-  #underlay: UnderlayAddress[] = [];
-  #refused: RefusedSubnet[] = [];
-  #refusedSeen = new Set<string>();
-  #refusedCounts = new Map<string, number>();
-  /** The portals' offers at the last reroute ("" when none), and the underlay read under way. */
-  #offered = "";
-  #underlayReading: Promise<void> | undefined;
-  #underlayAgain = false;
+  /** Portal subnets of permitted peers → the portal chosen for each, screened against this host's underlay. */
+  readonly #portals: PortalRoutes;
   /** This host's interface addresses at the last look (see #watchUnderlay). */
   #hostAddresses: string | undefined;
   #learner: RouteLearner;
@@ -153,6 +138,12 @@ export class Agent implements AsyncDisposable {
     this.#realmKey = fromBase64(session.login.realm.public_key)!;
     this.#subjects = realmSubjects(session.login.realm.id);
     this.#learner = new RouteLearner({ clock: this.#clock, random: Math.random });
+    const read = o.underlay;
+    this.#portals = new PortalRoutes({
+      read: read && (() => read({ guardian: o.guardian, master: this.#session.login.nats.urls })),
+      log: o.log,
+      onSubnets: o.onSubnets,
+    });
     this.#names = new Names({
       identity,
       self: () => this.#session.cert,
@@ -194,7 +185,7 @@ export class Agent implements AsyncDisposable {
     const identity = await Identity.generate();
     const session = await loginWithRetry(o, identity, () => false);
     const agent = new Agent(o, identity, session);
-    await agent.#readUnderlay();
+    await agent.#portals.refresh();
     await agent.#join();
     return agent;
   }
@@ -225,7 +216,9 @@ export class Agent implements AsyncDisposable {
     await this.#announce();
     this.#timers.push(setInterval(() => void this.#announce(), ANNOUNCE_INTERVAL_MS));
     this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
-    this.#timers.push(setInterval(() => this.#offered && void this.#readUnderlay(), UNDERLAY_READ_MS));
+    this.#timers.push(
+      setInterval(() => this.#portals.offering && void this.#portals.refresh(), UNDERLAY_READ_MS),
+    );
     this.#scheduleRenewal();
   }
 
@@ -264,7 +257,7 @@ export class Agent implements AsyncDisposable {
       tethers,
       route: (d) =>
         (d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d))) ??
-          this.#subnets.lookup(d),
+          this.#portals.table.lookup(d),
       admit: (peer, packet) => this.#admit(peer, packet),
       nextHop: (dest) => this.#nextHop(dest),
       hopFailed: (dest, hop) => {
@@ -399,55 +392,7 @@ export class Agent implements AsyncDisposable {
         });
       }
     }
-    // A subnet covering this node's underlay would pull its own traffic into the overlay: refused (underlay.ts).
-    const { allowed, refused } = screenOffers(offers, this.#underlay);
-    for (const r of refused) {
-      const key = `${r.conflux} ${r.subnet}`;
-      if (this.#refusedSeen.has(key)) continue;
-      this.#refusedSeen.add(key);
-      this.#o.log(describeRefusal(r));
-      const reason = `portal:covers-${r.kind}`;
-      this.#refusedCounts.set(reason, (this.#refusedCounts.get(reason) ?? 0) + 1);
-    }
-    this.#refused = refused;
-    const before = this.#subnets.subnets.join(",");
-    this.#subnets = new SubnetTable(allowed);
-    if (this.#subnets.subnets.join(",") !== before) this.#o.onSubnets?.(this.#subnets.subnets);
-    // New or changed offers are checked against a fresh reading of the host too.
-    const offered = offers.map((o) => `${o.conflux}:${o.subnets.map(formatCidr)}`).join(" ");
-    if (offered !== this.#offered) {
-      this.#offered = offered;
-      if (offered) void this.#readUnderlay();
-    }
-  }
-
-  /**
-   * Reads the underlay again (one read at a time; a request meanwhile reads once more after it) and reroutes if it
-   * changed. A failed read keeps what was known.
-   */
-  #readUnderlay(): Promise<void> {
-    const read = this.#o.underlay;
-    if (!read) return Promise.resolve();
-    if (this.#underlayReading) {
-      this.#underlayAgain = true;
-      return this.#underlayReading;
-    }
-    return this.#underlayReading = (async () => {
-      do {
-        this.#underlayAgain = false;
-        try {
-          const list = await read({ guardian: this.#o.guardian, master: this.#session.login.nats.urls });
-          if (formatUnderlay(list) !== formatUnderlay(this.#underlay) && !this.#closed) {
-            this.#underlay = list;
-            this.#reroute();
-          }
-        } catch (error) {
-          const why = (error as Error).message;
-          this.#o.log(`portal: could not read what portal subnets must not cover (${why}); kept the last`);
-        }
-      } while (this.#underlayAgain && !this.#closed);
-      this.#underlayReading = undefined;
-    })();
+    this.#portals.update(offers);
   }
 
   /** Whether a packet opened from `peer` may go to the TUN (see admitPacket). */
@@ -597,7 +542,7 @@ export class Agent implements AsyncDisposable {
       this.#data?.anchor.retryTethers();
     }
     this.#session = session;
-    void this.#readUnderlay(); // the login answer may name other Masters
+    void this.#portals.refresh(); // the login answer may name other Masters
     this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);
     this.peers.recheck();
     this.#scheduleRenewal();
@@ -671,12 +616,12 @@ export class Agent implements AsyncDisposable {
       peers: this.peers.list().length,
       tethers: this.#data?.tethers.count ?? 0,
       streams: (this.#data?.streams.counts.sending ?? 0) + (this.#data?.streams.counts.receiving ?? 0),
-      routes: this.#routes4.size + this.#subnets.subnets.length,
+      routes: this.#routes4.size + this.#portals.table.subnets.length,
       relayed: this.#data?.anchor.relayed ?? { messages: 0, bytes: 0 },
       backup: this.#data?.anchor.backups ?? { messages: 0, bytes: 0 },
       dropped: Object.fromEntries([
         ...this.peers.dropped,
-        ...this.#refusedCounts,
+        ...this.#portals.counts,
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
       ]),
       egresses: this.#data?.anchor.egresses ?? 0,
@@ -686,8 +631,8 @@ export class Agent implements AsyncDisposable {
       handshakeFailures: this.#data?.streams.failures ?? 0,
       ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
       portal: cert.portal ? subnetsOf(cert.subnets).map(formatCidr) : [],
-      subnets: this.#subnets.routes(),
-      refusedSubnets: this.#refused.map((r) => ({ ...r })),
+      subnets: this.#portals.table.routes(),
+      refusedSubnets: this.#portals.refused,
     };
   }
 
@@ -726,6 +671,7 @@ export class Agent implements AsyncDisposable {
     clearTimeout(this.#renewal);
     for (const t of this.#timers) clearTimeout(t);
     this.#names.close();
+    this.#portals.close();
     await this.#announce(true).catch(() => {});
     if (this.#data) {
       this.#data.tethers.close();
