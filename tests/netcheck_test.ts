@@ -5,107 +5,16 @@
  * that drops UDP. Each node runs `netcheck` with the permissions of the node service.
  */
 
-import dgram from "node:dgram";
 import { selfCommand } from "../src/service/systemd.ts";
 import { turnCredentials, turnUrl } from "../src/guardian/ice.ts";
-import { probeStun } from "../src/netcheck/stun_probe.ts";
 import type { NetcheckReport } from "../src/netcheck/report.ts";
 import { assert, assertEquals } from "./assert.ts";
-import { cli, freePort, GuardianProc, Proc, tempDir, waitFor } from "./harness.ts";
-import { behindNat, type NatKind } from "./nat_router.ts";
+import { cli, freePort, GuardianProc, tempDir, waitFor } from "./harness.ts";
+import { behindNat, coturn, freeUdpPair, type NatKind, turnserverMissing } from "./nat_router.ts";
 import { netnsUnavailable, run } from "./netns.ts";
 import { Testbed } from "./testbed.ts";
 
-const MAIN = new URL("../main.ts", import.meta.url).pathname;
 const GATHER = new URL("./gather_probe.ts", import.meta.url).pathname;
-
-/** Whether coturn's turnserver is installed; in CI it must be (setup.sh installs it). */
-function turnserverMissing(): boolean {
-  const found = (Deno.env.get("PATH") ?? "").split(":").some((dir) => {
-    try {
-      return Deno.statSync(`${dir}/turnserver`).isFile;
-    } catch {
-      return false;
-    }
-  });
-  if (!found && Deno.env.get("CI")) {
-    throw new Error("netcheck tests need coturn (turnserver) in CI: run setup.sh");
-  }
-  return !found;
-}
-
-/** A UDP port free on `host`, with the next one free too (coturn takes both). */
-async function freeUdpPair(host: string): Promise<number> {
-  const bindable = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const s = dgram.createSocket("udp4");
-      s.once("error", () => s.close(() => resolve(false)));
-      s.bind(port, host, () => s.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 100; attempt++) {
-    const port = 20_000 + Math.floor(Math.random() * 10_000);
-    if (await bindable(port) && await bindable(port + 1)) return port;
-  }
-  throw new Error(`no free UDP port pair on ${host}`);
-}
-
-/** coturn with a shared secret (as an operator would run it next to the Guardian), on `host:port`. */
-async function coturn(dir: string, host: string, port: number, secret: string): Promise<Proc> {
-  const proc = new Proc("coturn", "turnserver", [
-    "-n", // no configuration file: everything is on this line
-    "--listening-ip",
-    host,
-    "--relay-ip",
-    host,
-    "--listening-port",
-    String(port),
-    "--use-auth-secret",
-    `--static-auth-secret=${secret}`,
-    "--realm",
-    "veilnet.test",
-    "--no-tls",
-    "--no-dtls",
-    "--no-cli",
-    "--db",
-    `${dir}/turndb`,
-    "--pidfile",
-    `${dir}/turnserver.pid`,
-    "--log-file",
-    "stdout",
-    "--simple-log",
-  ]);
-  // coturn answers STUN Binding requests too: once it does, it is ready.
-  await waitFor(`coturn on ${host}:${port}`, 10_000, async () => {
-    if ((await Promise.race([proc.done, Promise.resolve(undefined)])) !== undefined) {
-      throw new Error(`turnserver exited: ${proc.output}`);
-    }
-    return (await probeStun(host, { ports: [port], timeoutMs: 300 }))[0]!.mapped !== undefined;
-  });
-  return proc;
-}
-
-/** A Guardian on the bridge, with the flags a test adds (TURN). */
-class FlaggedGuardian extends GuardianProc {
-  constructor(dataDir: string, host: string, readonly extra: string[]) {
-    super(dataDir, { embeddedMaster: true, natsPort: freePort(), listenHost: host });
-  }
-
-  override async start(): Promise<void> {
-    const args = [
-      "run",
-      "-A",
-      "--quiet",
-      MAIN,
-      "guardian",
-      "serve",
-      "--listen",
-      `${this.options.listenHost}:${this.port}`,
-    ];
-    args.push("--data-dir", this.dataDir, "--embedded-master", "--nats-port", String(this.options.natsPort));
-    this.proc = new Proc("guardian", Deno.execPath(), [...args, ...this.extra]);
-    await waitFor("the Guardian to answer", 15_000, async () => (await fetch(`${this.url}/healthz`)).ok);
-  }
-}
 
 /** Runs `netcheck` in `netns` as the node service would run it (its permissions, not -A). */
 async function netcheckIn(where: { netns: string; configDir: string }, args: string[]) {
@@ -154,12 +63,12 @@ Deno.test({
     await Deno.writeTextFile(`${dir.path}/turn.secret`, secret + "\n", { mode: 0o600 });
     const turnPort = await freeUdpPair(hub);
     await using turn = await coturn(dir.path, hub, turnPort, secret);
-    await using guardian = new FlaggedGuardian(`${dir.path}/guardian`, hub, [
-      "--turn",
-      `turn:${hub}:${turnPort}`,
-      "--turn-secret-file",
-      `${dir.path}/turn.secret`,
-    ]);
+    await using guardian = new GuardianProc(`${dir.path}/guardian`, {
+      embeddedMaster: true,
+      natsPort: freePort(),
+      listenHost: hub,
+      flags: ["--turn", `turn:${hub}:${turnPort}`, "--turn-secret-file", `${dir.path}/turn.secret`],
+    });
     await guardian.start();
     // Zero configuration: STUN on the listen host, default port 3478 (and 3479).
     await waitFor(
