@@ -287,6 +287,27 @@ function conflux(r: Row): ConfluxRow {
   };
 }
 
+function session(r: Row): SessionRow {
+  return {
+    confluxId: String(r.conflux_id),
+    realmId: String(r.realm_id),
+    nodeId: String(r.node_id),
+    natsUser: String(r.nats_user),
+    issuedAt: Number(r.issued_at),
+    expiresAt: Number(r.expires_at),
+  };
+}
+
+function revocation(r: Row): RevocationRow {
+  return {
+    realmId: String(r.realm_id),
+    confluxId: String(r.conflux_id),
+    before: Number(r.before),
+    until: Number(r.until),
+    cutMaster: Number(r.cut_master) === 1,
+  };
+}
+
 /** The Guardian's database. */
 export class Store implements Disposable {
   readonly #db: DatabaseSync;
@@ -537,14 +558,7 @@ export class Store implements Disposable {
     return (this.#db.prepare("SELECT * FROM sessions WHERE conflux_id = ? AND expires_at > ?").all(
       confluxId,
       now,
-    ) as Row[]).map((r) => ({
-      confluxId: String(r.conflux_id),
-      realmId: String(r.realm_id),
-      nodeId: String(r.node_id),
-      natsUser: String(r.nats_user),
-      issuedAt: Number(r.issued_at),
-      expiresAt: Number(r.expires_at),
-    }));
+    ) as Row[]).map(session);
   }
 
   /** Every session still valid at `now` whose node is revoked or removed (for the Master's revocation list). */
@@ -552,14 +566,7 @@ export class Store implements Disposable {
     return (this.#db.prepare(
       "SELECT s.* FROM sessions s JOIN revocations r ON r.conflux_id = s.conflux_id " +
         "WHERE s.expires_at > ? AND s.issued_at <= r.before AND r.cut_master = 1",
-    ).all(now) as Row[]).map((r) => ({
-      confluxId: String(r.conflux_id),
-      realmId: String(r.realm_id),
-      nodeId: String(r.node_id),
-      natsUser: String(r.nats_user),
-      issuedAt: Number(r.issued_at),
-      expiresAt: Number(r.expires_at),
-    }));
+    ).all(now) as Row[]).map(session);
   }
 
   /** Records that a node's certificates issued up to `before` are void, until `until` (when none can live). */
@@ -578,28 +585,14 @@ export class Store implements Disposable {
       .run(now);
     return (this.#db.prepare("SELECT * FROM revocations WHERE realm_id = ? ORDER BY before").all(
       realmId,
-    ) as Row[])
-      .map((r) => ({
-        realmId: String(r.realm_id),
-        confluxId: String(r.conflux_id),
-        before: Number(r.before),
-        until: Number(r.until),
-        cutMaster: Number(r.cut_master) === 1,
-      }));
+    ) as Row[]).map(revocation);
   }
 
   /** Revocations recorded after the one numbered `after` (0: all), with their numbers, oldest first. */
   revocationsSince(after: number): (RevocationRow & { seq: number })[] {
     return (this.#db.prepare("SELECT rowid AS seq, * FROM revocations WHERE rowid > ? ORDER BY rowid").all(
       after,
-    ) as (Row & { seq: number })[]).map((r) => ({
-      seq: Number(r.seq),
-      realmId: String(r.realm_id),
-      confluxId: String(r.conflux_id),
-      before: Number(r.before),
-      until: Number(r.until),
-      cutMaster: Number(r.cut_master) === 1,
-    }));
+    ) as (Row & { seq: number })[]).map((r) => ({ ...revocation(r), seq: Number(r.seq) }));
   }
 
   /** Marks a node revoked at `at`: it can no longer log in. */
