@@ -5,31 +5,11 @@
  * @module
  */
 
-import { configDir, configPath, readConfig, type SavedConfig } from "../agent/config.ts";
 import { netcheck } from "../netcheck/netcheck.ts";
 import { formatReport, resultLine } from "../netcheck/report.ts";
 import { parse, UsageError } from "./args.ts";
+import { registeredAs, savedForRun } from "./node.ts";
 import { type Output, VERSION } from "./main.ts";
-
-const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
-
-/** The registration `run` would use: `--config FILE`, else conflux.json, else up.json; the environment wins. */
-function registration(explicit: string | undefined): { guardian: string; token: string; confluxId?: string } {
-  let saved: SavedConfig | undefined;
-  if (explicit !== undefined) {
-    saved = readConfig(explicit);
-    if (!saved) throw new UsageError(`--config ${explicit}: no such file`);
-  } else saved = readConfig(configPath("conflux.json")) ?? readConfig(configPath("up.json"));
-  const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
-  const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
-  if (!token || !guardian) {
-    throw new UsageError(
-      `not registered: no ${configDir()}/conflux.json. Run \`veilnet-conflux register -t TOKEN --guardian URL\` ` +
-        "(or set VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN)",
-    );
-  }
-  return { guardian, token, ...(saved?.conflux_id ? { confluxId: saved.conflux_id } : {}) };
-}
 
 /** This host's own addresses (to tell a mapped address that is not NATed). */
 function localAddresses(): string[] {
@@ -50,7 +30,9 @@ export async function netcheckCommand(args: string[], io: Output): Promise<numbe
   const timeout = values.timeout === undefined ? undefined : /^(\d+)(ms|s)$/.exec(values.timeout);
   if (timeout === null) throw new UsageError(`--timeout is like 5s or 800ms, got "${values.timeout}"`);
   const timeoutMs = timeout ? Number(timeout[1]) * (timeout[2] === "s" ? 1000 : 1) : undefined;
-  const reg = registration(values.config);
+  const saved = savedForRun(values.config);
+  const { guardian, token } = registeredAs(saved);
+  const reg = { guardian, token, ...(saved?.conflux_id ? { confluxId: saved.conflux_id } : {}) };
   // libdatachannel's threads are not shut down here (shutdownWebRtc): its cleanup crashes the process (SIGSEGV)
   // when a NATS connection was opened after a peer connection, as here; the process exits right after anyway.
   const report = await netcheck({ ...reg, localAddresses: localAddresses(), timeoutMs });

@@ -141,14 +141,27 @@ function cidrList(text: string | undefined, flag: string): string[] | undefined 
   return cidrs;
 }
 
-/** The saved config `run` uses: `--config FILE`, else conflux.json, else up.json. */
-function savedForRun(explicit: string | undefined): SavedConfig | undefined {
+/** The saved config `run` (and `netcheck`) uses: `--config FILE`, else conflux.json, else up.json. */
+export function savedForRun(explicit: string | undefined): SavedConfig | undefined {
   if (explicit !== undefined) {
     const saved = readConfig(explicit);
     if (!saved) throw new UsageError(`--config ${explicit}: no such file`);
     return saved;
   }
   return readConfig(configPath("conflux.json")) ?? readConfig(configPath("up.json"));
+}
+
+/** The token and Guardian to run with: VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN, else `saved`; else not registered. */
+export function registeredAs(saved: SavedConfig | undefined): { guardian: string; token: string } {
+  const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
+  const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
+  if (!token || !guardian) {
+    throw new UsageError(
+      `not registered: no ${configDir()}/conflux.json. Run \`veilnet-conflux register -t TOKEN --guardian URL\` ` +
+        "(or set VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN)",
+    );
+  }
+  return { guardian, token };
 }
 
 /** `run`: the node in the foreground until SIGINT or SIGTERM. */
@@ -196,14 +209,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
   if (subnets && !portal) throw new UsageError("--subnets goes with --portal");
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
   const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
-  const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
-  const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
-  if (!token || !guardian) {
-    throw new UsageError(
-      `not registered: no ${configDir()}/conflux.json. Run \`veilnet-conflux register -t TOKEN --guardian URL\` ` +
-        "(or set VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN)",
-    );
-  }
+  const { guardian, token } = registeredAs(saved);
   const abort = new AbortController();
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
