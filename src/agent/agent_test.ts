@@ -5,6 +5,7 @@
  */
 
 import { assert, assertEquals } from "../../tests/assert.ts";
+import { nodeCertificateFields } from "../../tests/certificates.ts";
 import { issueCertificate, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl, signRevocation } from "../crypto/control_signing.ts";
 import { fromHex, Identity, toHex } from "../crypto/identity.ts";
@@ -29,25 +30,10 @@ async function realm() {
   const realmKey = await Identity.generate();
   const certify = async (identity: Identity | Uint8Array, n: number, notBefore = Date.now() - 1_000) => {
     const nodeKey = identity instanceof Identity ? identity.publicKey : identity;
-    const bytes = await issueCertificate(realmKey.key, {
-      serial: crypto.getRandomValues(new Uint8Array(16)),
-      conflux: new Uint8Array(16).fill(n),
-      realm: fromHex(REALM_ID),
-      realmName: "home",
-      tag: `n${n}`,
-      ipv4: Uint8Array.of(10, 128, 0, n),
-      prefix4: 16,
-      ipv6: Uint8Array.of(0xfd, ...new Uint8Array(14), n),
-      prefix6: 64,
-      taints: ["lab"],
-      portal: 0,
-      subnets: [],
-      subject: "",
-      email: "",
-      nodeKey,
-      notBefore,
-      notAfter: notBefore + HOUR,
-    });
+    const bytes = await issueCertificate(
+      realmKey.key,
+      nodeCertificateFields(n, { realm: fromHex(REALM_ID), nodeKey, notBefore, notAfter: notBefore + HOUR }),
+    );
     return await verifyCertificate(bytes, {
       realm: fromHex(REALM_ID),
       realmKey: realmKey.publicKey,

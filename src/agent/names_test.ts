@@ -1,4 +1,5 @@
 import { assertEquals } from "../../tests/assert.ts";
+import { nodeCertificateFields } from "../../tests/certificates.ts";
 import { issueCertificate, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl } from "../crypto/control_signing.ts";
 import { Identity, toHex } from "../crypto/identity.ts";
@@ -11,25 +12,18 @@ const REALM = new Uint8Array(16).fill(7);
 /** A node with a genuine certificate, its peer table and names; `outbox` collects what it publishes. */
 async function node(realmKey: Identity, tag: string, taints: string[], n: number) {
   const identity = await Identity.generate();
-  const bytes = await issueCertificate(realmKey.key, {
-    serial: new Uint8Array(16).fill(n),
-    conflux: new Uint8Array(16).fill(n),
-    realm: REALM,
-    realmName: "home",
-    tag,
-    ipv4: Uint8Array.of(10, 128, 0, n),
-    prefix4: 16,
-    ipv6: Uint8Array.of(0xfd, ...new Uint8Array(14), n),
-    prefix6: 64,
-    taints,
-    portal: 0,
-    subnets: [],
-    subject: "",
-    email: "",
-    nodeKey: identity.publicKey,
-    notBefore: Date.now() - 1000,
-    notAfter: Date.now() + 3_600_000,
-  });
+  const bytes = await issueCertificate(
+    realmKey.key,
+    nodeCertificateFields(n, {
+      serial: new Uint8Array(16).fill(n),
+      realm: REALM,
+      tag,
+      taints,
+      nodeKey: identity.publicKey,
+      notBefore: Date.now() - 1000,
+      notAfter: Date.now() + 3_600_000,
+    }),
+  );
   const cert: VerifiedCertificate = await verifyCertificate(bytes, {
     realm: REALM,
     realmKey: realmKey.publicKey,

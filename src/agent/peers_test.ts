@@ -1,4 +1,5 @@
 import { assert, assertEquals, assertThrows } from "../../tests/assert.ts";
+import { nodeCertificateFields } from "../../tests/certificates.ts";
 import { issueCertificate, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl, signRevocation } from "../crypto/control_signing.ts";
 import { bytesEqual, domainSeparated, Identity, toHex } from "../crypto/identity.ts";
@@ -26,25 +27,16 @@ async function realm() {
   /** A certificate for `identity` as conflux `n`, issued at `notBefore`. */
   const certify = async (identity: Identity, n: number, notBefore = clock.now - 1_000, taints = ["lab"]) =>
     await verifyCertificate(
-      await issueCertificate(realmKey.key, {
-        serial: crypto.getRandomValues(new Uint8Array(16)),
-        conflux: new Uint8Array(16).fill(n),
-        realm: REALM,
-        realmName: "home",
-        tag: `n${n}`,
-        ipv4: Uint8Array.of(10, 128, 0, n),
-        prefix4: 16,
-        ipv6: Uint8Array.of(0xfd, ...new Uint8Array(14), n),
-        prefix6: 64,
-        taints,
-        portal: 0,
-        subnets: [],
-        subject: "",
-        email: "",
-        nodeKey: identity.publicKey,
-        notBefore,
-        notAfter: notBefore + HOUR,
-      }),
+      await issueCertificate(
+        realmKey.key,
+        nodeCertificateFields(n, {
+          realm: REALM,
+          taints,
+          nodeKey: identity.publicKey,
+          notBefore,
+          notAfter: notBefore + HOUR,
+        }),
+      ),
       { realm: REALM, realmKey: realmKey.publicKey, now: clock.now },
     );
   const node = async (n: number) => {
