@@ -155,6 +155,8 @@ Deno.test("MasterLink: a revoked node user is disconnected within 2 s and refuse
   other.channel.publish(subjects.node(NODE_B), bytes("from b"));
   assertEquals(await heard, "from b");
   const broadcast = nextMessage(other.channel, subjects.broadcast, 3_000);
+  // The subscription must reach the server before the Guardian's connection publishes (another connection).
+  await other.channel.flush();
   link.publish(subjects.broadcast, bytes("notice"));
   assertEquals(await broadcast, "notice");
   assertEquals(other.channel.state, "connected");
