@@ -22,4 +22,4 @@
 
 export { type Conflux, type ConfluxOptions, startConflux } from "./src/conflux.ts";
 export type { NodeStatus, PeerStatus, SubnetRoute } from "./src/agent/status.ts";
-export type { Owner } from "./src/agent/names.ts";
+export type { Owner } from "./src/agent/membership.ts";

@@ -5,6 +5,7 @@
  */
 
 import { controlBench } from "./control.ts";
+import { controlSimBench } from "./control_sim.ts";
 import { cryptoBench, type Figure } from "./crypto.ts";
 import { tunBench } from "./tun.ts";
 import { tunnelBench } from "./tunnel.ts";
@@ -14,6 +15,7 @@ const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   tun: () => tunBench(),
   tunnel: () => tunnelBench(),
   control: () => controlBench(),
+  "control-sim": () => controlSimBench(),
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(SECTIONS);

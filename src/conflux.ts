@@ -6,7 +6,7 @@
  */
 
 import { Agent } from "./agent/agent.ts";
-import type { Owner } from "./agent/names.ts";
+import type { Owner } from "./agent/membership.ts";
 import type { NodeStatus, PeerStatus } from "./agent/status.ts";
 import { connectNats } from "./control/nats.ts";
 import { serveNodeDns } from "./dns/serve.ts";

@@ -66,8 +66,11 @@ export const LOGIN_MAX_SKEW_MS = 60_000;
 
 /** Version byte of data envelopes. */
 export const DATA_VERSION = 1;
-/** Version byte of control messages. */
-export const CONTROL_VERSION = 1;
+/**
+ * Version byte of control messages. 2: peers are learned on demand (Lookup, Found) and announcements go only to the
+ * nodes that know the sender; version 1 announced to everyone every few seconds.
+ */
+export const CONTROL_VERSION = 2;
 /** Most IP packets carried by one data message. */
 export const MAX_PACKETS_PER_MESSAGE = 25;
 /** Largest IP packet a batch may carry (the TUN MTU is 1500; room is left for GSO super-packets later). */

@@ -10,10 +10,18 @@ export const SEEN_IDS_CAPACITY = 65_536;
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
 /** Most handshakes one node waits on at once (each holds an ML-KEM key pair). */
 export const MAX_PENDING_HANDSHAKES = 1024;
-/** A node announces itself this often (and at once when it sees a new peer, at most once a second). */
-export const ANNOUNCE_INTERVAL_MS = 5_000;
-/** A peer not heard from for this long leaves the peer table. */
-export const PEER_TTL_MS = 15_000;
+/** A peer this node has had nothing to do with for this long leaves the peer table (it is looked up again). */
+export const PEER_IDLE_MS = 10 * 60_000;
+/** A message from a sender not known yet waits this long for the sender's certificate... */
+export const HELD_MESSAGE_MS = 5_000;
+/** ...at most this many per sender, and for this many senders at once; more are dropped. */
+export const MAX_HELD_PER_SENDER = 16;
+export const MAX_HELD_SENDERS = 256;
+/** Packets kept per address while its owner is looked up, and addresses looked up at once; more are dropped. */
+export const MAX_UNROUTED_PACKETS = 16;
+export const MAX_UNROUTED_ADDRESSES = 64;
+/** A lookup (of an address, a tag, or a node) waits this long for its answer. */
+export const LOOKUP_WAIT_MS = 1_000;
 /** A node renews its session when this share of the certificate's lifetime has passed. */
 export const RENEW_AT_FRACTION = 2 / 3;
 /** Retry delays for Guardian logins that fail (ms), the last one repeating. */

@@ -253,6 +253,30 @@ export class NodeProc implements AsyncDisposable {
     return JSON.parse(r.stdout);
   }
 
+  /** Asks the running node who answers to `<tag>.veilnet` (its local API): it looks the tag up if it knows none. */
+  async resolve(tag: string): Promise<{ tag: string; ips: string[] }[]> {
+    const client = Deno.createHttpClient(
+      {
+        proxy: { transport: "unix", path: `${this.configDir}/conflux.sock` },
+      } as Deno.CreateHttpClientOptions,
+    );
+    try {
+      const res = await fetch(`http://conflux/resolve?tag=${tag}`, { client } as RequestInit);
+      if (!res.ok) throw new Error(`resolve ${tag} on ${this.tag}: ${res.status} ${await res.text()}`);
+      return await res.json();
+    } finally {
+      client.close();
+    }
+  }
+
+  /** Looks `tag` up (as this node's first packet or DNS question would) and returns it as `peers` lists it. */
+  async find(tag: string): Promise<{ tag: string; ips: string[] }> {
+    await this.resolve(tag);
+    const peer = (await this.peers()).find((p) => p.tag === tag);
+    if (!peer) throw new Error(`${this.tag} could not find ${tag}:\n${this.proc?.output}`);
+    return peer;
+  }
+
   async peerTags(): Promise<string[]> {
     return (await this.peers()).map((p) => p.tag).sort();
   }

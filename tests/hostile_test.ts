@@ -207,14 +207,14 @@ Deno.test({
       `\n--- a:\n${a.proc?.output}\n--- b:\n${b.proc?.output}\n--- mallory:\n${mallory.stderr}` +
       `\n--- a status: ${JSON.stringify(await status(a))}\n--- b status: ${JSON.stringify(await status(b))}`;
 
-    // a and b see each other; a sees mallory (a permitted peer), b refuses it; mallory hears both.
-    await waitFor("a to list b and mallory", 20_000, async () => (await a.peerTags()).join() === "b,mallory");
-    await waitFor("b to list a", 20_000, async () => (await b.peerTags()).join() === "a");
-    await waitFor("mallory to hear a and b", 20_000, async () => {
-      const { tags } = await mallory.do<{ tags: Record<string, string> }>("heard");
-      return tags.a !== undefined && tags.b !== undefined;
-    });
-    assert(((await dropped(b)).forbidden ?? 0) > 0, "b never refused mallory's announcements");
+    // a finds b; mallory looks both up: a (a permitted peer) answers and lists her, b refuses her.
+    const [aId, bId] = [(await status(a)).nodeId as string, (await status(b)).nodeId as string];
+    assertEquals((await a.resolve("b")).map((o) => o.tag), ["b"]);
+    assert((await mallory.do<{ found: boolean }>("lookup", { tag: "a" })).found, "a did not answer mallory");
+    assertEquals((await mallory.do<{ found: boolean }>("lookup", { tag: "b" })).found, false);
+    await waitFor("a to list b and mallory", 5_000, async () => (await a.peerTags()).join() === "b,mallory");
+    await waitFor("b to list a", 5_000, async () => (await b.peerTags()).join() === "a");
+    assert(((await dropped(b)).forbidden ?? 0) > 0, "b never refused mallory's lookup");
     assertEquals(await b.peerTags(), ["a"]);
 
     // Honest traffic all along: a pings b five times a second while the attacks run.
@@ -229,13 +229,13 @@ Deno.test({
     await using ping = new Proc("ping", "ip", ["netns", "exec", ns("a"), "ping", "-i", "0.2", bIp]);
     console.log(`setup done in ${((Date.now() - began) / 1000).toFixed(1)} s`);
 
-    // 7 goes first: a asked the realm about b at its first packet, and answers count only within 10 s of
-    // that.
+    // 7 goes first: a asked for relays to b at its first packet (on b's `via` subject, which any member may
+    // overhear), and answers count only within 10 s of that.
     await t.step("7. a forged route answer: a refuses it, its path to b stays direct", async () => {
       const before = await dropped(a);
       const { queryAgeMs } = await mallory.do<{ queryAgeMs: number }>("forgeRouteAnswers", {
         to: "a",
-        destination: "b",
+        destination: bId,
         freshMs: 8_000,
         waitMs: 35_000,
       });
@@ -259,8 +259,17 @@ Deno.test({
 
     await t.step("6. a replayed control message: b counts it as replayed, a stays b's peer", async () => {
       const before = (await dropped(b)).replayed ?? 0;
-      const { ageMs } = await mallory.do<{ ageMs: number }>("replay", { tag: "a", times: 3 });
-      console.log(`  mallory replayed a's announcement (captured ${ageMs} ms earlier) 3 times`);
+      // a's route query about b, overheard. b does not hear its own `via` subject, but the Master may have
+      // picked it as one of the random relays asked: the first copy is news to it or a replay, the next three
+      // are replays.
+      const { ageMs } = await mallory.do<{ ageMs: number }>("replay", {
+        asker: aId,
+        destination: bId,
+        to: bId,
+        times: 4,
+        waitMs: 5_000,
+      });
+      console.log(`  mallory sent b a's route query (captured ${ageMs} ms earlier) 4 times`);
       assert(ageMs < 25_000, `the capture is ${ageMs} ms old: b would refuse it as stale, not as replayed`);
       await waitFor(
         "b to count 3 replays",
@@ -270,7 +279,9 @@ Deno.test({
         .catch(async (e) => {
           throw new Error(`${e}${await context()}`);
         });
-      assertEquals((await dropped(b)).replayed, before + 3);
+      await new Promise((r) => setTimeout(r, 200));
+      const replayed = ((await dropped(b)).replayed ?? 0) - before;
+      assert(replayed === 3 || replayed === 4, `b counted ${replayed} replays of 4 copies`);
       assertEquals(await b.peerTags(), ["a"]);
     });
 
@@ -282,7 +293,7 @@ Deno.test({
         const forbidden = (beforeA.dropped as Counters)["data:relay-forbidden"] ?? 0;
         const r = await mallory.do<{ tether: boolean; formedMs: number; sent: number }>("relay", {
           via: "a",
-          destination: "b",
+          destination: bId,
           count: 10,
         });
         assert(r.tether, `mallory could not form a tether to a${await context()}`);
@@ -424,8 +435,8 @@ Deno.test({
     );
 
     await t.step("9. revocation: peers, the Master and the node itself drop mallory within 2 s", async () => {
-      // The real mallory node joins (same registration): a lists it in place of the toolkit's session.
-      await mallory.do("quiet");
+      // The real mallory node joins (same registration) and announces itself to the nodes that know it: a
+      // lists it in place of the toolkit's session.
       await malloryNode.start();
       const realId = (await status(malloryNode)).nodeId as string;
       await waitFor(
@@ -495,7 +506,7 @@ Deno.test({
       // Mallory's old certificate in a freshly signed announcement, delivered by eve: refused as revoked.
       const before = (await dropped(a)).revoked ?? 0;
       const { bytes } = await mallory.do<{ bytes: string }>("announcement");
-      await eve.do("publish", { subject: "announce", bytes });
+      await eve.do("publish", { to: aId, bytes });
       await waitFor(
         "a to refuse the revoked certificate",
         5_000,

@@ -93,15 +93,15 @@ async function lifecycle(w: Realm, mode: "service" | "foreground"): Promise<void
     assertEquals(status.code, 0, status.text);
     assert(status.stdout.includes("connected") && status.stdout.includes(saved.conflux_id), status.text);
 
-    // peers: b (and the other lifecycle node when it runs) with taint lab
-    await waitFor(`${tag} to see b`, 15_000, async () => (await run("peers")).stdout.includes("\nb "));
-
     // ping b by name: resolved to b's address, echoes answered over the overlay, and the path shown
     const bIp = ((await w.node("b").status()).json.ips as string[])[0]!;
     const ping = await run("ping", "b.veilnet", "--count", "3");
     assertEquals(ping.code, 0, ping.text);
     assert(ping.stdout.includes(`PING ${bIp}`) && ping.stdout.includes("3 received"), ping.text);
     assert(/path: (direct|backup|relay)/.test(ping.stdout), ping.text);
+
+    // peers: b, learned when it was looked up for the ping
+    await waitFor(`${tag} to list b`, 5_000, async () => (await run("peers")).stdout.includes("\nb "));
 
     // taint add
     const taint = await run("taint", "add", "dev");

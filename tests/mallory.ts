@@ -28,19 +28,26 @@ import { DEFAULT_DATA_TTL } from "../src/spec.ts";
 import { Tethers } from "../src/tether/tethers.ts";
 import { shutdownWebRtc } from "../src/tether/webrtc.ts";
 import { decodeCertificate } from "../src/wire/certificate.ts";
-import { BROADCAST, ControlKind, decodeControl } from "../src/wire/control.ts";
+import { BROADCAST, ControlKind, decodeControl, LookupKind } from "../src/wire/control.ts";
 import { DATA_HEADER_BYTES, DataType, writeDataHeader } from "../src/wire/envelope.ts";
 
 const base64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 const hexNonce = () => toHex(crypto.getRandomValues(new Uint8Array(16)));
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** What the attacker learned about another member from its announcements (unverified: it only listens). */
+/**
+ * What the attacker learned about another member (unverified: it only listens): from the answer to its lookup,
+ * or an announcement it overheard on the `peer.*` subjects (any member may listen to all of them).
+ */
 interface Heard {
   nodeId: string;
   publicKey: Uint8Array;
-  /** The last announcement, byte for byte, and when it arrived (this host's clock, ms). */
-  announcement: Uint8Array;
+  at: number;
+}
+
+/** A route query overheard on the `via.*` subjects: byte for byte, and when (this host's clock, ms). */
+interface Overheard {
+  bytes: Uint8Array;
   at: number;
 }
 
@@ -63,9 +70,8 @@ async function outcome(call: () => Promise<unknown>, okStatus = 200): Promise<Ou
 /** One hostile member's session and what it has heard. */
 class Member {
   readonly heard = new Map<string, Heard>();
-  /** `<asker hex>/<destination hex>` → when the last RouteQuery was heard. */
-  readonly queries = new Map<string, number>();
-  #announcer: ReturnType<typeof setInterval> | undefined;
+  /** `<asker hex>/<destination hex>` → the last RouteQuery heard. */
+  readonly queries = new Map<string, Overheard>();
   #tethers: Tethers | undefined;
   readonly #received: Uint8Array[] = [];
 
@@ -82,7 +88,10 @@ class Member {
     readonly natsLog: string[],
   ) {}
 
-  /** Logs in for real with a fresh key, joins the Master, listens, and announces itself every 5 s. */
+  /**
+   * Logs in for real with a fresh key, joins the Master, listens to everything its credentials let it (every
+   * announcement, every route query), and announces itself.
+   */
   static async join(guardian: string, token: string): Promise<Member> {
     const identity = await Identity.generate();
     const login = await guardianClient.login(guardian, token, identity);
@@ -103,33 +112,32 @@ class Member {
     });
     const subjects = realmSubjects(login.realm.id);
     const m = new Member(guardian, token, identity, login, cert, subjects, channel, states, natsLog);
-    channel.subscribe(m.subjects.announce, (data) => m.#onAnnounce(data));
-    channel.subscribe(m.subjects.broadcast, (data) => m.#onBroadcast(data));
+    channel.subscribe(`${m.subjects.prefix}.peer.*`, (data) => m.#onCertificate(data));
+    channel.subscribe(`${m.subjects.prefix}.via.*`, (data) => m.#onQuery(data));
     channel.subscribe(m.subjects.node(identity.id), (data) => void m.#onDirect(data));
     await m.announce();
-    m.#announcer = setInterval(() => void m.announce(), 5_000);
     return m;
   }
 
-  #onAnnounce(data: Uint8Array): void {
+  /** Takes note of the certificate an announcement or an answer carries. */
+  #onCertificate(data: Uint8Array): void {
     try {
       const m = decodeControl(data);
-      if (m.kind !== ControlKind.Announce || toHex(m.sender) === this.identity.id) return;
+      if (m.kind !== ControlKind.Announce && m.kind !== ControlKind.Found) return;
+      if (toHex(m.sender) === this.identity.id) return;
       const cert = decodeCertificate(m.body.certificate);
-      this.heard.set(cert.tag, {
-        nodeId: toHex(m.sender),
-        publicKey: cert.nodeKey.slice(),
-        announcement: data.slice(),
-        at: Date.now(),
-      });
+      this.heard.set(cert.tag, { nodeId: toHex(m.sender), publicKey: cert.nodeKey.slice(), at: Date.now() });
     } catch { /* not worth anything to the attacker */ }
   }
 
-  #onBroadcast(data: Uint8Array): void {
+  #onQuery(data: Uint8Array): void {
     try {
       const m = decodeControl(data);
       if (m.kind === ControlKind.RouteQuery) {
-        this.queries.set(`${toHex(m.sender)}/${toHex(m.body.destination)}`, Date.now());
+        this.queries.set(`${toHex(m.sender)}/${toHex(m.body.destination)}`, {
+          bytes: data.slice(),
+          at: Date.now(),
+        });
       }
     } catch { /* ignored */ }
   }
@@ -138,14 +146,29 @@ class Member {
     try {
       const m = decodeControl(data);
       if (m.kind === ControlKind.TetherSignal) await this.#tethers?.onSignal(toHex(m.sender), m.body);
+      else this.#onCertificate(data);
     } catch { /* ignored */ }
+  }
+
+  /** Looks a tag up as a node would (with its own certificate); true once the owner answered. */
+  async lookup(tag: string): Promise<boolean> {
+    const message = await signControl(this.identity, {
+      kind: ControlKind.Lookup,
+      recipient: BROADCAST,
+      certRef: this.cert.ref,
+      body: { certificate: this.cert.bytes, what: LookupKind.Tag, key: new TextEncoder().encode(tag) },
+    }, Date.now());
+    this.channel.publish(this.subjects.whoTag(tag), message);
+    const deadline = Date.now() + 2_000;
+    while (!this.heard.has(tag) && Date.now() < deadline) await sleep(20);
+    return this.heard.has(tag);
   }
 
   /** A member by the tag in its announcements. */
   member(tag: string): Heard {
     const h = this.heard.get(tag);
     if (!h) {
-      throw new Error(`mallory has not heard ${tag} announce itself (heard: ${[...this.heard.keys()]})`);
+      throw new Error(`mallory has not learned ${tag} (learned: ${[...this.heard.keys()]})`);
     }
     return h;
   }
@@ -161,12 +184,7 @@ class Member {
   }
 
   async announce(): Promise<void> {
-    this.channel.publish(this.subjects.announce, await this.announcement());
-  }
-
-  /** Stops the periodic announcements (peers forget this member after their peer TTL). */
-  quiet(): void {
-    clearInterval(this.#announcer);
+    this.channel.publish(this.subjects.peer(toHex(this.cert.conflux)), await this.announcement());
   }
 
   /** A signed RouteAnswer to `to`: "I reach `destination`". */
@@ -204,7 +222,6 @@ class Member {
   }
 
   async close(): Promise<void> {
-    this.quiet();
     this.#tethers?.close();
     await Promise.race([this.channel.close().catch(() => {}), sleep(2_000)]);
   }
@@ -245,7 +262,12 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
     return { nodeId: member.identity.id, tag: member.cert.tag };
   },
 
-  /** Whom it has heard announce themselves. */
+  /** Looks a tag up; whether its owner answered. */
+  async lookup(a) {
+    return { found: await me().lookup(a.tag as string) };
+  },
+
+  /** Whom it has learned (from answers and overheard announcements). */
   heard() {
     return Promise.resolve({
       tags: Object.fromEntries([...me().heard].map(([tag, h]) => [tag, h.nodeId])),
@@ -291,25 +313,34 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
     );
   },
 
-  /** Republishes another member's last announcement byte for byte, `times` times. */
-  replay(a) {
+  /**
+   * Republishes a route query it overheard (`asker` about `destination`, node ids) byte for byte to node `to`,
+   * `times` times, once one was heard (waiting up to `waitMs`).
+   */
+  async replay(a) {
     const m = me();
-    const h = m.member(a.tag as string);
-    for (let i = 0; i < (a.times as number); i++) m.channel.publish(m.subjects.announce, h.announcement);
-    return Promise.resolve({ ageMs: Date.now() - h.at, bytes: h.announcement.length });
+    const key = `${a.asker}/${a.destination}`;
+    const deadline = Date.now() + (a.waitMs as number);
+    while (!m.queries.has(key)) {
+      if (Date.now() > deadline) throw new Error(`no route query of ${key} overheard`);
+      await sleep(50);
+    }
+    const q = m.queries.get(key)!;
+    for (let i = 0; i < (a.times as number); i++) m.channel.publish(m.subjects.node(a.to as string), q.bytes);
+    return { ageMs: Date.now() - q.at, bytes: q.bytes.length };
   },
 
   /**
-   * A forged RouteAnswer to `to` claiming to reach `destination`: once right after `to` asked the realm about
-   * it (waiting up to `waitMs` for a question at most `freshMs` old), and once for a destination nobody asked
-   * about.
+   * A forged RouteAnswer to `to` (a tag it learned) claiming to reach `destination` (a node id): once right after
+   * `to` asked about it (waiting up to `waitMs` for a question at most `freshMs` old), and once for a
+   * destination nobody asked about.
    */
   async forgeRouteAnswers(a) {
     const m = me();
     const to = m.member(a.to as string).nodeId;
-    const dest = m.member(a.destination as string).nodeId;
+    const dest = a.destination as string;
     const deadline = Date.now() + (a.waitMs as number);
-    const asked = () => m.queries.get(`${to}/${dest}`) ?? -Infinity;
+    const asked = () => m.queries.get(`${to}/${dest}`)?.at ?? -Infinity;
     while (Date.now() - asked() > (a.freshMs as number)) {
       if (Date.now() > deadline) throw new Error(`${a.to} did not ask the realm about ${a.destination}`);
       await sleep(50);
@@ -322,13 +353,14 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
   },
 
   /**
-   * Forms a real tether to `via` and sends it `count` data envelopes for `destination` (sealed with no key
-   * anyone holds: the attacker has no stream to it, it only wants the relay to carry them).
+   * Forms a real tether to `via` (a tag it learned) and sends it `count` data envelopes for `destination` (a
+   * node id; sealed with no key anyone holds: the attacker has no stream to it, it only wants the relay to
+   * carry them).
    */
   async relay(a) {
     const m = me();
     const via = m.member(a.via as string).nodeId;
-    const dest = fromHex(m.member(a.destination as string).nodeId);
+    const dest = fromHex(a.destination as string);
     const tethers = m.tethers();
     const started = Date.now();
     const open = await tethers.ensure(via);
@@ -350,12 +382,6 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
       await sleep(20);
     }
     return { tether: true, formedMs, sent, tethers: tethers.count };
-  },
-
-  /** Stops announcing. */
-  quiet() {
-    me().quiet();
-    return Promise.resolve({});
   },
 
   /** The control channel's states (timestamped) and event log, and what it received over tethers. */
@@ -393,11 +419,10 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
     return { bytes: base64(await me().announcement()) };
   },
 
-  /** Publishes raw bytes on one of the realm's subjects (an accomplice delivering for a revoked member). */
+  /** Publishes raw bytes to node `to` (an accomplice delivering for a revoked member). */
   publish(a) {
     const m = me();
-    const subject = a.subject === "announce" ? m.subjects.announce : m.subjects.broadcast;
-    m.channel.publish(subject, fromBase64(a.bytes as string)!);
+    m.channel.publish(m.subjects.node(a.to as string), fromBase64(a.bytes as string)!);
     return Promise.resolve({});
   },
 };

@@ -30,7 +30,7 @@ Deno.test({
     await cutUdp(w.bed, "a", "c");
     const a = w.node("a");
     const b = w.node("b");
-    const c = await waitFor("a to see c", 15_000, async () => (await a.peers()).find((p) => p.tag === "c"));
+    const c = await a.find("c");
     const address = c.ips[0]!;
     const ping = (count: number) =>
       w.bed.host("a").ns.exec("ping", ["-c", String(count), "-i", "0.05", "-W", "2", address], {
@@ -67,7 +67,7 @@ Deno.test({
     await using w = await realmOnTestbed(["a", "b1", "b2", "c"]);
     await cutUdp(w.bed, "a", "c");
     const a = w.node("a");
-    const c = await waitFor("a to see c", 15_000, async () => (await a.peers()).find((p) => p.tag === "c"));
+    const c = await a.find("c");
     const address = c.ips[0]!;
     const ns = w.bed.host("a").ns;
     await waitFor(
@@ -114,7 +114,7 @@ Deno.test({
     await using w = await realmOnTestbed(["a", "b"]);
     await cutUdp(w.bed, "a", "b");
     const a = w.node("a");
-    const b = await waitFor("a to see b", 15_000, async () => (await a.peers()).find((p) => p.tag === "b"));
+    const b = await a.find("b");
     const address = b.ips[0]!;
     const ns = w.bed.host("a").ns;
     const ping = (count: number) =>
@@ -177,11 +177,7 @@ Deno.test({
     );
 
     const a = w.node("a");
-    const target = await waitFor(
-      "a to see b",
-      15_000,
-      async () => (await a.peers()).find((p) => p.tag === "b"),
-    );
+    const target = await a.find("b");
     await waitFor(
       "a first ping",
       20_000,

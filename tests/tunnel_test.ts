@@ -37,7 +37,7 @@ Deno.test({
     await using w = await world(["a", "b"]);
     const a = w.node("a");
     const b = w.node("b");
-    const target = await waitFor("a to see b", 15_000, () => peer(a, "b"));
+    const target = await a.find("b");
     const [v4, v6] = target.ips;
     // The first packet forms the tether and the stream; from then on nothing may be lost.
     await waitFor(
@@ -116,7 +116,7 @@ Deno.test({
   async fn() {
     await using w = await world(["a", "b"], ["--tether-idle", "3s"]);
     const a = w.node("a");
-    const address = (await waitFor("a to see b", 15_000, () => peer(a, "b"))).ips[0]!;
+    const address = (await a.find("b")).ips[0]!;
     await waitFor("a first ping", 20_000, async () => (await ping(w, "a", address, 1)).success);
     // The first packets take the backup pipeline while the tether forms; then the tether carries them.
     await waitFor("the direct tether", 10_000, async () => (await peer(a, "b"))?.path === "direct");
@@ -146,7 +146,7 @@ Deno.test({
     await using w = await world(["a", "b"]);
     const a = w.node("a");
     const b = w.node("b");
-    const address = (await waitFor("a to see b", 15_000, () => peer(a, "b"))).ips[0]!;
+    const address = (await a.find("b")).ips[0]!;
     await waitFor("a first ping", 20_000, async () => (await ping(w, "a", address, 1)).success);
     await using sink = transfer(w, "b", ["serve", "5202"]);
     await waitFor("the sink to listen", 10_000, () => sink.output.includes("listening"));

@@ -1,7 +1,7 @@
 /**
- * One running node's control plane: log in to the Guardian with a fresh identity, join the Master with the
- * session's credentials, announce itself, keep the peer table, renew the session before it expires, and follow
- * taint changes. (The data plane joins this in the tunnel work.)
+ * One running node: log in to the Guardian with a fresh identity, join the Master with the session's credentials,
+ * take part in the realm's membership (membership.ts: announcements to the nodes that know it, peers learned on
+ * demand), renew the session before it expires, follow taint changes, and run the data plane.
  *
  * Guardian down: the node keeps its session, peers and control channel until the certificate expires, and keeps
  * retrying the login meanwhile.
@@ -18,8 +18,8 @@ import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
 import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { contains, formatCidr, type Offer, subnetsOf } from "../portal/subnets.ts";
 import { UNDERLAY_READ_MS, type UnderlayAddress } from "../portal/underlay.ts";
-import { ANNOUNCE_INTERVAL_MS, LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
-import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
+import { LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
+import { type AnyControlMessage, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
 import { Streams } from "../anchor/streams.ts";
 import { Handshaker } from "../crypto/handshake.ts";
@@ -28,14 +28,11 @@ import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
 import { admitPacket, mayCommunicate } from "./access.ts";
 import { guardianClient } from "./guardian_client.ts";
-import { Names, type Owner } from "./names.ts";
-import { PeerTable } from "./peers.ts";
+import { Membership, type Owner } from "./membership.ts";
+import type { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
 import { PortalRoutes } from "./portal_routes.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
-
-/** The shortest gap between announcements made because a peer joined. */
-const ANNOUNCE_SOON_GAP_MS = 250;
 
 /** How often the host's addresses are compared with the last look. */
 const UNDERLAY_WATCH_MS = 2_000;
@@ -103,11 +100,9 @@ export class Agent implements AsyncDisposable {
   readonly #realm: Uint8Array;
   readonly #realmKey: Uint8Array;
   readonly #subjects: RealmSubjects;
-  readonly peers: PeerTable;
   #channel: ControlChannel | undefined;
   #timers: ReturnType<typeof setTimeout>[] = [];
   #renewal: ReturnType<typeof setTimeout> | undefined;
-  #lastAnnounce = 0;
   #closed = false;
   /** The login under way because a revocation voided this node's certificate. */
   #relogin: Promise<void> | undefined;
@@ -122,10 +117,10 @@ export class Agent implements AsyncDisposable {
   #learner: RouteLearner;
   /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
   #relays = new Map<string, Map<string, number>>();
-  /** When we last asked the realm for relays to a destination, and last answered each asker. */
+  /** When we last asked for relays to a destination, and last answered each asker. */
   #lastQuery = new Map<string, number>();
   #lastAnswer = new Map<string, number>();
-  readonly #names: Names;
+  readonly #membership: Membership;
   /** Set by whoever serves this node's DNS: its responses by outcome, for status and metrics. */
   dnsCounts: (() => Map<string, number>) | undefined;
 
@@ -144,22 +139,17 @@ export class Agent implements AsyncDisposable {
       log: o.log,
       onSubnets: o.onSubnets,
     });
-    this.#names = new Names({
+    this.#membership = new Membership({
       identity,
-      self: () => this.#session.cert,
-      peers: () => this.peers.list().map((p) => p.cert),
-      send: (to, message) =>
-        this.#channel?.publish(
-          to === undefined ? this.#subjects.broadcast : this.#subjects.node(to),
-          message,
-        ),
-      clock: this.#clock,
-    });
-    this.peers = new PeerTable({
       self: () => this.#session.cert,
       realm: this.#realm,
       realmKey: this.#realmKey,
+      subjects: this.#subjects,
+      channel: () => this.#channel,
       clock: this.#clock,
+      log: o.log,
+      onMessage: (m) => this.#dispatch(m),
+      busy: (id) => this.#data !== undefined && (this.#data.anchor.busy(id) || !!this.#data.tethers.info(id)),
       onChange: (event, peer) => {
         o.log(`peer ${event}: ${peer.cert.tag} (${formatAddress(peer.cert.ipv4)})`);
         this.#reroute();
@@ -167,7 +157,6 @@ export class Agent implements AsyncDisposable {
         const id = toHex(peer.cert.nodeId);
         if (event === "joined") {
           this.#candidates(id);
-          this.#announceSoon();
         } else {
           this.#learner.forget(id);
           this.#relays.delete(id);
@@ -178,6 +167,11 @@ export class Agent implements AsyncDisposable {
       },
     });
     this.#applyRevocations(session.login);
+  }
+
+  /** The peer table (membership's). */
+  get peers(): PeerTable {
+    return this.#membership.peers;
   }
 
   /** Logs in (retrying while the Guardian is unreachable), joins the Master and announces. */
@@ -199,13 +193,6 @@ export class Agent implements AsyncDisposable {
       name: `veilnet-${this.#session.cert.tag}`,
     });
     if (this.#o.openTun) this.#startDataPlane(await this.#o.openTun(this.#session.cert));
-    const deliver = (data: Uint8Array) =>
-      void this.peers.receive(data).then((m) => m && this.#dispatch(m)).catch((e) =>
-        this.#o.log(`control: ${e}`)
-      );
-    this.#channel.subscribe(this.#subjects.announce, deliver);
-    this.#channel.subscribe(this.#subjects.broadcast, deliver);
-    this.#channel.subscribe(this.#subjects.node(nodeId), deliver);
     // The backup pipeline: sealed data messages from peers that cannot form a tether to us. They authenticate
     // end to end like any data message; one not for us is dropped (a "backup" hop may relay nothing).
     this.#channel.subscribe(this.#subjects.data(nodeId), (m) => this.#data?.anchor.receive("backup", m));
@@ -213,8 +200,8 @@ export class Agent implements AsyncDisposable {
       `joined realm ${this.#session.login.realm.name} as ${this.#session.cert.tag} ` +
         `(${formatAddress(this.#session.cert.ipv4)}, node ${nodeId})`,
     );
-    await this.#announce();
-    this.#timers.push(setInterval(() => void this.#announce(), ANNOUNCE_INTERVAL_MS));
+    await this.#membership.join();
+    this.#findPortals();
     this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
     this.#timers.push(
       setInterval(() => this.#portals.offering && void this.#portals.refresh(), UNDERLAY_READ_MS),
@@ -241,6 +228,8 @@ export class Agent implements AsyncDisposable {
       onChange: (peer, state, reason) => {
         const tag = this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8);
         log(`tether to ${tag} ${state}${reason ? ` (${reason})` : ""}`);
+        // While a tether is open, this node hears the route queries of nodes looking for a relay to its peer.
+        this.#membership.relayFor(peer, state === "open");
         // A tether that died (not one dissolved for idleness) takes its hop out of every route at once.
         if (state === "closed" && reason !== "idle" && reason !== "shutting down") {
           this.#learner.failEverywhere(peer);
@@ -258,6 +247,7 @@ export class Agent implements AsyncDisposable {
       route: (d) =>
         (d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d))) ??
           this.#portals.table.lookup(d),
+      resolve: (d) => this.#membership.resolve(d),
       admit: (peer, packet) => this.#admit(peer, packet),
       nextHop: (dest) => this.#nextHop(dest),
       hopFailed: (dest, hop) => {
@@ -335,17 +325,20 @@ export class Agent implements AsyncDisposable {
     return ready ?? wanted ?? dest;
   }
 
-  /** Asks the realm who reaches `dest` directly; at most once every 3 s per destination. */
+  /** Asks the nodes tethered to `dest` whether they would relay to it; at most once every 3 s per destination. */
   #askForRelays(dest: string): void {
     const now = this.#clock();
     if (now - (this.#lastQuery.get(dest) ?? 0) < 3_000) return;
     this.#lastQuery.set(dest, now);
-    void signControl(this.#identity, {
-      kind: ControlKind.RouteQuery,
-      recipient: BROADCAST,
-      certRef: this.#session.cert.ref,
-      body: { destination: fromHex(dest) },
-    }, now).then((m) => this.#channel?.publish(this.#subjects.broadcast, m));
+    void this.#membership.askForRelays(fromHex(dest));
+  }
+
+  /** Looks up the realm's portals the last login named, so that their subnets are routed before they are used. */
+  #findPortals(): void {
+    for (const address of this.#session.login.portals ?? []) { // older Guardians name none
+      const bytes = parseIPv4(address);
+      if (bytes && !this.#routes4.has(ipv4Key(bytes))) void this.#membership.resolve(bytes);
+    }
   }
 
   /**
@@ -408,15 +401,13 @@ export class Agent implements AsyncDisposable {
 
   /** The nodes answering to `<tag>.veilnet` that this node may reach (itself included). */
   lookup(tag: string): Promise<Owner[]> {
-    return this.#names.lookup(tag);
+    return this.#membership.lookup(tag);
   }
 
-  /** Verified messages other than announcements, from permitted peers. */
+  /** Verified messages other than membership's, from permitted peers and the Guardian. */
   async #dispatch(m: AnyControlMessage): Promise<void> {
     // The peer table has applied it already (peers dropped, certificates refused); what is left is this node's own.
     if (m.kind === ControlKind.Revoke) return this.#renewIfRevoked();
-    if (m.kind === ControlKind.DnsQuery) return await this.#names.onQuery(m);
-    if (m.kind === ControlKind.DnsAnswer) return this.#names.onAnswer(m);
     const data = this.#data;
     if (!data) return;
     switch (m.kind) {
@@ -427,14 +418,16 @@ export class Agent implements AsyncDisposable {
       case ControlKind.TetherSignal:
         return await data.tethers.onSignal(toHex(m.sender), m.body);
       case ControlKind.RouteQuery: {
-        // Answer only for a destination we know and may carry this asker's traffic to, once a second per asker,
-        // and only once our own tether to it is open: a node that cannot reach the destination itself (a cut
-        // path) must not offer to relay to it. (An rttMs of 0 means "not measured yet".)
+        // Answer only for a destination we may carry this asker's traffic to (looked up first if unknown), once a
+        // second per asker, and only once our own tether to it is open: a node that cannot reach the destination
+        // itself (a cut path) must not offer to relay to it. (An rttMs of 0 means "not measured yet".)
         const asker = toHex(m.sender);
         const dest = toHex(m.body.destination);
         const now = this.#clock();
-        if (!this.#mayCarry(asker, dest) || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
+        if (dest === this.#identity.id || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
         this.#lastAnswer.set(asker, now);
+        if (!this.peers.get(dest)) await this.#membership.identify(m.body.destination);
+        if (!this.#mayCarry(asker, dest)) return;
         if (data.tethers.info(dest)?.state !== "open" && !await data.tethers.ensure(dest)) return;
         const answer = await signControl(this.#identity, {
           kind: ControlKind.RouteAnswer,
@@ -473,37 +466,6 @@ export class Agent implements AsyncDisposable {
     this.#channel?.publish(this.#subjects.node(peer), message);
   }
 
-  async #announce(leaving = false, kind = ControlKind.Announce): Promise<void> {
-    if (!this.#channel || (this.#closed && !leaving)) return;
-    this.#lastAnnounce = this.#clock();
-    const message = await signControl(
-      this.#identity,
-      {
-        kind,
-        recipient: BROADCAST,
-        certRef: this.#session.cert.ref,
-        body: kind === ControlKind.Announce
-          ? { certificate: this.#session.cert.bytes, leaving: leaving ? 1 : 0 }
-          : { certificate: this.#session.cert.bytes },
-      } as Parameters<typeof signControl>[1],
-      this.#clock(),
-    );
-    this.#channel.publish(this.#subjects.announce, message);
-  }
-
-  /**
-   * Announces again soon: a newcomer should learn about us before our first stream request reaches it (it drops
-   * messages from senders it does not know). At most every ANNOUNCE_SOON_GAP_MS.
-   */
-  #announceSoon(): void {
-    const wait = Math.max(0, this.#lastAnnounce + ANNOUNCE_SOON_GAP_MS - this.#clock());
-    const timer = setTimeout(() => {
-      this.#timers = this.#timers.filter((t) => t !== timer);
-      if (this.#clock() - this.#lastAnnounce >= ANNOUNCE_SOON_GAP_MS) void this.#announce();
-    }, wait);
-    this.#timers.push(timer);
-  }
-
   #scheduleRenewal(): void {
     clearTimeout(this.#renewal);
     const cert = this.#session.cert;
@@ -524,7 +486,7 @@ export class Agent implements AsyncDisposable {
    * announces the new certificate. A refusal meaning the node is no longer in the realm (401, 403) stops the agent
    * for good (see #stopRefused) and rejects.
    */
-  async renew(kind = ControlKind.Announce): Promise<void> {
+  async renew(kind: ControlKind.Announce | ControlKind.TaintUpdate = ControlKind.Announce): Promise<void> {
     let session: Session;
     try {
       session = await loginWithRetry(this.#o, this.#identity, () => this.#closed);
@@ -546,7 +508,8 @@ export class Agent implements AsyncDisposable {
     this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);
     this.peers.recheck();
     this.#scheduleRenewal();
-    await this.#announce(false, kind);
+    await this.#membership.announce({ kind });
+    this.#findPortals();
   }
 
   /** A login answer's revocations, applied before anything else of that login. */
@@ -670,9 +633,8 @@ export class Agent implements AsyncDisposable {
     this.#closed = true;
     clearTimeout(this.#renewal);
     for (const t of this.#timers) clearTimeout(t);
-    this.#names.close();
     this.#portals.close();
-    await this.#announce(true).catch(() => {});
+    await this.#membership.close();
     if (this.#data) {
       this.#data.tethers.close();
       await this.#data.anchor.close();

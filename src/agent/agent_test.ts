@@ -65,21 +65,23 @@ async function realm() {
       ice_servers: [],
       expires_at: cert.notAfter,
       revocations: guardian.revocations,
+      portals: [],
     };
     return Response.json(answer);
   });
   const bus = new MemoryBus();
-  /** The rest of the realm: publishes as other nodes, and hears what the agent announces. */
+  /** The rest of the realm: publishes as other nodes, and hears what the agent announces and asks. */
   const outside = bus.connect();
   const heard: Uint8Array[] = [];
-  outside.subscribe(subjects.announce, (m) => heard.push(m));
+  outside.subscribe(subjects.peer("01".repeat(16)), (m) => heard.push(m));
   const asked: Uint8Array[] = [];
-  outside.subscribe(subjects.broadcast, (m) => asked.push(m));
+  outside.subscribe(`${subjects.prefix}.via.>`, (m) => asked.push(m));
   const logs: string[] = [];
   let stopped: Error | undefined;
   const tun = new MemoryTun();
-  const start = () =>
-    Agent.start({
+  let agentId = "";
+  const start = async () => {
+    const agent = await Agent.start({
       guardian: `http://127.0.0.1:${server.addr.port}`,
       token: "vcfx.0101.secret",
       connect: () => Promise.resolve(bus.connect()),
@@ -87,14 +89,18 @@ async function realm() {
       log: (line) => logs.push(line),
       onStop: (reason) => stopped = reason,
     });
+    agentId = toHex(agent.certificate.nodeId);
+    return agent;
+  };
   const node = async (n: number) => {
     const identity = await Identity.generate();
     return { identity, n, cert: await certify(identity, n) };
   };
   type Node = Awaited<ReturnType<typeof node>>;
+  /** A node makes itself known to the agent (as it does when it looks the agent up). */
   const announce = async (from: Node, cert: VerifiedCertificate = from.cert) =>
     outside.publish(
-      subjects.announce,
+      subjects.node(agentId),
       await signControl(from.identity, {
         kind: ControlKind.Announce,
         recipient: BROADCAST,
@@ -144,7 +150,7 @@ Deno.test("agent: a Revoke drops the peer, its routes and the relay it was, at o
   await r.announce(relay);
   await r.announce(dest);
   await until("both peers", () => agent.status().peers === 2);
-  // Traffic to dest makes the agent ask the realm who reaches it; the relay answers that it does.
+  // Traffic to dest makes the agent ask the nodes tethered to it for a relay; the relay answers that it does.
   r.tun.host.send(
     udpPacket(agent.certificate.ipv4, dest.cert.ipv4, { sport: 1, dport: 2 }, new Uint8Array(8)),
   );

@@ -6,7 +6,7 @@
 
 import { formatAddress } from "../tun/ip.ts";
 import { isTag } from "../wire/certificate.ts";
-import type { Owner } from "./names.ts";
+import type { Owner } from "./membership.ts";
 import type { NodeStatus, PeerStatus } from "./status.ts";
 
 /** What the API asks of the running node. */

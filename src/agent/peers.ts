@@ -1,11 +1,21 @@
 /**
- * The peer table: which nodes of the realm this node may talk to, learned from their signed announcements.
+ * The peer table: which nodes of the realm this node may talk to, learned from the certificates their signed
+ * messages carry (announcements, lookups and their answers). Peers are learned on demand, not from realm-wide
+ * broadcasts: a certificate travels once, and later messages name it by reference (certRef).
  *
- * An announcement is believed only when: it decodes; its certificate verifies against the realm key and is
- * valid now; the certificate's key hashes to the sender id and the message names that certificate; the
- * message's own signature verifies under that key (ControlVerifier: time, replay, recipient); and access control
- * passes. Anything else is dropped and counted by reason. A peer not heard from within PEER_TTL_MS, or whose
- * certificate expires, leaves the table.
+ * A certificate is believed only when: the message decodes; the certificate verifies against the realm key and is
+ * valid now; its key hashes to the sender id and the message names that certificate; the message's own signature
+ * verifies under that key (ControlVerifier: time, replay, recipient); and access control passes. Anything else is
+ * dropped and counted by reason.
+ *
+ * A message from a sender this node knows no certificate for (it learned us, we have not learned it: a relay
+ * asked by a stranger, a node that restarted with a new key) is held for a moment and the sender is asked who it
+ * is (`ask`: a Lookup with our certificate); its answer releases the held messages (`release`), which are then
+ * checked like any other.
+ *
+ * A peer leaves the table when it says so (leaving), when its certificate expires (a renewed one replaces it
+ * first), when access control no longer allows it, when it is revoked, and when this node has had nothing to do
+ * with it for PEER_IDLE_MS (and `busy` says no traffic holds it).
  *
  * Revocation: the Guardian's Revoke (realm-signed, verified like any message) and the list in each login answer
  * void every certificate of a conflux issued at or before a time. The table then drops, synchronously, every peer
@@ -19,7 +29,7 @@ import { CertificateRejected, type VerifiedCertificate, verifyCertificate } from
 import { ControlRejected, ControlVerifier } from "../crypto/control_signing.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
 import type { PqBackend } from "../crypto/pq.ts";
-import { PEER_TTL_MS } from "../tuning.ts";
+import { HELD_MESSAGE_MS, MAX_HELD_PER_SENDER, MAX_HELD_SENDERS, PEER_IDLE_MS } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
 import { type AnyControlMessage, ControlKind, decodeControl } from "../wire/control.ts";
 import { mayCommunicate } from "./access.ts";
@@ -28,7 +38,7 @@ import { Revocations } from "./revocations.ts";
 /** A node this node may talk to. */
 export interface Peer {
   cert: VerifiedCertificate;
-  /** When its last announcement arrived (this node's clock). */
+  /** When this node last heard from it or had traffic with it (this node's clock). */
   lastSeen: number;
 }
 
@@ -56,6 +66,19 @@ export interface PeerTableOptions {
   backend?: PqBackend;
   /** A peer joined or left, or changed what it routes (its addresses or portal subnets). */
   onChange?: (event: "joined" | "left" | "changed", peer: Peer) => void;
+  /** Asks a sender this node has no certificate for who it is (at most once a second per sender). */
+  ask?: (sender: Uint8Array) => void;
+  /** Hands back a held message once its sender's certificate came (to be received again). */
+  release?: (bytes: Uint8Array) => void;
+  /** Whether traffic still holds a peer (an open tether, a stream in use): an idle table entry is kept then. */
+  busy?: (nodeId: string) => boolean;
+}
+
+/** Messages waiting for their sender's certificate. */
+interface Held {
+  since: number;
+  asked: number;
+  messages: Uint8Array[];
 }
 
 /** Peers keyed by node id (hex), plus the certificates seen (by reference) for verifying other messages. */
@@ -65,6 +88,7 @@ export class PeerTable {
   readonly #certs = new Map<string, VerifiedCertificate>();
   readonly #verifier: ControlVerifier;
   readonly #revocations = new Revocations();
+  readonly #held = new Map<string, Held>();
   /** Messages dropped, by reason. */
   readonly dropped = new Map<DropReason, number>();
 
@@ -164,9 +188,13 @@ export class PeerTable {
     try {
       m = await this.#verifier.verify(bytes);
     } catch (error) {
+      if (error instanceof ControlRejected && error.reason === "unknown-sender" && !cert) {
+        return this.#hold(m.sender, bytes);
+      }
       if (error instanceof ControlRejected) return this.#drop(error.reason);
       throw error;
     }
+    if (cert) this.#releaseHeld(toHex(m.sender));
     if (m.kind === ControlKind.Revoke) {
       // From the Guardian, signed by the realm key (the verifier accepts a Revoke from nothing else).
       this.revoke(m.body.conflux, m.body.before);
@@ -196,6 +224,46 @@ export class PeerTable {
     return m;
   }
 
+  /**
+   * Keeps a message whose sender is unknown until its certificate comes (bounded per sender, in senders, and in
+   * time: HELD_MESSAGE_MS), asking the sender who it is. Counted as "unknown-sender" if it is never released.
+   */
+  #hold(sender: Uint8Array, bytes: Uint8Array): undefined {
+    const id = toHex(sender);
+    const now = this.#o.clock();
+    let held = this.#held.get(id);
+    if (!held) {
+      if (this.#held.size >= MAX_HELD_SENDERS || !this.#o.ask) return this.#drop("unknown-sender");
+      this.#held.set(id, held = { since: now, asked: -Infinity, messages: [] });
+    }
+    if (held.messages.length >= MAX_HELD_PER_SENDER) return this.#drop("unknown-sender");
+    held.messages.push(bytes.slice());
+    if (now - held.asked >= 1_000) {
+      held.asked = now;
+      this.#o.ask?.(sender);
+    }
+    return undefined;
+  }
+
+  /** Hands back what was held for a sender whose certificate just came. */
+  #releaseHeld(id: string): void {
+    const held = this.#held.get(id);
+    if (!held) return;
+    this.#held.delete(id);
+    for (const bytes of held.messages) queueMicrotask(() => this.#o.release?.(bytes));
+  }
+
+  /** Marks traffic with a peer: a peer in use never leaves the table for idleness. */
+  touch(nodeId: string): void {
+    const peer = this.#peers.get(nodeId);
+    if (peer) peer.lastSeen = this.#o.clock();
+  }
+
+  /** Forgets a peer now (the Guardian says it is gone, or it left the Master): as if it had said it was leaving. */
+  forget(nodeId: string): void {
+    this.#remove(nodeId);
+  }
+
   #remove(id: string): void {
     const peer = this.#peers.get(id);
     if (!peer) return;
@@ -204,13 +272,20 @@ export class PeerTable {
   }
 
   /**
-   * Drops peers not heard from in PEER_TTL_MS, peers whose certificate expired, stale certificates, and
-   * revocations no valid certificate can fall under any more.
+   * Drops peers whose certificate expired, peers idle for PEER_IDLE_MS that no traffic holds, stale certificates,
+   * held messages whose sender never answered, and revocations no valid certificate can fall under any more.
    */
   expire(): void {
     const now = this.#o.clock();
     for (const [id, p] of this.#peers) {
-      if (now - p.lastSeen > PEER_TTL_MS || now >= p.cert.notAfter) this.#remove(id);
+      if (now >= p.cert.notAfter) this.#remove(id);
+      else if (this.#o.busy?.(id)) p.lastSeen = now;
+      else if (now - p.lastSeen > PEER_IDLE_MS) this.#remove(id);
+    }
+    for (const [id, held] of this.#held) {
+      if (now - held.since < HELD_MESSAGE_MS) continue;
+      this.#held.delete(id);
+      for (const _ of held.messages) this.#drop("unknown-sender");
     }
     for (const [ref, c] of this.#certs) if (now >= c.notAfter) this.#certs.delete(ref);
     this.#revocations.expire(now);
@@ -228,8 +303,8 @@ function carriedCertificate(m: AnyControlMessage): Uint8Array | undefined {
   switch (m.kind) {
     case ControlKind.Announce:
     case ControlKind.TaintUpdate:
-    case ControlKind.DnsQuery:
-    case ControlKind.DnsAnswer:
+    case ControlKind.Lookup:
+    case ControlKind.Found:
       return m.body.certificate;
     default:
       return undefined;

@@ -5,16 +5,17 @@ import { signControl, signRevocation } from "../crypto/control_signing.ts";
 import { bytesEqual, domainSeparated, Identity, toHex } from "../crypto/identity.ts";
 import { pq, type PqBackend } from "../crypto/pq.ts";
 import { CONTROL_SIGNATURE_CONTEXT, MAX_CERTIFICATE_TTL_MS } from "../spec.ts";
+import { PEER_IDLE_MS } from "../tuning.ts";
 import {
   BROADCAST,
   ControlKind,
   encodeControlUnsigned,
   GUARDIAN_SENDER,
+  LookupKind,
   NO_CERT_REF,
   withSignature,
 } from "../wire/control.ts";
-import { Names } from "./names.ts";
-import { type Peer, PeerTable } from "./peers.ts";
+import { type Peer, PeerTable, type PeerTableOptions } from "./peers.ts";
 import { confluxIdBytes, Revocations } from "./revocations.ts";
 
 const REALM = new Uint8Array(16).fill(7);
@@ -44,7 +45,7 @@ async function realm() {
     return { identity, n, cert: await certify(identity, n), id: toHex(identity.nodeId) };
   };
   /** A's peer table, with every event it reports. */
-  const table = (self: VerifiedCertificate, backend?: PqBackend) => {
+  const table = (self: VerifiedCertificate, backend?: PqBackend, more: Partial<PeerTableOptions> = {}) => {
     const events: [string, string][] = [];
     const t = new PeerTable({
       self: () => self,
@@ -52,6 +53,7 @@ async function realm() {
       realmKey: realmKey.publicKey,
       clock: () => clock.now,
       backend,
+      ...more,
       onChange: (event: string, peer: Peer) => events.push([event, peer.cert.tag]),
     });
     return Object.assign(t, { events });
@@ -81,13 +83,13 @@ function carrying(from: Node, cert: VerifiedCertificate, now: number): Promise<U
     }, now),
     signControl(from.identity, {
       ...base,
-      kind: ControlKind.DnsQuery,
+      kind: ControlKind.Lookup,
       recipient: BROADCAST,
-      body: { certificate: cert.bytes, tag: "n1" },
+      body: { certificate: cert.bytes, what: LookupKind.Tag, key: new TextEncoder().encode("n1") },
     }, now),
     signControl(from.identity, {
       ...base,
-      kind: ControlKind.DnsAnswer,
+      kind: ControlKind.Found,
       recipient: BROADCAST,
       body: { query: new Uint8Array(16), certificate: cert.bytes },
     }, now),
@@ -291,27 +293,59 @@ Deno.test("revocations: the latest time wins, the list stays within its capacity
   assertThrows(() => list.add(new Uint8Array(15), 1, 0), RangeError, "16 bytes");
 });
 
-Deno.test("names: a revoked node no longer resolves; no answer of it is kept anywhere", async () => {
+Deno.test("peer table: a message from a stranger is held, its sender asked once, and released when it is known", async () => {
   const r = await realm();
   const [a, b] = [await r.node(1), await r.node(2)];
-  const t = r.table(a.cert);
-  const sent: Uint8Array[] = [];
-  const names = new Names({
-    identity: a.identity,
-    self: () => a.cert,
-    peers: () => t.list().map((p) => p.cert),
-    send: (_to, message) => sent.push(message),
-    clock: () => r.clock.now,
+  const asked: string[] = [];
+  const released: Uint8Array[] = [];
+  const t = r.table(a.cert, undefined, {
+    ask: (sender) => asked.push(toHex(sender)),
+    release: (bytes) => released.push(bytes),
   });
-  // b answered a question (its DnsAnswer carries its certificate): it resolves.
+  const query = (n: number) =>
+    signControl(b.identity, {
+      kind: ControlKind.RouteQuery,
+      recipient: BROADCAST,
+      certRef: b.cert.ref,
+      body: { destination: new Uint8Array(16).fill(n) },
+    }, r.clock.now);
+  assertEquals(await t.receive(await query(1)), undefined);
+  assertEquals(await t.receive(await query(2)), undefined);
+  assertEquals(asked, [b.id], "asked once for two messages");
+  assertEquals(t.list(), []);
+  // b's answer (it carries its certificate) makes it known and hands both messages back, to be checked again.
   await t.receive(await carrying(b, b.cert, r.clock.now)[3]!);
-  assertEquals((await names.lookup("n2")).map((o) => o.ipv4[3]), [2]);
-  await t.receive(await r.revoke(2, b.cert.notBefore));
-  // Now the name is unknown: a question goes to the realm, and b's old answer, sent again, is refused.
-  const lookup = names.lookup("n2");
-  await t.receive(await carrying(b, b.cert, r.clock.now)[3]!);
-  assertEquals(await lookup, []);
-  assertEquals(sent.length, 1);
-  assertEquals(t.dropped.get("revoked"), 1);
-  names.close();
+  await Promise.resolve();
+  assertEquals(released.length, 2);
+  for (const bytes of released) assertEquals((await t.receive(bytes))?.kind, ControlKind.RouteQuery);
+  // A stranger that never answers: its messages are dropped after a while, and counted.
+  const c = await r.node(3);
+  await t.receive(
+    await signControl(c.identity, {
+      kind: ControlKind.RouteQuery,
+      recipient: BROADCAST,
+      certRef: c.cert.ref,
+      body: { destination: new Uint8Array(16) },
+    }, r.clock.now),
+  );
+  r.clock.now += 5_001;
+  t.expire();
+  assertEquals(t.dropped.get("unknown-sender"), 1);
+});
+
+Deno.test("peer table: a silent peer stays; an idle one leaves after PEER_IDLE_MS unless traffic holds it", async () => {
+  const r = await realm();
+  const [a, b, c] = [await r.node(1), await r.node(2), await r.node(3)];
+  const busy = new Set<string>();
+  const t = r.table(a.cert, undefined, { busy: (id) => busy.has(id) });
+  await t.receive(await announce(b, b.cert, r.clock.now));
+  await t.receive(await announce(c, c.cert, r.clock.now));
+  busy.add(c.id);
+  r.clock.now += 60_000; // nothing heard for a minute: nobody announces on a timer any more
+  t.expire();
+  assertEquals(t.list().length, 2);
+  r.clock.now += PEER_IDLE_MS;
+  t.expire();
+  assertEquals(t.list().map((p) => p.cert.tag), ["n3"], "c carries traffic");
+  assertEquals(t.events.at(-1), ["left", "n2"]);
 });

@@ -31,6 +31,8 @@ import {
   EGRESS_IDLE_MS,
   MAX_INFLIGHT_SEALS,
   MAX_PENDING_BATCHES,
+  MAX_UNROUTED_ADDRESSES,
+  MAX_UNROUTED_PACKETS,
   TETHER_RETRY_MAX_MS,
   TETHER_RETRY_MIN_MS,
 } from "../tuning.ts";
@@ -67,6 +69,11 @@ export interface AnchorOptions {
   tethers: Tethers;
   /** The permitted peer (node id hex) holding an overlay address, if any. */
   route: (destination: Uint8Array) => string | undefined;
+  /**
+   * Looks up who holds an address no peer is known for; its packets wait (a few, briefly) and are routed again
+   * once it resolves. Without it they are dropped ("no-peer").
+   */
+  resolve?: (destination: Uint8Array) => Promise<void>;
   /**
    * Whether a packet opened from `peer`'s stream may be written to the TUN; a drop reason if not. Without it
    * every packet is written.
@@ -108,6 +115,8 @@ export class Anchor {
   readonly #o: AnchorOptions;
   readonly #egress = new Map<string, Egress>();
   readonly traffic = new Map<string, Traffic>();
+  /** Packets to addresses being looked up, by address (hex). */
+  readonly #unrouted = new Map<string, Uint8Array[]>();
   readonly drops = new Map<DataDrop, number>();
   /** Messages and bytes carried for other nodes. */
   readonly relayed = { messages: 0, bytes: 0 };
@@ -154,22 +163,52 @@ export class Anchor {
         const packet = slots[i]!.subarray(0, sizes[i]);
         const destination = destinationOf(packet);
         const peer = destination && this.#o.route(destination);
-        if (!peer) {
-          this.#drop("no-peer");
-          continue;
-        }
-        let e = this.#egress.get(peer);
-        if (!e) this.#egress.set(peer, e = new Egress(peer, now));
-        e.lastUsed = now;
-        if (e.builder.full(packet.length)) this.#flush(e);
-        e.builder.push(packet);
-        touched.add(e);
+        if (peer) touched.add(this.#enqueue(peer, packet, now));
+        else if (destination) this.#hold(destination, packet);
+        else this.#drop("no-peer");
       }
       // Whatever was read goes out now: batching never waits for more packets.
       for (const e of touched) this.#flush(e);
       for (const e of touched) await this.#room(e);
       touched.clear();
     }
+  }
+
+  #enqueue(peer: string, packet: Uint8Array, now: number): Egress {
+    let e = this.#egress.get(peer);
+    if (!e) this.#egress.set(peer, e = new Egress(peer, now));
+    e.lastUsed = now;
+    if (e.builder.full(packet.length)) this.#flush(e);
+    e.builder.push(packet);
+    return e;
+  }
+
+  /**
+   * Keeps a packet to an address no peer holds yet while it is looked up: at most MAX_UNROUTED_PACKETS per
+   * address and MAX_UNROUTED_ADDRESSES addresses; the rest, and whatever still has no peer after the lookup, is
+   * dropped ("no-peer").
+   */
+  #hold(destination: Uint8Array, packet: Uint8Array): void {
+    const key = toHex(destination);
+    const waiting = this.#unrouted.get(key);
+    if (waiting) {
+      if (waiting.length < MAX_UNROUTED_PACKETS) waiting.push(packet.slice());
+      else this.#drop("no-peer");
+      return;
+    }
+    if (!this.#o.resolve || this.#unrouted.size >= MAX_UNROUTED_ADDRESSES) return this.#drop("no-peer");
+    const address = destination.slice();
+    this.#unrouted.set(key, [packet.slice()]);
+    void this.#o.resolve(address).catch(() => {}).then(() => {
+      const packets = this.#unrouted.get(key) ?? [];
+      this.#unrouted.delete(key);
+      const peer = this.#o.route(address);
+      if (!peer) return this.#drop("no-peer", packets.length);
+      const now = this.#o.clock();
+      let e: Egress | undefined;
+      for (const p of packets) e = this.#enqueue(peer, p, now);
+      if (e) this.#flush(e);
+    });
   }
 
   /**
@@ -347,6 +386,11 @@ export class Anchor {
   /** Whether traffic to `peer` goes over the backup pipeline now. */
   inBackup(peer: string): boolean {
     return (this.#egress.get(peer)?.backupUntil ?? 0) > this.#o.clock();
+  }
+
+  /** Whether there is recent traffic to `peer`. */
+  busy(peer: string): boolean {
+    return this.#egress.has(peer);
   }
 
   /** Destinations with recent traffic. */

@@ -17,7 +17,10 @@ export interface ControlChannel extends AsyncDisposable {
    * sender awaits to keep its backlog bounded.
    */
   flush(): Promise<void>;
-  /** Delivers every message on `subject` to `onMessage` until close. */
-  subscribe(subject: string, onMessage: (data: Uint8Array) => void): void;
+  /**
+   * Delivers every message on `subject` to `onMessage` until close or until the returned function is called. In a
+   * `queue` group, each message goes to one member of the group only.
+   */
+  subscribe(subject: string, onMessage: (data: Uint8Array) => void, queue?: string): () => void;
   close(): Promise<void>;
 }

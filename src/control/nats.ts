@@ -104,13 +104,17 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
       if (state !== "connected") return;
       await nc.flush().catch(() => {});
     },
-    subscribe(subject, onMessage) {
-      nc.subscribe(subject, {
+    subscribe(subject, onMessage, queue) {
+      const sub = nc.subscribe(subject, {
+        queue,
         callback: (error, msg) => {
           if (error) o.log?.(`nats: subscription ${subject}: ${error.message}`);
           else onMessage(msg.data);
         },
       });
+      return () => {
+        if (!nc.isClosed()) sub.unsubscribe();
+      };
     },
     async close() {
       if (nc.isClosed()) return;

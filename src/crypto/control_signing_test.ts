@@ -7,6 +7,7 @@ import {
   ControlKind,
   encodeControlUnsigned,
   GUARDIAN_SENDER,
+  LookupKind,
   NO_CERT_REF,
   withSignature,
 } from "../wire/control.ts";
@@ -28,10 +29,10 @@ async function setup() {
     new ControlVerifier({ self: bob.nodeId, clock: () => NOW, keys: (s) => known.get(toHex(s)), seen });
   const query = (from: Identity, recipient = BROADCAST, now = NOW) =>
     signControl(from, {
-      kind: ControlKind.DnsQuery,
+      kind: ControlKind.Lookup,
       recipient,
       certRef: CERT_REF,
-      body: { certificate: new Uint8Array(8), tag: "web" },
+      body: { certificate: new Uint8Array(8), what: LookupKind.Tag, key: new TextEncoder().encode("web") },
     }, now);
   return { alice, bob, mallory, known, verifier, query };
 }
@@ -41,7 +42,7 @@ Deno.test("control signing: a signed broadcast and a message to this node both v
   const v = verifier();
   const m = await v.verify(await query(alice));
   assert(bytesEqual(m.sender, alice.nodeId));
-  assertEquals(m.kind === ControlKind.DnsQuery && m.body.tag, "web");
+  assertEquals(m.kind === ControlKind.Lookup && new TextDecoder().decode(m.body.key), "web");
   await v.verify(await query(alice, bob.nodeId));
 });
 
@@ -147,11 +148,11 @@ Deno.test("control signing: a Revoke is refused unless the realm key signed it f
     [
       4,
       await forge(realm.key, {
-        kind: ControlKind.DnsQuery,
+        kind: ControlKind.Lookup,
         sender: GUARDIAN_SENDER,
         recipient: BROADCAST,
         certRef: NO_CERT_REF,
-        body: { certificate: new Uint8Array(8), tag: "web" },
+        body: { certificate: new Uint8Array(8), what: LookupKind.Tag, key: new Uint8Array(3) },
       }),
       "bad-sender",
     ],

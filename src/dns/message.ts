@@ -12,7 +12,7 @@
 // @ts-types="./dns_packet.d.ts"
 import * as dnsPacket from "dns-packet";
 import { Buffer } from "node:buffer";
-import type { Owner } from "../agent/names.ts";
+import type { Owner } from "../agent/membership.ts";
 import { formatAddress } from "../tun/ip.ts";
 import { DNS_TTL_S } from "../tuning.ts";
 import { isTag } from "../wire/certificate.ts";

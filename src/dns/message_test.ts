@@ -3,7 +3,7 @@ import * as dnsPacket from "dns-packet";
 import { Buffer } from "node:buffer";
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { mutants } from "../../tests/fuzz.ts";
-import type { Owner } from "../agent/names.ts";
+import type { Owner } from "../agent/membership.ts";
 import { MAX_DNS_MESSAGE_BYTES, Rcode, type Resolver, Responder } from "./message.ts";
 
 const owner = (tag: string, n: number): Owner => ({

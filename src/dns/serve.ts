@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Owner } from "../agent/names.ts";
+import type { Owner } from "../agent/membership.ts";
 import { hostTools, routeZone, upstreamsFrom } from "./host.ts";
 import { DnsServer } from "./server.ts";
 

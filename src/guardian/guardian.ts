@@ -89,6 +89,11 @@ export interface LoginResponse {
   expires_at: number;
   /** Certificates of these nodes issued at or before `before` are void (revoked, removed, or changed since). */
   revocations: { conflux_id: string; before: number }[];
+  /**
+   * Overlay IPv4 addresses of the realm's portals with a live session: the node looks them up at once, so their
+   * subnets are routed before any packet needs them (portals that come later announce themselves).
+   */
+  portals: string[];
 }
 
 /** What the Guardian says about a node to its administrator. */
@@ -525,7 +530,13 @@ export class Guardian {
     const latest = this.store.revocations(realm.id, now).filter((r) => r.confluxId === row.id).at(-1);
     const notBefore = Math.max(now, (latest?.before ?? 0) + 1);
     const expiresAt = notBefore + this.options.certTtlMs;
-    const nats = await nodeCredentials(this.natsKeys(), { realmId: realm.id, nodeId, expiresAt });
+    const routed = offer ? offer.subnets : row.portal ? row.subnets : [];
+    const nats = await nodeCredentials(this.natsKeys(), { realmId: realm.id, nodeId, expiresAt }, {
+      conflux: row.id.replaceAll("-", ""),
+      tag: typeof tag === "string" ? tag : row.tag,
+      addresses: [intToIp(row.ip4), ipv6For(realm, row.ip4)],
+      subnets: routed.map((c) => parseCidr(c)),
+    });
     const current = this.store.transaction(() => {
       if (typeof tag === "string" && tag !== row.tag) {
         const holder = this.store.confluxByTag(realm.id, tag);
@@ -588,6 +599,12 @@ export class Guardian {
         conflux_id: r.confluxId,
         before: r.before,
       })),
+      portals: this.store.confluxes(realm.id)
+        .filter((c) =>
+          c.portal && c.subnets.length > 0 && c.revokedAt === null && c.id !== current.id &&
+          this.store.sessions(c.id, now).length > 0
+        )
+        .map((c) => formatAddress(intToIp(c.ip4))),
     };
   }
 

@@ -103,7 +103,12 @@ function refusedBy(events: string[]): Set<number> {
 }
 
 function credentialsFor(keys: NatsKeys, nodeId: string): Promise<NatsCredentials> {
-  return nodeCredentials(keys, { realmId: REALM, nodeId, expiresAt: Date.now() + 3_600_000 });
+  return nodeCredentials(keys, { realmId: REALM, nodeId, expiresAt: Date.now() + 3_600_000 }, {
+    conflux: nodeId,
+    tag: "n",
+    addresses: [],
+    subnets: [],
+  });
 }
 
 /** Resolves with the next message on `subject` (undefined after `ms`). */

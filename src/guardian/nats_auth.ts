@@ -187,23 +187,57 @@ export async function serverJwts(
   };
 }
 
-/** A user JWT for one node session, valid until `expiresAt` (ms). */
+/** What a node session may hear and say besides its own subjects: its names on the realm. */
+export interface NodeSubjects {
+  /** The conflux id (32 hex digits): the node announces on `peer.<conflux>` and nowhere else. */
+  conflux: string;
+  tag: string;
+  /** Its overlay addresses (4 and 16 bytes): it hears the lookups of these. */
+  addresses: Uint8Array[];
+  /** The portal subnets it routes (granted and offered): it hears lookups inside them, and may announce to all. */
+  subnets: { address: Uint8Array; prefix: number }[];
+}
+
+/**
+ * A user JWT for one node session, valid until `expiresAt` (ms). It may hear only what is for it (its own node and
+ * data subjects, lookups of its own tag, addresses and subnets, the realm's broadcasts and portals, and the
+ * announcements and route queries it asks for), and may say only what a node says: to other nodes, lookups,
+ * route queries, and announcements as itself. The realm-wide broadcast is the Guardian's alone; `portals` a
+ * portal's.
+ */
 export async function nodeCredentials(
   keys: NatsKeys,
   session: { realmId: string; nodeId: string; expiresAt: number },
+  node: NodeSubjects,
 ): Promise<NatsCredentials> {
   const account = keyPair(keys.accountSeed);
   const user = nkeys.createUser();
-  const subjects = realmSubjects(session.realmId);
+  const s = realmSubjects(session.realmId);
   const inboxPrefix = `_INBOX_${session.nodeId}`;
   const token = await jwt.encodeUser(`node-${session.nodeId}`, user, account, {
-    pub: { allow: [`${subjects.prefix}.>`] },
+    pub: {
+      allow: [
+        `${s.prefix}.node.*`,
+        `${s.prefix}.data.*`,
+        `${s.prefix}.who.>`,
+        `${s.prefix}.via.*`,
+        s.relays,
+        s.peer(node.conflux),
+        ...(node.subnets.length > 0 ? [s.portals] : []),
+      ],
+    },
     sub: {
       allow: [
-        subjects.announce,
-        subjects.broadcast,
-        subjects.node(session.nodeId),
-        subjects.data(session.nodeId),
+        s.broadcast,
+        s.portals,
+        `${s.prefix}.peer.*`,
+        `${s.prefix}.via.*`,
+        s.relays,
+        s.node(session.nodeId),
+        s.data(session.nodeId),
+        s.whoTag(node.tag),
+        ...node.addresses.map((a) => s.whoAddress(a)),
+        ...node.subnets.map((n) => s.whoAddress(n.address, n.prefix)),
         `${inboxPrefix}.>`,
       ],
     },

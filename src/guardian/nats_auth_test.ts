@@ -29,7 +29,7 @@ Deno.test("nats_auth: a node's credentials name its user, which a revocation nam
     realmId: "cd".repeat(16),
     nodeId: node,
     expiresAt: Date.now() + 60_000,
-  });
+  }, { conflux: "ef".repeat(16), tag: "web", addresses: [], subnets: [] });
   assertEquals(userOfJwt(c.jwt), { user: c.user, name: `node-${node}` });
   // JWTs issued at or before the revocation time (rounded down to seconds, as a JWT's iat is) are revoked.
   const account = await realmsAccountJwt(keys, {

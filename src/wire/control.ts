@@ -50,7 +50,10 @@ import {
 
 /** Kinds of control message. Numbers are wire values: never reuse one. */
 export enum ControlKind {
-  /** "I am here": the sender's certificate. Also sent when the certificate is renewed. */
+  /**
+   * "I am here": the sender's certificate, to the nodes that know it (its `peer` subject; a portal also to
+   * everyone): when it joins, renews its certificate, and (leaving = 1) leaves.
+   */
   Announce = 1,
   /** Opens a stream from sender to recipient (handshake message 1). */
   StreamRequest = 2,
@@ -58,13 +61,12 @@ export enum ControlKind {
   StreamResponse = 3,
   /** WebRTC signalling for a tether: SDP offer/answer, ICE candidate, or close. */
   TetherSignal = 4,
-  /** Who has this tag? (the DNS layer asks the realm), with the asker's certificate so owners can check it. */
-  DnsQuery = 5,
-  /** "I do": the answer from a node that owns the tag, with its certificate (which holds its addresses). */
-  DnsAnswer = 6,
+  // 5 was DnsQuery (control version 1): Lookup replaced it.
+  /** "That is me": the answer to a Lookup, with the answerer's certificate (which holds its addresses). */
+  Found = 6,
   /** The sender's taints changed: its re-issued certificate. */
   TaintUpdate = 7,
-  /** Who can reach this destination directly? (a node looking for a relay asks the realm). */
+  /** Who can reach this destination directly? (on its `via` subject: the nodes with a tether to it hear it). */
   RouteQuery = 8,
   /** "I can": a relay's answer, with its round-trip time to the destination when it knows one. */
   RouteAnswer = 9,
@@ -73,6 +75,22 @@ export enum ControlKind {
    * `conflux` issued at or before `before` is void (the node was revoked or removed, or its grants changed).
    */
   Revoke = 10,
+  /**
+   * Who is this? A tag, an address, or a node id, with the asker's certificate so that the one found can check
+   * it and knows the asker from then on. Published where only the owner hears it (a `who` subject, or the node's
+   * own); answered with Found.
+   */
+  Lookup = 11,
+}
+
+/** What a Lookup names. */
+export enum LookupKind {
+  /** `key` is a tag (UTF-8). */
+  Tag = 1,
+  /** `key` is an address, 4 or 16 bytes: its overlay owner, or a portal whose subnet covers it. */
+  Address = 2,
+  /** `key` is a node id: the sender of a message this node could not check, asked who it is. */
+  Node = 3,
 }
 
 /** Signal types inside a TetherSignal. */
@@ -111,9 +129,8 @@ export const BODIES = {
     signal: u8(TetherSignalType.Offer, TetherSignalType.Close),
     payload: string(MAX_SIGNAL_BYTES),
   },
-  [ControlKind.DnsQuery]: { certificate: bytes(MAX_CERTIFICATE_BYTES), tag: string(MAX_TAG_BYTES) },
-  [ControlKind.DnsAnswer]: {
-    /** The id of the query this answers. */
+  [ControlKind.Found]: {
+    /** The id of the Lookup this answers. */
     query: fixed(16),
     /** The owner's certificate: the answer's addresses are the ones the realm signed, nothing else. */
     certificate: bytes(MAX_CERTIFICATE_BYTES),
@@ -130,6 +147,11 @@ export const BODIES = {
     conflux: fixed(16),
     /** Ms since the Unix epoch: the conflux's certificates with notBefore <= before are void. */
     before: u64,
+  },
+  [ControlKind.Lookup]: {
+    certificate: bytes(MAX_CERTIFICATE_BYTES),
+    what: u8(LookupKind.Tag, LookupKind.Node),
+    key: bytes(MAX_TAG_BYTES),
   },
 } as const satisfies Record<ControlKind, Schema>;
 

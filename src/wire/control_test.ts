@@ -12,6 +12,7 @@ import {
   decodeControl,
   encodeControlUnsigned,
   GUARDIAN_SENDER,
+  LookupKind,
   MAX_CERTIFICATE_BYTES,
   NO_CERT_REF,
   TetherSignalType,
@@ -61,12 +62,16 @@ const SAMPLES: ControlFields[] = [
   {
     ...base,
     recipient: BROADCAST,
-    kind: ControlKind.DnsQuery,
-    body: { certificate: new Uint8Array(12).fill(3), tag: "web" },
+    kind: ControlKind.Lookup,
+    body: {
+      certificate: new Uint8Array(12).fill(3),
+      what: LookupKind.Tag,
+      key: new TextEncoder().encode("web"),
+    },
   },
   {
     ...base,
-    kind: ControlKind.DnsAnswer,
+    kind: ControlKind.Found,
     body: { query: new Uint8Array(16).fill(11), certificate: new Uint8Array(20).fill(4) },
   },
   { ...base, recipient: BROADCAST, kind: ControlKind.TaintUpdate, body: { certificate: new Uint8Array(10) } },
@@ -114,7 +119,7 @@ for (const sample of SAMPLES) {
 
 Deno.test("control: the header layout is as documented", () => {
   const bytes = encode(SAMPLES[4]!);
-  assertEquals(Array.from(bytes.subarray(0, 3)), [1, ControlKind.DnsQuery, 0]);
+  assertEquals(Array.from(bytes.subarray(0, 3)), [2, ControlKind.Lookup, 0]);
   assertEquals(bytes.subarray(35, 51), base.certRef);
   assertEquals(new DataView(bytes.buffer).getBigUint64(51), BigInt(base.timestamp));
   assertEquals(bytes.subarray(59, 75), base.id);
@@ -131,7 +136,7 @@ Deno.test("control: decoding refuses each malformed message with a WireError say
   const bodyStart = 79;
   const cases: [n: number, bytes: Uint8Array, reason: string, text: string][] = [
     [1, new Uint8Array(0), "truncated", "truncated at version"],
-    [2, set(0, 2), "version", "version 2"],
+    [2, set(0, 1), "version", "version 1"],
     [3, set(1, 0), "type", "unknown kind 0"],
     [4, set(1, 200), "type", "unknown kind 200"],
     [5, set(2, 1), "value", "reserved flags"],
@@ -150,9 +155,9 @@ Deno.test("control: decoding refuses each malformed message with a WireError say
 });
 
 Deno.test("control: strings must be valid UTF-8 and bodies must be consumed exactly", () => {
-  const query = encode(SAMPLES[4]!);
-  const badUtf8 = query.slice();
-  badUtf8[79 + 2 + 12 + 2] = 0xff; // first byte of the tag, after the certificate
+  const signal = encode(SAMPLES[3]!);
+  const badUtf8 = signal.slice();
+  badUtf8[79 + 16 + 1 + 2] = 0xff; // first byte of the payload, after the session, the type and the length
   assertEquals(assertThrows(() => decodeControl(badUtf8), WireError, "not valid UTF-8").reason, "encoding");
 
   // A body with a byte more than its fields take: the body length grows by one, the extra byte stays in the body.
@@ -164,10 +169,10 @@ Deno.test("control: strings must be valid UTF-8 and bodies must be consumed exac
 });
 
 Deno.test("control: size limits hold on decode", () => {
-  const query = SAMPLES[4]! as ControlFields<ControlKind.DnsQuery>;
+  const query = SAMPLES[4]! as ControlFields<ControlKind.Lookup>;
   const bytes = encode(query);
-  // The tag's length field follows the certificate (2 + 12 bytes).
-  const tagAt = 79 + 2 + 12;
+  // The key's length field follows the certificate (2 + 12 bytes) and what (1).
+  const tagAt = 79 + 2 + 12 + 1;
   const longTag = bytes.slice();
   new DataView(longTag.buffer).setUint16(tagAt, MAX_TAG_BYTES + 1);
   assertEquals(assertThrows(() => decodeControl(longTag), WireError).reason, "oversize");
@@ -219,11 +224,17 @@ Deno.test("control: encoding refuses values that break the limits, naming the fi
     "sender",
   );
   assertThrows(() => encodeControlUnsigned({ ...announce, timestamp: -1 }), RangeError, "timestamp");
-  const query = SAMPLES[4]! as ControlFields<ControlKind.DnsQuery>;
+  const query = SAMPLES[4]! as ControlFields<ControlKind.Lookup>;
   assertThrows(
-    () => encodeControlUnsigned({ ...query, body: { ...query.body, tag: "x".repeat(MAX_TAG_BYTES + 1) } }),
+    () =>
+      encodeControlUnsigned({ ...query, body: { ...query.body, key: new Uint8Array(MAX_TAG_BYTES + 1) } }),
     RangeError,
-    "tag",
+    "key",
+  );
+  assertThrows(
+    () => encodeControlUnsigned({ ...query, body: { ...query.body, what: 4 } }),
+    RangeError,
+    "what",
   );
   const signal = SAMPLES[3]! as ControlFields<ControlKind.TetherSignal>;
   assertThrows(
@@ -250,7 +261,7 @@ Deno.test("control: a Revoke is laid out byte for byte as documented", () => {
   for (const [n, body, hex] of vectors) {
     const bytes = encode({ ...REVOKE, body });
     // Version, kind 10, flags; then sender, recipient and certRef, all zero.
-    const header = [1, 10, 0, ...new Uint8Array(48)];
+    const header = [2, 10, 0, ...new Uint8Array(48)];
     assertEquals(Array.from(bytes.subarray(0, 51)), header, `case ${n}: header`);
     assertEquals(new DataView(bytes.buffer).getUint32(75), 24, `case ${n}: body length`);
     const bodyHex = Array.from(bytes.subarray(79, 79 + 24), (b) => b.toString(16).padStart(2, "0")).join("");
