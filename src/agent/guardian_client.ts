@@ -1,5 +1,6 @@
 /**
- * The node's side of the Guardian API.
+ * The node's side of the Guardian API. The Guardian may be several (sharing one state): a comma-separated list of
+ * URLs, tried in turn while one is unreachable or fails (5xx), never after a refusal (4xx).
  * @module
  */
 
@@ -15,14 +16,65 @@ export class GuardianUnavailable extends Error {
   }
 }
 
-/** One JSON request to a Guardian with a Bearer token; a refusal or an unreachable Guardian throws GuardianUnavailable. */
-export async function guardianRequest<T>(
+/** The URLs of a Guardian list ("http://a:8080,http://b:8080"), in order. */
+export function guardianUrls(guardian: string): string[] {
+  return guardian.split(",").map((u) => u.trim()).filter((u) => u !== "");
+}
+
+/** For each Guardian list, the URL that answered last: it is tried first next time. */
+const answering = new Map<string, string>();
+
+/**
+ * One JSON request with a Bearer token to the Guardian, or to the first of a list that answers: an unreachable
+ * one or a failure (5xx) moves on to the next, a refusal (4xx) is final. Throws GuardianUnavailable with the
+ * refusal, or when none answered (with the last one's status, if it had one).
+ */
+export function guardianRequest<T>(
   guardian: string,
   method: string,
   path: string,
   token: string,
   body?: unknown,
   headers: Record<string, string> = {},
+): Promise<T> {
+  return firstAnswer(guardian, (url) => requestOne<T>(url, method, path, token, body, headers));
+}
+
+/** Runs `request` against each Guardian of the list in turn (see {@link guardianRequest}) until one answers. */
+async function firstAnswer<T>(guardian: string, request: (url: string) => Promise<T>): Promise<T> {
+  const urls = guardianUrls(guardian);
+  if (urls.length === 0) throw new GuardianUnavailable(`no Guardian URL in "${guardian}"`);
+  const first = answering.get(guardian);
+  const order = first !== undefined && urls.includes(first)
+    ? [first, ...urls.filter((u) => u !== first)]
+    : urls;
+  const failures: GuardianUnavailable[] = [];
+  for (const url of order) {
+    try {
+      const result = await request(url);
+      answering.set(guardian, url);
+      return result;
+    } catch (error) {
+      const status = (error as GuardianUnavailable).status;
+      if (!(error instanceof GuardianUnavailable) || (status !== undefined && status < 500)) throw error;
+      failures.push(error);
+    }
+  }
+  if (failures.length === 1) throw failures[0]!;
+  throw new GuardianUnavailable(
+    `no Guardian answered: ${failures.map((f) => f.message).join("; ")}`,
+    failures.at(-1)!.status,
+  );
+}
+
+/** One JSON request to one Guardian. */
+async function requestOne<T>(
+  guardian: string,
+  method: string,
+  path: string,
+  token: string,
+  body: unknown,
+  headers: Record<string, string>,
 ): Promise<T> {
   let res: Response;
   try {
@@ -42,7 +94,9 @@ export async function guardianRequest<T>(
   const json = await res.json().catch(() => ({}));
   if (!res.ok) {
     throw new GuardianUnavailable(
-      `the Guardian refused (${res.status}): ${json.error ?? res.statusText}`,
+      res.status >= 500
+        ? `the Guardian at ${guardian} failed (${res.status}): ${json.error ?? res.statusText}`
+        : `the Guardian refused (${res.status}): ${json.error ?? res.statusText}`,
       res.status,
     );
   }
@@ -70,26 +124,29 @@ export const guardianClient = {
     ),
   /**
    * Logs in with `identity`'s key, proving it holds the key: the body (with a timestamp and a fresh nonce) is
-   * signed with it, bound to the conflux id in `token` (see crypto/login_proof.ts).
+   * signed with it, bound to the conflux id in `token` (see crypto/login_proof.ts). Each Guardian of a list gets a
+   * body of its own: one that failed may have taken the nonce before it went away, and the next would call the
+   * same body a replay.
    */
-  login: async (
+  login: (
     guardian: string,
     token: string,
     identity: Identity,
     change: { tag?: string; portal?: boolean; subnets?: string[] } = {},
-  ) => {
-    const body = new TextEncoder().encode(JSON.stringify({
-      public_key: base64(identity.publicKey),
-      timestamp: Date.now(),
-      nonce: Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
-        .join(""),
-      ...change,
-    }));
-    const signature = await signLogin(identity, token.split(".")[1] ?? "", body);
-    return guardianRequest<LoginResponse>(guardian, "POST", "/conflux/session/login", token, body, {
-      "veilnet-signature": base64(signature),
-    });
-  },
+  ) =>
+    firstAnswer(guardian, async (url) => {
+      const body = new TextEncoder().encode(JSON.stringify({
+        public_key: base64(identity.publicKey),
+        timestamp: Date.now(),
+        nonce: Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0"))
+          .join(""),
+        ...change,
+      }));
+      const signature = await signLogin(identity, token.split(".")[1] ?? "", body);
+      return requestOne<LoginResponse>(url, "POST", "/conflux/session/login", token, body, {
+        "veilnet-signature": base64(signature),
+      });
+    }),
   taints: (guardian: string, token: string, change: { add?: string[]; remove?: string[] }) =>
     guardianRequest<{ taints: string[] }>(guardian, "POST", "/conflux/taints", token, change),
 };

@@ -169,7 +169,7 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "guardian",
-    usage: "guardian serve|realm|token|node|nats-config ...",
+    usage: "guardian serve|realm|token|node|nats-config|nats-keys ...",
     summary: "the self-hosted Guardian (registration, certificates, NATS credentials)",
     run: guardianCommand,
   },

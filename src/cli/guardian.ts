@@ -7,10 +7,10 @@
 
 import { tokenList } from "../guardian/api.ts";
 import { Guardian, type NodeView } from "../guardian/guardian.ts";
-import { checkCertTtl, GuardianError, parseDuration } from "../guardian/rules.ts";
+import { checkCertTtl, parseDuration } from "../guardian/rules.ts";
 import { parseTurnServer, type TurnConfig } from "../guardian/ice.ts";
-import { natsServerConfig } from "../guardian/nats_auth.ts";
-import { openStore, serveGuardian } from "../guardian/server.ts";
+import { completeKeys, isNatsKeys, natsServerConfig } from "../guardian/nats_auth.ts";
+import { openStore, serveGuardian, sharedStateOf } from "../guardian/server.ts";
 import type { RealmOidc, Store } from "../guardian/store.ts";
 import { guardianRequest } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
@@ -83,27 +83,31 @@ const realmInfo = (
  */
 function localAdmin(dataDir: string): Admin {
   const store = openStore(dataDir);
+  const shared = sharedStateOf(store);
+  if (shared) {
+    store.close();
+    throw new UsageError(
+      `the Guardian of ${dataDir} keeps its state in ${shared}: a change here would reach no Guardian; ` +
+        "use --guardian URL --admin-token T",
+    );
+  }
   const g = localGuardian(store);
   const id = (ref: string, realm?: string) => g.findNode(ref, realm).id;
   return {
-    createRealm: (name, cidr, oidc) => Promise.resolve(realmInfo(g.createRealm(name, cidr, oidc ?? null))),
+    createRealm: async (name, cidr, oidc) => realmInfo(await g.createRealm(name, cidr, oidc ?? null)),
     listRealms: () => Promise.resolve(store.realms().map(realmInfo)),
-    setRealmOidc: (name, oidc) => Promise.resolve(realmInfo(g.setRealmOidc(name, oidc))),
+    setRealmOidc: async (name, oidc) => realmInfo(await g.setRealmOidc(name, oidc)),
     createToken: (o) =>
       g.createToken({ ...o, ttlMs: o.ttl === undefined ? undefined : parseDuration(o.ttl) }),
     listTokens: () => Promise.resolve(tokenList(g)),
-    revokeToken: (id) => {
-      if (!store.revokeToken(id)) throw new GuardianError(404, `no token ${id}`);
-      return Promise.resolve();
-    },
+    revokeToken: (id) => g.revokeToken(id),
     nodes: (realm) => g.nodes(realm),
     node: (ref, realm) => g.node(ref, realm),
-    revokeNode: (ref, realm) => Promise.resolve(g.revokeNode(id(ref, realm))),
-    removeNode: (ref, realm) => Promise.resolve(g.removeNode(id(ref, realm))),
-    setNodeTaints: (ref, realm, taints, any) =>
-      Promise.resolve(g.setNodeTaints(id(ref, realm), { taints, any })),
-    setNodeTag: (ref, realm, tag) => Promise.resolve(g.setNodeTag(id(ref, realm), tag)),
-    grantNodeSubnets: (ref, realm, subnets) => Promise.resolve(g.grantNodeSubnets(id(ref, realm), subnets)),
+    revokeNode: (ref, realm) => g.revokeNode(id(ref, realm)),
+    removeNode: (ref, realm) => g.removeNode(id(ref, realm)),
+    setNodeTaints: (ref, realm, taints, any) => g.setNodeTaints(id(ref, realm), { taints, any }),
+    setNodeTag: (ref, realm, tag) => g.setNodeTag(id(ref, realm), tag),
+    grantNodeSubnets: (ref, realm, subnets) => g.grantNodeSubnets(id(ref, realm), subnets),
     close: () => store.close(),
   };
 }
@@ -153,8 +157,13 @@ function admin(values: { "data-dir"?: string; guardian?: string; "admin-token"?:
 
 const USAGE = `usage:
   veilnet-conflux guardian serve [--listen HOST:PORT] [--data-dir DIR] [--embedded-master [--nats-port N]]
-                                 [--master nats://a,nats://b] [--cert-ttl 1h (at most 24h)] [--ice stun:host:port,...]
-                                 [--stun-port 3478|off] [--turn turn:host:port,... --turn-secret-file FILE]
+                                 [--master nats://a,nats://b] [--state sqlite|nats] [--cert-ttl 1h (at most 24h)]
+                                 [--ice stun:host:port,...] [--stun-port 3478|off]
+                                 [--turn turn:host:port,... --turn-secret-file FILE]
+      state: sqlite (default), the data directory's database, for one Guardian; nats, a JetStream stream on the
+            --master servers (all of them; 3 copies on a cluster of 3) shared by every Guardian started with the
+            same NATS keys (nats-keys below): the first to start seeds it from its data directory, the others
+            load it; admin commands then go through --guardian URL, not --data-dir
       STUN: answered on UDP --stun-port and the port after it, at the --listen host, and handed to every node
       TURN: coturn with use-auth-secret; the shared secret from --turn-secret-file or VEILNET_TURN_SECRET, never
             on the command line; each login gets its own credentials, valid as long as its certificate
@@ -174,6 +183,9 @@ const USAGE = `usage:
       revoke and remove take effect across the realm within seconds; remove also forgets the node
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
                                        [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
+                                       [--server-name NAME --jetstream-dir DIR] (JetStream, for --state nats)
+  veilnet-conflux guardian nats-keys export > keys.json | nats-keys import keys.json      (--data-dir DIR)
+      the NATS operator and account keys (secret): a second Guardian of a shared state needs the first one's
 admin flags: --data-dir DIR (a Guardian on this host; default ${DEFAULT_DATA_DIR})
              or --guardian URL --admin-token T (or VEILNET_ADMIN_TOKEN)`;
 
@@ -287,6 +299,49 @@ function turnFlags(
   return { servers: parsed, secret };
 }
 
+/**
+ * `nats-keys export` prints a data directory's NATS keys (JSON, secret); `nats-keys import FILE` puts them into
+ * another, so that a second Guardian of a shared state connects to it as the first does.
+ */
+async function natsKeysCommand(args: string[], io: Output): Promise<number> {
+  const [action, ...more] = args;
+  if (action !== "export" && action !== "import") {
+    throw new UsageError(`guardian nats-keys: expected export or import FILE, got "${action ?? ""}"`);
+  }
+  const { values, positionals } = parse(more, { "data-dir": { type: "string", default: DEFAULT_DATA_DIR } }, {
+    min: action === "import" ? 1 : 0,
+    max: action === "import" ? 1 : 0,
+  });
+  using store = openStore(values["data-dir"]);
+  if (action === "export") {
+    io.out(JSON.stringify(localGuardian(store).natsKeys()));
+    return 0;
+  }
+  const file = positionals[0]!;
+  let keys: unknown;
+  try {
+    keys = JSON.parse(await Deno.readTextFile(file));
+  } catch (error) {
+    throw new UsageError(`nats-keys import: cannot read ${file}: ${(error as Error).message}`);
+  }
+  if (!isNatsKeys(keys) || JSON.stringify(completeKeys(keys)) !== JSON.stringify(keys)) {
+    throw new UsageError(
+      `nats-keys import: ${file} is not a whole key set from \`guardian nats-keys export\` (of this version)`,
+    );
+  }
+  const saved = store.getMeta("nats_keys");
+  if (saved !== undefined && saved !== JSON.stringify(keys) && store.realms().length > 0) {
+    throw new UsageError(
+      `nats-keys import: ${
+        values["data-dir"]
+      } already holds realms under other keys; import into an empty one`,
+    );
+  }
+  await store.transaction(() => store.setMeta("nats_keys", JSON.stringify(keys)));
+  io.err(`guardian: NATS keys imported into ${values["data-dir"]}`);
+  return 0;
+}
+
 /** Runs a guardian subcommand; returns the exit code. */
 export async function guardianCommand(args: string[], io: Output): Promise<number> {
   const [sub, ...rest] = args;
@@ -303,6 +358,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "embedded-master": { type: "boolean", default: false },
       "nats-port": { type: "string", default: "4222" },
       master: { type: "string" },
+      state: { type: "string", default: "sqlite" },
       "cert-ttl": { type: "string", default: "1h" },
       ice: { type: "string" },
       "stun-port": { type: "string" },
@@ -323,6 +379,16 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         throw new UsageError(`--master URLs look like nats://host:4222, got "${url}"`);
       }
     }
+    const state = values.state;
+    if (state !== "sqlite" && state !== "nats") {
+      throw new UsageError(`--state is sqlite (one Guardian) or nats (shared on the Master), got "${state}"`);
+    }
+    if (state === "nats" && master.length === 0) {
+      throw new UsageError(
+        "--state nats keeps the state on the Master's servers (JetStream): give all of them, " +
+          "--master nats://a:4222,nats://b:4222,nats://c:4222 (--embedded-master is one server: use sqlite)",
+      );
+    }
     let certTtl;
     try {
       certTtl = checkCertTtl(parseDuration(values["cert-ttl"]));
@@ -342,6 +408,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         hostname,
         port,
         dataDir: values["data-dir"],
+        state,
         embeddedMaster: values["embedded-master"],
         natsPort,
         natsUrls: master,
@@ -364,7 +431,17 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "cluster-listen": { type: "string" },
       routes: { type: "string" },
       "resolver-dir": { type: "string", default: DEFAULT_RESOLVER_DIR },
+      "server-name": { type: "string" },
+      "jetstream-dir": { type: "string" },
     });
+    if (values["jetstream-dir"] !== undefined && values["cluster-name"] && !values["server-name"]) {
+      throw new UsageError(
+        "--jetstream-dir in a cluster needs --server-name, a name of its own for each server",
+      );
+    }
+    if (values["server-name"] !== undefined && !/^[A-Za-z0-9_.-]{1,64}$/.test(values["server-name"])) {
+      throw new UsageError(`--server-name is 1-64 letters, digits, _ . -, got "${values["server-name"]}"`);
+    }
     using store = openStore(values["data-dir"]);
     const g = localGuardian(store);
     const cluster = values["cluster-name"]
@@ -379,10 +456,13 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         port: Number(values.port),
         cluster,
         resolverDir: values["resolver-dir"],
+        serverName: values["server-name"],
+        jetstreamDir: values["jetstream-dir"],
       }),
     );
     return 0;
   }
+  if (sub === "nats-keys") return natsKeysCommand(rest, io);
   if (sub === "realm") {
     const [action, ...more] = rest;
     if (action === "create" || action === "oidc") {

@@ -12,7 +12,7 @@ import {
   socketPath,
   writeConfig,
 } from "../agent/config.ts";
-import { guardianClient } from "../agent/guardian_client.ts";
+import { guardianClient, guardianUrls } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
 import { isLoopback, serveMetrics } from "../agent/metrics.ts";
 import type { IdentityStatus, NodeStatus, PeerStatus } from "../agent/status.ts";
@@ -29,20 +29,28 @@ import type { Output } from "./main.ts";
 
 export const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
 
-/** The Guardian URL from a flag or VEILNET_GUARDIAN; a usage error when missing or not a URL. */
+/**
+ * The Guardian URL from a flag or VEILNET_GUARDIAN: one, or several Guardians sharing a state, comma-separated
+ * (tried in turn while one is unreachable). A usage error when missing or not URLs.
+ */
 export function guardianUrl(flag: string | undefined, command: string): string {
   const guardian = flag ?? env("VEILNET_GUARDIAN");
   if (!guardian) {
     throw new UsageError(`${command} needs the Guardian's URL: --guardian URL or VEILNET_GUARDIAN`);
   }
-  let url: URL | undefined;
-  try {
-    url = new URL(guardian);
-  } catch { /* below */ }
-  if (url?.protocol !== "http:" && url?.protocol !== "https:") {
-    throw new UsageError(`--guardian must be a URL like http://guardian.example:8080, got "${guardian}"`);
+  const urls = guardianUrls(guardian);
+  for (const one of urls.length > 0 ? urls : [guardian]) {
+    let url: URL | undefined;
+    try {
+      url = new URL(one);
+    } catch { /* below */ }
+    if (url?.protocol !== "http:" && url?.protocol !== "https:") {
+      throw new UsageError(
+        `--guardian must be a URL like http://guardian.example:8080 (or several, comma-separated), got "${one}"`,
+      );
+    }
   }
-  return guardian;
+  return urls.join(",");
 }
 
 function checkTag(tag: string | undefined): string | undefined {

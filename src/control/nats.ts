@@ -20,9 +20,10 @@ import type { ChannelState, ControlChannel } from "./channel.ts";
  * The client removes a socket's listeners before destroying it, but under Deno a read error (ECONNRESET, as when
  * nats-server closes the connection right after refusing credentials) can still be emitted afterwards; with no
  * listener left that is an uncaught error that ends the process. So a socket always keeps a listener for it: the
- * connection is being torn down anyway, and the client has already seen the refusal.
+ * connection is being torn down anyway, and the client has already seen the refusal. (Also for the Guardian's
+ * JetStream client, guardian/jetstream_log.ts.)
  */
-function keepSocketErrorsCaught(): void {
+export function keepSocketErrorsCaught(): void {
   const removeAll = Socket.prototype.removeAllListeners;
   if ((removeAll as { keepsErrors?: boolean }).keepsErrors) return;
   // Arguments passed as given: with none, it removes every listener; with `undefined`, none.

@@ -5,6 +5,7 @@
  */
 
 import type { Guardian, RegisterRequest } from "./guardian.ts";
+import { StateUnavailable } from "./replication.ts";
 import { GuardianError, parseDuration } from "./rules.ts";
 import type { RealmOidc, RealmRow } from "./store.ts";
 
@@ -95,8 +96,10 @@ function stringList(body: Record<string, unknown>, key: string): string[] | unde
 
 /** The request handler for `Deno.serve`. */
 export function guardianHandler(guardian: Guardian): (req: Request) => Promise<Response> {
+  // An administrator sees the newest state: with several Guardians, what another one took a moment ago too.
   const admin = (handler: Handler): Handler => async (ctx) => {
     await guardian.checkAdmin(ctx.token);
+    await guardian.sync();
     return await handler(ctx);
   };
   const realmParam = (url: URL) => url.searchParams.get("realm") ?? undefined;
@@ -153,17 +156,17 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       const b = await body();
       const name = optional<string>(b, "name", "string");
       if (!name) throw new HttpError(400, "name is required");
-      return json(201, realmView(guardian.createRealm(name, optional(b, "cidr", "string"), oidcOf(b))));
+      return json(201, realmView(await guardian.createRealm(name, optional(b, "cidr", "string"), oidcOf(b))));
     }),
 
     "GET /admin/realms": admin(() => Promise.resolve(json(200, guardian.store.realms().map(realmView)))),
 
     "PUT /admin/realms/:name/oidc": admin(async ({ params, body }) =>
-      json(200, realmView(guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)))
+      json(200, realmView(await guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)))
     ),
 
-    "DELETE /admin/realms/:name/oidc": admin(({ params }) =>
-      Promise.resolve(json(200, realmView(guardian.setRealmOidc(params.name!, null))))
+    "DELETE /admin/realms/:name/oidc": admin(async ({ params }) =>
+      json(200, realmView(await guardian.setRealmOidc(params.name!, null)))
     ),
 
     "POST /admin/tokens": admin(async ({ body }) => {
@@ -186,9 +189,9 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
 
     "GET /admin/tokens": admin(() => Promise.resolve(json(200, tokenList(guardian)))),
 
-    "DELETE /admin/tokens/:id": admin(({ params }) => {
-      if (!guardian.store.revokeToken(params.id!)) throw new GuardianError(404, `no token ${params.id}`);
-      return Promise.resolve(json(200, { ok: true }));
+    "DELETE /admin/tokens/:id": admin(async ({ params }) => {
+      await guardian.revokeToken(params.id!);
+      return json(200, { ok: true });
     }),
 
     "GET /admin/nodes": admin(async ({ url }) => json(200, await guardian.nodes(realmParam(url)))),
@@ -197,13 +200,13 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       json(200, await guardian.node(params.ref!, realmParam(url)))
     ),
 
-    "POST /admin/nodes/:ref/revoke": admin(({ url, params }) =>
-      Promise.resolve(json(200, guardian.revokeNode(guardian.findNode(params.ref!, realmParam(url)).id)))
+    "POST /admin/nodes/:ref/revoke": admin(async ({ url, params }) =>
+      json(200, await guardian.revokeNode(guardian.findNode(params.ref!, realmParam(url)).id))
     ),
 
-    "DELETE /admin/nodes/:ref": admin(({ url, params }) => {
-      guardian.removeNode(guardian.findNode(params.ref!, realmParam(url)).id);
-      return Promise.resolve(json(200, { ok: true }));
+    "DELETE /admin/nodes/:ref": admin(async ({ url, params }) => {
+      await guardian.removeNode(guardian.findNode(params.ref!, realmParam(url)).id);
+      return json(200, { ok: true });
     }),
 
     "PUT /admin/nodes/:ref/taints": admin(async ({ url, params, body }) => {
@@ -211,21 +214,21 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       const id = guardian.findNode(params.ref!, realmParam(url)).id;
       return json(
         200,
-        guardian.setNodeTaints(id, { taints: stringList(b, "taints") ?? [], any: b.any === true }),
+        await guardian.setNodeTaints(id, { taints: stringList(b, "taints") ?? [], any: b.any === true }),
       );
     }),
 
     "PUT /admin/nodes/:ref/tag": admin(async ({ url, params, body }) => {
       const tag = optional<string>(await body(), "tag", "string");
       if (!tag) throw new HttpError(400, "tag is required");
-      return json(200, guardian.setNodeTag(guardian.findNode(params.ref!, realmParam(url)).id, tag));
+      return json(200, await guardian.setNodeTag(guardian.findNode(params.ref!, realmParam(url)).id, tag));
     }),
 
     "PUT /admin/nodes/:ref/subnets": admin(async ({ url, params, body }) => {
       const subnets = stringList(await body(), "subnets") ?? [];
       return json(
         200,
-        guardian.grantNodeSubnets(guardian.findNode(params.ref!, realmParam(url)).id, subnets),
+        await guardian.grantNodeSubnets(guardian.findNode(params.ref!, realmParam(url)).id, subnets),
       );
     }),
   };
@@ -262,6 +265,8 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       if (error instanceof GuardianError || error instanceof HttpError) {
         return json(error.status, { error: error.message });
       }
+      // Another Guardian of the same state may be able to answer: a 5xx sends nodes on to it.
+      if (error instanceof StateUnavailable) return json(503, { error: error.message });
       console.error("guardian: internal error:", error);
       return json(500, { error: "internal error (logged by the Guardian)" });
     }

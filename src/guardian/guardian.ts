@@ -19,11 +19,11 @@ import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
 import { identityProblem, isTag, MAX_TAG_BYTES } from "../wire/certificate.ts";
 import { subnetToBytes } from "../portal/subnets.ts";
 import {
+  completeKeys,
   type NatsCredentials,
   type NatsKeys,
   newNatsKeys,
   nodeCredentials,
-  withSystemKey,
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
 import { verifyIdentity } from "./oidc.ts";
@@ -52,6 +52,7 @@ import {
   type NodeIdentity,
   type RealmOidc,
   type RealmRow,
+  type RegistrationTokenRow,
   type Store,
 } from "./store.ts";
 
@@ -142,27 +143,38 @@ export interface GuardianOptions {
 export class Guardian {
   /** Set by whoever connects the Guardian to its Master: which node users are connected. */
   presence: Presence | undefined;
-  /** Login nonces seen recently, so a recorded login cannot be replayed. */
+  /**
+   * Login nonces seen recently by this Guardian, so a recorded login cannot be replayed; the store keeps them too
+   * (`useNonce`), shared by every Guardian of a replicated state.
+   */
   readonly #nonces = new SeenIds(100_000);
 
   constructor(readonly store: Store, readonly options: GuardianOptions) {}
 
-  /** The NATS operator/account keys, made on first use and kept in the store. */
+  /**
+   * The NATS operator/account keys, made on first use and kept in the store (a local one: a replica has them from
+   * the Guardian that seeded the shared state, as every Guardian connects to it with them).
+   */
   natsKeys(): NatsKeys {
     const saved = this.store.getMeta("nats_keys");
-    const keys = saved ? withSystemKey(JSON.parse(saved)) : newNatsKeys();
-    // Keys saved before the system account existed gain one, kept from then on.
+    const keys = saved ? completeKeys(JSON.parse(saved)) : newNatsKeys();
+    // Keys saved before the system or the Guardians' account existed gain one, kept from then on.
     const text = JSON.stringify(keys);
     if (text !== saved) this.store.setMeta("nats_keys", text);
     return keys;
   }
 
-  /** Creates the admin token on first start; returns it then (only then), undefined afterwards. */
+  /** Creates the admin token on first start; returns it then (only then, to one Guardian), undefined afterwards. */
   async ensureAdminToken(): Promise<string | undefined> {
     if (this.store.getMeta("admin_hash")) return undefined;
     const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
-    this.store.setMeta("admin_hash", await hashSecret(secret));
-    return `vadm.${secret}`;
+    const hash = await hashSecret(secret);
+    const created = await this.store.transaction(() => {
+      if (this.store.getMeta("admin_hash")) return false; // another Guardian of the same state was first
+      this.store.setMeta("admin_hash", hash);
+      return true;
+    });
+    return created ? `vadm.${secret}` : undefined;
   }
 
   /** Throws 401 unless `token` is the admin token. */
@@ -173,7 +185,7 @@ export class Guardian {
     }
   }
 
-  createRealm(name: string, cidr4 = "10.128.0.0/16", oidc: RealmOidc | null = null): RealmRow {
+  async createRealm(name: string, cidr4 = "10.128.0.0/16", oidc: RealmOidc | null = null): Promise<RealmRow> {
     if (!REALM_NAME.test(name)) {
       throw new GuardianError(400, `bad realm name "${name}": 1-64 letters, digits, _ . -`);
     }
@@ -201,7 +213,7 @@ export class Guardian {
       createdAt: this.options.clock(),
     };
     try {
-      this.store.addRealm(realm);
+      await this.store.transaction(() => this.store.addRealm(realm));
     } catch (error) {
       if (error instanceof ConflictError) throw new GuardianError(409, error.message);
       throw error;
@@ -210,10 +222,10 @@ export class Guardian {
   }
 
   /** Sets (or with null clears) the OIDC issuer a realm trusts for registration. */
-  setRealmOidc(name: string, oidc: RealmOidc | null): RealmRow {
+  async setRealmOidc(name: string, oidc: RealmOidc | null): Promise<RealmRow> {
     const realm = this.#realm(name);
     const checked = oidc === null ? null : checkOidc(oidc);
-    this.store.setRealmOidc(realm.id, checked);
+    await this.store.transaction(() => this.store.setRealmOidc(realm.id, checked));
     return { ...realm, oidc: checked };
   }
 
@@ -244,7 +256,7 @@ export class Guardian {
     const id = randomHex(8);
     const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
     const now = this.options.clock();
-    this.store.addToken({
+    const row: RegistrationTokenRow = {
       id,
       realmId: realm.id,
       secretHash: await hashSecret(secret),
@@ -255,8 +267,16 @@ export class Guardian {
       expiresAt: o.ttlMs === undefined ? null : now + o.ttlMs,
       revoked: false,
       createdAt: now,
-    });
+    };
+    await this.store.transaction(() => this.store.addToken(row));
     return { id, token: `vreg.${id}.${secret}` };
+  }
+
+  /** Revokes a registration token; 404 if there is none. */
+  async revokeToken(id: string): Promise<void> {
+    if (!await this.store.transaction(() => this.store.revokeToken(id))) {
+      throw new GuardianError(404, `no token ${id}`);
+    }
   }
 
   /** Splits `kind.id.secret` and checks the secret's hash; 401 for anything else. */
@@ -275,7 +295,12 @@ export class Guardian {
         : "no token";
       throw new GuardianError(401, `this needs ${names[kind]} as Bearer token, got ${got}`);
     }
-    const row = lookup(parts[1]!);
+    let row = lookup(parts[1]!);
+    if (!row && this.store.replicated) {
+      // Perhaps made at another Guardian a moment ago: "unknown" is final for a node, so look at the newest state.
+      await this.sync();
+      row = lookup(parts[1]!);
+    }
     if (!row || await hashSecret(parts[2]!) !== row.secretHash) throw new GuardianError(401, "unknown token");
     return parts[1]!;
   }
@@ -332,9 +357,9 @@ export class Guardian {
     const id = crypto.randomUUID();
     const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
     const secretHash = await hashSecret(secret);
-    // No await from here on: the token's use, the address and the row are one transaction.
+    // The token's use, the address and the row are one transaction.
     const now = this.options.clock();
-    this.store.transaction(() => {
+    await this.store.transaction(() => {
       if (!this.store.consumeToken(row.id, now)) this.#usable(this.store.tokenById(row.id)!, now);
       const ip4 = this.#address(realm, req.ip, now);
       const finalTag = tag || `node-${id.slice(0, 8)}`;
@@ -360,6 +385,15 @@ export class Guardian {
       });
     });
     return { conflux_id: id, token: `vcfx.${id}.${secret}` };
+  }
+
+  /** Catches up with the shared state; 503 when it cannot be reached. */
+  async sync(): Promise<void> {
+    try {
+      await this.store.sync();
+    } catch (error) {
+      throw new GuardianError(503, `the shared state cannot be read now: ${(error as Error).message}`);
+    }
   }
 
   /** Throws 403 unless a registration token may register a node now. */
@@ -452,7 +486,7 @@ export class Guardian {
     if (confluxId !== null && confluxId !== row.id) {
       throw new GuardianError(403, "a conflux token can only unregister its own conflux");
     }
-    this.removeNode(row.id);
+    await this.removeNode(row.id);
   }
 
   /**
@@ -494,13 +528,18 @@ export class Guardian {
         "a login must be signed by the key it asks to have certified (Veilnet-Signature)",
       );
     }
-    if (!this.#nonces.add(`${row.id}/${nonce}`, timestamp + LOGIN_MAX_SKEW_MS, now)) {
-      throw new GuardianError(400, "this login request was already used (replayed)");
-    }
-    return await this.#session(row, key, req);
+    const seen = { key: `${row.id}/${nonce}`, until: timestamp + LOGIN_MAX_SKEW_MS };
+    if (!this.#nonces.add(seen.key, seen.until, now)) throw replayed();
+    return await this.#session(row, key, req, seen);
   }
 
-  async #session(row: ConfluxRow, key: Uint8Array, req: LoginRequest): Promise<LoginResponse> {
+  /** A login session; `nonce` is taken in the store with the session (shared by every Guardian of a state). */
+  async #session(
+    row: ConfluxRow,
+    key: Uint8Array,
+    req: LoginRequest,
+    nonce: { key: string; until: number },
+  ): Promise<LoginResponse> {
     const { tag, portal, subnets } = req.fields;
     const realm = this.store.realmById(row.realmId)!;
     if (tag !== undefined && tag !== null && tag !== row.tag) {
@@ -524,7 +563,7 @@ export class Guardian {
     }
     const nodeId = toHex(await nodeIdOf(key));
     const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
-    // Everything is checked: write the changes and the session together, then sign (no await in between).
+    // Everything is checked: write the changes and the session together, then sign.
     const now = this.options.clock();
     // A certificate is dated after the node's latest revocation, so a revocation never voids the one issued next.
     const latest = this.store.revocations(realm.id, now).filter((r) => r.confluxId === row.id).at(-1);
@@ -537,7 +576,14 @@ export class Guardian {
       addresses: [intToIp(row.ip4), ipv6For(realm, row.ip4)],
       subnets: routed.map((c) => parseCidr(c)),
     });
-    const current = this.store.transaction(() => {
+    const current = await this.store.transaction(() => {
+      if (!this.store.useNonce(nonce.key, nonce.until, now)) throw replayed(); // at another Guardian
+      const newest = this.store.revocations(realm.id, now).filter((r) => r.confluxId === row.id).at(-1);
+      if (newest && newest.before >= notBefore) {
+        // Revoked (or changed) at another Guardian while this login was on its way: its certificate would be void.
+        throw new GuardianError(503, "this node changed while it logged in: log in again");
+      }
+      this.store.pruneRevocations(now);
       if (typeof tag === "string" && tag !== row.tag) {
         const holder = this.store.confluxByTag(realm.id, tag);
         if (holder && holder.id !== row.id) throw tagTaken(tag, realm); // taken while this login was on its way
@@ -621,8 +667,10 @@ export class Guardian {
       throw new GuardianError(403, `this conflux may not hold the taint(s) ${outside.join(", ")}`);
     }
     const taints = checkTaints([...row.taints.filter((t) => !remove.includes(t)), ...add]);
-    this.store.setTaints(row.id, taints);
-    if (remove.some((t) => row.taints.includes(t))) this.#revoke(row, false);
+    await this.store.transaction(() => {
+      this.store.setTaints(row.id, taints);
+      if (remove.some((t) => row.taints.includes(t))) this.#revoke(row.id, false);
+    });
     return taints;
   }
 
@@ -692,62 +740,73 @@ export class Guardian {
   }
 
   /** Revokes a node: it can no longer log in, its certificates and NATS sessions are void across the realm. */
-  revokeNode(id: string): NodeView {
+  async revokeNode(id: string): Promise<NodeView> {
     const row = this.#existing(id);
     const now = this.options.clock();
-    if (row.revokedAt === null) this.store.setRevoked(row.id, now);
-    this.#revoke(row, true);
-    return this.#view(this.store.confluxById(row.id)!);
+    await this.store.transaction(() => {
+      if (this.#existing(row.id).revokedAt === null) this.store.setRevoked(row.id, now);
+      this.#revoke(row.id, true);
+    });
+    return this.#view(this.#existing(row.id));
   }
 
   /** Removes a node (as revoke does, and forgets it; its address stays unused while its certificate lives). */
-  removeNode(id: string): void {
+  async removeNode(id: string): Promise<void> {
     const row = this.#existing(id);
-    this.#revoke(row, true);
-    this.store.removeConflux(row.id, Math.max(row.certExpires, this.options.clock()));
+    const now = this.options.clock();
+    await this.store.transaction(() => {
+      const current = this.#existing(row.id); // 404 when another Guardian removed it first
+      this.#revoke(row.id, true);
+      this.store.removeConflux(row.id, Math.max(current.certExpires, now));
+    });
   }
 
   /** Sets the taints a node is granted and holds; its current certificates are void (it logs in again). */
-  setNodeTaints(id: string, o: { taints: string[]; any?: boolean }): NodeView {
+  async setNodeTaints(id: string, o: { taints: string[]; any?: boolean }): Promise<NodeView> {
     const row = this.#existing(id);
     const taints = checkTaints(o.taints);
-    this.store.transaction(() => {
+    await this.store.transaction(() => {
+      this.#existing(row.id);
       this.store.setGrant(row.id, { allowedTaints: taints, anyTaints: o.any === true });
       this.store.setTaints(row.id, taints);
+      this.#revoke(row.id, false);
     });
-    this.#revoke(row, false);
-    return this.#view(this.store.confluxById(row.id)!);
+    return this.#view(this.#existing(row.id));
   }
 
   /** Renames a node (409 when another node of its realm holds the tag); it logs in again to carry the new tag. */
-  setNodeTag(id: string, tag: string): NodeView {
+  async setNodeTag(id: string, tag: string): Promise<NodeView> {
     const row = this.#existing(id);
     if (!isTag(tag)) {
       throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
     }
     const realm = this.store.realmById(row.realmId)!;
-    const holder = this.store.confluxByTag(realm.id, tag);
-    if (holder && holder.id !== row.id) throw tagTaken(tag, realm);
-    this.store.setTag(row.id, tag);
-    this.#revoke(row, false);
-    return this.#view(this.store.confluxById(row.id)!);
+    await this.store.transaction(() => {
+      this.#existing(row.id);
+      const holder = this.store.confluxByTag(realm.id, tag);
+      if (holder && holder.id !== row.id) throw tagTaken(tag, realm);
+      this.store.setTag(row.id, tag);
+      this.#revoke(row.id, false);
+    });
+    return this.#view(this.#existing(row.id));
   }
 
   /**
    * Sets the portal subnets a node is granted. What it offers shrinks to what stays inside the grant; its
    * current certificates are void (it logs in again).
    */
-  grantNodeSubnets(id: string, subnets: string[]): NodeView {
+  async grantNodeSubnets(id: string, subnets: string[]): Promise<NodeView> {
     const row = this.#existing(id);
     const realm = this.store.realmById(row.realmId)!;
     const granted = checkSubnets(subnets, realm);
-    const kept = row.subnets.filter((s) => withinGrant([s], granted).length === 0);
-    this.store.transaction(() => {
+    await this.store.transaction(() => {
+      const current = this.#existing(row.id);
+      const kept = current.subnets.filter((s) => withinGrant([s], granted).length === 0);
       this.store.setGrant(row.id, { grantedSubnets: granted });
-      this.store.setPortal(row.id, row.portal && kept.length > 0, kept);
+      this.store.setPortal(row.id, current.portal && kept.length > 0, kept);
+      this.#revoke(row.id, false);
     });
-    this.#revoke(row, false);
-    return this.#view(this.store.confluxById(row.id)!);
+    return this.#view(this.#existing(row.id));
   }
 
   #existing(id: string): ConfluxRow {
@@ -757,11 +816,13 @@ export class Guardian {
   }
 
   /**
-   * Voids every certificate of `row` issued until now, and with `cutMaster` its NATS sessions too. It is only
+   * Voids every certificate of node `id` issued until now, and with `cutMaster` its NATS sessions too. It is only
    * recorded here: the serving Guardian sends what is recorded to the realm and the Master (notices.ts), whoever
-   * wrote it (this process or an admin command on the same data directory), and nodes get the list at login.
+   * wrote it (this process, an admin command on the same data directory, or another Guardian of a shared state),
+   * and nodes get the list at login. Runs inside a transaction (it reads the node as the transaction sees it).
    */
-  #revoke(row: ConfluxRow, cutMaster: boolean): void {
+  #revoke(id: string, cutMaster: boolean): void {
+    const row = this.#existing(id);
     const now = this.options.clock();
     if (row.certExpires <= now) return; // no certificate of it can be valid: nothing to void
     this.store.addRevocation({
@@ -772,4 +833,9 @@ export class Guardian {
       cutMaster,
     });
   }
+}
+
+/** A login whose nonce was seen before. */
+function replayed(): GuardianError {
+  return new GuardianError(400, "this login request was already used (replayed)");
 }

@@ -1,7 +1,8 @@
 /**
- * NATS decentralised JWT auth for the Master: one operator, a system account, one account for all realms, and a
- * user JWT per node session whose permissions confine it to its realm's subjects and its own inbox. nats-server
- * checks these offline. Accounts live in its `full` resolver (a directory of JWTs, gossiped within a cluster), so
+ * NATS decentralised JWT auth for the Master: one operator, a system account, one account for all realms, an
+ * account of the Guardians' own (the only one with JetStream: their shared state, replication.ts), and a user JWT
+ * per node session whose permissions confine it to its realm's subjects and its own inbox. nats-server checks
+ * these offline. Accounts live in its `full` resolver (a directory of JWTs, gossiped within a cluster), so
  * the Guardian can push a re-signed realms account holding revocations, which makes every server disconnect the
  * revoked users at once and refuse them afterwards.
  * @module
@@ -17,6 +18,11 @@ export interface NatsKeys {
   accountSeed: string;
   /** The system account's; keys saved before revocation existed lack it (see {@link withSystemKey}). */
   systemSeed?: string;
+  /**
+   * The Guardians' account (JetStream on, no node in it); keys saved before replicated state existed lack it
+   * (see {@link completeKeys}).
+   */
+  guardianSeed?: string;
 }
 
 const text = new TextDecoder();
@@ -29,12 +35,36 @@ export function newNatsKeys(): NatsKeys {
     operatorSeed: seedOf(nkeys.createOperator()),
     accountSeed: seedOf(nkeys.createAccount()),
     systemSeed: seedOf(nkeys.createAccount()),
+    guardianSeed: seedOf(nkeys.createAccount()),
   };
 }
 
 /** `keys` with a system account, made now if they have none (the caller saves the result). */
 export function withSystemKey(keys: NatsKeys): NatsKeys {
   return keys.systemSeed ? keys : { ...keys, systemSeed: seedOf(nkeys.createAccount()) };
+}
+
+/** `keys` with every account (system, Guardians'), those missing made now (the caller saves the result). */
+export function completeKeys(keys: NatsKeys): NatsKeys {
+  const withSystem = withSystemKey(keys);
+  return withSystem.guardianSeed
+    ? withSystem
+    : { ...withSystem, guardianSeed: seedOf(nkeys.createAccount()) };
+}
+
+/** Whether `value` is a set of NATS keys as the Guardian keeps them (seeds of the right kinds). */
+export function isNatsKeys(value: unknown): value is NatsKeys {
+  const v = value as Record<string, unknown> | null;
+  const seed = (s: unknown, prefix: string) => {
+    try {
+      return typeof s === "string" && s.startsWith(prefix) && nkeys.fromSeed(bytes(s)).getPublicKey() !== "";
+    } catch {
+      return false;
+    }
+  };
+  return typeof v === "object" && v !== null && seed(v.operatorSeed, "SO") && seed(v.accountSeed, "SA") &&
+    (v.systemSeed === undefined || seed(v.systemSeed, "SA")) &&
+    (v.guardianSeed === undefined || seed(v.guardianSeed, "SA"));
 }
 
 /** What a user needs to connect: its JWT and nkey seed. */
@@ -55,6 +85,8 @@ export interface Revocation {
 
 /** The realms account's name in its JWT. */
 const ACCOUNT_NAME = "realms";
+/** The Guardians' account's name in its JWT. */
+const GUARDIAN_ACCOUNT_NAME = "guardians";
 
 /**
  * Issue time (s) of the account JWTs in the server configuration. Older than any JWT the Guardian pushes, so a
@@ -75,6 +107,9 @@ const LIMITS = {
   leaf: -1,
 };
 
+/** The Guardians' account alone may use JetStream (unlimited, within what each server's `jetstream` allows). */
+const JETSTREAM_LIMITS = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
+
 function keyPair(seed: string): nkeys.KeyPair {
   return nkeys.fromSeed(bytes(seed));
 }
@@ -84,6 +119,13 @@ function systemPair(keys: NatsKeys): nkeys.KeyPair {
     throw new TypeError("the NATS keys have no system account: load them through withSystemKey() first");
   }
   return keyPair(keys.systemSeed);
+}
+
+function guardianPair(keys: NatsKeys): nkeys.KeyPair {
+  if (!keys.guardianSeed) {
+    throw new TypeError("the NATS keys have no Guardians' account: load them through completeKeys() first");
+  }
+  return keyPair(keys.guardianSeed);
 }
 
 /** The public keys of the realms and system accounts. */
@@ -155,10 +197,20 @@ export async function realmsAccountJwt(
   );
 }
 
-/** The operator and account JWTs a nats-server needs (accounts as issued for the preload). */
+/**
+ * The operator and account JWTs a nats-server needs (accounts as issued for the preload); the Guardians' account
+ * when the keys have one.
+ */
 export async function serverJwts(
   keys: NatsKeys,
-): Promise<{ operator: string; account: string; accountKey: string; system: string; systemKey: string }> {
+): Promise<{
+  operator: string;
+  account: string;
+  accountKey: string;
+  system: string;
+  systemKey: string;
+  guardian?: { jwt: string; key: string };
+}> {
   const operator = keyPair(keys.operatorSeed);
   const system = systemPair(keys);
   const operatorJwt = await jwt.encodeOperator("veilnet", operator, {
@@ -178,12 +230,25 @@ export async function serverJwts(
     operator,
     PRELOAD_ISSUED_AT,
   );
+  const guardian = keys.guardianSeed
+    ? {
+      jwt: await accountJwtAt(
+        GUARDIAN_ACCOUNT_NAME,
+        guardianPair(keys),
+        { limits: { ...LIMITS, ...JETSTREAM_LIMITS } } as Partial<jwt.Account>,
+        operator,
+        PRELOAD_ISSUED_AT,
+      ),
+      key: guardianPair(keys).getPublicKey(),
+    }
+    : undefined;
   return {
     operator: operatorJwt,
     account,
     accountKey: keyPair(keys.accountSeed).getPublicKey(),
     system: systemJwt,
     systemKey: system.getPublicKey(),
+    ...(guardian ? { guardian } : {}),
   };
 }
 
@@ -275,6 +340,21 @@ export async function guardianCredentials(
   };
 }
 
+/**
+ * A Guardian's user in the Guardians' account, for its shared state (JetStream), made fresh on every call and held
+ * in memory only. No node is in that account, so no node can reach the state, whatever its permissions say.
+ */
+export async function guardianStateCredentials(keys: NatsKeys): Promise<NatsCredentials> {
+  const user = nkeys.createUser();
+  const inboxPrefix = "_INBOX_guardian_state";
+  return {
+    jwt: await jwt.encodeUser("guardian-state", user, guardianPair(keys)),
+    seed: seedOf(user),
+    inboxPrefix,
+    user: user.getPublicKey(),
+  };
+}
+
 /** Who a user JWT names: its public nkey and its name. Reads without verifying (the server has). */
 export function userOfJwt(token: string): { user: string; name: string } | undefined {
   try {
@@ -298,11 +378,23 @@ export async function natsServerConfig(
     cluster?: { name: string; listen: string; routes: string[] };
     /** This server's own directory for account JWTs (its `full` resolver). */
     resolverDir: string;
+    /** Its name in the cluster (JetStream needs one per server). */
+    serverName?: string;
+    /** Its own JetStream directory: JetStream is on (for the Guardians' account only) when given. */
+    jetstreamDir?: string;
   },
 ): Promise<string> {
-  const { operator, account, accountKey, system, systemKey } = await serverJwts(keys);
+  const { operator, account, accountKey, system, systemKey, guardian } = await serverJwts(keys);
+  if (options.jetstreamDir !== undefined && !guardian) {
+    throw new TypeError(
+      "JetStream for the Guardians' state needs their account: load the keys via completeKeys()",
+    );
+  }
+  const preload = [`${accountKey}: ${account}`, `${systemKey}: ${system}`];
+  if (guardian) preload.push(`${guardian.key}: ${guardian.jwt}`);
   const lines = [
     "# nats-server configuration written by `veilnet-conflux guardian nats-config`.",
+    ...(options.serverName ? [`server_name: ${JSON.stringify(options.serverName)}`] : []),
     `host: ${JSON.stringify(options.host ?? "0.0.0.0")}`,
     `port: ${options.port}`,
     `operator: ${operator}`,
@@ -314,8 +406,12 @@ export async function natsServerConfig(
     "  allow_delete: false",
     '  interval: "2m"',
     "}",
-    `resolver_preload: {\n  ${accountKey}: ${account}\n  ${systemKey}: ${system}\n}`,
+    `resolver_preload: {\n  ${preload.join("\n  ")}\n}`,
   ];
+  if (options.jetstreamDir !== undefined) {
+    // Only the Guardians' account has JetStream limits in its JWT: the realms account (nodes) has none.
+    lines.push("jetstream {", `  store_dir: ${JSON.stringify(options.jetstreamDir)}`, "}");
+  }
   if (options.cluster) {
     lines.push(
       "cluster {",

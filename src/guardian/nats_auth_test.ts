@@ -1,11 +1,14 @@
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import {
   accountKeys,
+  completeKeys,
   guardianCredentials,
+  guardianStateCredentials,
   natsServerConfig,
   newNatsKeys,
   nodeCredentials,
   realmsAccountJwt,
+  serverJwts,
   userOfJwt,
   withSystemKey,
 } from "./nats_auth.ts";
@@ -64,4 +67,24 @@ Deno.test("nats_auth: the server configuration names the system account and a fu
   assert(config.includes(`system_account: ${accountKeys(keys).system}`), config);
   assert(config.includes("type: full") && config.includes('dir: "/var/lib/x/jwt"'), config);
   assert(config.includes("allow_delete: false"), config);
+});
+
+Deno.test("nats_auth: JetStream is on for the Guardians' account only, and keys saved before it gain one", async () => {
+  const { guardianSeed: _, ...old } = newNatsKeys();
+  const keys = completeKeys(old);
+  assert(keys.guardianSeed?.startsWith("SA"), "a Guardians' account is made");
+  assertEquals(completeKeys(keys), keys, "and kept");
+  const jwts = await serverJwts(keys);
+  assertEquals(claimsOf(jwts.guardian!.jwt).nats.limits.disk_storage, -1);
+  assertEquals(claimsOf(jwts.account).nats.limits.disk_storage, undefined, "nodes' account: no JetStream");
+  const config = await natsServerConfig(keys, {
+    port: 4222,
+    resolverDir: "/x/jwt",
+    serverName: "nats-a",
+    jetstreamDir: "/x/js",
+  });
+  assert(config.includes('server_name: "nats-a"') && config.includes('store_dir: "/x/js"'), config);
+  assert(config.includes(`${jwts.guardian!.key}: `), config);
+  const state = await guardianStateCredentials(keys);
+  assertEquals(claimsOf(state.jwt).iss, jwts.guardian!.key);
 });

@@ -1,13 +1,16 @@
 /**
- * `guardian serve`: the HTTP API over a data directory, and optionally the Master as a child nats-server.
+ * `guardian serve`: the HTTP API over a data directory (or over the state shared by several Guardians in the
+ * Master's JetStream, replication.ts), and optionally the Master as a child nats-server.
  * @module
  */
 
 import { guardianHandler } from "./api.ts";
+import { JetStreamLog, STATE_STREAM } from "./jetstream_log.ts";
 import { MasterLink } from "./master_link.ts";
 import { masterPresence, RevocationNotices } from "./notices.ts";
 import { Guardian, type GuardianOptions } from "./guardian.ts";
-import { natsServerConfig } from "./nats_auth.ts";
+import { guardianStateCredentials, type NatsKeys, natsServerConfig } from "./nats_auth.ts";
+import { Replica } from "./replication.ts";
 import { Store } from "./store.ts";
 import { StunServer } from "./stun_server.ts";
 
@@ -16,6 +19,12 @@ export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"
   hostname: string;
   port: number;
   dataDir: string;
+  /**
+   * Where the state lives: "sqlite", the data directory's database (one Guardian); "nats", a JetStream stream on
+   * the Master at `natsUrls`, shared with the other Guardians of the same keys (the data directory then holds the
+   * keys, and seeds the stream if it is empty).
+   */
+  state: "sqlite" | "nats";
   embeddedMaster: boolean;
   /**
    * The STUN service on UDP `port` and `port + 1` at `hostname`; undefined for none. When the port was not
@@ -33,6 +42,78 @@ export function openStore(dataDir: string): Store {
   // It holds realm keys and NATS seeds; SQLite gives its -wal and -shm files the same mode.
   Deno.chmodSync(`${dataDir}/guardian.db`, 0o600);
   return store;
+}
+
+/** The meta key marking a data directory whose Guardian keeps its state in the shared stream (JSON). */
+const SHARED_STATE_MARK = "shared_state";
+
+/**
+ * Where the state of a data directory's Guardian lives, as a sentence, when it is not the directory itself (its
+ * Guardian serves with `--state nats`): changes made to the directory would then reach no Guardian.
+ */
+export function sharedStateOf(store: Store): string | undefined {
+  const mark = store.getMeta(SHARED_STATE_MARK);
+  if (mark === undefined) return undefined;
+  const { stream, since } = JSON.parse(mark) as { stream: string; since: number };
+  return `the JetStream stream ${stream} on the Master (since ${new Date(since).toISOString()})`;
+}
+
+/** The state shared through the Master's JetStream: a replica store, and what closes it. */
+async function openSharedState(
+  local: Store,
+  keys: NatsKeys,
+  o: ServeOptions,
+): Promise<{ store: Store } & AsyncDisposable> {
+  const log = await JetStreamLog.open({
+    urls: o.natsUrls,
+    credentials: await guardianStateCredentials(keys),
+    // One copy per server given, at most 3: give every server of the cluster.
+    replicas: Math.min(3, o.natsUrls.length),
+    log: o.log,
+    signal: o.signal,
+  });
+  const store = new Store(":memory:");
+  try {
+    const { first, last } = await log.bounds();
+    if (last >= first && local.getMeta(SHARED_STATE_MARK) === undefined && local.realms().length > 0) {
+      throw new Error(
+        `the shared state (${STATE_STREAM}) already exists, and this data directory holds ${local.realms().length} ` +
+          "realm(s) it was not made from: refusing to start, as they would be ignored. Start the Guardian whose " +
+          "state is to be kept first (it seeds an empty stream), and the others from a data directory that holds " +
+          "only its keys (guardian nats-keys export / import)",
+      );
+    }
+    const { replica, seeded } = await Replica.open(store, log, { seed: local.dump(), log: o.log });
+    const shared = store.getMeta("nats_keys");
+    const same = (a: NatsKeys) =>
+      (["operatorSeed", "accountSeed", "systemSeed", "guardianSeed"] as const).every((k) => a[k] === keys[k]);
+    if (shared === undefined || !same(JSON.parse(shared))) {
+      await replica.close();
+      throw new Error(
+        "the shared state holds other NATS keys than this data directory: import the first Guardian's keys " +
+          "(guardian nats-keys export on its host, guardian nats-keys import here)",
+      );
+    }
+    await local.transaction(() =>
+      local.setMeta(SHARED_STATE_MARK, JSON.stringify({ stream: STATE_STREAM, since: Date.now() }))
+    );
+    o.log(
+      seeded
+        ? `guardian: state shared in ${STATE_STREAM}, seeded from ${o.dataDir}`
+        : `guardian: state shared in ${STATE_STREAM}, loaded up to entry ${replica.applied}`,
+    );
+    return {
+      store,
+      [Symbol.asyncDispose]: async () => {
+        await replica.close();
+        store.close();
+      },
+    };
+  } catch (error) {
+    await log.close();
+    store.close();
+    throw error;
+  }
 }
 
 async function waitForPort(
@@ -119,7 +200,21 @@ async function startStun(o: ServeOptions): Promise<StunServer | undefined> {
 /** Runs the Guardian until `signal` aborts. */
 export async function serveGuardian(o: ServeOptions): Promise<void> {
   await using stun = await startStun(o);
-  using store = openStore(o.dataDir);
+  using dataDirStore = openStore(o.dataDir);
+  const moved = sharedStateOf(dataDirStore);
+  if (o.state === "sqlite" && moved) {
+    throw new Error(
+      `the state of ${o.dataDir} moved to ${moved}: serve it with --state nats --master URL,... (going back to ` +
+        "one data directory is not supported)",
+    );
+  }
+  if (o.state === "nats" && (o.embeddedMaster || o.natsUrls.length === 0)) {
+    throw new TypeError("a shared state (--state nats) lives on the Master's servers: give them as --master");
+  }
+  // The keys come from the data directory: every Guardian of a shared state connects to it with the same ones.
+  const keys = new Guardian(dataDirStore, { ...o, clock: () => Date.now() }).natsKeys();
+  await using shared = o.state === "nats" ? await openSharedState(dataDirStore, keys, o) : undefined;
+  const store = shared?.store ?? dataDirStore;
   const guardian = new Guardian(store, {
     ...o,
     stunPort: stun ? o.stun?.port : undefined,

@@ -2,9 +2,13 @@
  * The Guardian's state in SQLite (`node:sqlite`; the only importer): realms and their keys, registration tokens,
  * registered nodes (confluxes), and a few secrets. Token secrets are stored only as SHA-256 hashes.
  *
- * All calls are synchronous, so each method runs to completion before any other request is served: a
- * registration checks its token, picks an address and records the node in one transaction that nothing can
- * interleave with. The UNIQUE(realm_id, ip4) constraint backs that up.
+ * Reads are synchronous. Writes belong in `await store.transaction(fn)`, where `fn` is synchronous, so it runs to
+ * completion before any other request is served: a registration checks its token, picks an address and records
+ * the node in one transaction that nothing can interleave with. The UNIQUE(realm_id, ip4) constraint backs that
+ * up. A local store (one Guardian, one file) commits `fn` at once; a replicated one (several Guardians sharing a
+ * log, replication.ts) records `fn`'s writes, undoes them, and applies them once the shared log took them, in
+ * the log's order. So every write statement is deterministic: times and ids come as parameters, never from SQL
+ * functions, and a statement's effect depends only on the state before it.
  * @module
  */
 
@@ -106,6 +110,30 @@ export interface RevocationRow {
   cutMaster: boolean;
 }
 
+/** A value bound to an SQL parameter: all the Guardian writes (no blobs). */
+export type SqlValue = string | number | null;
+
+/** One write statement with its parameters: what a transaction did, replayed as is on every replica. */
+export interface Write {
+  sql: string;
+  params: SqlValue[];
+}
+
+/** Every row of every table with its rowid, and the schema version: a store's whole state. */
+export interface StoreDump {
+  schema: number;
+  tables: Record<string, Record<string, SqlValue>[]>;
+}
+
+/**
+ * How a replicated store commits (replication.ts): `commit` runs `fn` against the shared log and resolves once its
+ * writes are applied here; `sync` applies what other replicas committed meanwhile.
+ */
+export interface Committer {
+  commit<T>(fn: () => T): Promise<T>;
+  sync(): Promise<void>;
+}
+
 /** A constraint the caller broke (duplicate name, address taken): the API turns it into 409. */
 export class ConflictError extends Error {
   override name = "ConflictError";
@@ -178,7 +206,27 @@ const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
         cut_master INTEGER NOT NULL);
     `);
   },
+  // 1 -> 2, several Guardians: login nonces are shared state (a login recorded at one Guardian cannot be replayed
+  // at another), kept until the login's date falls out of the accepted skew. Nothing written before changes.
+  (db) => {
+    db.exec("CREATE TABLE login_nonces (key TEXT PRIMARY KEY, until INTEGER NOT NULL);");
+  },
 ];
+
+/** Every table, parents before children (foreign keys): what a dump holds and a load fills. */
+const TABLES = [
+  "meta",
+  "realms",
+  "registration_tokens",
+  "confluxes",
+  "sessions",
+  "retired_addresses",
+  "revocations",
+  "login_nonces",
+] as const;
+
+/** A column name from a dump: it is spliced into SQL, so nothing but a plain identifier passes. */
+const COLUMN_NAME = /^[a-z_][a-z0-9_]*$/;
 
 /** Applies the migrations a database has not had yet. */
 function migrate(db: DatabaseSync): void {
@@ -235,7 +283,8 @@ type Column =
   | "issued_at"
   | "before"
   | "until"
-  | "cut_master";
+  | "cut_master"
+  | "key";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -311,8 +360,14 @@ function revocation(r: Row): RevocationRow {
 /** The Guardian's database. */
 export class Store implements Disposable {
   readonly #db: DatabaseSync;
+  /** Set once the store is a replica: writes then go through it (replication.ts). */
+  #committer: Committer | undefined;
+  /** The writes of the transaction being recorded, if one is. */
+  #recording: Write[] | undefined;
+  /** Whether writes of the shared log are being applied. */
+  #applying = false;
 
-  /** Opens (and creates if needed) the database at `path` (":memory:" for tests). */
+  /** Opens (and creates if needed) the database at `path` (":memory:" for tests and replicas). */
   constructor(path: string) {
     this.#db = new DatabaseSync(path);
     this.#db.exec(PRAGMAS);
@@ -320,17 +375,140 @@ export class Store implements Disposable {
     migrate(this.#db);
   }
 
-  /** Runs `fn` in one transaction: all of it happens, or none. */
-  transaction<T>(fn: () => T): T {
-    this.#db.exec("BEGIN IMMEDIATE");
+  /**
+   * Runs `fn` (synchronous) in one transaction: all of it happens, or none. A local store commits it before this
+   * returns (the promise is already settled, so a caller that does not wait still sees its effects); a replica
+   * resolves once the shared log took it and it is applied here, and may run `fn` more than once (it is run
+   * again over the newer state when another Guardian committed first): `fn` has no effect but its writes.
+   */
+  transaction<T>(fn: () => T): Promise<T> {
+    if (this.#committer) return this.#committer.commit(fn);
+    try {
+      this.#db.exec("BEGIN IMMEDIATE");
+    } catch (error) {
+      return Promise.reject(error);
+    }
     try {
       const result = fn();
       this.#db.exec("COMMIT");
-      return result;
+      return Promise.resolve(result);
     } catch (error) {
       this.#db.exec("ROLLBACK");
-      throw error;
+      return Promise.reject(error);
     }
+  }
+
+  /** Catches up with what other Guardians committed (a replica); a local store is always current. */
+  sync(): Promise<void> {
+    return this.#committer?.sync() ?? Promise.resolve();
+  }
+
+  /** Whether the store is a replica of shared state. */
+  get replicated(): boolean {
+    return this.#committer !== undefined;
+  }
+
+  /** Makes this store a replica: from now on every write goes through `committer` (replication.ts). */
+  replicateThrough(committer: Committer): void {
+    if (this.#committer) throw new Error("guardian store: this store is already a replica");
+    this.#committer = committer;
+  }
+
+  /**
+   * Runs `fn` in a transaction that is rolled back, and returns what it returned and the writes it made, in
+   * order: replaying them on this state has the same effect (replication.ts commits them through the log).
+   */
+  record<T>(fn: () => T): { result: T; writes: Write[] } {
+    if (this.#recording) throw new Error("guardian store: transactions do not nest");
+    this.#db.exec("BEGIN IMMEDIATE");
+    const writes: Write[] = [];
+    this.#recording = writes;
+    try {
+      return { result: fn(), writes };
+    } finally {
+      this.#recording = undefined;
+      this.#db.exec("ROLLBACK");
+    }
+  }
+
+  /** Applies recorded writes in one transaction (all or none; a failure means this replica diverged). */
+  apply(writes: Write[]): void {
+    this.#db.exec("BEGIN IMMEDIATE");
+    this.#applying = true;
+    try {
+      for (const w of writes) this.#db.prepare(w.sql).run(...w.params);
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw new Error(`guardian store: a replicated write failed: ${(error as Error).message}`, {
+        cause: error,
+      });
+    } finally {
+      this.#applying = false;
+    }
+  }
+
+  /** The schema version of this store (how many migrations it has had). */
+  get schema(): number {
+    return Number((this.#db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+  }
+
+  /** Every row of every table, with rowids (so a store loaded from it numbers what follows the same way). */
+  dump(): StoreDump {
+    const tables: StoreDump["tables"] = {};
+    for (const t of TABLES) {
+      tables[t] = this.#db.prepare(`SELECT _rowid_ AS _rowid_, * FROM ${t} ORDER BY _rowid_`).all() as Record<
+        string,
+        SqlValue
+      >[];
+    }
+    return { schema: this.schema, tables };
+  }
+
+  /** Replaces this store's whole state with `dump` (a replica starting, or starting over). */
+  load(dump: StoreDump): void {
+    if (dump.schema !== this.schema) {
+      throw new Error(
+        `guardian store: the shared state has schema version ${dump.schema}, this Guardian ${this.schema}: ` +
+          "every Guardian sharing a state must run the same version",
+      );
+    }
+    this.#db.exec("BEGIN IMMEDIATE");
+    this.#applying = true;
+    try {
+      for (const t of [...TABLES].reverse()) this.#db.exec(`DELETE FROM ${t}`);
+      for (const t of TABLES) {
+        for (const row of dump.tables[t] ?? []) {
+          const columns = Object.keys(row);
+          const bad = columns.find((c) => !COLUMN_NAME.test(c));
+          if (bad !== undefined) throw new Error(`a dump names a column "${bad}" in ${t}`);
+          this.#db.prepare(
+            `INSERT INTO ${t} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`,
+          ).run(...columns.map((c) => row[c]!));
+        }
+      }
+      this.#db.exec("COMMIT");
+    } catch (error) {
+      this.#db.exec("ROLLBACK");
+      throw new Error(`guardian store: loading the shared state failed: ${(error as Error).message}`, {
+        cause: error,
+      });
+    } finally {
+      this.#applying = false;
+    }
+  }
+
+  /**
+   * Runs a write statement; recorded when a transaction is being recorded. A replica refuses writes outside a
+   * transaction: they would change this replica alone.
+   */
+  #write(sql: string, ...params: SqlValue[]): { changes: number | bigint } {
+    if (this.#committer && !this.#recording && !this.#applying) {
+      throw new Error("guardian store: a replica writes only inside `await store.transaction(fn)`");
+    }
+    const result = this.#db.prepare(sql).run(...params);
+    this.#recording?.push({ sql, params });
+    return result;
   }
 
   getMeta(key: string): string | undefined {
@@ -339,34 +517,30 @@ export class Store implements Disposable {
   }
 
   setMeta(key: string, value: string): void {
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-    )
-      .run(key, value);
+      key,
+      value,
+    );
   }
 
   addRealm(r: RealmRow): void {
     if (this.realmByName(r.name)) throw new ConflictError(`realm "${r.name}" already exists`);
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO realms (id, name, cidr4, cidr6, key_seed, oidc, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-      .run(
-        r.id,
-        r.name,
-        r.cidr4,
-        r.cidr6,
-        r.keySeed,
-        r.oidc === null ? null : JSON.stringify(r.oidc),
-        r.createdAt,
-      );
+      r.id,
+      r.name,
+      r.cidr4,
+      r.cidr6,
+      r.keySeed,
+      r.oidc === null ? null : JSON.stringify(r.oidc),
+      r.createdAt,
+    );
   }
 
   /** Sets (or, with null, clears) a realm's OIDC settings. */
   setRealmOidc(id: string, oidc: RealmOidc | null): void {
-    this.#db.prepare("UPDATE realms SET oidc = ? WHERE id = ?").run(
-      oidc === null ? null : JSON.stringify(oidc),
-      id,
-    );
+    this.#write("UPDATE realms SET oidc = ? WHERE id = ?", oidc === null ? null : JSON.stringify(oidc), id);
   }
 
   realmByName(name: string): RealmRow | undefined {
@@ -384,10 +558,9 @@ export class Store implements Disposable {
   }
 
   addToken(t: RegistrationTokenRow): void {
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO registration_tokens (id, realm_id, secret_hash, taints, any_taints, subnets, uses_left, " +
         "expires_at, revoked, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    ).run(
       t.id,
       t.realmId,
       t.secretHash,
@@ -414,9 +587,7 @@ export class Store implements Disposable {
 
   /** Marks a token revoked; false if there is no such token. */
   revokeToken(id: string): boolean {
-    return Number(
-      this.#db.prepare("UPDATE registration_tokens SET revoked = 1 WHERE id = ?").run(id).changes,
-    ) === 1;
+    return Number(this.#write("UPDATE registration_tokens SET revoked = 1 WHERE id = ?", id).changes) === 1;
   }
 
   /**
@@ -425,10 +596,12 @@ export class Store implements Disposable {
    */
   consumeToken(id: string, now: number): boolean {
     return Number(
-      this.#db.prepare(
+      this.#write(
         "UPDATE registration_tokens SET uses_left = uses_left - 1 WHERE id = ? AND revoked = 0 " +
           "AND (expires_at IS NULL OR expires_at > ?) AND (uses_left IS NULL OR uses_left > 0)",
-      ).run(id, now).changes,
+        id,
+        now,
+      ).changes,
     ) === 1;
   }
 
@@ -439,11 +612,10 @@ export class Store implements Disposable {
     if (this.confluxByTag(c.realmId, c.tag)) {
       throw new ConflictError(`tag "${c.tag}" is held by another node`);
     }
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, any_taints, portal, " +
         "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at) " +
         "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    ).run(
       c.id,
       c.realmId,
       c.secretHash,
@@ -522,7 +694,7 @@ export class Store implements Disposable {
     const row = this.confluxById(id);
     const holder = row && this.confluxByTag(row.realmId, tag);
     if (holder && holder.id !== id) throw new ConflictError(`tag "${tag}" is held by another node`);
-    this.#db.prepare("UPDATE confluxes SET tag = ? WHERE id = ?").run(tag, id);
+    this.#write("UPDATE confluxes SET tag = ? WHERE id = ?", tag, id);
   }
 
   /** Sets what an administrator granted a node: the taints it may hold (and their "any"), its portal subnets. */
@@ -532,9 +704,8 @@ export class Store implements Disposable {
   ): void {
     const row = this.confluxById(id);
     if (!row) return;
-    this.#db.prepare(
+    this.#write(
       "UPDATE confluxes SET allowed_taints = ?, any_taints = ?, granted_subnets = ? WHERE id = ?",
-    ).run(
       JSON.stringify(grant.allowedTaints ?? row.allowedTaints),
       (grant.anyTaints ?? row.anyTaints) ? 1 : 0,
       JSON.stringify(grant.grantedSubnets ?? row.grantedSubnets),
@@ -544,13 +715,23 @@ export class Store implements Disposable {
 
   /** Records a session issued at login: the node's current key, its NATS user, and its certificate's expiry. */
   addSession(s: SessionRow): void {
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO sessions (conflux_id, realm_id, node_id, nats_user, issued_at, expires_at) VALUES (?, ?, ?, ?, ?, ?)",
-    ).run(s.confluxId, s.realmId, s.nodeId, s.natsUser, s.issuedAt, s.expiresAt);
-    this.#db.prepare(
+      s.confluxId,
+      s.realmId,
+      s.nodeId,
+      s.natsUser,
+      s.issuedAt,
+      s.expiresAt,
+    );
+    this.#write(
       "UPDATE confluxes SET node_id = ?, last_login = ?, cert_expires = max(cert_expires, ?) WHERE id = ?",
-    ).run(s.nodeId, s.issuedAt, s.expiresAt, s.confluxId);
-    this.#db.prepare("DELETE FROM sessions WHERE expires_at <= ?").run(s.issuedAt);
+      s.nodeId,
+      s.issuedAt,
+      s.expiresAt,
+      s.confluxId,
+    );
+    this.#write("DELETE FROM sessions WHERE expires_at <= ?", s.issuedAt);
   }
 
   /** Sessions of a node still valid at `now`. */
@@ -571,21 +752,46 @@ export class Store implements Disposable {
 
   /** Records that a node's certificates issued up to `before` are void, until `until` (when none can live). */
   addRevocation(r: RevocationRow): void {
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO revocations (realm_id, conflux_id, before, until, cut_master) VALUES (?, ?, ?, ?, ?)",
-    ).run(r.realmId, r.confluxId, r.before, r.until, r.cutMaster ? 1 : 0);
+      r.realmId,
+      r.confluxId,
+      r.before,
+      r.until,
+      r.cutMaster ? 1 : 0,
+    );
+  }
+
+  /** Forgets revocations that no longer matter at `now` (a write: call it inside a transaction). */
+  pruneRevocations(now: number): void {
+    // The newest row stays, so its number is never reused (revocationsSince counts on increasing numbers).
+    this.#write(
+      "DELETE FROM revocations WHERE until <= ? AND rowid < (SELECT max(rowid) FROM revocations)",
+      now,
+    );
   }
 
   /** Revocations of a realm that still matter at `now`. */
   revocations(realmId: string, now: number): RevocationRow[] {
-    // The newest row stays, so its number is never reused (revocationsSince counts on increasing numbers).
-    this.#db.prepare(
-      "DELETE FROM revocations WHERE until <= ? AND rowid < (SELECT max(rowid) FROM revocations)",
-    )
-      .run(now);
-    return (this.#db.prepare("SELECT * FROM revocations WHERE realm_id = ? ORDER BY before").all(
-      realmId,
-    ) as Row[]).map(revocation);
+    return (this.#db.prepare(
+      "SELECT * FROM revocations WHERE realm_id = ? AND until > ? ORDER BY before, rowid",
+    ).all(realmId, now) as Row[]).map(revocation);
+  }
+
+  /**
+   * Takes a login nonce (`key`), kept until `until`: false if it was taken before (a replay). Forgets the nonces
+   * whose time has passed at `now`.
+   */
+  useNonce(key: string, until: number, now: number): boolean {
+    this.#write("DELETE FROM login_nonces WHERE until <= ?", now);
+    return Number(
+      this.#write(
+        "INSERT INTO login_nonces (key, until) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+        key,
+        until,
+      )
+        .changes,
+    ) === 1;
   }
 
   /** Revocations recorded after the one numbered `after` (0: all), with their numbers, oldest first. */
@@ -597,16 +803,20 @@ export class Store implements Disposable {
 
   /** Marks a node revoked at `at`: it can no longer log in. */
   setRevoked(id: string, at: number): void {
-    this.#db.prepare("UPDATE confluxes SET revoked_at = ? WHERE id = ?").run(at, id);
+    this.#write("UPDATE confluxes SET revoked_at = ? WHERE id = ?", at, id);
   }
 
   setPortal(id: string, portal: boolean, subnets: string[]): void {
-    this.#db.prepare("UPDATE confluxes SET portal = ?, subnets = ? WHERE id = ?")
-      .run(portal ? 1 : 0, JSON.stringify(subnets), id);
+    this.#write(
+      "UPDATE confluxes SET portal = ?, subnets = ? WHERE id = ?",
+      portal ? 1 : 0,
+      JSON.stringify(subnets),
+      id,
+    );
   }
 
   setTaints(id: string, taints: string[]): void {
-    this.#db.prepare("UPDATE confluxes SET taints = ? WHERE id = ?").run(JSON.stringify(taints), id);
+    this.#write("UPDATE confluxes SET taints = ? WHERE id = ?", JSON.stringify(taints), id);
   }
 
   /**
@@ -616,11 +826,14 @@ export class Store implements Disposable {
   removeConflux(id: string, retireUntil: number): boolean {
     const row = this.confluxById(id);
     if (!row) return false;
-    this.#db.prepare(
+    this.#write(
       "INSERT INTO retired_addresses (realm_id, ip4, until) VALUES (?, ?, ?) " +
         "ON CONFLICT (realm_id, ip4) DO UPDATE SET until = max(until, excluded.until)",
-    ).run(row.realmId, row.ip4, retireUntil);
-    return Number(this.#db.prepare("DELETE FROM confluxes WHERE id = ?").run(id).changes) === 1;
+      row.realmId,
+      row.ip4,
+      retireUntil,
+    );
+    return Number(this.#write("DELETE FROM confluxes WHERE id = ?", id).changes) === 1;
   }
 
   close(): void {

@@ -202,7 +202,9 @@ export class UnderlayReader {
       if (!r.ok) throw new Error(`could not read the routing table: ip ${family} route: ${r.stderr.trim()}`);
       for (const address of gatewaysFromRoutes(r.stdout)) list.push({ kind: "gateway", address });
     }
-    const named: [UnderlayKind, string[]][] = [["guardian", [endpoints.guardian]], [
+    // The Guardian may be several, comma-separated (agent/guardian_client.ts).
+    const guardians = endpoints.guardian.split(",").map((u) => u.trim()).filter((u) => u !== "");
+    const named: [UnderlayKind, string[]][] = [["guardian", guardians], [
       "master",
       endpoints.master,
     ]];
