@@ -112,7 +112,7 @@ export class Membership {
       clock: o.clock,
       backend: o.backend,
       busy: o.busy,
-      ask: (sender) => void this.#lookup(LookupKind.Node, sender, toHex(sender)),
+      ask: (sender) => void this.identify(sender),
       release: (bytes) => this.#deliver(bytes),
       onChange: (event, peer) => {
         this.#follow(event, peer);

@@ -253,17 +253,6 @@ export class PeerTable {
     for (const bytes of held.messages) queueMicrotask(() => this.#o.release?.(bytes));
   }
 
-  /** Marks traffic with a peer: a peer in use never leaves the table for idleness. */
-  touch(nodeId: string): void {
-    const peer = this.#peers.get(nodeId);
-    if (peer) peer.lastSeen = this.#o.clock();
-  }
-
-  /** Forgets a peer now (the Guardian says it is gone, or it left the Master): as if it had said it was leaving. */
-  forget(nodeId: string): void {
-    this.#remove(nodeId);
-  }
-
   #remove(id: string): void {
     const peer = this.#peers.get(id);
     if (!peer) return;
