@@ -67,6 +67,8 @@ export interface MembershipOptions {
 
 interface Asking {
   id: Uint8Array | undefined;
+  /** An address lookup, which portals of subnets covering it may answer too; undefined for one-owner keys. */
+  address: Uint8Array | undefined;
   done: Promise<void>;
   wake: () => void;
   timer: ReturnType<typeof setTimeout>;
@@ -278,7 +280,13 @@ export class Membership {
     }
     let wake!: () => void;
     const done = new Promise<void>((resolve) => wake = resolve);
-    const asking: Asking = { id: undefined, done, wake, timer: setTimeout(wake, LOOKUP_WAIT_MS) };
+    const asking: Asking = {
+      id: undefined,
+      address: what === LookupKind.Address ? key : undefined,
+      done,
+      wake,
+      timer: setTimeout(wake, LOOKUP_WAIT_MS),
+    };
     this.#asking.set(slot, asking);
     void done.then(() => {
       clearTimeout(asking.timer);
@@ -332,12 +340,20 @@ export class Membership {
     this.#o.channel()?.publish(this.#o.subjects.node(asker), answer);
   }
 
-  /** A verified Found (its certificate is in the table already): wakes the lookup it answers, a moment later. */
+  /**
+   * A verified Found (its certificate is in the table already): wakes the lookup it answers, at once when only one
+   * node can answer it (a tag, a node id, an overlay address answered by its owner), else a moment later so that
+   * every portal covering the address can answer.
+   */
   #found(m: ControlMessage<ControlKind.Found>): void {
+    const cert = this.peers.get(toHex(m.sender))?.cert;
     for (const asking of this.#asking.values()) {
       if (!asking.id || !bytesEqual(asking.id, m.body.query)) continue;
       clearTimeout(asking.timer);
-      asking.timer = setTimeout(asking.wake, FOUND_GRACE_MS);
+      const a = asking.address;
+      const owner = !a || (cert !== undefined && (bytesEqual(a, cert.ipv4) || bytesEqual(a, cert.ipv6)));
+      if (owner) asking.wake();
+      else asking.timer = setTimeout(asking.wake, FOUND_GRACE_MS);
     }
   }
 

@@ -181,6 +181,10 @@ Deno.test("membership: forged answers are not used (wrong signer, foreign realm,
   spy.publish(subjects.node(a.id), await found(fakeB.identity, fakeB.cert));
   const owners = await lookup; // b's genuine answer comes too; x's is refused
   assertEquals(owners.map((o) => o.ipv4[3]), [2]);
+  await until(
+    "the forged answers checked",
+    () => (a.membership.peers.dropped.get("bad-signature") ?? 0) === 2,
+  );
   assertEquals(x.tags(), [], "x refused a (taints) and did not answer");
   assertEquals(x.membership.peers.dropped.get("forbidden"), 1);
   assertEquals([...a.membership.peers.dropped], [["bad-signature", 2]]);
