@@ -25,7 +25,12 @@
  * @module
  */
 
-import { CertificateRejected, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
+import {
+  certificateRef,
+  CertificateRejected,
+  type VerifiedCertificate,
+  verifyCertificate,
+} from "../crypto/certificate.ts";
 import { ControlRejected, ControlVerifier } from "../crypto/control_signing.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
 import type { PqBackend } from "../crypto/pq.ts";
@@ -52,6 +57,10 @@ export type DropReason =
   /** A route answer nobody asked for, or from a relay that may not carry traffic to that destination. */
   | "route:unasked"
   | "route:forbidden-relay"
+  /** More messages of a kind from one sender than it may send (see SenderLimits). */
+  | "rate-limited"
+  /** A certificate older than one this node holds for the same node (or another session of its conflux). */
+  | "superseded"
   | ControlRejected["reason"]
   | CertificateRejected["reason"];
 
@@ -89,11 +98,15 @@ export class PeerTable {
   readonly #verifier: ControlVerifier;
   readonly #revocations = new Revocations();
   readonly #held = new Map<string, Held>();
+  /** Certificates whose realm signature verified, by reference (a bounded cache; not a source of keys). */
+  readonly #verified = new Map<string, VerifiedCertificate>();
+  readonly #limits: SenderLimits;
   /** Messages dropped, by reason. */
   readonly dropped = new Map<DropReason, number>();
 
   constructor(options: PeerTableOptions) {
     this.#o = options;
+    this.#limits = new SenderLimits(options.clock);
     this.#verifier = new ControlVerifier({
       self: options.self().nodeId,
       clock: options.clock,
@@ -164,29 +177,29 @@ export class PeerTable {
     }
     const self = this.#o.self();
     if (bytesEqual(m.sender, self.nodeId)) return undefined; // our own broadcast, echoed back
+    // What costs no signature work comes first: recipient, date, replay, and the sender's budget for this kind.
+    try {
+      this.#verifier.check(m);
+    } catch (error) {
+      if (error instanceof ControlRejected) return this.#drop(error.reason);
+      throw error;
+    }
+    const budget = m.kind === ControlKind.Revoke ? undefined : this.#limits.budget(m.sender, m.kind);
+    if (budget && !budget.left()) return this.#drop("rate-limited");
     const carried = carriedCertificate(m);
     let cert: VerifiedCertificate | undefined;
     if (carried) {
-      try {
-        cert = await verifyCertificate(carried, {
-          realm: this.#o.realm,
-          realmKey: this.#o.realmKey,
-          now: this.#o.clock(),
-          backend: this.#o.backend,
-        });
-      } catch (error) {
-        if (error instanceof CertificateRejected) return this.#drop(error.reason);
-        throw error;
-      }
+      const checked = await this.#certificate(carried);
+      if (typeof checked === "string") return this.#drop(checked);
+      cert = checked;
       if (!bytesEqual(cert.nodeId, m.sender) || !bytesEqual(cert.ref, m.certRef)) {
         return this.#drop("bad-certificate");
       }
-      // Before any work on the message's signature (and so a revoked certificate never enters the cache).
+      // Before any work on the message's signature.
       if (this.#revocations.voids(cert)) return this.#drop("revoked");
-      this.#certs.set(toHex(cert.ref), cert);
     }
     try {
-      m = await this.#verifier.verify(bytes);
+      m = await this.#verifier.verify(bytes, cert?.nodeKey);
     } catch (error) {
       if (error instanceof ControlRejected && error.reason === "unknown-sender" && !cert) {
         return this.#hold(m.sender, bytes);
@@ -194,7 +207,7 @@ export class PeerTable {
       if (error instanceof ControlRejected) return this.#drop(error.reason);
       throw error;
     }
-    if (cert) this.#releaseHeld(toHex(m.sender));
+    budget?.spend(); // only what verified counts against a sender: a forger cannot spend another's budget
     if (m.kind === ControlKind.Revoke) {
       // From the Guardian, signed by the realm key (the verifier accepts a Revoke from nothing else).
       this.revoke(m.body.conflux, m.body.before);
@@ -207,21 +220,58 @@ export class PeerTable {
     }
     // A revocation may have come while the signature was checked: it holds all the same.
     if (this.#revocations.voids(cert)) return this.#drop("revoked");
+    // Only now, its message signed by its key, does the certificate vouch for that key in other messages.
+    this.#certs.set(toHex(cert.ref), cert);
+    this.#releaseHeld(id);
     const known = this.#peers.get(id);
     const leaving = m.kind === ControlKind.Announce && m.body.leaving === 1;
     if (leaving || !mayCommunicate(self, cert)) {
       if (known) this.#remove(id);
       return leaving ? undefined : this.#drop("forbidden");
     }
+    // Never back to an older certificate of the node, nor to an older session of it (a node alternating two
+    // sessions would make its peers flap, and reroute at each flap).
+    const newer = (p: Peer | undefined) => p !== undefined && p.cert.notBefore > cert.notBefore;
+    const sessions = [...this.#peers.values()].filter((p) => bytesEqual(p.cert.conflux, cert.conflux));
+    if (newer(known) || sessions.some(newer)) return this.#drop("superseded");
     if (!known) {
       // The same conflux under a new key: it restarted. Its old self is gone.
-      for (const [other, p] of this.#peers) if (bytesEqual(p.cert.conflux, cert.conflux)) this.#remove(other);
+      for (const p of sessions) this.#remove(toHex(p.cert.nodeId));
     }
     const peer = { cert, lastSeen: this.#o.clock() };
     this.#peers.set(id, peer);
     if (!known) this.#o.onChange?.("joined", peer);
     else if (!sameRoutes(known.cert, cert)) this.#o.onChange?.("changed", peer);
     return m;
+  }
+
+  /**
+   * A carried certificate, verified against the realm key once per distinct certificate (a copy of one seen before
+   * costs a hash, not a signature check), and valid now; else why not.
+   */
+  async #certificate(bytes: Uint8Array): Promise<VerifiedCertificate | DropReason> {
+    const ref = toHex(await certificateRef(bytes));
+    const now = this.#o.clock();
+    let cert = this.#verified.get(ref);
+    if (!cert) {
+      try {
+        cert = await verifyCertificate(bytes, {
+          realm: this.#o.realm,
+          realmKey: this.#o.realmKey,
+          now,
+          backend: this.#o.backend,
+        });
+      } catch (error) {
+        if (error instanceof CertificateRejected) return error.reason;
+        throw error;
+      }
+      if (this.#verified.size >= VERIFIED_CERTIFICATES) {
+        this.#verified.delete(this.#verified.keys().next().value!);
+      }
+      this.#verified.set(ref, cert);
+    }
+    if (now >= cert.notAfter) return "expired";
+    return cert;
   }
 
   /**
@@ -277,6 +327,8 @@ export class PeerTable {
       for (const _ of held.messages) this.#drop("unknown-sender");
     }
     for (const [ref, c] of this.#certs) if (now >= c.notAfter) this.#certs.delete(ref);
+    for (const [ref, c] of this.#verified) if (now >= c.notAfter) this.#verified.delete(ref);
+    this.#limits.expire(now);
     this.#revocations.expire(now);
   }
 
@@ -304,4 +356,63 @@ function carriedCertificate(m: AnyControlMessage): Uint8Array | undefined {
 function sameRoutes(a: VerifiedCertificate, b: VerifiedCertificate): boolean {
   return bytesEqual(a.ipv4, b.ipv4) && bytesEqual(a.ipv6, b.ipv6) && a.portal === b.portal &&
     a.subnets.length === b.subnets.length && a.subnets.every((s, i) => bytesEqual(s, b.subnets[i]!));
+}
+
+/** Verified certificates remembered by reference. */
+const VERIFIED_CERTIFICATES = 4096;
+/** Senders whose budgets are tracked at once (the oldest forgotten first). */
+const MAX_BUDGETS = 8192;
+
+/**
+ * Messages per second and burst one sender may send of each kind. Generous for what a node does (a burst of ICE
+ * candidates, lookups of a few dozen addresses at once), small against a flood.
+ */
+const KIND_RATES: Record<Exclude<ControlKind, ControlKind.Revoke>, [perSecond: number, burst: number]> = {
+  [ControlKind.Announce]: [2, 10],
+  [ControlKind.TaintUpdate]: [2, 10],
+  [ControlKind.StreamRequest]: [10, 20],
+  [ControlKind.StreamResponse]: [10, 20],
+  [ControlKind.TetherSignal]: [50, 100],
+  [ControlKind.Found]: [50, 100],
+  [ControlKind.RouteQuery]: [10, 20],
+  [ControlKind.RouteAnswer]: [20, 40],
+  [ControlKind.Lookup]: [50, 100],
+};
+
+/** A token bucket: `left()` says whether a message may be checked, `spend()` takes one once it verified. */
+interface Budget {
+  left(): boolean;
+  spend(): void;
+}
+
+/** Per sender and kind, token buckets; bounded in senders. */
+class SenderLimits {
+  readonly #buckets = new Map<string, { tokens: number; at: number }>();
+
+  constructor(readonly clock: () => number) {}
+
+  budget(sender: Uint8Array, kind: Exclude<ControlKind, ControlKind.Revoke>): Budget {
+    const key = `${toHex(sender)}/${kind}`;
+    const [rate, burst] = KIND_RATES[kind];
+    const refill = () => {
+      const now = this.clock();
+      let b = this.#buckets.get(key);
+      if (!b) {
+        if (this.#buckets.size >= MAX_BUDGETS) this.#buckets.delete(this.#buckets.keys().next().value!);
+        this.#buckets.set(key, b = { tokens: burst, at: now });
+      }
+      b.tokens = Math.min(burst, b.tokens + (now - b.at) / 1000 * rate);
+      b.at = now;
+      return b;
+    };
+    return { left: () => refill().tokens >= 1, spend: () => void (refill().tokens -= 1) };
+  }
+
+  /** Forgets buckets that are full again (their sender has been quiet). */
+  expire(now: number): void {
+    for (const [key, b] of this.#buckets) {
+      const [rate, burst] = KIND_RATES[Number(key.slice(key.indexOf("/") + 1)) as keyof typeof KIND_RATES];
+      if (b.tokens + (now - b.at) / 1000 * rate >= burst) this.#buckets.delete(key);
+    }
+  }
 }

@@ -349,3 +349,104 @@ Deno.test("peer table: a silent peer stays; an idle one leaves after PEER_IDLE_M
   assertEquals(t.list().map((p) => p.cert.tag), ["n3"], "c carries traffic");
   assertEquals(t.events.at(-1), ["left", "n2"]);
 });
+
+/** A backend that counts every signature check (certificates and messages). */
+async function counting() {
+  const real = await pq();
+  const stats = { checks: 0 };
+  const backend: PqBackend = {
+    ...real,
+    verify(publicKey, message, signature) {
+      stats.checks++;
+      return real.verify(publicKey, message, signature);
+    },
+  };
+  return { backend, stats };
+}
+
+Deno.test("peer table: a replay and a copy of a known certificate cost no signature check", async () => {
+  const r = await realm();
+  const [a, b] = [await r.node(1), await r.node(2)];
+  const c = await counting();
+  const t = r.table(a.cert, c.backend);
+  const first = await announce(b, b.cert, r.clock.now);
+  await t.receive(first);
+  assertEquals(c.stats.checks, 2, "the certificate and the message");
+  for (let i = 0; i < 5; i++) await t.receive(first);
+  assertEquals([c.stats.checks, t.dropped.get("replayed")], [2, 5], "replays: no check at all");
+  await t.receive(await announce(b, b.cert, r.clock.now)); // a new message with the same certificate
+  assertEquals(c.stats.checks, 3, "only the new message's signature");
+});
+
+Deno.test("peer table: a certificate in a message whose signature fails never vouches for its key", async () => {
+  const r = await realm();
+  const [a, b] = [await r.node(1), await r.node(2)];
+  const mallory = await Identity.generate();
+  const asked: string[] = [];
+  const t = r.table(a.cert, undefined, { ask: (sender) => asked.push(toHex(sender)) });
+  // b's genuine certificate, in a message mallory signed as b.
+  const forged = (await signControl(mallory, {
+    kind: ControlKind.Announce,
+    recipient: BROADCAST,
+    certRef: b.cert.ref,
+    body: { certificate: b.cert.bytes, leaving: 0 },
+  }, r.clock.now)).slice();
+  forged.set(b.identity.nodeId, 3);
+  await t.receive(forged);
+  assertEquals(t.dropped.get("bad-signature"), 1);
+  // A genuine message of b naming that certificate by reference: b is still unknown here, so it waits for b.
+  const query = await signControl(b.identity, {
+    kind: ControlKind.RouteQuery,
+    recipient: BROADCAST,
+    certRef: b.cert.ref,
+    body: { destination: new Uint8Array(16) },
+  }, r.clock.now);
+  assertEquals(await t.receive(query), undefined);
+  assertEquals(asked, [b.id]);
+});
+
+Deno.test("peer table: a sender's messages beyond its budget are dropped unchecked; forgeries do not spend it", async () => {
+  const r = await realm();
+  const [a, b] = [await r.node(1), await r.node(2)];
+  const mallory = await Identity.generate();
+  const t = r.table(a.cert);
+  await t.receive(await announce(b, b.cert, r.clock.now));
+  const query = (from: Identity) =>
+    signControl(from, {
+      kind: ControlKind.RouteQuery,
+      recipient: BROADCAST,
+      certRef: b.cert.ref,
+      body: { destination: new Uint8Array(16) },
+    }, r.clock.now);
+  // Mallory floods in b's name: each fails its signature check and leaves b's budget whole.
+  for (let i = 0; i < 30; i++) {
+    const forged = (await query(mallory)).slice();
+    forged.set(b.identity.nodeId, 3);
+    await t.receive(forged);
+  }
+  assertEquals([t.dropped.get("bad-signature"), t.dropped.get("rate-limited")], [30, undefined]);
+  // b's own burst: 20 pass (the burst of its kind), the rest are dropped before any check.
+  let passed = 0;
+  for (let i = 0; i < 30; i++) if (await t.receive(await query(b.identity))) passed++;
+  assertEquals([passed, t.dropped.get("rate-limited")], [20, 10]);
+  r.clock.now += 1_000; // ten more a second
+  for (let i = 0; i < 12; i++) if (await t.receive(await query(b.identity))) passed++;
+  assertEquals(passed, 30);
+});
+
+Deno.test("peer table: an older session of a node never replaces a newer one (no flapping)", async () => {
+  const r = await realm();
+  const [a, b] = [await r.node(1), await r.node(2)];
+  const again = await Identity.generate();
+  const newer = await r.certify(again, 2, b.cert.notBefore + 1_000);
+  const t = r.table(a.cert);
+  await t.receive(await announce(b, b.cert, r.clock.now));
+  await t.receive(await announce({ ...b, identity: again }, newer, r.clock.now));
+  for (let i = 0; i < 5; i++) {
+    await t.receive(await announce(b, b.cert, r.clock.now));
+    await t.receive(await announce({ ...b, identity: again }, newer, r.clock.now));
+  }
+  assertEquals(t.events, [["joined", "n2"], ["left", "n2"], ["joined", "n2"]]);
+  assertEquals(t.dropped.get("superseded"), 5);
+  assertEquals(t.list().map((p) => toHex(p.cert.nodeId)), [toHex(again.nodeId)]);
+});

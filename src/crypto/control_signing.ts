@@ -109,6 +109,12 @@ export class SeenIds {
     return this.#expiry.size;
   }
 
+  /** Whether `id` is recorded and has not expired by `now`. */
+  has(id: string, now: number): boolean {
+    const known = this.#expiry.get(id);
+    return known !== undefined && known >= now;
+  }
+
   /** Records `id` until `until` (ms); false if it was already recorded and has not expired by `now`. */
   add(id: string, until: number, now: number): boolean {
     const known = this.#expiry.get(id);
@@ -156,15 +162,12 @@ export class ControlVerifier {
     this.#backend = options.backend;
   }
 
-  /** Returns the decoded message if it passes every check, else throws ControlRejected. */
-  async verify(bytes: Uint8Array): Promise<AnyControlMessage> {
-    let m: AnyControlMessage;
-    try {
-      m = decodeControl(bytes);
-    } catch (cause) {
-      if (cause instanceof WireError) throw new ControlRejected("malformed", cause.message, { cause });
-      throw cause;
-    }
+  /**
+   * The checks that cost no signature work, on a decoded message: its recipient, its date, who may send its kind,
+   * and whether it was received before. Throws ControlRejected. `verify` runs them first too; a receiver that has
+   * more to do before the signature (a carried certificate to check) calls this first.
+   */
+  check(m: AnyControlMessage): void {
     if (!isBroadcast(m.recipient) && !bytesEqual(m.recipient, this.#self)) {
       throw new ControlRejected(
         "misdirected",
@@ -189,12 +192,31 @@ export class ControlVerifier {
           : `a Revoke from node ${toHex(m.sender)}: only the Guardian (the all-zero sender) revokes`,
       );
     }
-    let key: Uint8Array | undefined;
+    // A replay costs a lookup, not a signature check (ids are recorded only once authentic, below).
+    if (this.#seen.has(seenKey(m), now)) {
+      throw new ControlRejected("replayed", `control message ${toHex(m.id)} was already received`);
+    }
+  }
+
+  /**
+   * Returns the decoded message if it passes every check, else throws ControlRejected. `key`: the sender's key
+   * from the certificate the message itself carries (checked by the caller), used instead of a known one.
+   */
+  async verify(bytes: Uint8Array, key?: Uint8Array): Promise<AnyControlMessage> {
+    let m: AnyControlMessage;
+    try {
+      m = decodeControl(bytes);
+    } catch (cause) {
+      if (cause instanceof WireError) throw new ControlRejected("malformed", cause.message, { cause });
+      throw cause;
+    }
+    this.check(m);
+    const fromGuardian = isZero(m.sender);
     if (fromGuardian) {
       key = this.#realmKey;
       if (!key) throw new ControlRejected("unknown-sender", "a Revoke, and this node knows no realm key");
     } else {
-      key = this.#keys(m.sender, m.certRef);
+      key ??= this.#keys(m.sender, m.certRef);
       if (!key || !bytesEqual(await nodeIdOf(key), m.sender)) {
         throw new ControlRejected(
           "unknown-sender",
@@ -213,11 +235,15 @@ export class ControlVerifier {
     }
     // Recorded only once authentic, so forged messages cannot fill the cache; keyed by sender too, so one node
     // cannot shadow another's message by reusing its id.
-    if (!this.#seen.add(toHex(m.sender) + toHex(m.id), m.timestamp + CONTROL_MAX_SKEW_MS, now)) {
+    if (!this.#seen.add(seenKey(m), m.timestamp + CONTROL_MAX_SKEW_MS, this.#clock())) {
       throw new ControlRejected("replayed", `control message ${toHex(m.id)} was already received`);
     }
     return m;
   }
+}
+
+function seenKey(m: AnyControlMessage): string {
+  return toHex(m.sender) + toHex(m.id);
 }
 
 function isBroadcast(recipient: Uint8Array): boolean {
