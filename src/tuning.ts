@@ -8,6 +8,8 @@
 export const SEEN_IDS_CAPACITY = 65_536;
 /** An initiator forgets a stream request that got no response within this time. */
 export const HANDSHAKE_TIMEOUT_MS = 10_000;
+/** Receiving streams one peer may hold at this node; a new one beyond replaces its oldest. */
+export const MAX_STREAMS_PER_PEER = 4;
 /** Most handshakes one node waits on at once (each holds an ML-KEM key pair). */
 export const MAX_PENDING_HANDSHAKES = 1024;
 /** A peer this node has had nothing to do with for this long leaves the peer table (it is looked up again). */

@@ -7,7 +7,12 @@
 import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
 import { StreamOpener, StreamSealer } from "../crypto/stream.ts";
-import { HANDSHAKE_TIMEOUT_MS, STREAM_REQUEST_FIRST_RESEND_MS, STREAM_REQUEST_RESEND_MS } from "../tuning.ts";
+import {
+  HANDSHAKE_TIMEOUT_MS,
+  MAX_STREAMS_PER_PEER,
+  STREAM_REQUEST_FIRST_RESEND_MS,
+  STREAM_REQUEST_RESEND_MS,
+} from "../tuning.ts";
 import type { ControlKind, ControlMessage } from "../wire/control.ts";
 
 interface Outbound {
@@ -35,6 +40,8 @@ export class Streams {
   readonly #o: StreamsOptions;
   readonly #out = new Map<string, Outbound>();
   readonly #in = new Map<string, StreamOpener>();
+  /** Receiving stream ids per peer, oldest first: at most MAX_STREAMS_PER_PEER each. */
+  readonly #inByPeer = new Map<string, string[]>();
   /** Handshakes this node started that failed or timed out, and responses it refused. */
   failures = 0;
 
@@ -101,11 +108,20 @@ export class Streams {
     resolve(o.sealer && !o.sealer.expired() ? o.sealer : undefined);
   }
 
-  /** A peer asks for a stream to us: answer it and keep the receiving end. */
+  /**
+   * A peer asks for a stream to us: answer it and keep the receiving end. A peer keeps at most
+   * MAX_STREAMS_PER_PEER receiving streams here (a rekey overlaps two, and a resent request adds one): a new one
+   * beyond that replaces its oldest.
+   */
   async onRequest(m: ControlMessage<ControlKind.StreamRequest>): Promise<void> {
     const { response, secrets } = await this.#o.handshaker.respond(m);
-    this.#in.set(toHex(secrets.id), new StreamOpener(secrets, { self: this.#o.self, clock: this.#o.clock }));
-    this.#o.send(toHex(m.sender), response);
+    const peer = toHex(m.sender);
+    const id = toHex(secrets.id);
+    this.#in.set(id, new StreamOpener(secrets, { self: this.#o.self, clock: this.#o.clock }));
+    const ids = [...this.#inByPeer.get(peer) ?? [], id];
+    while (ids.length > MAX_STREAMS_PER_PEER) this.#in.delete(ids.shift()!);
+    this.#inByPeer.set(peer, ids);
+    this.#o.send(peer, response);
   }
 
   /** Our handshake completed. */
@@ -130,6 +146,11 @@ export class Streams {
     for (const [id, opener] of this.#in) {
       if (opener.expired() || gone(toHex(opener.secrets.peer))) this.#in.delete(id);
     }
+    for (const [peer, ids] of this.#inByPeer) {
+      const live = ids.filter((id) => this.#in.has(id));
+      if (live.length > 0) this.#inByPeer.set(peer, live);
+      else this.#inByPeer.delete(peer);
+    }
     for (const [peer, o] of this.#out) {
       if (gone(peer)) {
         this.#settle(peer, undefined);
@@ -146,5 +167,6 @@ export class Streams {
     for (const peer of this.#out.keys()) this.#settle(peer, undefined);
     this.#out.clear();
     this.#in.clear();
+    this.#inByPeer.clear();
   }
 }

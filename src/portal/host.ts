@@ -139,38 +139,56 @@ export async function openPortal(
   return { [Symbol.asyncDispose]: close };
 }
 
-/** The kernel routes for portal subnets into the TUN device, kept equal to the latest list given. */
+/**
+ * The kernel routes for portal subnets into the TUN device, kept equal to the latest list given. One pass at a time,
+ * each with the latest list (lists given meanwhile are skipped but the last), and one `ip -batch` process per
+ * pass whatever the number of changes: a peer table that changes often costs no process per change.
+ */
 export class KernelRoutes implements AsyncDisposable {
   #installed = new Set<string>();
-  #work: Promise<void> = Promise.resolve();
+  #wanted: string[] = [];
+  #pass: Promise<void> = Promise.resolve();
+  #next: Promise<void> | undefined;
 
   constructor(readonly host: PortalHost, readonly ifname: string) {}
 
-  /** Installs the routes in `subnets` that are missing and removes those no longer there (in order, in the background). */
+  /** Makes the routes equal to `subnets` (in the background); resolves once a pass with this list (or a later one) ran. */
   sync(subnets: string[]): Promise<void> {
-    this.#work = this.#work.then(async () => {
-      const wanted = new Set(subnets);
-      for (const s of this.#installed) if (!wanted.has(s)) await this.#route("del", s);
-      for (const s of wanted) if (!this.#installed.has(s)) await this.#route("replace", s);
-    }).catch((error) => this.host.log(`portal: routes: ${(error as Error).message}`));
-    return this.#work;
+    this.#wanted = subnets;
+    return this.#next ??= this.#pass.then(() => {
+      this.#next = undefined;
+      return this.#pass = this.#run();
+    });
   }
 
-  async #route(action: "replace" | "del", subnet: string): Promise<void> {
-    const r = await this.host.run("ip", [
-      "route",
-      action,
-      subnet,
-      "dev",
-      this.ifname,
-      "metric",
-      String(PORTAL_ROUTE_METRIC),
-    ]);
-    if (action === "del") this.#installed.delete(subnet);
-    else if (r.ok) this.#installed.add(subnet);
-    if (!r.ok && action === "replace") this.host.log(`portal: no route to ${subnet}: ${r.stderr.trim()}`);
-    else if (r.ok) {
-      this.host.log(`portal: ${action === "del" ? "removed" : "added"} route ${subnet} dev ${this.ifname}`);
+  async #run(): Promise<void> {
+    try {
+      const wanted = new Set(this.#wanted);
+      const changes = [
+        ...[...this.#installed].filter((s) => !wanted.has(s)).map((s) => ["del", s] as const),
+        ...[...wanted].filter((s) => !this.#installed.has(s)).map((s) => ["replace", s] as const),
+      ];
+      if (changes.length === 0) return;
+      const lines = changes.map(([action, subnet]) =>
+        `route ${action} ${subnet} dev ${this.ifname} metric ${PORTAL_ROUTE_METRIC}`
+      );
+      const r = await this.host.run("ip", ["-force", "-batch", "-"], lines.join("\n") + "\n");
+      // `ip -force -batch` goes on after a failed line and names it: "Command failed -:N".
+      const failed = new Set([...r.stderr.matchAll(/Command failed -:(\d+)/g)].map((m) => Number(m[1]) - 1));
+      if (!r.ok && failed.size === 0) { for (let i = 0; i < changes.length; i++) failed.add(i); }
+      changes.forEach(([action, subnet], i) => {
+        if (action === "del") {
+          this.#installed.delete(subnet);
+          this.host.log(`portal: removed route ${subnet} dev ${this.ifname}`);
+        } else if (failed.has(i)) {
+          this.host.log(`portal: no route to ${subnet}: ${r.stderr.trim().split("\n")[0]}`);
+        } else {
+          this.#installed.add(subnet);
+          this.host.log(`portal: added route ${subnet} dev ${this.ifname}`);
+        }
+      });
+    } catch (error) {
+      this.host.log(`portal: routes: ${(error as Error).message}`);
     }
   }
 
