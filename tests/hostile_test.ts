@@ -43,6 +43,13 @@ function pingFigures(text: string): { sent: number; answered: number; lost: numb
   return { sent, answered: seen.size, lost, longestGap };
 }
 
+/** CPU time (user + system, seconds) of process `pid` so far, from /proc. */
+async function cpuSeconds(pid: number): Promise<number> {
+  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+}
+
 /** The data-plane drops a message arriving from a tether can cause (anchor.ts `DataDrop`, receive side). */
 const INGRESS_DROPS = [
   "malformed",
@@ -318,6 +325,50 @@ Deno.test({
         const ingress = (d: Counters) => INGRESS_DROPS.map((reason) => d[`data:${reason}`] ?? 0);
         assertEquals(ingress(afterB), ingress(beforeB));
         assertEquals((await status(b)).relayed, { messages: 0, bytes: 0 });
+      },
+    );
+
+    await t.step(
+      "10. b flooded with replays, garbage, oversize headers, forgeries and unasked answers: refused, counted",
+      async () => {
+        const [beforeA, beforeB] = [await dropped(a), await dropped(b)];
+        const pids = [b.proc!.pid, a.proc!.pid];
+        const cpuBefore = await Promise.all(pids.map(cpuSeconds));
+        const t0 = performance.now();
+        const flood = await mallory.do<{ sent: number; seconds: number; replayed: boolean }>("flood", {
+          to: [bId],
+          asker: aId,
+          seconds: 5,
+        });
+        const elapsed = (performance.now() - t0) / 1000;
+        const cpu = (await Promise.all(pids.map(cpuSeconds))).map((c, i) =>
+          (c - cpuBefore[i]!) / elapsed * 100
+        );
+        await new Promise((r) => setTimeout(r, 500));
+        const grew = (before: Counters, after: Counters) =>
+          Object.fromEntries(
+            Object.entries(after).filter(([k, v]) => v > (before[k] ?? 0)).map((
+              [k, v],
+            ) => [k, v - (before[k] ?? 0)]),
+          );
+        const more = grew(beforeB, await dropped(b));
+        console.log(
+          `  mallory sent b ${flood.sent} messages in ${flood.seconds.toFixed(1)} s (${
+            (flood.sent / flood.seconds).toFixed(0)
+          }/s); CPU of b and a meanwhile ${cpu.map((c) => c.toFixed(0)).join("% and ")}% of a core`,
+        );
+        console.log(
+          `  b refused ${JSON.stringify(more)}; a: ${JSON.stringify(grew(beforeA, await dropped(a)))}`,
+        );
+        assert(flood.replayed, "mallory overheard no route query of a's");
+        // Garbage and the oversize header are malformed; the replays, the forgeries in a's name and mallory's own
+        // unasked answers beyond her budget are each counted.
+        for (const reason of ["malformed", "replayed", "bad-signature", "rate-limited"]) {
+          assert((more[reason] ?? 0) > 0, `${reason} not counted: ${JSON.stringify(more)}`);
+        }
+        // The victim stays well within one core of this two-core machine (its pings are checked at the end).
+        assert(cpu[0]! < 100, `b used ${cpu[0]!.toFixed(0)}% of a core`);
+        assertEquals(await b.peerTags(), ["a"]);
       },
     );
 

@@ -384,6 +384,50 @@ const commands: Record<string, (a: Args) => Promise<unknown>> = {
     return { tether: true, formedMs, sent, tethers: tethers.count };
   },
 
+  /**
+   * Floods nodes `to` (node ids) for `seconds` at full speed, round after round: an overheard route query of
+   * `asker` replayed; random bytes; a message header claiming a 4 GiB body; a route answer in the asker's name
+   * (naming its certificate, so the victim must check the signature) signed by mallory; and a route answer
+   * nobody asked for, signed by mallory.
+   */
+  async flood(a) {
+    const m = me();
+    const to = a.to as string[];
+    const replay = [...m.queries.entries()].find(([key]) => key.startsWith(`${a.asker}/`))?.[1].bytes;
+    const forge = async (kind: "forged" | "unasked") => {
+      const message = (await signControl(m.identity, {
+        kind: ControlKind.RouteAnswer,
+        recipient: BROADCAST,
+        certRef: m.cert.ref,
+        body: { destination: crypto.getRandomValues(new Uint8Array(16)), rttMs: 1 },
+      }, Date.now())).slice();
+      if (kind === "forged" && replay) {
+        message.set(replay.subarray(3, 19), 3); // the asker's id...
+        message.set(replay.subarray(35, 51), 35); // ...and its certificate's reference
+      }
+      return message;
+    };
+    const oversize = (await forge("unasked")).slice(0, 79);
+    new DataView(oversize.buffer).setUint32(75, 0xffffffff);
+    const started = Date.now();
+    let sent = 0;
+    let round = 0;
+    while (Date.now() - started < (a.seconds as number) * 1000) {
+      const batch = [
+        ...(replay ? [replay] : []),
+        crypto.getRandomValues(new Uint8Array(200 + (round % 50) * 100)),
+        oversize,
+        await forge("forged"),
+        await forge("unasked"),
+      ];
+      for (const id of to) for (const message of batch) m.channel.publish(m.subjects.node(id), message);
+      sent += batch.length * to.length;
+      if (++round % 10 === 0) await m.channel.flush();
+    }
+    await m.channel.flush();
+    return { sent, seconds: (Date.now() - started) / 1000, replayed: replay !== undefined };
+  },
+
   /** The control channel's states (timestamped) and event log, and what it received over tethers. */
   nats() {
     const m = me();
