@@ -1,6 +1,10 @@
 /**
  * Prometheus text and a health check for one node, served on loopback only and only when asked
  * (`run --metrics 127.0.0.1:9464`). The numbers are the ones `status --json` and `peers --json` report.
+ *
+ * Listening on loopback keeps other hosts out, not web pages: a page in a browser on this host can point its own
+ * name at 127.0.0.1 (DNS rebinding) and read the answer as same-origin. Such a request carries the page's name in
+ * its Host header, so every request whose Host is not a loopback name is refused (403) before anything else.
  * @module
  */
 
@@ -48,7 +52,7 @@ export function renderMetrics(s: NodeStatus, peers: PeerStatus[]): string {
   family(
     "dns_responses_total",
     "counter",
-    "DNS responses, by outcome.",
+    "DNS responses, by outcome (upstream_rejected: upstream datagrams dropped as not the answer asked for).",
     Object.entries(s.dns ?? {}).map(([outcome, n]) => [`{outcome="${label(outcome)}"}`, n]),
   );
   for (
@@ -68,6 +72,17 @@ export function isLoopback(hostname: string): boolean {
   return /^(127(\.\d{1,3}){3}|::1|localhost)$/.test(hostname);
 }
 
+/**
+ * True when a Host header names a loopback host, with or without a port: `localhost`, `127.0.0.1` (any of
+ * 127/8), `[::1]`. A missing header is not one (every browser sends it).
+ */
+export function isLoopbackHost(host: string | null): boolean {
+  if (host === null) return false;
+  const m = /^(?:\[([^\]]*)\]|([^:\[\]]*))(?::(\d{1,5}))?$/.exec(host.trim().toLowerCase());
+  if (!m) return false;
+  return m[1] !== undefined ? m[1] === "::1" : isLoopback(m[2]!);
+}
+
 /** Serves `/metrics` and `/healthz` (200 when connected, 503 otherwise) until `signal` aborts. */
 export function serveMetrics(
   node: { status(): NodeStatus; peers(): PeerStatus[] },
@@ -78,6 +93,12 @@ export function serveMetrics(
     throw new Error(`metrics listen on loopback only (127.0.0.1 or ::1), not ${listen.hostname}`);
   }
   return Deno.serve({ ...listen, signal, onListen() {} }, (req) => {
+    if (!isLoopbackHost(req.headers.get("host"))) {
+      return new Response(
+        "forbidden: metrics answer only to a loopback Host (localhost, 127.0.0.1 or [::1], with or without the port)\n",
+        { status: 403 },
+      );
+    }
     const path = new URL(req.url).pathname;
     if (req.method !== "GET") return new Response("GET only\n", { status: 405 });
     if (path === "/metrics") {

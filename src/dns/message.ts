@@ -166,3 +166,38 @@ export function headerOnly(query: Uint8Array, rcode: Rcode): Uint8Array {
   out[3] = rcode;
   return out;
 }
+
+/**
+ * Whether `answer` is a response to `query`: the same id, the response bit, and the same one question (name
+ * compared without regard to ASCII case, type and class exactly). A forwarder takes nothing else as the answer
+ * to a query it sent; an upstream response with no question section (some FORMERRs) is not taken either.
+ */
+export function isAnswerTo(answer: Uint8Array, query: Uint8Array): boolean {
+  if (answer.length < 12 || query.length < 12) return false;
+  if (answer[0] !== query[0] || answer[1] !== query[1] || (answer[2]! & 0x80) === 0) return false;
+  const a = questionKey(answer);
+  return a !== undefined && a === questionKey(query);
+}
+
+/**
+ * The one question of a message as a string to compare (its wire name lowercased, then type and class), or
+ * undefined when there is not exactly one or it does not parse. The first name of a message has nothing before
+ * it to point to, so a compression pointer there is refused.
+ */
+function questionKey(m: Uint8Array): string | undefined {
+  if (((m[4]! << 8) | m[5]!) !== 1) return undefined;
+  let at = 12;
+  const name: number[] = [];
+  for (;;) {
+    const length = m[at];
+    if (length === undefined || length > 63 || at + 1 + length > m.length) return undefined;
+    name.push(length);
+    for (const byte of m.subarray(at + 1, at + 1 + length)) {
+      name.push(byte >= 0x41 && byte <= 0x5a ? byte | 0x20 : byte);
+    }
+    at += 1 + length;
+    if (length === 0) break;
+  }
+  if (at + 4 > m.length) return undefined;
+  return String.fromCharCode(...name, ...m.subarray(at, at + 4));
+}

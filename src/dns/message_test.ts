@@ -4,7 +4,7 @@ import { Buffer } from "node:buffer";
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { mutants } from "../../tests/fuzz.ts";
 import type { Owner } from "../agent/membership.ts";
-import { MAX_DNS_MESSAGE_BYTES, Rcode, type Resolver, Responder } from "./message.ts";
+import { isAnswerTo, MAX_DNS_MESSAGE_BYTES, Rcode, type Resolver, Responder } from "./message.ts";
 
 const owner = (tag: string, n: number): Owner => ({
   tag,
@@ -159,4 +159,34 @@ Deno.test("dns: 5000 corrupted queries never throw; every response echoes the id
     if (!out) continue;
     assertEquals([out[0], out[1], out[2]! & 0x80], [m.bytes[0], m.bytes[1], 0x80], m.what);
   }
+});
+
+Deno.test("dns: isAnswerTo takes only a response with the query's id and question", () => {
+  const q = query("example.com");
+  const response = (o: { id?: number; name?: string; type?: string; questions?: number } = {}) => {
+    const name = o.name ?? "example.com";
+    return new Uint8Array(dnsPacket.encode({
+      type: "response",
+      id: o.id ?? 4242,
+      flags: 0x8180,
+      questions: o.questions === 0 ? [] : [{ name, type: o.type ?? "A" }],
+      answers: [{ type: "A", name, ttl: 60, data: "192.0.2.1" }],
+    }));
+  };
+  const pointerFirst = response();
+  pointerFirst.set([0xc0, 0x0c], 12); // a compression pointer as the first name: to itself
+  const vectors: [number, Uint8Array, boolean][] = [
+    [1, response(), true],
+    [2, response({ name: "EXAMPLE.Com" }), true], // case may differ (0x20 randomisation)
+    [3, response({ id: 4243 }), false],
+    [4, response({ name: "example.net" }), false],
+    [5, response({ name: "example.com.evil" }), false],
+    [6, response({ type: "AAAA" }), false],
+    [7, response({ questions: 0 }), false],
+    [8, q, false], // the query itself: no response bit
+    [9, response().subarray(0, 20), false], // cut inside the question
+    [10, response().subarray(0, 11), false],
+    [11, pointerFirst, false],
+  ];
+  for (const [n, answer, expected] of vectors) assertEquals(isAnswerTo(answer, q), expected, `vector ${n}`);
 });

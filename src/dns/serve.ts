@@ -27,7 +27,10 @@ const LOOPBACK = /^(127\.|::1$|::ffff:127\.)/;
 
 /** A node's running DNS. */
 export interface NodeDns extends AsyncDisposable {
-  /** Responses by outcome. */
+  /**
+   * Responses by outcome, and `upstream_rejected`: datagrams to a forwarding socket not taken as the answer (from
+   * another address or port than the upstream asked, or with another id or question).
+   */
   readonly counts: Map<string, number>;
 }
 
@@ -63,7 +66,12 @@ export async function serveNodeDns(o: NodeDnsOptions): Promise<NodeDns> {
     ? await routeZone(o.ifname, { hostname: o.hostname, port: server.port }, hostTools(o.log))
     : () => Promise.resolve();
   return {
-    counts: server.responder.counts,
+    get counts() {
+      return new Map<string, number>([...server.responder.counts, [
+        "upstream_rejected",
+        server.rejectedAnswers,
+      ]]);
+    },
     async [Symbol.asyncDispose]() {
       await undo();
       await server.close();

@@ -5,6 +5,12 @@
  * It is never an open resolver for the underlay: queries are taken only from loopback and overlay addresses
  * (`allowed`); anything else is ignored. A forwarded query that comes back to us (a resolver configured to ask
  * us) is not forwarded again. One bad packet costs one FORMERR at most; it never stops the server.
+ *
+ * Forwarding trusts nothing but the server asked: each query goes upstream under a fresh random id from a fresh
+ * socket (a fresh ephemeral port), and over UDP only a datagram from the address and port asked, carrying that id
+ * and the same question, is taken as the answer; anything else is dropped and counted (`rejectedAnswers`). Each
+ * upstream has DNS_FORWARD_TIMEOUT_MS for the whole exchange, TCP connect included, and its socket is closed
+ * whatever happens.
  * @module
  */
 
@@ -16,10 +22,12 @@ import {
   MAX_DNS_FORWARDS,
   MAX_DNS_TCP_CONNECTIONS,
 } from "../tuning.ts";
-import { MAX_DNS_MESSAGE_BYTES, type Resolver, Responder } from "./message.ts";
+import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { isAnswerTo, MAX_DNS_MESSAGE_BYTES, type Resolver, Responder } from "./message.ts";
 
 /** A resolver to forward to. */
 export interface Upstream {
+  /** An IP address (answers over UDP are taken only from it). */
   hostname: string;
   port: number;
 }
@@ -34,6 +42,8 @@ export interface DnsServerOptions {
   /** Whether a client address may query at all. */
   allowed: (address: string) => boolean;
   log: (line: string) => void;
+  /** How long one upstream has to answer, TCP connect included (ms); DNS_FORWARD_TIMEOUT_MS when absent. */
+  forwardTimeoutMs?: number;
 }
 
 /** A running DNS server. */
@@ -48,6 +58,11 @@ export class DnsServer implements AsyncDisposable {
   #tcpLoop: Promise<void> = Promise.resolve();
   /** Queries from addresses that may not query. */
   ignored = 0;
+  /**
+   * Datagrams to a forwarding socket not taken as the answer: from another address or port than the upstream
+   * asked, or with another id or question (a forged answer, or a stray one).
+   */
+  rejectedAnswers = 0;
 
   private constructor(o: DnsServerOptions, udp: dgram.Socket, tcp: Deno.TcpListener) {
     this.#o = o;
@@ -144,17 +159,31 @@ export class DnsServer implements AsyncDisposable {
     }
   }
 
-  /** Sends the query to each upstream in turn (over the client's transport) until one answers it. */
+  /**
+   * Sends the query to each upstream in turn (over the client's transport) until one answers it, and gives the
+   * answer back under the client's id.
+   *
+   * Upstream, the query carries an id of ours, not the client's (which may be predictable). `#forwarding` holds
+   * the queries as sent: one that comes back to us (a resolver that forwards to us) is recognised by its bytes and
+   * not forwarded again.
+   */
   async #forward(query: Uint8Array, transport: "udp" | "tcp"): Promise<Uint8Array | undefined> {
-    const key = String.fromCharCode(...query);
-    if (this.#forwarding.has(key) || this.#forwarding.size >= MAX_DNS_FORWARDS) return undefined;
+    if (this.#forwarding.has(keyOf(query)) || this.#forwarding.size >= MAX_DNS_FORWARDS) return undefined;
+    let sent: Uint8Array;
+    let key: string;
+    do {
+      sent = withId(query, crypto.getRandomValues(new Uint8Array(2)));
+      key = keyOf(sent);
+    } while (this.#forwarding.has(key));
     this.#forwarding.add(key);
+    const timeoutMs = this.#o.forwardTimeoutMs ?? DNS_FORWARD_TIMEOUT_MS;
     try {
       for (const upstream of this.#o.upstreams) {
-        const ask = transport === "udp" ? askUdp : askTcp;
         // A truncated UDP answer is passed on as it is: the client retries over TCP, and so do we.
-        const answer = await ask(upstream, query).catch(() => undefined);
-        if (answer) return answer;
+        const answer = transport === "udp"
+          ? await askUdp(upstream, sent, { timeoutMs, rejected: () => this.rejectedAnswers++ })
+          : await askTcp(upstream, sent, timeoutMs).catch(() => undefined);
+        if (answer) return withId(answer, query);
       }
       return undefined;
     } finally {
@@ -180,36 +209,100 @@ export class DnsServer implements AsyncDisposable {
   }
 }
 
-/** One query to one upstream over UDP; resolves with its answer (same id, response bit) or undefined on timeout. */
-function askUdp(upstream: Upstream, query: Uint8Array): Promise<Uint8Array | undefined> {
+/**
+ * One query to one upstream over UDP, from a socket of its own (the kernel picks a random ephemeral port); resolves
+ * with the answer, or undefined on timeout or error. Only a datagram from the upstream's address and port that
+ * answers this query's id and question is the answer; `rejected` is called for each other one.
+ */
+function askUdp(
+  upstream: Upstream,
+  query: Uint8Array,
+  o: { timeoutMs: number; rejected: () => void },
+): Promise<Uint8Array | undefined> {
   const socket = dgram.createSocket({ type: upstream.hostname.includes(":") ? "udp6" : "udp4" });
   return new Promise<Uint8Array | undefined>((resolve) => {
+    let finished = false;
     const done = (answer: Uint8Array | undefined) => {
+      if (finished) return;
+      finished = true;
       clearTimeout(timer);
       socket.close();
       resolve(answer);
     };
-    const timer = setTimeout(() => done(undefined), DNS_FORWARD_TIMEOUT_MS);
+    const timer = setTimeout(() => done(undefined), o.timeoutMs);
     socket.on("error", () => done(undefined));
-    socket.on("message", (msg: Buffer) => {
-      if (msg.length >= 12 && msg[0] === query[0] && msg[1] === query[1] && (msg[2]! & 0x80) !== 0) {
-        done(new Uint8Array(msg));
+    socket.on("message", (msg: Buffer, from: dgram.RemoteInfo) => {
+      const answer = new Uint8Array(msg.buffer, msg.byteOffset, msg.length);
+      if (
+        from.port === upstream.port && sameAddress(from.address, upstream.hostname) &&
+        isAnswerTo(answer, query)
+      ) {
+        done(answer.slice());
+      } else if (!finished) {
+        o.rejected();
       }
     });
     socket.send(query, upstream.port, upstream.hostname);
   });
 }
 
-/** One query to one upstream over TCP. */
-async function askTcp(upstream: Upstream, query: Uint8Array): Promise<Uint8Array | undefined> {
-  const conn = await Deno.connect({ hostname: upstream.hostname, port: upstream.port });
+/**
+ * One query to one upstream over TCP. One deadline covers the exchange: an upstream that never completes the
+ * connect (SYNs dropped: a firewall, a full backlog) and one that accepts and never answers both cost `timeoutMs`
+ * at most. The connection is closed on every path; closing it is also what ends a read pending at the deadline.
+ */
+async function askTcp(
+  upstream: Upstream,
+  query: Uint8Array,
+  timeoutMs: number,
+): Promise<Uint8Array | undefined> {
+  const deadline = new AbortController();
+  const timer = setTimeout(() => deadline.abort(), timeoutMs);
+  let conn: Deno.TcpConn | undefined;
+  const close = () => {
+    try {
+      conn?.close();
+    } catch { /* already closed */ }
+    conn = undefined;
+  };
+  deadline.signal.addEventListener("abort", close);
   try {
-    await writeAll(conn, framed(query));
-    const header = await readExactly(conn, 2, DNS_FORWARD_TIMEOUT_MS);
-    return header && await readExactly(conn, (header[0]! << 8) | header[1]!, DNS_FORWARD_TIMEOUT_MS);
+    const c = await Deno.connect({
+      hostname: upstream.hostname,
+      port: upstream.port,
+      signal: deadline.signal,
+    });
+    conn = c;
+    if (deadline.signal.aborted) return undefined; // connected just as the deadline passed
+    await writeAll(c, framed(query));
+    const header = await readExactly(c, 2);
+    const answer = header && await readExactly(c, (header[0]! << 8) | header[1]!);
+    return answer && isAnswerTo(answer, query) ? answer : undefined;
   } finally {
-    conn.close();
+    clearTimeout(timer);
+    deadline.signal.removeEventListener("abort", close);
+    close();
   }
+}
+
+/** A message as a string, to remember queries in flight by. */
+function keyOf(message: Uint8Array): string {
+  return String.fromCharCode(...message);
+}
+
+/** A copy of `message` with the id of `from` (its first two bytes). */
+function withId(message: Uint8Array, from: Uint8Array): Uint8Array {
+  const out = message.slice();
+  out.set(from.subarray(0, 2));
+  return out;
+}
+
+/** Whether two IP addresses are the same, whatever their spelling (`::1` and `0:0::1`). */
+function sameAddress(a: string, b: string): boolean {
+  const x = parseIPv4(a) ?? parseIPv6(a);
+  const y = parseIPv4(b) ?? parseIPv6(b);
+  if (!x || !y) return a === b;
+  return x.length === y.length && x.every((byte, i) => byte === y[i]);
 }
 
 /** A DNS message with its TCP length prefix. */
@@ -221,13 +314,20 @@ function framed(message: Uint8Array): Uint8Array {
   return out;
 }
 
-async function readExactly(conn: Deno.Conn, n: number, idleMs: number): Promise<Uint8Array | undefined> {
+/**
+ * Reads exactly `n` bytes; undefined when the peer closes, the connection is closed under the read, or (with
+ * `idleMs`) no byte comes for that long.
+ */
+async function readExactly(conn: Deno.Conn, n: number, idleMs?: number): Promise<Uint8Array | undefined> {
   const out = new Uint8Array(n);
   let at = 0;
   while (at < n) {
     let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), idleMs));
-    const got = await Promise.race([conn.read(out.subarray(at)).catch(() => null), timeout]);
+    const read = conn.read(out.subarray(at)).catch(() => null);
+    const got = idleMs === undefined ? await read : await Promise.race([
+      read,
+      new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), idleMs)),
+    ]);
     clearTimeout(timer);
     if (got === null) return undefined;
     at += got;

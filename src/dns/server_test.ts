@@ -6,6 +6,14 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { prng, randomBytes } from "../../tests/fuzz.ts";
 import { DnsServer, type DnsServerOptions } from "./server.ts";
 
+/**
+ * Deno.test with the resource and op sanitizers on (this Deno leaves them off by default): a socket, timer or
+ * read left behind by the server fails the test.
+ */
+function test(name: string, fn: () => Promise<void>): void {
+  Deno.test({ name, sanitizeOps: true, sanitizeResources: true, fn });
+}
+
 const B = { tag: "b", ipv4: Uint8Array.of(10, 128, 0, 3), ipv6: new Uint8Array(16) };
 
 function query(name: string, id = 7): Uint8Array {
@@ -83,7 +91,7 @@ async function tcpAsk(port: number, ...queries: Uint8Array[]): Promise<Uint8Arra
   }
 }
 
-Deno.test("dns server: answers over UDP and TCP (two queries on one connection, in order)", async () => {
+test("dns server: answers over UDP and TCP (two queries on one connection, in order)", async () => {
   await using s = await server();
   const client = await udpClient();
   try {
@@ -97,7 +105,7 @@ Deno.test("dns server: answers over UDP and TCP (two queries on one connection, 
   assertEquals(rcodeAndData(two!), { id: 2, rcode: 3, data: [] });
 });
 
-Deno.test("dns server: after 10,000 garbage datagrams it still answers valid queries", async () => {
+test("dns server: after 10,000 garbage datagrams it still answers valid queries", async () => {
   await using s = await server();
   const client = await udpClient();
   try {
@@ -124,7 +132,7 @@ Deno.test("dns server: after 10,000 garbage datagrams it still answers valid que
   assertEquals(rcodeAndData((await tcpAsk(s.port, query("b.veilnet", 10)))[0]!).data, ["10.128.0.3"]);
 });
 
-Deno.test("dns server: a TCP length above the limit closes that connection only", async () => {
+test("dns server: a TCP length above the limit closes that connection only", async () => {
   await using s = await server();
   const conn = await Deno.connect({ hostname: "127.0.0.1", port: s.port });
   await conn.write(Uint8Array.of(0xff, 0xff, 1, 2, 3));
@@ -133,7 +141,7 @@ Deno.test("dns server: a TCP length above the limit closes that connection only"
   assertEquals(rcodeAndData((await tcpAsk(s.port, query("b.veilnet")))[0]!).data, ["10.128.0.3"]);
 });
 
-Deno.test("dns server: clients it does not allow get nothing", async () => {
+test("dns server: clients it does not allow get nothing", async () => {
   await using s = await server({ allowed: () => false });
   const client = await udpClient();
   try {
@@ -183,7 +191,7 @@ async function fakeUpstream() {
   };
 }
 
-Deno.test("dns server: other names go to the upstream; a query forwarded back to us is not forwarded again", async () => {
+test("dns server: other names go to the upstream; a query forwarded back to us is not forwarded again", async () => {
   {
     await using upstream = await fakeUpstream();
     await using s = await server({ upstreams: [{ hostname: "127.0.0.1", port: upstream.port }] });
@@ -206,6 +214,8 @@ Deno.test("dns server: other names go to the upstream; a query forwarded back to
     const answer = rcodeAndData((await client.next(5000))!);
     assertEquals([answer.id, answer.rcode], [13, 2]);
     assertEquals(loop.responder.counts.get("servfail"), 1);
+    // One hop: the copy that came back was recognised (by the id we sent it under), not forwarded again.
+    assertEquals(loop.responder.counts.get("forwarded"), 1);
   } finally {
     await client.close();
   }
@@ -218,3 +228,177 @@ async function freeUdpPort(): Promise<number> {
   await new Promise<void>((resolve) => s.close(() => resolve()));
   return port;
 }
+
+/** A datagram from `from` (a socket bound there) to `to`, then the socket is closed. */
+async function sendFrom(from: { address: string; port: number }, to: dgram.RemoteInfo, data: Uint8Array) {
+  const s = dgram.createSocket("udp4");
+  await new Promise<void>((resolve) => s.bind(from.port, from.address, resolve));
+  await new Promise<void>((resolve) => s.send(data, to.port, to.address, () => resolve()));
+  await new Promise<void>((resolve) => s.close(() => resolve()));
+}
+
+/** A response to `query` (its id unless `id` says otherwise) giving `address` for its one A question. */
+function answerTo(query: Uint8Array, address: string, o: { id?: number; name?: string } = {}): Uint8Array {
+  const q = dnsPacket.decode(Buffer.from(query));
+  const name = o.name ?? q.questions![0]!.name;
+  return new Uint8Array(dnsPacket.encode({
+    type: "response",
+    id: o.id ?? q.id,
+    flags: 0x8180,
+    questions: [{ name, type: "A" }],
+    answers: [{ type: "A", name, ttl: 60, data: address }],
+  }));
+}
+
+test("dns server: a forged UDP answer (another port, another address, another id or question) is dropped and counted; the upstream's is used", async () => {
+  // The upstream sees the query, then four forgeries reach the forwarding socket before its own answer does. Each
+  // fails exactly one check, so each check alone is what keeps its forgery out.
+  const upstream = dgram.createSocket("udp4");
+  await new Promise<void>((resolve) => upstream.bind(0, "127.0.0.1", resolve));
+  const port = upstream.address().port;
+  const ids: number[] = [];
+  upstream.on("message", async (m: Buffer, from: dgram.RemoteInfo) => {
+    const q = new Uint8Array(m);
+    ids.push((q[0]! << 8) | q[1]!);
+    await sendFrom({ address: "127.0.0.1", port: 0 }, from, answerTo(q, "6.6.6.1")); // another port
+    await sendFrom({ address: "127.0.0.2", port }, from, answerTo(q, "6.6.6.2")); // another address, same port
+    const wrongId = (((q[0]! << 8) | q[1]!) + 1) & 0xffff;
+    upstream.send(answerTo(q, "6.6.6.3", { id: wrongId }), from.port, from.address);
+    upstream.send(answerTo(q, "6.6.6.4", { name: "example.net" }), from.port, from.address);
+    setTimeout(() => upstream.send(answerTo(q, "192.0.2.1"), from.port, from.address), 50);
+  });
+  try {
+    await using s = await server({ upstreams: [{ hostname: "127.0.0.1", port }] });
+    const client = await udpClient();
+    try {
+      for (const id of [21, 21]) {
+        client.send(s.port, query("example.com", id));
+        assertEquals(rcodeAndData((await client.next())!), { id, rcode: 0, data: ["192.0.2.1"] });
+      }
+    } finally {
+      await client.close();
+    }
+    assertEquals(s.rejectedAnswers, 8);
+    // Our own id upstream, not the client's (both equal to 21 by chance: one in 2^32).
+    assert(ids.length === 2 && ids.some((id) => id !== 21), `ids upstream: ${ids}`);
+  } finally {
+    await new Promise<void>((resolve) => upstream.close(() => resolve()));
+  }
+});
+
+/** A TCP upstream that accepts and reads but never answers; it records when the forwarder closes on it. */
+function silentTcpUpstream() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns: Deno.Conn[] = [];
+  const closedByPeer: Promise<void>[] = [];
+  const serving = (async () => {
+    for await (const conn of listener) {
+      conns.push(conn);
+      closedByPeer.push((async () => {
+        const buf = new Uint8Array(4096);
+        while (await conn.read(buf).catch(() => null) !== null) { /* swallow the query */ }
+      })());
+    }
+  })();
+  return {
+    port: listener.addr.port,
+    conns,
+    closedByPeer,
+    async [Symbol.asyncDispose]() {
+      listener.close();
+      await serving.catch(() => {});
+      for (const c of conns) c.close();
+      await Promise.all(closedByPeer);
+    },
+  };
+}
+
+/**
+ * A TCP listener that never accepts: `fill` fills its accept queue (connections that are never accepted) until a
+ * connect no longer completes, so the kernel drops further SYNs, as a blackholed address does. The ~512 held
+ * connections take as many ephemeral ports: bind other sockets to port 0 before filling. Disposing closes all.
+ */
+function fullTcpListener() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const held: Deno.Conn[] = [];
+  const dispose = () => {
+    for (const c of held) c.close();
+    listener.close();
+  };
+  // Linux queues about 512 (the listen backlog + 1); more would mean the kernel does not stall connects here.
+  const fill = async () => {
+    for (let full = false; !full;) {
+      if (held.length > 10_000) {
+        throw new Error(
+          "10,000 connects completed to a listener that accepts none: cannot make one that stalls",
+        );
+      }
+      const abort = new AbortController();
+      const timer = setTimeout(() => abort.abort(), 200);
+      try {
+        held.push(
+          await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port, signal: abort.signal }),
+        );
+      } catch (error) {
+        if (!abort.signal.aborted) throw error;
+        full = true; // this connect hung: the backlog is full
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+  };
+  return { port: listener.addr.port, fill, [Symbol.dispose]: dispose };
+}
+
+/** `promise`, or "timeout" if it has not settled within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>): Promise<T | "timeout"> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"timeout">((resolve) => timer = setTimeout(() => resolve("timeout"), ms));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Forwards a TCP query to `port` with a 400 ms upstream timeout; meanwhile other clients are answered at once, and
+ * the forward ends in SERVFAIL within the timeout (plus slack). Returns how long the forward took (ms).
+ */
+async function forwardStuckTcp(port: number, beforeForwarding?: () => Promise<void>): Promise<number> {
+  await using s = await server({ upstreams: [{ hostname: "127.0.0.1", port }], forwardTimeoutMs: 400 });
+  await beforeForwarding?.();
+  const started = performance.now();
+  const forwarded = tcpAsk(s.port, query("example.com", 31));
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  // The server stays responsive while the forward waits: over TCP on another connection, and over UDP.
+  const other = await within(200, tcpAsk(s.port, query("b.veilnet", 32)));
+  assert(other !== "timeout", "a TCP query waited behind a stuck forward");
+  assertEquals(rcodeAndData(other[0]!).data, ["10.128.0.3"]);
+  const client = await udpClient();
+  try {
+    client.send(s.port, query("b.veilnet", 33));
+    assertEquals(rcodeAndData((await client.next(200))!).data, ["10.128.0.3"]);
+  } finally {
+    await client.close();
+  }
+  const answer = await within(1_500, forwarded);
+  assert(answer !== "timeout", "the forward to a stuck upstream did not end within 1.5 s (timeout 400 ms)");
+  assertEquals([rcodeAndData(answer[0]!).id, rcodeAndData(answer[0]!).rcode], [31, 2]);
+  return performance.now() - started;
+}
+
+test("dns server: a TCP upstream that accepts and never answers costs the timeout, and its connection is closed", async () => {
+  await using upstream = silentTcpUpstream();
+  const took = await forwardStuckTcp(upstream.port);
+  assert(took >= 350, `gave up after ${took} ms, before the timeout`);
+  assertEquals(upstream.conns.length, 1);
+  const closed = await within(500, Promise.all(upstream.closedByPeer));
+  assert(closed !== "timeout", "the forwarder left its connection to the upstream open");
+});
+
+test("dns server: a TCP upstream that never accepts the connection costs the timeout", async () => {
+  using upstream = fullTcpListener();
+  const took = await forwardStuckTcp(upstream.port, upstream.fill);
+  assert(took >= 350, `gave up after ${took} ms, before the timeout`);
+});
