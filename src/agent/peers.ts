@@ -318,8 +318,12 @@ export class PeerTable {
     const now = this.#o.clock();
     for (const [id, p] of this.#peers) {
       if (now >= p.cert.notAfter) this.#remove(id);
-      else if (this.#o.busy?.(id)) p.lastSeen = now;
-      else if (now - p.lastSeen > PEER_IDLE_MS) this.#remove(id);
+      else if (this.#o.busy?.(id)) {
+        p.lastSeen = now;
+        // A peer in use renews before its certificate ends and tells the nodes that know it; if that news was
+        // lost (the Master was away), ask it for its current certificate before this one runs out.
+        if (p.cert.notAfter - now < REFRESH_BEFORE_EXPIRY_MS) this.#o.ask?.(p.cert.nodeId);
+      } else if (now - p.lastSeen > PEER_IDLE_MS) this.#remove(id);
     }
     for (const [id, held] of this.#held) {
       if (now - held.since < HELD_MESSAGE_MS) continue;
@@ -358,6 +362,8 @@ function sameRoutes(a: VerifiedCertificate, b: VerifiedCertificate): boolean {
     a.subnets.length === b.subnets.length && a.subnets.every((s, i) => bytesEqual(s, b.subnets[i]!));
 }
 
+/** A peer in use whose certificate ends within this is asked for its current one (once a second at most). */
+const REFRESH_BEFORE_EXPIRY_MS = 60_000;
 /** Verified certificates remembered by reference. */
 const VERIFIED_CERTIFICATES = 4096;
 /** Senders whose budgets are tracked at once (the oldest forgotten first). */

@@ -450,3 +450,20 @@ Deno.test("peer table: an older session of a node never replaces a newer one (no
   assertEquals(t.dropped.get("superseded"), 5);
   assertEquals(t.list().map((p) => toHex(p.cert.nodeId)), [toHex(again.nodeId)]);
 });
+
+Deno.test("peer table: a peer in use whose certificate is about to end is asked for its current one", async () => {
+  const r = await realm();
+  const [a, b, c] = [await r.node(1), await r.node(2), await r.node(3)];
+  const asked: string[] = [];
+  const t = r.table(a.cert, undefined, {
+    busy: (id) => id === b.id,
+    ask: (sender) => asked.push(toHex(sender)),
+  });
+  await t.receive(await announce(b, b.cert, r.clock.now));
+  await t.receive(await announce(c, c.cert, r.clock.now));
+  t.expire();
+  assertEquals(asked, []);
+  r.clock.now = b.cert.notAfter - 30_000;
+  t.expire();
+  assertEquals(asked, [b.id], "b (in use) is asked; c (idle) is not");
+});
