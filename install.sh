@@ -1,13 +1,19 @@
 #!/bin/sh
 # Installs the veilnet-conflux binary for this machine, checking its SHA-256, and optionally registers the node:
 #   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" sh
-#   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" sh -s -- --token REG [register flags]
-# With --token REG (or -t REG) it then runs `veilnet-conflux register -t REG [register flags]`, for example
-#   ... | VEILNET_RELEASE_URL="$BASE" sh -s -- --token REG --guardian http://guardian.example:8080 --tag web
+#   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" VEILNET_REGISTRATION_TOKEN="$REG" sh -s -- \
+#     [register flags]
+# Given a registration token it then runs `veilnet-conflux register [register flags]`, for example
+#   ... | VEILNET_RELEASE_URL="$BASE" VEILNET_REGISTRATION_TOKEN="$REG" sh -s -- --guardian http://g:8080 --tag web
+# The token stays off command lines (every user of the host reads those in `ps`): give it in
+# VEILNET_REGISTRATION_TOKEN, which register inherits, or in a file (--token-file FILE, passed on to register,
+# which reads it; the file is left as it is). --token REG (-t REG, --token=REG) still works but shows the token in
+# `ps` while this script runs; register then gets it in its environment, not in its arguments.
 # $BASE holds veilnet-conflux-linux-<arch> and veilnet-conflux-linux-<arch>.sha256 as compile.sh writes them
 # (arch: x86_64 or aarch64). Needs curl or wget, and sha256sum. Environment:
 #   VEILNET_RELEASE_URL  the release directory (required)
 #   VEILNET_INSTALL_DIR  where the binary goes (default /usr/local/bin, which needs root)
+#   VEILNET_REGISTRATION_TOKEN  register with this token once installed
 #   TMPDIR               where the download waits until it is verified (default /tmp; always removed)
 # Running it again is harmless: a binary that already matches the release's checksum is left alone (and the node
 # is still registered if asked). Every failure is one line on stderr and a non-zero exit; a checksum mismatch
@@ -28,22 +34,42 @@ get() {
 }
 
 main() {
-  # --token T, -t T or --token=T; every other argument goes to `register` as it is.
-  token='' seen=''
+  # The token: --token T, -t T or --token=T (taken out here), --token-file FILE (left for `register`), else
+  # VEILNET_REGISTRATION_TOKEN. Every other argument goes to `register` as it is.
+  token=${VEILNET_REGISTRATION_TOKEN:-} file='' wants='' flag='' has_file=''
   for arg; do
     shift
-    if [ "$seen" = next ]; then
-      token=$arg seen=yes
+    case $wants in
+      token) token=$arg ;;
+      file) file=$arg ;;
+    esac
+    if [ -n "$wants" ]; then
+      [ "$wants" = token ] || set -- "$@" "$arg"
+      wants=''
       continue
     fi
     case $arg in
-      -t | --token) seen=next ;;
-      --token=*) token=${arg#--token=} seen=yes ;;
+      -t | --token) wants=token flag=yes ;;
+      --token=*) token=${arg#--token=} flag=yes ;;
+      --token-file) wants=file has_file=yes ;;
+      --token-file=*) file=${arg#--token-file=} has_file=yes ;;
+    esac
+    case $arg in
+      -t | --token | --token=*) ;;
       *) set -- "$@" "$arg" ;;
     esac
   done
-  [ -z "$seen" ] || [ -n "$token" ] || fail "--token needs a registration token"
-  [ -n "$seen" ] || [ $# -eq 0 ] || fail "register flags ($*) need --token REG"
+  case $wants in
+    token) fail "--token needs a registration token" ;;
+    file) fail "--token-file needs a file holding the registration token" ;;
+  esac
+  [ -z "$flag" ] || [ -n "$token" ] || fail "--token needs a registration token"
+  [ "$token" != - ] && [ "$file" != - ] ||
+    fail "the token cannot come from standard input (this script does): use VEILNET_REGISTRATION_TOKEN or --token-file FILE"
+  [ -z "$flag" ] || [ -z "$has_file" ] || fail "--token and --token-file exclude each other: give the token once"
+  [ -z "$has_file" ] || [ -r "$file" ] || fail "--token-file ${file:-''}: cannot read it"
+  [ -n "$token$has_file" ] || [ $# -eq 0 ] ||
+    fail "register flags ($*) need a registration token: VEILNET_REGISTRATION_TOKEN, --token-file FILE or --token REG"
 
   base=${VEILNET_RELEASE_URL:-}
   base=${base%/}
@@ -94,9 +120,16 @@ main() {
 
   rm -rf "$tmp"
   trap - EXIT HUP INT TERM
-  [ -n "$token" ] || return 0
-  say "registering: $NAME register -t <token> $*"
-  exec "$target" register -t "$token" "$@"
+  [ -n "$token$has_file" ] || return 0
+  if [ -n "$has_file" ]; then
+    say "registering: $NAME register $* (it reads the token from $file)"
+    unset VEILNET_REGISTRATION_TOKEN # the file wins anyway; no copy of a token left unused
+  else
+    say "registering: $NAME register $* (the token in its environment, not on its command line)"
+    VEILNET_REGISTRATION_TOKEN=$token
+    export VEILNET_REGISTRATION_TOKEN
+  fi
+  exec "$target" register "$@"
 }
 
 main "$@"

@@ -9,11 +9,15 @@ import { assert, assertEquals } from "./assert.ts";
 const ROOT = new URL("..", import.meta.url).pathname;
 const ENTRYPOINT = `${ROOT}container/entrypoint.sh`;
 
-/** Runs the entrypoint with `args` in a fresh HOME; `register` exits with `registerCode`. */
+/**
+ * Runs the entrypoint with `args` in a fresh HOME; `register` exits with `registerCode`. `calls` are the stand-in's
+ * command lines; `tokens` the VEILNET_REGISTRATION_TOKEN each call had in its environment ("-" for none). A
+ * `tokenFile` is written in the temporary directory as `token` and named by VEILNET_REGISTRATION_TOKEN_FILE.
+ */
 async function entrypoint(
   args: string[],
-  o: { token?: string; registered?: boolean; registerCode?: number } = {},
-): Promise<{ code: number; calls: string[]; stderr: string }> {
+  o: { token?: string; tokenFile?: string; registered?: boolean; registerCode?: number } = {},
+): Promise<{ code: number; calls: string[]; tokens: string[]; stderr: string; dir: string }> {
   const dir = await Deno.makeTempDir({ prefix: "vc-entry-" });
   try {
     await Deno.mkdir(`${dir}/bin`);
@@ -21,25 +25,50 @@ async function entrypoint(
     if (o.registered) await Deno.writeTextFile(`${dir}/home/.config/conflux/conflux.json`, "{}");
     await Deno.writeTextFile(
       `${dir}/bin/veilnet-conflux`,
-      `#!/bin/sh\necho "$*" >> ${dir}/calls\n[ "$1" = register ] && exit ${o.registerCode ?? 0}\nexit 0\n`,
+      `#!/bin/sh\necho "$*" >> ${dir}/calls\necho "\${VEILNET_REGISTRATION_TOKEN:--}" >> ${dir}/tokens\n` +
+        `[ "$1" = register ] && exit ${o.registerCode ?? 0}\nexit 0\n`,
       { mode: 0o755 },
     );
     const env: Record<string, string> = { PATH: `${dir}/bin:/usr/bin:/bin`, HOME: `${dir}/home` };
     if (o.token) env.VEILNET_REGISTRATION_TOKEN = o.token;
+    if (o.tokenFile !== undefined) {
+      await Deno.writeTextFile(`${dir}/token`, o.tokenFile, { mode: 0o600 });
+      env.VEILNET_REGISTRATION_TOKEN_FILE = `${dir}/token`;
+    }
     const out = await new Deno.Command("sh", { args: [ENTRYPOINT, ...args], env, clearEnv: true }).output();
-    const calls = (await Deno.readTextFile(`${dir}/calls`).catch(() => "")).split("\n").filter((l) => l);
-    return { code: out.code, calls, stderr: new TextDecoder().decode(out.stderr) };
+    const lines = async (name: string) =>
+      (await Deno.readTextFile(`${dir}/${name}`).catch(() => "")).split("\n").filter((l) => l);
+    const calls = await lines("calls");
+    for (const secret of [o.token, o.tokenFile?.trim()].filter((t) => t)) {
+      assert(calls.every((c) => !c.includes(secret!)), `a token on a command line: ${calls.join(" | ")}`);
+    }
+    return {
+      code: out.code,
+      calls,
+      tokens: await lines("tokens"),
+      stderr: new TextDecoder().decode(out.stderr),
+      dir,
+    };
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
 }
 
-Deno.test("container: the first start registers, then runs", async () => {
-  assertEquals(await entrypoint(["run"], { token: "REG" }), {
-    code: 0,
-    calls: ["register --no-service", "run"],
-    stderr: "",
-  });
+Deno.test("container: the first start registers, then runs; the token is in register's environment only", async () => {
+  const r = await entrypoint(["run"], { token: "REG-c0ffee" });
+  assertEquals([r.code, r.calls, r.stderr], [0, ["register --no-service", "run"], ""]);
+  // register reads the variable itself; the node it starts afterwards does not inherit the token.
+  assertEquals(r.tokens, ["REG-c0ffee", "-"]);
+});
+
+Deno.test("container: VEILNET_REGISTRATION_TOKEN_FILE (a secret) hands register the file, not the token", async () => {
+  const r = await entrypoint(["run"], { tokenFile: "REG-secret-77\n", token: "REG-ignored" });
+  assertEquals([r.code, r.stderr], [0, ""]);
+  assertEquals(r.calls, [`register --no-service --token-file ${r.dir}/token`, "run"]);
+  assertEquals(r.tokens, ["REG-ignored", "-"]); // the file wins in register; nothing is left for `run`
+  const alone = await entrypoint(["run"], { tokenFile: "REG-secret-78\n" });
+  assertEquals(alone.calls, [`register --no-service --token-file ${alone.dir}/token`, "run"]);
+  assertEquals(alone.tokens, ["-", "-"]);
 });
 
 Deno.test("container: a restart with the registration in the volume does not register again", async () => {
@@ -58,6 +87,9 @@ Deno.test("container: a failed registration does not start the node", async () =
 
 Deno.test("container: other commands pass straight through", async () => {
   assertEquals((await entrypoint(["status", "--json"], { token: "REG" })).calls, ["status --json"]);
+  // A registration by hand still finds the token where it was given, in the environment.
+  const register = await entrypoint(["register", "--no-service"], { token: "REG-by-hand" });
+  assertEquals([register.calls, register.tokens], [["register --no-service"], ["REG-by-hand"]]);
 });
 
 Deno.test("container: every file the Dockerfile copies exists; compose uses the documented variables", async () => {

@@ -14,6 +14,7 @@ const USER_PIPE = 'curl -fsSL "$BASE/install.sh" | sh -s -- "$@"';
 const STAND_IN = `#!/bin/sh
 if [ "\${1:-}" = --version ]; then echo 0.0.0-stand-in; exit 0; fi
 printf '%s\\n' "$@" >"$STAND_IN_ARGS"
+printf '%s' "\${VEILNET_REGISTRATION_TOKEN-(unset)}" >"$STAND_IN_ARGS.env"
 `;
 
 async function sha256(bytes: Uint8Array): Promise<string> {
@@ -43,6 +44,11 @@ async function takeArgs(file: string): Promise<string | undefined> {
   const text = await Deno.readTextFile(file);
   await Deno.remove(file);
   return text;
+}
+
+/** The stand-in's command line and the VEILNET_REGISTRATION_TOKEN it was given ("(unset)" when none). */
+async function takeCall(file: string): Promise<{ argv?: string; token?: string }> {
+  return { argv: await takeArgs(file), token: await takeArgs(`${file}.env`) };
 }
 
 async function which(tool: string): Promise<string | undefined> {
@@ -90,7 +96,14 @@ Deno.test("install.sh: curl | sh installs a verified release, idempotently, regi
 
   /** Runs `pipe` in sh with $BASE, the release URL, install dir and TMPDIR set; `args` become "$@". */
   async function install(
-    opts: { dir: string; url?: string; args?: string[]; pipe?: string; path?: string },
+    opts: {
+      dir: string;
+      url?: string;
+      args?: string[];
+      pipe?: string;
+      path?: string;
+      env?: Record<string, string>;
+    },
   ): Promise<Run> {
     const env: Record<string, string> = {
       PATH: opts.path ?? Deno.env.get("PATH") ?? "/usr/bin:/bin",
@@ -98,6 +111,7 @@ Deno.test("install.sh: curl | sh installs a verified release, idempotently, regi
       VEILNET_RELEASE_URL: opts.url ?? `${base}/release`,
       TMPDIR: tmp,
       STAND_IN_ARGS: argsFile,
+      ...opts.env,
     };
     if (opts.dir) env.VEILNET_INSTALL_DIR = opts.dir;
     const { code, stderr } = await new Deno.Command("sh", {
@@ -150,28 +164,75 @@ Deno.test("install.sh: curl | sh installs a verified release, idempotently, regi
       assertEquals(await Deno.readFile(installed), release);
     });
 
-    await t.step("sh -s -- --token REG ... registers with the installed binary", async () => {
+    await t.step(
+      "VEILNET_REGISTRATION_TOKEN registers; register gets the token in its environment only",
+      async () => {
+        const token = "REG-env-51c2";
+        const run = await install({
+          dir,
+          args: ["--guardian", "http://g", "--tag", "t"],
+          env: { VEILNET_REGISTRATION_TOKEN: token },
+        });
+        assertEquals(run.code, 0, run.stderr);
+        assert(run.stderr.includes("already installed"), run.stderr);
+        assertEquals(await takeCall(argsFile), { argv: "register\n--guardian\nhttp://g\n--tag\nt\n", token });
+        assertFalse(run.stderr.includes(token), "the registration token must not be echoed");
+      },
+    );
+
+    await t.step("sh -s -- --token REG ... registers with the token moved off the command line", async () => {
       const token = "REG-7f3a";
       const run = await install({ dir, args: ["--token", token, "--guardian", "http://g", "--tag", "t"] });
       assertEquals(run.code, 0, run.stderr);
       assert(run.stderr.includes("already installed"), run.stderr);
-      assertEquals(await takeArgs(argsFile), "register\n-t\nREG-7f3a\n--guardian\nhttp://g\n--tag\nt\n");
+      assertEquals(await takeCall(argsFile), { argv: "register\n--guardian\nhttp://g\n--tag\nt\n", token });
       assertFalse(run.stderr.includes(token), "the registration token must not be echoed");
 
-      // --token=T anywhere, on a fresh directory: installs, then registers; then -t T.
+      // --token=T anywhere, on a fresh directory: installs, then registers; then -t T (it beats the variable).
       const fresh = `${root}/bin-register`;
       const again = await install({ dir: fresh, args: ["--tag", "x y", "--token=REG2"] });
       assertEquals(again.code, 0, again.stderr);
       assertEquals(await Deno.readFile(`${fresh}/veilnet-conflux`), release);
-      assertEquals(await takeArgs(argsFile), "register\n-t\nREG2\n--tag\nx y\n");
-      assertEquals((await install({ dir: fresh, args: ["-t", "REG3", "--no-service"] })).code, 0);
-      assertEquals(await takeArgs(argsFile), "register\n-t\nREG3\n--no-service\n");
+      assertEquals(await takeCall(argsFile), { argv: "register\n--tag\nx y\n", token: "REG2" });
+      const third = await install({
+        dir: fresh,
+        args: ["-t", "REG3", "--no-service"],
+        env: { VEILNET_REGISTRATION_TOKEN: "REG-other" },
+      });
+      assertEquals(third.code, 0, third.stderr);
+      assertEquals(await takeCall(argsFile), { argv: "register\n--no-service\n", token: "REG3" });
     });
 
-    await t.step("register flags without --token, or --token without a value, are refused", async () => {
+    await t.step("--token-file FILE goes to register as it is; the token stays in the file", async () => {
+      const file = `${root}/reg.token`;
+      await Deno.writeTextFile(file, "REG-file-9d0e\n", { mode: 0o600 });
+      for (const args of [["--token-file", file, "--tag", "t"], [`--token-file=${file}`, "--tag", "t"]]) {
+        const run = await install({ dir, args, env: { VEILNET_REGISTRATION_TOKEN: "REG-other" } });
+        assertEquals(run.code, 0, run.stderr);
+        assertEquals(await takeCall(argsFile), {
+          argv: ["register", ...args, ""].join("\n"),
+          token: "(unset)",
+        });
+        assertFalse(run.stderr.includes("REG-file-9d0e"), run.stderr);
+      }
+      assertEquals(await Deno.readTextFile(file), "REG-file-9d0e\n", "install.sh must leave the file alone");
+    });
+
+    await t.step("register flags without a token, or a token flag without a value, are refused", async () => {
       const fresh = `${root}/bin-flags`;
-      refused(await install({ dir: fresh, args: ["--guardian", "http://g"] }), "need --token");
-      refused(await install({ dir: fresh, args: ["--token"] }), "--token needs");
+      const file = `${root}/reg2.token`;
+      await Deno.writeTextFile(file, "REG\n", { mode: 0o600 });
+      const cases: [args: string[], says: string][] = [
+        [["--guardian", "http://g"], "need a registration token"],
+        [["--token"], "--token needs"],
+        [["--token="], "--token needs"],
+        [["--token-file"], "--token-file needs"],
+        [["--token", "-"], "cannot come from standard input"],
+        [["--token-file", "-"], "cannot come from standard input"],
+        [["--token", "REG", "--token-file", file], "exclude each other"],
+        [["--token-file", `${root}/missing.token`], "cannot read it"],
+      ];
+      for (const [args, says] of cases) refused(await install({ dir: fresh, args }), says);
       assertFalse(await exists(fresh));
       assertEquals(await takeArgs(argsFile), undefined);
     });

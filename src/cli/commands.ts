@@ -63,11 +63,13 @@ export const COMMANDS: readonly Command[] = [
   {
     name: "register",
     usage:
-      "register -t REG [--guardian URL] [--tag T] [--ip A] [--taints a,b] [--portal] [--subnets C,...] " +
-      "[--jwt J] [--no-service] [--force]",
+      "register (-t REG | -t - | --token-file FILE) [--guardian URL] [--tag T] [--ip A] [--taints a,b] " +
+      "[--portal] [--subnets C,...] [--jwt J | --jwt - | --jwt-file FILE] [--no-service] [--force]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
     details: [
-      "-t, --token REG     registration token (env VEILNET_REGISTRATION_TOKEN)",
+      "-t, --token REG     registration token (env VEILNET_REGISTRATION_TOKEN); -t - reads it from standard input",
+      "--token-file FILE   read the registration token from FILE (a trailing newline is ignored)",
+      "                    (-t REG shows the token to every user of this host in `ps`: prefer the others)",
       "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
       "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
       "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
@@ -76,7 +78,8 @@ export const COMMANDS: readonly Command[] = [
       "--subnets C,...     the networks the portal offers, inside what the token grants (env VEILNET_CONFLUX_SUBNETS;",
       "                    implies --portal; default: every subnet the token grants)",
       "--jwt J             an identity token from the realm's OIDC issuer, required when the realm has one",
-      "                    (env VEILNET_CONFLUX_JWT)",
+      "                    (env VEILNET_CONFLUX_JWT); --jwt - reads it from standard input (not with -t -)",
+      "--jwt-file FILE     read the identity token from FILE",
       "--no-service        do not install the systemd unit; start with `veilnet-conflux run`",
       "--force             register again although conflux.json exists (the old registration is not removed)",
     ],
@@ -91,11 +94,13 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "up",
-    usage:
-      "up -t CONFLUX_TOKEN [--guardian URL] [--tag T] [--ifname NAME] [--dns-listen A[:P]] [--no-service]",
+    usage: "up (-t CONFLUX_TOKEN | -t - | --token-file FILE) [--guardian URL] [--tag T] [--ifname NAME] " +
+      "[--dns-listen A[:P]] [--no-service]",
     summary: "integration mode: save up.json and start the service (foreground without systemd)",
     details: [
-      "-t, --token T       a conflux token, not a registration token (env VEILNET_CONFLUX_TOKEN)",
+      "-t, --token T       a conflux token, not a registration token (env VEILNET_CONFLUX_TOKEN); -t - reads it",
+      "                    from standard input (-t T shows it to every user of this host in `ps`)",
+      "--token-file FILE   read the conflux token from FILE (a trailing newline is ignored)",
       "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
       "--tag, --ifname, --dns-listen  saved in up.json for `run` (see `run --help`)",
       "--no-service        run in the foreground instead of installing the service",

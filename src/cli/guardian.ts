@@ -1,7 +1,8 @@
 /**
  * `veilnet-conflux guardian ...`: run the Guardian, and administer it (realms, registration tokens, the nats-server
  * configuration). Admin subcommands work on the data directory of a Guardian on this host (`--data-dir`), or over
- * HTTP with `--guardian URL --admin-token T`.
+ * HTTP with `--guardian URL` and the admin token (`--admin-token-file FILE`, `--admin-token -` for standard input,
+ * or VEILNET_ADMIN_TOKEN; `--admin-token T` too, though `ps` shows it).
  * @module
  */
 
@@ -15,6 +16,7 @@ import type { RealmOidc, Store } from "../guardian/store.ts";
 import { guardianRequest } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
+import { readSecret, secretInput } from "./secret.ts";
 
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
 /** Where a nats-server of the Master keeps its account JWTs (revocations included); one per server. */
@@ -24,7 +26,16 @@ const ADMIN_FLAGS = {
   "data-dir": { type: "string" },
   guardian: { type: "string" },
   "admin-token": { type: "string" },
+  "admin-token-file": { type: "string" },
 } as const;
+
+/** The admin flags' values. */
+type AdminFlags = {
+  "data-dir"?: string;
+  guardian?: string;
+  "admin-token"?: string;
+  "admin-token-file"?: string;
+};
 
 type RealmInfo = { id: string; name: string; cidr4: string; cidr6: string; oidc?: unknown };
 
@@ -88,7 +99,7 @@ function localAdmin(dataDir: string): Admin {
     store.close();
     throw new UsageError(
       `the Guardian of ${dataDir} keeps its state in ${shared}: a change here would reach no Guardian; ` +
-        "use --guardian URL --admin-token T",
+        "use --guardian URL with --admin-token-file FILE (or VEILNET_ADMIN_TOKEN)",
     );
   }
   const g = localGuardian(store);
@@ -146,11 +157,30 @@ function remoteAdmin(base: string, token: string): Admin {
   };
 }
 
-function admin(values: { "data-dir"?: string; guardian?: string; "admin-token"?: string }): Admin {
+async function admin(values: AdminFlags, io: Output): Promise<Admin> {
+  const source = {
+    what: "admin token",
+    flag: "--admin-token",
+    value: values["admin-token"],
+    fileFlag: "--admin-token-file",
+    file: values["admin-token-file"],
+    env: "VEILNET_ADMIN_TOKEN",
+  };
   if (values.guardian) {
-    const token = values["admin-token"] ?? Deno.env.get("VEILNET_ADMIN_TOKEN");
-    if (!token) throw new UsageError("--guardian needs --admin-token (or VEILNET_ADMIN_TOKEN)");
+    const token = await readSecret(source, secretInput(io));
+    if (!token) {
+      throw new UsageError(
+        "--guardian needs the admin token: --admin-token-file FILE, --admin-token - (standard input), " +
+          "VEILNET_ADMIN_TOKEN or --admin-token T",
+      );
+    }
     return remoteAdmin(values.guardian, token);
+  }
+  if (source.value !== undefined || source.file !== undefined) {
+    throw new UsageError(
+      `${source.value !== undefined ? "--admin-token" : "--admin-token-file"} goes with --guardian URL ` +
+        "(with --data-dir the data directory is the authority)",
+    );
   }
   return localAdmin(values["data-dir"] ?? DEFAULT_DATA_DIR);
 }
@@ -184,10 +214,12 @@ const USAGE = `usage:
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
                                        [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
                                        [--server-name NAME --jetstream-dir DIR] (JetStream, for --state nats)
-  veilnet-conflux guardian nats-keys export > keys.json | nats-keys import keys.json      (--data-dir DIR)
-      the NATS operator and account keys (secret): a second Guardian of a shared state needs the first one's
+  veilnet-conflux guardian nats-keys export [-o keys.json] | nats-keys import keys.json      (--data-dir DIR)
+      the NATS operator and account keys (secret): a second Guardian of a shared state needs the first one's;
+      -o FILE writes them to a new file, mode 0600 (without it: to standard output)
 admin flags: --data-dir DIR (a Guardian on this host; default ${DEFAULT_DATA_DIR})
-             or --guardian URL --admin-token T (or VEILNET_ADMIN_TOKEN)`;
+             or --guardian URL with the admin token from --admin-token-file FILE, --admin-token - (standard
+             input) or VEILNET_ADMIN_TOKEN (--admin-token T also works, but shows it to every user in ps)`;
 
 const OIDC_FLAGS = {
   "oidc-issuer": { type: "string" },
@@ -234,10 +266,11 @@ function nodeLine(n: NodeView): string {
 
 /** Runs `fn` with the admin the flags name, and closes it; returns exit code 0. */
 async function withAdmin(
-  values: { "data-dir"?: string; guardian?: string; "admin-token"?: string },
+  values: AdminFlags,
+  io: Output,
   fn: (a: Admin) => Promise<void>,
 ): Promise<number> {
-  const a = admin(values);
+  const a = await admin(values, io);
   try {
     await fn(a);
   } finally {
@@ -308,13 +341,29 @@ async function natsKeysCommand(args: string[], io: Output): Promise<number> {
   if (action !== "export" && action !== "import") {
     throw new UsageError(`guardian nats-keys: expected export or import FILE, got "${action ?? ""}"`);
   }
-  const { values, positionals } = parse(more, { "data-dir": { type: "string", default: DEFAULT_DATA_DIR } }, {
+  const { values, positionals } = parse(more, {
+    "data-dir": { type: "string", default: DEFAULT_DATA_DIR },
+    output: { type: "string", short: "o" },
+  }, {
     min: action === "import" ? 1 : 0,
     max: action === "import" ? 1 : 0,
   });
+  if (action === "import" && values.output !== undefined) throw new UsageError("--output belongs to export");
   using store = openStore(values["data-dir"]);
   if (action === "export") {
-    io.out(JSON.stringify(localGuardian(store).natsKeys()));
+    const keys = JSON.stringify(localGuardian(store).natsKeys());
+    if (values.output === undefined) io.out(keys);
+    else {
+      // A new file, 0600 whatever the umask (a shell's `>` gives 0644 under the usual umask 022).
+      try {
+        await Deno.writeTextFile(values.output, keys + "\n", { mode: 0o600, createNew: true });
+      } catch (error) {
+        throw new Error(`nats-keys export: cannot create ${values.output}: ${(error as Error).message}`, {
+          cause: error,
+        });
+      }
+      io.err(`guardian: NATS keys written to ${values.output} (mode 0600; secret: remove it once imported)`);
+    }
     return 0;
   }
   const file = positionals[0]!;
@@ -477,7 +526,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       if (action === "oidc" && (oidc === undefined) === !values.clear) {
         throw new UsageError("realm oidc needs the OIDC flags, or --clear to remove them");
       }
-      return await withAdmin(values, async (a) => {
+      return await withAdmin(values, io, async (a) => {
         const realm = action === "create"
           ? await a.createRealm(positionals[0]!, values.cidr, oidc)
           : await a.setRealmOidc(positionals[0]!, oidc ?? null);
@@ -488,7 +537,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     }
     if (action === "list") {
       const { values } = parse(more, ADMIN_FLAGS);
-      return await withAdmin(values, async (a) => io.out(JSON.stringify(await a.listRealms(), null, 2)));
+      return await withAdmin(values, io, async (a) => io.out(JSON.stringify(await a.listRealms(), null, 2)));
     }
     throw new UsageError(`guardian realm: expected create, list or oidc, got "${action ?? ""}"`);
   }
@@ -509,7 +558,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         throw new UsageError("--taints and --any-taints exclude each other");
       }
       const uses = values.uses === undefined ? undefined : Number(values.uses);
-      return await withAdmin(values, async (a) => {
+      return await withAdmin(values, io, async (a) => {
         const created = await a.createToken({
           realm: values.realm!,
           ttl: values.ttl,
@@ -523,7 +572,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     }
     if (action === "list" || action === "revoke") {
       const { values, positionals } = parse(more, ADMIN_FLAGS, action === "revoke" ? { min: 1, max: 1 } : {});
-      return await withAdmin(values, async (a) => {
+      return await withAdmin(values, io, async (a) => {
         if (action === "list") io.out(JSON.stringify(await a.listTokens(), null, 2));
         else await a.revokeToken(positionals[0]!);
       });
@@ -546,7 +595,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     }, { min: args, max: args });
     const [ref, arg] = positionals as [string, string];
     const show = (n: NodeView) => io.out(JSON.stringify(n, null, 2));
-    return await withAdmin(values, async (a) => {
+    return await withAdmin(values, io, async (a) => {
       switch (action) {
         case "list": {
           const nodes = await a.nodes(values.realm);

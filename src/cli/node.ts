@@ -26,6 +26,7 @@ import { isTag } from "../wire/certificate.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import { localApi } from "./local_client.ts";
 import type { Output } from "./main.ts";
+import { checkSecretSources, readSecret, secretInput, type SecretSource } from "./secret.ts";
 
 export const env = (name: string): string | undefined => Deno.env.get(name) || undefined;
 
@@ -74,6 +75,7 @@ export async function installService(service: Service, path: string, io: Output)
 export async function registerCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, {
     token: { type: "string", short: "t" },
+    "token-file": { type: "string" },
     guardian: { type: "string", short: "g" },
     tag: { type: "string" },
     ip: { type: "string" },
@@ -81,15 +83,38 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     portal: { type: "boolean", short: "p" },
     subnets: { type: "string" },
     jwt: { type: "string" },
+    "jwt-file": { type: "string" },
     "jwks-url": { type: "string" },
     issuer: { type: "string" },
     audience: { type: "string" },
     "no-service": { type: "boolean", default: false },
     force: { type: "boolean", default: false },
   });
-  const token = values.token ?? env("VEILNET_REGISTRATION_TOKEN");
+  // Both secrets may come from a file, standard input ("-") or the environment; neither needs the command line.
+  const tokenSource: SecretSource = {
+    what: "registration token",
+    flag: "-t/--token",
+    value: values.token,
+    fileFlag: "--token-file",
+    file: values["token-file"],
+    env: "VEILNET_REGISTRATION_TOKEN",
+  };
+  const jwtSource: SecretSource = {
+    what: "identity token",
+    flag: "--jwt",
+    value: values.jwt,
+    fileFlag: "--jwt-file",
+    file: values["jwt-file"],
+    env: "VEILNET_CONFLUX_JWT",
+  };
+  checkSecretSources([tokenSource, jwtSource]);
+  const input = secretInput(io);
+  const token = await readSecret(tokenSource, input);
   if (!token) {
-    throw new UsageError("register needs a registration token: -t TOKEN or VEILNET_REGISTRATION_TOKEN");
+    throw new UsageError(
+      "register needs a registration token: -t TOKEN, -t - (standard input), --token-file FILE or " +
+        "VEILNET_REGISTRATION_TOKEN",
+    );
   }
   const guardian = guardianUrl(values.guardian, "register");
   const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG"));
@@ -103,7 +128,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
         "(guardian realm oidc); give only --jwt",
     );
   }
-  const jwt = values.jwt ?? env("VEILNET_CONFLUX_JWT");
+  const jwt = await readSecret(jwtSource, input);
   const path = configPath("conflux.json");
   const existing = readConfig(path);
   if (existing && !values.force) {

@@ -10,6 +10,7 @@ import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
 import { env, guardianUrl, installService, runCommand } from "./node.ts";
+import { readSecret, secretInput } from "./secret.ts";
 
 /** The saved config the service runs: the registration, else integration mode's up.json. */
 function savedPath(): string {
@@ -85,14 +86,26 @@ export async function unregisterCommand(args: string[], io: Output): Promise<num
 export async function upCommand(args: string[], io: Output): Promise<number> {
   const { values } = parse(args, {
     token: { type: "string", short: "t" },
+    "token-file": { type: "string" },
     guardian: { type: "string", short: "g" },
     tag: { type: "string" },
     ifname: { type: "string" },
     "dns-listen": { type: "string" },
     "no-service": { type: "boolean", default: false },
   });
-  const token = values.token ?? env("VEILNET_CONFLUX_TOKEN");
-  if (!token) throw new UsageError("up needs a conflux token: -t TOKEN or VEILNET_CONFLUX_TOKEN");
+  const token = await readSecret({
+    what: "conflux token",
+    flag: "-t/--token",
+    value: values.token,
+    fileFlag: "--token-file",
+    file: values["token-file"],
+    env: "VEILNET_CONFLUX_TOKEN",
+  }, secretInput(io));
+  if (!token) {
+    throw new UsageError(
+      "up needs a conflux token: -t TOKEN, -t - (standard input), --token-file FILE or VEILNET_CONFLUX_TOKEN",
+    );
+  }
   const guardian = guardianUrl(values.guardian, "up");
   const path = configPath("up.json");
   const options = {

@@ -35,13 +35,13 @@ export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"
   log: (line: string) => void;
 }
 
-/** Opens (creating if needed) the store of a data directory. */
+/**
+ * Opens (creating if needed) the store of a data directory. The database holds realm keys and NATS seeds: the
+ * Store makes it and its -wal and -shm files 0600 before SQLite writes a byte, whatever the directory's mode.
+ */
 export function openStore(dataDir: string): Store {
   Deno.mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-  const store = new Store(`${dataDir}/guardian.db`);
-  // It holds realm keys and NATS seeds; SQLite gives its -wal and -shm files the same mode.
-  Deno.chmodSync(`${dataDir}/guardian.db`, 0o600);
-  return store;
+  return new Store(`${dataDir}/guardian.db`);
 }
 
 /** The meta key marking a data directory whose Guardian keeps its state in the shared stream (JSON). */

@@ -139,6 +139,53 @@ export class ConflictError extends Error {
   override name = "ConflictError";
 }
 
+/** The database and what SQLite keeps beside it (WAL, shared-memory index, rollback journal): all hold secrets. */
+const DATABASE_FILES = ["", "-wal", "-shm", "-journal"] as const;
+
+/**
+ * Makes the database file 0600 before SQLite opens it, creating it empty if needed, and any file left beside it
+ * too. SQLite creates the main file with 0644 minus the umask, but gives every file it makes beside it (`-wal`,
+ * `-shm`, `-journal`) exactly the main file's mode, umask or not: a database made 0600 first keeps them all
+ * private however open the directory is. (Created 0600 minus the umask, so never wider, then set to 0600.)
+ */
+function makePrivate(path: string): void {
+  try {
+    Deno.openSync(path, { create: true, write: true, mode: 0o600 }).close();
+    for (const suffix of DATABASE_FILES) {
+      try {
+        Deno.chmodSync(path + suffix, 0o600);
+      } catch (error) {
+        if (!(error instanceof Deno.errors.NotFound)) throw error;
+      }
+    }
+  } catch (error) {
+    throw new Error(
+      `cannot make ${path} private (mode 0600): ${(error as Error).message}; it holds realm keys and NATS ` +
+        "seeds: run the Guardian as the user who owns its data directory",
+      { cause: error },
+    );
+  }
+}
+
+/** Throws when the database or a file beside it may be read by anyone but its owner. */
+function checkPrivate(path: string): void {
+  for (const suffix of DATABASE_FILES) {
+    let mode: number;
+    try {
+      mode = (Deno.statSync(path + suffix).mode ?? 0) & 0o777;
+    } catch (error) {
+      if (error instanceof Deno.errors.NotFound) continue;
+      throw error;
+    }
+    if (mode & 0o077) {
+      throw new Error(
+        `${path}${suffix} is mode ${mode.toString(8)}, expected 600: it holds realm keys and NATS seeds. ` +
+          `chmod 600 ${path}*, then start again`,
+      );
+    }
+  }
+}
+
 // busy_timeout: the server and an admin command (guardian token create --data-dir) share the file; a write
 // waits for the other's instead of failing with "database is locked".
 const PRAGMAS = `
@@ -367,12 +414,23 @@ export class Store implements Disposable {
   /** Whether writes of the shared log are being applied. */
   #applying = false;
 
-  /** Opens (and creates if needed) the database at `path` (":memory:" for tests and replicas). */
+  /**
+   * Opens (and creates if needed) the database at `path` (":memory:" for tests and replicas). A file database
+   * and the files SQLite keeps beside it are 0600 whatever the umask or the directory's mode (`makePrivate`).
+   */
   constructor(path: string) {
+    const onDisk = path !== ":memory:" && path !== "";
+    if (onDisk) makePrivate(path);
     this.#db = new DatabaseSync(path);
-    this.#db.exec(PRAGMAS);
-    this.#db.exec(SCHEMA_V0);
-    migrate(this.#db);
+    try {
+      this.#db.exec(PRAGMAS);
+      this.#db.exec(SCHEMA_V0);
+      migrate(this.#db);
+      if (onDisk) checkPrivate(path);
+    } catch (error) {
+      this.#db.close();
+      throw error;
+    }
   }
 
   /**

@@ -56,7 +56,10 @@ export function selfCommand(configDir: string): string[] {
   return [exec, "run", "--quiet", ...agentPermissions(configDir, cache), main];
 }
 
-/** The unit file text for a node started with `args` (e.g. `run --config …`). */
+/**
+ * The unit file text for a node started with `args` (e.g. `run --config …`). No secret belongs in it: the file
+ * is world-readable and its ExecStart line shows in `ps`; the node reads its token from the 0600 config file.
+ */
 export function unitText(command: string[], args: string[], configDir: string): string {
   const quote = (s: string) =>
     /^[A-Za-z0-9_@%+=:,./-]+$/.test(s) ? s : `"${s.replace(/(["\\$`])/g, "\\$1")}"`;
