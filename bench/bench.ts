@@ -7,6 +7,7 @@
 import { controlBench } from "./control.ts";
 import { controlSimBench } from "./control_sim.ts";
 import { cryptoBench, type Figure } from "./crypto.ts";
+import { guardianBench } from "./guardian.ts";
 import { tunBench } from "./tun.ts";
 import { tunnelBench } from "./tunnel.ts";
 
@@ -16,6 +17,7 @@ const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   tunnel: () => tunnelBench(),
   control: () => controlBench(),
   "control-sim": () => controlSimBench(),
+  guardian: () => guardianBench(),
 };
 
 const wanted = Deno.args.length > 0 ? Deno.args : Object.keys(SECTIONS);

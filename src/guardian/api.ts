@@ -7,10 +7,28 @@
 import type { Guardian, RegisterRequest } from "./guardian.ts";
 import { StateUnavailable } from "./replication.ts";
 import { GuardianError, parseDuration } from "./rules.ts";
+import { SourceLimits, type SourceLimitsOptions, sourceOf } from "./source_limits.ts";
 import type { RealmOidc, RealmRow } from "./store.ts";
 
-/** Largest request body accepted. */
+/** Largest request body accepted (an administrator's); node endpoints take less, see BODY_CAPS. */
 export const MAX_BODY_BYTES = 64 * 1024;
+
+/**
+ * Body caps of the node endpoints, by route: a login is a public key (~2.6 KiB in base64) and a few fields, a
+ * registration may carry an OIDC identity token of a few KiB.
+ */
+export const BODY_CAPS: Record<string, number> = {
+  "POST /conflux/register": 32 * 1024,
+  "POST /conflux/session/login": 16 * 1024,
+  "POST /conflux/taints": 8 * 1024,
+  "DELETE /conflux/unregister": 1024,
+};
+
+/**
+ * Refusals that count against a source's failure budget: a token or identity refused (401), and what no honest
+ * client sends (no such route or method, a body above the cap).
+ */
+const UNAUTHENTICATED = new Set([401, 404, 405, 413]);
 
 /** What a route handler gets: the request, its URL, path parameters, the Bearer token and the body. */
 interface Context {
@@ -18,6 +36,8 @@ interface Context {
   url: URL;
   params: Record<string, string>;
   token: string | undefined;
+  /** The source has spent its failure budget: a token is checked without waiting for the shared state. */
+  failing: boolean;
   body: () => Promise<Record<string, unknown>>;
   /** The exact body bytes (read once, shared with `body`). */
   raw: () => Promise<Uint8Array>;
@@ -29,19 +49,29 @@ function json(status: number, value: unknown): Response {
   return new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
 }
 
-async function readRaw(req: Request): Promise<Uint8Array> {
-  const declared = Number(req.headers.get("content-length") ?? "0");
-  if (declared > MAX_BODY_BYTES) {
-    throw new HttpError(413, `body of ${declared} bytes exceeds ${MAX_BODY_BYTES}`);
+/**
+ * The body, at most `cap` bytes: a declared length above it is refused before a byte is read, and a stream
+ * (chunked, or longer than declared) is cancelled at the first chunk beyond it.
+ */
+async function readRaw(req: Request, cap: number): Promise<Uint8Array> {
+  const header = req.headers.get("content-length");
+  if (header !== null && !/^\d+$/.test(header.trim())) {
+    throw new HttpError(400, `Content-Length must be a number of bytes, got "${header}"`);
   }
+  const declared = Number(header ?? "0");
+  if (declared > cap) throw new HttpError(413, `body of ${declared} bytes exceeds ${cap} here`);
   const chunks: Uint8Array[] = [];
   let size = 0;
-  if (req.body) {
-    for await (const chunk of req.body) {
-      size += chunk.length;
-      if (size > MAX_BODY_BYTES) throw new HttpError(413, `body exceeds ${MAX_BODY_BYTES} bytes`);
-      chunks.push(chunk);
+  const reader = req.body?.getReader();
+  while (reader) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.length;
+    if (size > cap) {
+      await reader.cancel().catch(() => {});
+      throw new HttpError(413, `body exceeds ${cap} bytes here`);
     }
+    chunks.push(value);
   }
   const out = new Uint8Array(size);
   let at = 0;
@@ -94,11 +124,31 @@ function stringList(body: Record<string, unknown>, key: string): string[] | unde
   return v as string[];
 }
 
-/** The request handler for `Deno.serve`. */
-export function guardianHandler(guardian: Guardian): (req: Request) => Promise<Response> {
+/** How the API runs besides its Guardian. */
+export interface HandlerOptions {
+  /** Per-source budgets (defaults: DEFAULT_SOURCE_LIMITS), or the table itself (tests give one with a fake clock). */
+  limits?: SourceLimits | Partial<SourceLimitsOptions>;
+}
+
+/**
+ * The request handler for `Deno.serve` (which gives the remote address as `info`). A request goes: the source's
+ * request budget (429), the route (404, 405), the Bearer token (401, a lookup and a hash, before any body byte is
+ * read), then the handler, which reads the body up to the route's cap (413). A request refused before it
+ * authenticated takes from the source's failure budget; once that is spent, such refusals are 429.
+ */
+export function guardianHandler(
+  guardian: Guardian,
+  options: HandlerOptions = {},
+): (req: Request, info?: { remoteAddr: Deno.Addr }) => Promise<Response> {
+  const limits = options.limits instanceof SourceLimits ? options.limits : new SourceLimits(options.limits);
+  // The token is checked before the handler reads the body; the Guardian checks it again where it is used.
+  const needs = (kind: "vreg" | "vcfx", handler: Handler): Handler => async (ctx) => {
+    await guardian.authenticate(kind, ctx.token, { sync: !ctx.failing });
+    return await handler(ctx);
+  };
   // An administrator sees the newest state: with several Guardians, what another one took a moment ago too.
   const admin = (handler: Handler): Handler => async (ctx) => {
-    await guardian.checkAdmin(ctx.token);
+    await guardian.authenticate("vadm", ctx.token);
     await guardian.sync();
     return await handler(ctx);
   };
@@ -106,7 +156,7 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
   const routes: Record<string, Handler> = {
     "GET /healthz": () => Promise.resolve(json(200, { ok: true })),
 
-    "POST /conflux/register": async ({ token, body }) => {
+    "POST /conflux/register": needs("vreg", async ({ token, body }) => {
       const b = await body();
       const moved = ["jwks_url", "issuer", "audience"].filter((k) => b[k] !== undefined);
       if (moved.length > 0) {
@@ -127,14 +177,14 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
         identityToken: optional(b, "jwt", "string"),
       };
       return json(201, await guardian.register(token, req));
-    },
+    }),
 
-    "DELETE /conflux/unregister": async ({ token, url }) => {
+    "DELETE /conflux/unregister": needs("vcfx", async ({ token, url }) => {
       await guardian.unregister(token, url.searchParams.get("conflux_id"));
       return json(200, { ok: true });
-    },
+    }),
 
-    "POST /conflux/session/login": async ({ req, token, body, raw, url }) => {
+    "POST /conflux/session/login": needs("vcfx", async ({ req, token, body, raw, url }) => {
       const fields = await body();
       return json(
         200,
@@ -145,12 +195,12 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
           host: req.headers.get("host") ?? url.host,
         }),
       );
-    },
+    }),
 
-    "POST /conflux/taints": async ({ token, body }) => {
+    "POST /conflux/taints": needs("vcfx", async ({ token, body }) => {
       const b = await body();
       return json(200, { taints: await guardian.setTaints(token, { add: b.add, remove: b.remove }) });
-    },
+    }),
 
     "POST /admin/realms": admin(async ({ body }) => {
       const b = await body();
@@ -241,28 +291,45 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
         return "([^/]+)";
       }) + "$",
     );
-    return { method, pattern, names, handler };
+    return { method, pattern, names, handler, cap: BODY_CAPS[key] ?? MAX_BODY_BYTES };
   });
 
-  return async (req: Request): Promise<Response> => {
+  return async (req: Request, info?: { remoteAddr: Deno.Addr }): Promise<Response> => {
+    const source = sourceOf(info && "hostname" in info.remoteAddr ? info.remoteAddr : undefined);
+    const wait = limits.request(source);
+    if (wait > 0) return tooMany(source, wait);
     const url = new URL(req.url);
     const auth = req.headers.get("authorization") ?? "";
     const token = auth.startsWith("Bearer ") ? auth.slice(7).trim() : undefined;
     let cached: Promise<Uint8Array> | undefined;
-    const raw = () => cached ??= readRaw(req);
     try {
       const matches = table.filter((r) => r.pattern.test(url.pathname));
       const route = matches.find((r) => r.method === req.method);
       if (!route) {
-        return json(matches.length > 0 ? 405 : 404, {
-          error: matches.length > 0 ? `${req.method} not allowed here` : `no route ${url.pathname}`,
-        });
+        throw new HttpError(
+          matches.length > 0 ? 405 : 404,
+          matches.length > 0 ? `${req.method} not allowed here` : `no route ${url.pathname}`,
+        );
       }
       const values = route.pattern.exec(url.pathname)!.slice(1).map(decodeURIComponent);
       const params = Object.fromEntries(route.names.map((n, i) => [n, values[i]!]));
-      return await route.handler({ req, url, params, token, raw, body: async () => parseBody(await raw()) });
+      const raw = () => cached ??= readRaw(req, route.cap);
+      const failing = limits.failing(source) > 0;
+      return await route.handler({
+        req,
+        url,
+        params,
+        token,
+        failing,
+        raw,
+        body: async () => parseBody(await raw()),
+      });
     } catch (error) {
       if (error instanceof GuardianError || error instanceof HttpError) {
+        if (UNAUTHENTICATED.has(error.status)) {
+          const wait = limits.failure(source);
+          if (wait > 0) return tooMany(source, wait);
+        }
         return json(error.status, { error: error.message });
       }
       // Another Guardian of the same state may be able to answer: a 5xx sends nodes on to it.
@@ -271,6 +338,14 @@ export function guardianHandler(guardian: Guardian): (req: Request) => Promise<R
       return json(500, { error: "internal error (logged by the Guardian)" });
     }
   };
+}
+
+/** 429: `source` spent its budget; Retry-After says when it has some again. */
+function tooMany(source: string, seconds: number): Response {
+  return new Response(
+    JSON.stringify({ error: `too many requests from ${source}: retry in ${seconds} s` }),
+    { status: 429, headers: { "content-type": "application/json", "retry-after": String(seconds) } },
+  );
 }
 
 function realmView(r: RealmRow): Record<string, unknown> {

@@ -12,7 +12,7 @@
 import { issueCertificate } from "../crypto/certificate.ts";
 import { fromHex, nodeIdOf, toHex } from "../crypto/identity.ts";
 import { verifyLogin } from "../crypto/login_proof.ts";
-import { pq } from "../crypto/pq.ts";
+import { pq, type SigningKey } from "../crypto/pq.ts";
 import { SeenIds } from "../crypto/control_signing.ts";
 import { LOGIN_MAX_SKEW_MS, ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
@@ -148,6 +148,11 @@ export class Guardian {
    * (`useNonce`), shared by every Guardian of a replicated state.
    */
   readonly #nonces = new SeenIds(100_000);
+  /**
+   * Realm signing keys by realm id, with the seed each was made from: making one from its seed takes ~10 ms of
+   * pure JavaScript (its public key), which every login paid. A realm whose seed changes gets a new key.
+   */
+  readonly #realmKeys = new Map<string, { seed: string; key: Promise<SigningKey> }>();
 
   constructor(readonly store: Store, readonly options: GuardianOptions) {}
 
@@ -284,6 +289,7 @@ export class Guardian {
     kind: "vreg" | "vcfx",
     token: string | undefined,
     lookup: (id: string) => { secretHash: string } | undefined,
+    o: { sync?: boolean } = {},
   ) {
     const parts = token?.split(".") ?? [];
     const names = { vreg: "a registration token (vreg.…)", vcfx: "a conflux token (vcfx.…)" };
@@ -296,7 +302,7 @@ export class Guardian {
       throw new GuardianError(401, `this needs ${names[kind]} as Bearer token, got ${got}`);
     }
     let row = lookup(parts[1]!);
-    if (!row && this.store.replicated) {
+    if (!row && this.store.replicated && o.sync !== false) {
       // Perhaps made at another Guardian a moment ago: "unknown" is final for a node, so look at the newest state.
       await this.sync();
       row = lookup(parts[1]!);
@@ -387,6 +393,33 @@ export class Guardian {
     return { conflux_id: id, token: `vcfx.${id}.${secret}` };
   }
 
+  /** The realm's signing key, made from its seed once (see #realmKeys). */
+  #realmKey(realm: RealmRow): Promise<SigningKey> {
+    const cached = this.#realmKeys.get(realm.id);
+    if (cached?.seed === realm.keySeed) return cached.key;
+    const key = pq().then((backend) => backend.signingKey(fromBase64(realm.keySeed)!));
+    const entry = { seed: realm.keySeed, key };
+    this.#realmKeys.set(realm.id, entry);
+    // A failure is not kept: the next login tries again.
+    key.catch(() => this.#realmKeys.get(realm.id) === entry && this.#realmKeys.delete(realm.id));
+    return key;
+  }
+
+  /**
+   * Checks a Bearer token of `kind` (401; 403 for a revoked node) and nothing else: the API calls it before it reads
+   * a request's body, so a bad token costs a lookup and a hash. With `sync: false` an unknown token is refused
+   * without asking the shared state whether it was made a moment ago at another Guardian.
+   */
+  async authenticate(
+    kind: "vreg" | "vcfx" | "vadm",
+    token: string | undefined,
+    o: { sync?: boolean } = {},
+  ): Promise<void> {
+    if (kind === "vadm") await this.checkAdmin(token);
+    else if (kind === "vreg") await this.#token("vreg", token, (id) => this.store.tokenById(id), o);
+    else await this.#conflux(token, o);
+  }
+
   /** Catches up with the shared state; 503 when it cannot be reached. */
   async sync(): Promise<void> {
     try {
@@ -468,8 +501,8 @@ export class Guardian {
     return candidate;
   }
 
-  async #conflux(token: string | undefined): Promise<ConfluxRow> {
-    const id = await this.#token("vcfx", token, (id) => this.store.confluxById(id));
+  async #conflux(token: string | undefined, o: { sync?: boolean } = {}): Promise<ConfluxRow> {
+    const id = await this.#token("vcfx", token, (id) => this.store.confluxById(id), o);
     const row = this.store.confluxById(id)!;
     if (row.revokedAt !== null) {
       throw new GuardianError(
@@ -562,7 +595,7 @@ export class Guardian {
       offer = { portal: on, subnets: on ? this.#offer(asked, row.grantedSubnets, realm) : [] };
     }
     const nodeId = toHex(await nodeIdOf(key));
-    const realmKey = await (await pq()).signingKey(fromBase64(realm.keySeed)!);
+    const realmKey = await this.#realmKey(realm);
     // Everything is checked: write the changes and the session together, then sign.
     const now = this.options.clock();
     // A certificate is dated after the node's latest revocation, so a revocation never voids the one issued next.
