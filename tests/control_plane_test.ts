@@ -11,10 +11,11 @@ import { signControl } from "../src/crypto/control_signing.ts";
 import { Identity } from "../src/crypto/identity.ts";
 import { realmSubjects } from "../src/control/subjects.ts";
 import { fromBase64 } from "../src/guardian/rules.ts";
+import { NODE_PAYLOAD_BYTES, NODE_SUBSCRIPTIONS } from "../src/guardian/nats_auth.ts";
 import { BROADCAST, ControlKind } from "../src/wire/control.ts";
 import { decodeCertificate } from "../src/wire/certificate.ts";
 import { certificateRef } from "../src/crypto/certificate.ts";
-import { assert, assertEquals } from "./assert.ts";
+import { assert, assertEquals, assertThrows } from "./assert.ts";
 import { cli, freePort, GuardianProc, natsServer, NodeProc, Proc, tempDir, waitFor } from "./harness.ts";
 
 /** A Guardian with an embedded Master, realm "home", and a registration token. */
@@ -134,6 +135,34 @@ Deno.test({
       "nats-server to refuse each",
       10_000,
       () => attempts.every(([op, subject]) => refused.includes(`${op} ${subject}`)),
+    );
+    // Nor can it hold more subscriptions than NODE_SUBSCRIPTIONS, nor publish more than NODE_PAYLOAD_BYTES.
+    const errors: string[] = [];
+    (async () => {
+      for await (const s of member.nc.status()) {
+        errors.push(s.data instanceof Error ? s.data.message : String(s.data));
+      }
+    })();
+    // (nats.js reports the server's refusal only as a protocol error, so the limit shows as: none below it, one
+    // past it.)
+    const subscribe = async (from: number, to: number) => {
+      for (let i = from; i < to; i++) member.nc.subscribe(mine.peer(i.toString(16).padStart(32, "0")));
+      await member.nc.flush();
+      await new Promise((r) => setTimeout(r, 300));
+    };
+    await subscribe(0, NODE_SUBSCRIPTIONS - 100);
+    assertEquals(errors, [], "below the limit");
+    await subscribe(NODE_SUBSCRIPTIONS - 100, NODE_SUBSCRIPTIONS + 100);
+    await waitFor("the subscription limit", 10_000, () => errors.length > 0);
+    // The server tells the client its payload limit (its own is 1 MiB) and refuses more.
+    assertEquals(member.nc.info?.max_payload, NODE_PAYLOAD_BYTES);
+    assertThrows(
+      () => member.nc.publish(mine.node(aNode), new Uint8Array(NODE_PAYLOAD_BYTES + 1)),
+      Error,
+      "PAYLOAD",
+    );
+    console.log(
+      `a member past ${NODE_SUBSCRIPTIONS} subscriptions: ${errors.length} refused; payload limit ${NODE_PAYLOAD_BYTES}`,
     );
     await member.nc.close();
   },

@@ -10,7 +10,11 @@
 
 import * as jwt from "@nats-io/jwt";
 import * as nkeys from "@nats-io/nkeys";
+import { Codec } from "@nats-io/nkeys/lib/codec.js";
+import { Buffer } from "node:buffer";
+import { createPrivateKey, createPublicKey, type KeyObject, sign as signEd25519 } from "node:crypto";
 import { realmSubjects } from "../control/subjects.ts";
+import { MAX_CONTROL_MESSAGE_BYTES, MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
 
 /** The operator and account keys, kept by the Guardian (as nkey seeds). */
 export interface NatsKeys {
@@ -110,8 +114,99 @@ const LIMITS = {
 /** The Guardians' account alone may use JetStream (unlimited, within what each server's `jetstream` allows). */
 const JETSTREAM_LIMITS = { mem_storage: -1, disk_storage: -1, streams: -1, consumer: -1 };
 
+/** DER header of a PKCS #8 Ed25519 private key; the 32-byte seed follows. */
+const PKCS8_ED25519 = Uint8Array.of(
+  0x30,
+  0x2e,
+  0x02,
+  0x01,
+  0x00,
+  0x30,
+  0x05,
+  0x06,
+  0x03,
+  0x2b,
+  0x65,
+  0x70,
+  0x04,
+  0x22,
+  0x04,
+  0x20,
+);
+
+/**
+ * An nkey pair that derives its key once and signs with the runtime's Ed25519. nkeys' own pair re-derives the key
+ * from its seed in pure JavaScript (3-10 ms) at every getPublicKey, getPrivateKey and sign, and a node login did
+ * five of them (~80 ms of event loop). Same keys and, Ed25519 being deterministic, the same signatures.
+ */
+class NativePair implements nkeys.KeyPair {
+  readonly #inner: nkeys.KeyPair;
+  readonly #key: KeyObject;
+  readonly #raw: { seed: Uint8Array; public: Uint8Array };
+  readonly #public: string;
+  #private: Uint8Array | undefined;
+
+  constructor(seed: Uint8Array) {
+    this.#inner = nkeys.fromSeed(seed);
+    const { prefix, buf } = Codec.decodeSeed(seed);
+    const der = new Uint8Array(PKCS8_ED25519.length + 32);
+    der.set(PKCS8_ED25519);
+    der.set(buf, PKCS8_ED25519.length);
+    this.#key = createPrivateKey({ key: Buffer.from(der), format: "der", type: "pkcs8" });
+    // An SPKI Ed25519 key is a 12-byte header and the 32-byte public key.
+    const spki = new Uint8Array(createPublicKey(this.#key).export({ format: "der", type: "spki" }));
+    this.#raw = { seed: buf, public: spki.subarray(12) };
+    this.#public = text.decode(Codec.encode(prefix, this.#raw.public));
+  }
+
+  getPublicKey(): string {
+    return this.#public;
+  }
+  getPrivateKey(): Uint8Array {
+    // nkeys' private key is the NaCl secret key (seed || public key); the JWT library asks for it to check a signer.
+    this.#private ??= Codec.encode(
+      nkeys.Prefix.Private,
+      new Uint8Array([...this.#raw.seed, ...this.#raw.public]),
+    );
+    return this.#private;
+  }
+  getSeed(): Uint8Array {
+    return this.#inner.getSeed();
+  }
+  sign(input: Uint8Array): Uint8Array {
+    return new Uint8Array(signEd25519(null, input, this.#key));
+  }
+  verify(input: Uint8Array, sig: Uint8Array): boolean {
+    return this.#inner.verify(input, sig);
+  }
+  clear(): void {
+    this.#inner.clear();
+  }
+  seal(input: Uint8Array, recipient: string, nonce?: Uint8Array): Uint8Array {
+    return this.#inner.seal(input, recipient, nonce);
+  }
+  open(message: Uint8Array, sender: string): Uint8Array | null {
+    return this.#inner.open(message, sender);
+  }
+}
+
+/** Key pairs by seed (the Guardian's few account and operator keys); other seeds are other entries. */
+const pairs = new Map<string, NativePair>();
+const MAX_PAIRS = 32;
+
 function keyPair(seed: string): nkeys.KeyPair {
-  return nkeys.fromSeed(bytes(seed));
+  let pair = pairs.get(seed);
+  if (!pair) {
+    if (pairs.size >= MAX_PAIRS) pairs.clear();
+    pair = new NativePair(bytes(seed));
+    pairs.set(seed, pair);
+  }
+  return pair;
+}
+
+/** A fresh user key pair (as nkeys.createUser makes, without its per-use derivations). */
+function newUser(): nkeys.KeyPair {
+  return new NativePair(Codec.encodeSeed(nkeys.Prefix.User, crypto.getRandomValues(new Uint8Array(32))));
 }
 
 function systemPair(keys: NatsKeys): nkeys.KeyPair {
@@ -252,6 +347,14 @@ export async function serverJwts(
   };
 }
 
+/**
+ * Most subscriptions one node session may hold: its own subjects, one per peer it knows (their announcements) and
+ * one per open tether (route queries), with room for a relay that knows thousands.
+ */
+export const NODE_SUBSCRIPTIONS = 20_000;
+/** Largest message a node may publish: a control message or a sealed data message, whichever is larger. */
+export const NODE_PAYLOAD_BYTES = Math.max(MAX_CONTROL_MESSAGE_BYTES, MAX_DATA_MESSAGE_BYTES);
+
 /** What a node session may hear and say besides its own subjects: its names on the realm. */
 export interface NodeSubjects {
   /** The conflux id (32 hex digits): the node announces on `peer.<conflux>` and nowhere else. */
@@ -276,7 +379,7 @@ export async function nodeCredentials(
   node: NodeSubjects,
 ): Promise<NatsCredentials> {
   const account = keyPair(keys.accountSeed);
-  const user = nkeys.createUser();
+  const user = newUser();
   const s = realmSubjects(session.realmId);
   const inboxPrefix = `_INBOX_${session.nodeId}`;
   const token = await jwt.encodeUser(`node-${session.nodeId}`, user, account, {
@@ -306,6 +409,10 @@ export async function nodeCredentials(
         `${inboxPrefix}.>`,
       ],
     },
+    // A member cannot grow the Master's memory without bound: subscriptions and message size are capped.
+    subs: NODE_SUBSCRIPTIONS,
+    payload: NODE_PAYLOAD_BYTES,
+    data: -1,
   }, { exp: Math.floor(session.expiresAt / 1000) });
   return { jwt: token, seed: seedOf(user), inboxPrefix, user: user.getPublicKey() };
 }
