@@ -27,7 +27,7 @@ import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
 import { admitPacket, mayCommunicate } from "./access.ts";
-import { guardianClient } from "./guardian_client.ts";
+import { guardianClient, worthRetrying } from "./guardian_client.ts";
 import { Membership, type Owner } from "./membership.ts";
 import type { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
@@ -657,7 +657,10 @@ function formatUuid(bytes: Uint8Array): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
-/** Logs in, retrying with backoff while the Guardian is unreachable; a refusal (4xx) is final. */
+/**
+ * Logs in, retrying with backoff while the Guardian is unreachable, failing, or rate-limiting this address (429);
+ * any other refusal (4xx) is final.
+ */
 async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => boolean): Promise<Session> {
   for (let attempt = 0;; attempt++) {
     try {
@@ -679,7 +682,7 @@ async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => b
       return { login, cert };
     } catch (error) {
       const status = (error as { status?: number }).status;
-      if (stop() || (status !== undefined && status >= 400 && status < 500)) throw error;
+      if (stop() || !worthRetrying(status)) throw error;
       const wait = LOGIN_RETRY_MS[Math.min(attempt, LOGIN_RETRY_MS.length - 1)]!;
       o.log(`login failed (${(error as Error).message}); retrying in ${wait / 1000} s`);
       await new Promise((resolve) => setTimeout(resolve, wait));

@@ -55,8 +55,7 @@ async function firstAnswer<T>(guardian: string, request: (url: string) => Promis
       answering.set(guardian, url);
       return result;
     } catch (error) {
-      const status = (error as GuardianUnavailable).status;
-      if (!(error instanceof GuardianUnavailable) || (status !== undefined && status < 500)) throw error;
+      if (!(error instanceof GuardianUnavailable) || !worthRetrying(error.status)) throw error;
       failures.push(error);
     }
   }
@@ -65,6 +64,14 @@ async function firstAnswer<T>(guardian: string, request: (url: string) => Promis
     `no Guardian answered: ${failures.map((f) => f.message).join("; ")}`,
     failures.at(-1)!.status,
   );
+}
+
+/**
+ * Whether a Guardian's failure may pass: no answer (undefined), a failure of its own (5xx), or "too many requests
+ * from your address" (429, its rate limit). Any other refusal is final.
+ */
+export function worthRetrying(status: number | undefined): boolean {
+  return status === undefined || status >= 500 || status === 429;
 }
 
 /** One JSON request to one Guardian. */
@@ -96,6 +103,10 @@ async function requestOne<T>(
     throw new GuardianUnavailable(
       res.status >= 500
         ? `the Guardian at ${guardian} failed (${res.status}): ${json.error ?? res.statusText}`
+        : res.status === 429
+        ? `the Guardian at ${guardian} is busy with requests from this address (429); try again in ${
+          res.headers.get("retry-after") ?? "a few"
+        } s`
         : `the Guardian refused (${res.status}): ${json.error ?? res.statusText}`,
       res.status,
     );

@@ -2,8 +2,8 @@
  * The node's Guardian client over a list of Guardians: it moves on from an unreachable or failing (5xx) one,
  * never from a refusal (4xx), and goes first to the one that answered last.
  */
-import { assertEquals, assertRejects } from "../../tests/assert.ts";
-import { guardianRequest, GuardianUnavailable, guardianUrls } from "./guardian_client.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
+import { guardianRequest, GuardianUnavailable, guardianUrls, worthRetrying } from "./guardian_client.ts";
 
 /** A Guardian double answering every request with `status`, counting requests. */
 function guardian(status: number) {
@@ -52,5 +52,23 @@ Deno.test("guardian client: a refusal (4xx) is final, and none answering says wh
     assertEquals((none as GuardianUnavailable).status, 500);
   } finally {
     await Promise.all([refusing.close(), failing.close(), ok.close()]);
+  }
+});
+
+Deno.test("guardian client: a Guardian rate-limiting this address (429) passes the request on, and says so", async () => {
+  const busy = guardian(429);
+  const ok = guardian(200);
+  try {
+    assertEquals(await guardianRequest(`${busy.url},${ok.url}`, "GET", "/x", "t"), { ok: true });
+    assertEquals([busy.seen.count, ok.seen.count], [1, 1]);
+    const alone = await assertRejects(
+      () => guardianRequest(busy.url, "GET", "/x", "t"),
+      GuardianUnavailable,
+      "(429)",
+    );
+    assertEquals((alone as GuardianUnavailable).status, 429);
+    assert(worthRetrying(429) && worthRetrying(503) && worthRetrying(undefined) && !worthRetrying(403));
+  } finally {
+    await Promise.all([busy.close(), ok.close()]);
   }
 });
