@@ -5,6 +5,8 @@
  */
 
 import { mutants } from "../tests/fuzz.ts";
+import { guardianSetup } from "../tests/guardian_fixture.ts";
+import { guardianHandler } from "../src/guardian/api.ts";
 import { nodeCertificateFields } from "../tests/certificates.ts";
 import { PeerTable } from "../src/agent/peers.ts";
 import { issueCertificate, verifyCertificate } from "../src/crypto/certificate.ts";
@@ -223,6 +225,74 @@ export async function targets(): Promise<FuzzTarget[]> {
             }
           },
           (e) => e instanceof Error && !(e instanceof TypeError),
+        );
+      },
+    },
+    {
+      name: "api",
+      // The Guardian's HTTP API with valid tokens, so that hostile bodies get past authentication to the parsing
+      // and checking of each endpoint: every answer is a 2xx or a 4xx with a reason, never a 5xx or a throw.
+      run: async (n) => {
+        const g = await guardianSetup();
+        const unlimited = { perSecond: 1e12, burst: 1e12 };
+        const handler = guardianHandler(g.guardian, { limits: { requests: unlimited, failures: unlimited } });
+        const node =
+          (await g.call("POST", "/conflux/register", { token: g.reg, body: { tag: "web" } })).json.token;
+        const endpoints: [method: string, path: string, token: string, body: unknown][] = [
+          ["POST", "/conflux/register", g.reg, {
+            tag: "db",
+            taints: ["dev"],
+            portal: true,
+            subnets: ["10.50.0.0/24"],
+          }],
+          ["POST", "/conflux/session/login", node, {
+            public_key: "AAAA",
+            timestamp: Date.now(),
+            nonce: "00".repeat(16),
+            tag: "web",
+            portal: false,
+            subnets: [],
+          }],
+          ["POST", "/conflux/taints", node, { add: ["dev"], remove: ["prod"] }],
+          ["POST", "/admin/realms", g.admin, { name: "lab", cidr: "10.200.0.0/24" }],
+          ["PUT", "/admin/realms/home/oidc", g.admin, {
+            issuer: "https://id.example",
+            jwks_url: "https://id.example/jwks",
+            audience: "veilnet",
+            taints_claim: "groups",
+          }],
+          ["POST", "/admin/tokens", g.admin, {
+            realm: "home",
+            uses: 3,
+            ttl: "1h",
+            taints: ["dev"],
+            subnets: ["10.50.0.0/24"],
+          }],
+          ["PUT", "/admin/nodes/web/taints", g.admin, { taints: ["dev"], any: false }],
+          ["PUT", "/admin/nodes/web/tag", g.admin, { tag: "www" }],
+          ["PUT", "/admin/nodes/web/subnets", g.admin, { subnets: ["10.50.0.0/24"] }],
+        ];
+        const encoder = new TextEncoder();
+        let i = 0;
+        return await feed(
+          endpoints.map(([, , , body]) => encoder.encode(JSON.stringify(body))),
+          n,
+          async (b) => {
+            // The seeds are taken in turn by feed; each mutant goes to the endpoint of its seed.
+            const [method, path, token] =
+              endpoints[Math.min(endpoints.length - 1, Math.floor(i++ / Math.ceil(n / endpoints.length)))]!;
+            const res = await handler(
+              new Request(`http://guardian.test:8080${path}`, {
+                method,
+                headers: { authorization: `Bearer ${token}`, host: "guardian.test:8080" },
+                body: new Uint8Array(b),
+              }),
+            );
+            await res.body?.cancel();
+            if (res.status >= 500) throw new Error(`${method} ${path} answered ${res.status}`);
+            return res.status < 400;
+          },
+          () => false,
         );
       },
     },
