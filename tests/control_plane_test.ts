@@ -420,6 +420,9 @@ Deno.test({
     const renamed = await guardian.admin(["node", "tag", "b", "b2"]);
     assert(renamed.includes("b2"), renamed);
     const tag = await within2s("a to know b as b2", async () => (await known())?.tag === "b2");
+    // And a node that never knew b finds it by its new name (b listens under it, with credentials that allow it).
+    await using c = await node(dir, "c", guardian, token, "dev");
+    assertEquals((await c.resolve("b2")).map((o) => o.tag), ["b2"]);
 
     // b leaves.
     await b.stop();

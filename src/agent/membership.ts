@@ -135,7 +135,7 @@ export class Membership {
     channel.subscribe(s.portals, this.#deliver);
     channel.subscribe(s.relays, this.#deliver, RELAY_QUEUE);
     channel.subscribe(s.node(toHex(this.#o.identity.nodeId)), this.#deliver);
-    this.#listenAsSelf();
+    await this.#listenAsSelf();
     await this.announce();
   }
 
@@ -143,7 +143,7 @@ export class Membership {
    * Follows this node's certificate: listens to the lookups of its current tag, addresses and subnets (call after
    * every renewal; nothing changes if they did not).
    */
-  #listenAsSelf(): void {
+  async #listenAsSelf(): Promise<void> {
     const channel = this.#o.channel();
     if (!channel) return;
     const self = this.#o.self();
@@ -157,8 +157,14 @@ export class Membership {
     const key = subjects.join(" ");
     if (key === this.#ownKey) return;
     for (const off of this.#own) off();
-    this.#ownKey = key;
-    this.#own = subjects.map((subject) => channel.subscribe(subject, this.#deliver));
+    this.#own = [];
+    const renewed = this.#ownKey !== "";
+    this.#ownKey = key; // before waiting: a call meanwhile has nothing to do
+    // Other subjects than the connection's credentials allow: reconnect with the session's new ones first.
+    if (renewed) await channel.reconnect();
+    if (this.#ownKey === key) {
+      this.#own = subjects.map((subject) => channel.subscribe(subject, this.#deliver));
+    }
   }
 
   /**
@@ -195,7 +201,7 @@ export class Membership {
   ): Promise<void> {
     const channel = this.#o.channel();
     if (!channel) return;
-    this.#listenAsSelf();
+    if (!options.leaving) await this.#listenAsSelf();
     const self = this.#o.self();
     const kind = options.kind ?? ControlKind.Announce;
     const message = await signControl(

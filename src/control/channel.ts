@@ -22,5 +22,10 @@ export interface ControlChannel extends AsyncDisposable {
    * `queue` group, each message goes to one member of the group only.
    */
   subscribe(subject: string, onMessage: (data: Uint8Array) => void, queue?: string): () => void;
+  /**
+   * Connects again at once with the newest credentials, keeping every subscription: what a session may hear and
+   * say is in its credentials, and a renewed session may have other subjects (a new tag, other subnets).
+   */
+  reconnect(): Promise<void>;
   close(): Promise<void>;
 }

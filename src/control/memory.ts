@@ -98,6 +98,7 @@ export class MemoryBus {
         mine.add(off);
         return off;
       },
+      reconnect: () => Promise.resolve(),
       close() {
         state = "closed";
         for (const off of mine) off();

@@ -117,6 +117,11 @@ export async function connectNats(o: NatsOptions): Promise<ControlChannel> {
         if (!nc.isClosed()) sub.unsubscribe();
       };
     },
+    async reconnect() {
+      if (nc.isClosed()) return;
+      await nc.reconnect().catch((error) => o.log?.(`nats: reconnect: ${(error as Error).message}`));
+      await nc.flush().catch(() => {});
+    },
     async close() {
       if (nc.isClosed()) return;
       // Draining waits for the server: while reconnecting (perhaps refused for good) it would wait forever.
