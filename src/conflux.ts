@@ -22,6 +22,8 @@ export interface ConfluxOptions {
   token: string;
   /** The Guardian's URL, e.g. "https://guardian.example:8080". */
   guardian: string;
+  /** The realm's public key (base64) pinned at registration: a login answer with another is refused. */
+  realmKey?: string;
   /** Rename the node: it answers to `<tag>.veilnet` from now on. */
   tag?: string;
   /** The overlay IPv4 address this node must have (it is fixed at registration): start fails if it differs. */
@@ -119,6 +121,7 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
     const agent = await Agent.start({
       guardian: o.guardian,
       token: o.token,
+      realmKey: o.realmKey,
       connect: (c) => connectNats({ ...c, log: Deno.env.get("VEILNET_DEBUG") ? log : undefined }),
       log,
       tag: o.tag,

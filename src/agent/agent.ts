@@ -51,6 +51,8 @@ export interface AgentOptions {
   guardian: string;
   /** The node's conflux token. */
   token: string;
+  /** The realm's public key (base64) pinned at registration: a login answer naming another is refused for good. */
+  realmKey?: string;
   /** Connects the control channel; asks `credentials` on every (re)connect. */
   connect: (o: {
     urls: string[];
@@ -493,6 +495,7 @@ export class Agent implements AsyncDisposable {
     } catch (error) {
       const status = (error as { status?: number }).status;
       if (status === 401 || status === 403) await this.#stopRefused(error as Error);
+      if (error instanceof RealmKeyChanged) await this.#stop(error);
       throw error;
     }
     if (this.#closed) return;
@@ -545,13 +548,19 @@ export class Agent implements AsyncDisposable {
   }
 
   /** The Guardian refused this node's login: it was revoked or removed. Says so, closes, and tells `onStop`. */
-  async #stopRefused(refusal: Error): Promise<void> {
-    if (this.#closed) return;
-    const reason = new Error(
-      `the Guardian revoked or removed this node (${refusal.message}); it stopped and will not retry ` +
-        "(an administrator can restore it, or register it again)",
-      { cause: refusal },
+  #stopRefused(refusal: Error): Promise<void> {
+    return this.#stop(
+      new Error(
+        `the Guardian revoked or removed this node (${refusal.message}); it stopped and will not retry ` +
+          "(an administrator can restore it, or register it again)",
+        { cause: refusal },
+      ),
     );
+  }
+
+  /** Stops for good on its own: says why, closes, and tells `onStop`. */
+  async #stop(reason: Error): Promise<void> {
+    if (this.#closed) return;
     this.#o.log(reason.message);
     await this.close();
     this.#o.onStop?.(reason);
@@ -657,6 +666,11 @@ function formatUuid(bytes: Uint8Array): string {
   return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
+/** A login answer named another realm key than the one pinned at registration. */
+export class RealmKeyChanged extends Error {
+  override name = "RealmKeyChanged";
+}
+
 /**
  * Logs in, retrying with backoff while the Guardian is unreachable, failing, or rate-limiting this address (429);
  * any other refusal (4xx) is final.
@@ -669,6 +683,13 @@ async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => b
         portal: o.portal,
         subnets: o.subnets,
       });
+      if (o.realmKey !== undefined && login.realm.public_key !== o.realmKey) {
+        throw new RealmKeyChanged(
+          `the Guardian answered with another key for realm ${login.realm.name} than the one saved at ` +
+            "registration: refusing its certificate (an impostor, or the realm was replaced: register again " +
+            "if an administrator says so)",
+        );
+      }
       const cert = await verifyCertificate(fromBase64(login.certificate)!, {
         realm: fromHex(login.realm.id),
         realmKey: fromBase64(login.realm.public_key)!,
@@ -682,7 +703,7 @@ async function loginWithRetry(o: AgentOptions, identity: Identity, stop: () => b
       return { login, cert };
     } catch (error) {
       const status = (error as { status?: number }).status;
-      if (stop() || !worthRetrying(status)) throw error;
+      if (stop() || error instanceof RealmKeyChanged || !worthRetrying(status)) throw error;
       const wait = LOGIN_RETRY_MS[Math.min(attempt, LOGIN_RETRY_MS.length - 1)]!;
       o.log(`login failed (${(error as Error).message}); retrying in ${wait / 1000} s`);
       await new Promise((resolve) => setTimeout(resolve, wait));

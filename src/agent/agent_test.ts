@@ -4,7 +4,7 @@
  * test itself: identities with certificates from that key, whose signed messages it publishes on the bus.
  */
 
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { nodeCertificateFields } from "../../tests/certificates.ts";
 import { issueCertificate, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl, signRevocation } from "../crypto/control_signing.ts";
@@ -45,6 +45,8 @@ async function realm() {
     /** Set to answer logins with this status (403: revoked, 401: removed). */
     refuse: undefined as number | undefined,
     revocations: [] as LoginResponse["revocations"],
+    /** Set to answer logins with another realm key than the one that signs. */
+    publicKey: undefined as string | undefined,
     /** The Guardian dates a new certificate after the node's latest revocation. */
     notBefore: () => Math.max(Date.now(), ...guardian.revocations.map((r) => r.before + 1)),
   };
@@ -60,7 +62,7 @@ async function realm() {
     const answer: LoginResponse = {
       conflux_id: uuid("01".repeat(16)),
       certificate: base64(cert.bytes),
-      realm: { id: REALM_ID, name: "home", public_key: base64(realmKey.publicKey) },
+      realm: { id: REALM_ID, name: "home", public_key: guardian.publicKey ?? base64(realmKey.publicKey) },
       nats: { jwt: "jwt", seed: "seed", inboxPrefix: "_INBOX", urls: ["nats://127.0.0.1:1"] },
       ice_servers: [],
       expires_at: cert.notAfter,
@@ -80,7 +82,7 @@ async function realm() {
   let stopped: Error | undefined;
   const tun = new MemoryTun();
   let agentId = "";
-  const start = async () => {
+  const start = async (more: Partial<Parameters<typeof Agent.start>[0]> = {}) => {
     const agent = await Agent.start({
       guardian: `http://127.0.0.1:${server.addr.port}`,
       token: "vcfx.0101.secret",
@@ -88,6 +90,7 @@ async function realm() {
       openTun: () => Promise.resolve(tun),
       log: (line) => logs.push(line),
       onStop: (reason) => stopped = reason,
+      ...more,
     });
     agentId = toHex(agent.certificate.nodeId);
     return agent;
@@ -255,3 +258,27 @@ for (const status of [403, 401]) {
     await agent.close(); // idempotent after stopping on its own
   });
 }
+
+Deno.test("agent: a login answer with another realm key than the one pinned at registration is refused for good", async () => {
+  await using r = await realm();
+  const pinned = base64(r.realmKey.publicKey);
+  // The pinned key: it starts. Another key: it refuses at once, without retrying.
+  await using ok = await r.start({ realmKey: pinned });
+  assertEquals(ok.certificate.tag, "n1");
+  const impostor = base64((await Identity.generate()).publicKey);
+  const logins = r.guardian.logins;
+  let refused: Error | undefined;
+  try {
+    await (await r.start({ realmKey: impostor, openTun: undefined })).close(); // (only if the check failed)
+  } catch (error) {
+    refused = error as Error;
+  }
+  assert(refused?.message.includes("another key for realm home"), String(refused));
+  assertEquals(r.guardian.logins, logins + 1, "no retry");
+  // A running node whose next login answers with another key stops, and says why.
+  r.guardian.publicKey = impostor;
+  await assertRejects(() => ok.renew(), Error, "another key for realm home");
+  await until("the node to stop", () => r.stopped() !== undefined);
+  assert(r.stopped()!.message.includes("another key"), r.stopped()!.message);
+  assertEquals(ok.status().connected.master, false, "it left the Master");
+});

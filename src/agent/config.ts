@@ -11,6 +11,11 @@ export interface SavedConfig {
   token: string;
   /** Known after `register`; `up` may not know it. */
   conflux_id?: string;
+  /**
+   * The realm's public key (base64) as the Guardian answered at registration: a login answer naming another is
+   * refused (a Guardian impersonated, or the realm replaced). Absent when registered by an older build.
+   */
+  realm_key?: string;
   /** Options `run` uses when no flag or environment variable gives them. */
   tag?: string;
   ifname?: string;

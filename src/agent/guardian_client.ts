@@ -4,6 +4,7 @@
  * @module
  */
 
+import type { RealmAnswer } from "../guardian/guardian.ts";
 import type { Identity } from "../crypto/identity.ts";
 import { signLogin } from "../crypto/login_proof.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
@@ -118,7 +119,7 @@ const base64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 
 export const guardianClient = {
   register: (guardian: string, registrationToken: string, body: Record<string, unknown>) =>
-    guardianRequest<{ conflux_id: string; token: string }>(
+    guardianRequest<{ conflux_id: string; token: string; realm?: RealmAnswer }>(
       guardian,
       "POST",
       "/conflux/register",

@@ -148,7 +148,12 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     subnets,
     jwt,
   });
-  writeConfig({ guardian, conflux_id: registered.conflux_id, token: registered.token }, path);
+  writeConfig({
+    guardian,
+    conflux_id: registered.conflux_id,
+    token: registered.token,
+    ...(registered.realm ? { realm_key: registered.realm.public_key } : {}),
+  }, path);
   io.out(`registered as ${registered.conflux_id}; configuration saved to ${path}`);
   if (useService) await installService(service, path, io);
   else {
@@ -251,6 +256,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     await using node = await startConflux({
       guardian,
       token,
+      realmKey: saved?.realm_key,
       tag,
       portal,
       subnets,

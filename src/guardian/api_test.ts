@@ -27,6 +27,8 @@ Deno.test("guardian API: register, log in with a fresh key, and receive a certif
   });
   assertEquals([cert.tag, formatAddress(cert.ipv4), cert.taints], ["web", "10.128.0.1", ["dev"]]);
   assertEquals(cert.nodeId, node.nodeId);
+  // The registration answer named the same realm and key: what the node pins.
+  assertEquals(registered.json.realm, login.json.realm);
   assertEquals(login.json.nats.urls, ["nats://guardian.test:4222"]);
   assert(login.json.nats.jwt.split(".").length === 3 && login.json.nats.seed.startsWith("SU"));
 

@@ -80,10 +80,18 @@ export interface LoginRequest {
 }
 
 /** What a node gets at login. */
+/** A realm as registration and login answers name it: the node pins `public_key` at registration. */
+export interface RealmAnswer {
+  id: string;
+  name: string;
+  /** The realm's ML-DSA-65 public key (base64), which signs every certificate and revocation of the realm. */
+  public_key: string;
+}
+
 export interface LoginResponse {
   conflux_id: string;
   certificate: string;
-  realm: { id: string; name: string; public_key: string };
+  realm: RealmAnswer;
   nats: Omit<NatsCredentials, "user"> & { urls: string[] };
   /** The Guardian's own STUN, TURN with credentials of this login (until `expires_at`), then `--ice` (ice.ts). */
   ice_servers: string[];
@@ -319,7 +327,7 @@ export class Guardian {
   async register(
     registrationToken: string | undefined,
     req: RegisterRequest,
-  ): Promise<{ conflux_id: string; token: string }> {
+  ): Promise<{ conflux_id: string; token: string; realm: RealmAnswer }> {
     const tokenId = await this.#token("vreg", registrationToken, (id) => this.store.tokenById(id));
     const row = this.store.tokenById(tokenId)!;
     this.#usable(row, this.options.clock());
@@ -390,7 +398,12 @@ export class Guardian {
         createdAt: now,
       });
     });
-    return { conflux_id: id, token: `vcfx.${id}.${secret}` };
+    const realmKey = await this.#realmKey(realm);
+    return {
+      conflux_id: id,
+      token: `vcfx.${id}.${secret}`,
+      realm: { id: realm.id, name: realm.name, public_key: base64(realmKey.publicKey) },
+    };
   }
 
   /** The realm's signing key, made from its seed once (see #realmKeys). */
