@@ -249,7 +249,8 @@ export class Agent implements AsyncDisposable {
       route: (d) =>
         (d.length === 4 ? this.#routes4.get(ipv4Key(d)) : this.#routes6.get(toHex(d))) ??
           this.#portals.table.lookup(d),
-      resolve: (d) => this.#membership.resolve(d),
+      // Multicast and link-local destinations (the host's own mDNS, router solicitations) belong to no node.
+      resolve: (d) => unicast(d) ? this.#membership.resolve(d) : Promise.resolve(),
       admit: (peer, packet) => this.#admit(peer, packet),
       nextHop: (dest) => this.#nextHop(dest),
       hopFailed: (dest, hop) => {
@@ -655,6 +656,12 @@ export class Agent implements AsyncDisposable {
   [Symbol.asyncDispose](): Promise<void> {
     return this.close();
   }
+}
+
+/** Whether an address may belong to a node or a portal's network: not multicast, broadcast or link-local. */
+function unicast(a: Uint8Array): boolean {
+  if (a.length === 4) return a[0]! < 224 && !(a[0] === 169 && a[1] === 254);
+  return a[0] !== 0xff && !(a[0] === 0xfe && (a[1]! & 0xc0) === 0x80);
 }
 
 function ipv4Key(a: Uint8Array): number {

@@ -282,3 +282,27 @@ Deno.test("agent: a login answer with another realm key than the one pinned at r
   assert(r.stopped()!.message.includes("another key"), r.stopped()!.message);
   assertEquals(ok.status().connected.master, false, "it left the Master");
 });
+
+Deno.test("agent: a packet to a multicast or link-local address looks nothing up; one to an unknown node does", async () => {
+  await using r = await realm();
+  const lookups: string[] = [];
+  r.outside.subscribe(`${subjects.prefix}.who.>`, (m) => lookups.push(ControlKind[decodeControl(m).kind]));
+  await using agent = await r.start();
+  for (const to of [[224, 0, 0, 251], [239, 255, 255, 250], [169, 254, 1, 1], [255, 255, 255, 255]]) {
+    r.tun.host.send(
+      udpPacket(agent.certificate.ipv4, Uint8Array.from(to), { sport: 5353, dport: 5353 }, new Uint8Array(8)),
+    );
+  }
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  assertEquals(lookups, []);
+  r.tun.host.send(
+    udpPacket(
+      agent.certificate.ipv4,
+      Uint8Array.of(10, 128, 0, 9),
+      { sport: 1, dport: 2 },
+      new Uint8Array(8),
+    ),
+  );
+  await until("the lookup", () => lookups.length === 1);
+  assertEquals(lookups, ["Lookup"]);
+});
