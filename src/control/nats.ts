@@ -47,7 +47,11 @@ export interface NatsOptions {
   log?: (line: string) => void;
 }
 
-function connectOptions(o: Omit<NatsOptions, "onState">): ConnectionOptions {
+/**
+ * How every connection to the Master behaves: it reconnects forever, quickly, with the newest credentials, and an
+ * authorization refusal does not end the retries. (Also the Guardian's JetStream client, guardian/jetstream_log.ts.)
+ */
+export function connectOptions(o: Omit<NatsOptions, "onState">): ConnectionOptions {
   const encoder = new TextEncoder();
   return {
     servers: o.urls,

@@ -25,6 +25,7 @@
  * @module
  */
 
+import { concat } from "../wire/bytes.ts";
 import { Refused } from "../errors.ts";
 import { STREAM_ID_BYTES, STREAM_KDF_LABEL, STREAM_KEY_BYTES } from "../spec.ts";
 import { HANDSHAKE_TIMEOUT_MS, MAX_PENDING_HANDSHAKES } from "../tuning.ts";
@@ -51,16 +52,6 @@ interface Pending {
 
 const X25519 = { name: "X25519" };
 const label = new TextEncoder().encode(STREAM_KDF_LABEL);
-
-function concat(...parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 async function x25519Pair(): Promise<{ pair: CryptoKeyPair; publicKey: Uint8Array }> {
   const pair = await crypto.subtle.generateKey(X25519, false, ["deriveBits"]) as CryptoKeyPair;

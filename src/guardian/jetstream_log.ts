@@ -15,13 +15,12 @@ import {
   Events,
   type JetStreamClient,
   type JetStreamManager,
-  jwtAuthenticator,
   type NatsConnection,
   NatsError,
   RetentionPolicy,
   StorageType,
 } from "nats";
-import { keepSocketErrorsCaught } from "../control/nats.ts";
+import { connectOptions, keepSocketErrorsCaught } from "../control/nats.ts";
 import type { StateLog } from "./state_log.ts";
 
 /** The stream's name, in the Guardians' account. */
@@ -83,26 +82,18 @@ export class JetStreamLog implements StateLog {
       throw new RangeError(`a JetStream stream has 1 to 5 replicas, got ${o.replicas}`);
     }
     keepSocketErrorsCaught();
-    const encoder = new TextEncoder();
     let nc: NatsConnection | undefined;
     for (let failures = 0; !nc; failures++) {
       if (o.signal?.aborted) {
         throw new Error("gave up connecting to the shared state: the Guardian is stopping");
       }
       try {
-        nc = await connect({
-          servers: o.urls,
+        nc = await connect(connectOptions({
+          urls: o.urls,
           name: "guardian-state",
           inboxPrefix: o.credentials.inboxPrefix,
-          authenticator: jwtAuthenticator(o.credentials.jwt, encoder.encode(o.credentials.seed)),
-          maxReconnectAttempts: -1,
-          reconnectTimeWait: 250,
-          reconnectJitter: 100,
-          pingInterval: 3_000,
-          maxPingOut: 2,
-          timeout: 5_000,
-          ignoreAuthErrorAbort: true,
-        });
+          credentials: () => o.credentials,
+        }));
       } catch (error) {
         if (failures === 0 || failures % 30 === 0) {
           o.log(

@@ -16,6 +16,7 @@
  * @module
  */
 
+import { concat } from "../wire/bytes.ts";
 import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
 
 // --- Object identifiers (protocol constants) -------------------------------------------------------------------
@@ -372,16 +373,6 @@ function time(d: Date): Uint8Array<ArrayBuffer> {
 }
 
 // --- DER encoding (just the types used above) -------------------------------------------------------------------
-
-function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
-}
 
 /** A definite length: short form below 128, else 0x80 | count followed by the big-endian length bytes. */
 function length(n: number): Uint8Array {

@@ -215,3 +215,14 @@ export class ByteWriter {
     return this.#buf.subarray(0, this.#pos);
   }
 }
+
+/** The bytes of `parts`, one after another, in a new buffer. */
+export function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
