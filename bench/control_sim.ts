@@ -23,6 +23,7 @@ import { realmSubjects } from "../src/control/subjects.ts";
 import { Membership } from "../src/agent/membership.ts";
 import { RENEW_AT_FRACTION } from "../src/tuning.ts";
 import type { Figure } from "./crypto.ts";
+import { nodeCertificateFields } from "../tests/certificates.ts";
 
 const DEFAULT_SIZES = [1000, 10000];
 const DEFAULT_WINDOW_SECONDS = 30;
@@ -86,23 +87,17 @@ async function simulate(n: number, windowSeconds: number): Promise<Figure[]> {
 
   const certify = async (i: number, identity: Identity): Promise<VerifiedCertificate> => {
     const now = Date.now();
-    const bytes = await issueCertificate(realmKey.key, {
-      serial: crypto.getRandomValues(new Uint8Array(16)),
-      ...place(i),
-      realm: REALM,
-      realmName: "fleet",
-      tag: `n${i}`,
-      prefix4: 9,
-      prefix6: 64,
-      taints: ["lab"],
-      portal: 0,
-      subnets: [],
-      subject: "",
-      email: "",
-      nodeKey: identity.publicKey,
-      notBefore: now,
-      notAfter: now + CERT_TTL_MS,
-    });
+    const bytes = await issueCertificate(
+      realmKey.key,
+      nodeCertificateFields(i, {
+        ...place(i),
+        prefix4: 9,
+        realm: REALM,
+        nodeKey: identity.publicKey,
+        notBefore: now,
+        notAfter: now + CERT_TTL_MS,
+      }),
+    );
     return await verifyCertificate(bytes, { realm: REALM, realmKey: realmKey.publicKey, now });
   };
   /** Starts node `i` (again, after a restart: a new key, the same conflux and addresses). */
