@@ -30,6 +30,9 @@ async function openDir(prefix: string) {
   return dir;
 }
 
+/** `sh` arguments that run main.ts (with `deno run -A`) under umask 000; the command's own arguments follow. */
+const UMASK_0_MAIN = ["-c", 'umask 000; exec "$@"', "sh", Deno.execPath(), "run", "-A", "--quiet", MAIN];
+
 Deno.test("openStore: the database and its -wal and -shm are 0600 in a 0777 directory under umask 000", async () => {
   await using dir = await openDir("vc-modes-store-");
   const before = Deno.umask(0);
@@ -73,14 +76,7 @@ Deno.test("guardian serve under umask 000: every file it writes holding a secret
   const natsPort = freePort();
   const url = `http://127.0.0.1:${port}`;
   await using guardian = new Proc("guardian", "sh", [
-    "-c",
-    'umask 000; exec "$@"',
-    "sh",
-    Deno.execPath(),
-    "run",
-    "-A",
-    "--quiet",
-    MAIN,
+    ...UMASK_0_MAIN,
     "guardian",
     "serve",
     "--listen",
@@ -118,14 +114,7 @@ Deno.test("register under umask 000 saves conflux.json 0600 in a 0777 config dir
   try {
     const out = await new Deno.Command("sh", {
       args: [
-        "-c",
-        'umask 000; exec "$@"',
-        "sh",
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        MAIN,
+        ...UMASK_0_MAIN,
         "register",
         "--guardian",
         `http://127.0.0.1:${server.addr.port}`,
@@ -152,14 +141,7 @@ Deno.test("guardian nats-keys export -o FILE under umask 000 writes a new file, 
   const exportKeys = () =>
     new Deno.Command("sh", {
       args: [
-        "-c",
-        'umask 000; exec "$@"',
-        "sh",
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--quiet",
-        MAIN,
+        ...UMASK_0_MAIN,
         "guardian",
         "nats-keys",
         "export",
