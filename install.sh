@@ -4,7 +4,7 @@
 #   curl -fsSL "$BASE/install.sh" | VEILNET_RELEASE_URL="$BASE" VEILNET_REGISTRATION_TOKEN="$REG" sh -s -- \
 #     [register flags]
 # Given a registration token it then runs `veilnet-conflux register [register flags]`, for example
-#   ... | VEILNET_RELEASE_URL="$BASE" VEILNET_REGISTRATION_TOKEN="$REG" sh -s -- --guardian http://g:8080 --tag web
+#   ... | VEILNET_RELEASE_URL="$BASE" VEILNET_REGISTRATION_TOKEN="$REG" sh -s -- --guardian https://g:8080 --tag web
 # The token stays off command lines (every user of the host reads those in `ps`): give it in
 # VEILNET_REGISTRATION_TOKEN, which register inherits, or in a file (--token-file FILE, passed on to register,
 # which reads it; the file is left as it is). --token REG (-t REG, --token=REG) still works but shows the token in

@@ -101,7 +101,7 @@ async function measureRealm(n: number, windowSeconds: number, tick: number): Pro
   const dir = tmp.path;
   const natsPort = freePort();
   const monitorPort = freePort();
-  const guardian = new GuardianProc(`${dir}/guardian`, { master: [`nats://127.0.0.1:${natsPort}`] });
+  const guardian = new GuardianProc(`${dir}/guardian`, { master: [`tls://127.0.0.1:${natsPort}`] });
   let master: Proc | undefined;
   const nodes: NodeProc[] = [];
   try {

@@ -10,7 +10,7 @@
  * @module
  */
 
-import { guardianClient } from "../src/agent/guardian_client.ts";
+import { guardianClient, guardianFetch, trustGuardianCa } from "../src/agent/guardian_client.ts";
 import { Identity } from "../src/crypto/identity.ts";
 import { signLogin } from "../src/crypto/login_proof.ts";
 import { guardianHandler } from "../src/guardian/api.ts";
@@ -40,7 +40,8 @@ function runFlood(): void {
     onmessage: ((e: MessageEvent) => void) | null;
     postMessage(message: unknown): void;
   };
-  scope.onmessage = async (e: MessageEvent<{ url: string }>) => {
+  scope.onmessage = async (e: MessageEvent<{ url: string; ca: string }>) => {
+    trustGuardianCa(e.data.ca);
     let stop = false;
     scope.onmessage = () => stop = true;
     const statuses: Record<string, number> = {};
@@ -51,7 +52,7 @@ function runFlood(): void {
       while (!stop) {
         sent++;
         try {
-          const res = await fetch(`${e.data.url}/conflux/session/login`, {
+          const res = await guardianFetch(`${e.data.url}/conflux/session/login`, {
             method: "POST",
             headers: { authorization: `Bearer vcfx.${crypto.randomUUID()}.forged` },
             body,
@@ -182,7 +183,7 @@ export async function guardianBench(): Promise<Figure[]> {
     await guardian.start();
     await guardian.admin(["realm", "create", "home", "--cidr", "10.128.0.0/16"]);
     const reg = await guardian.admin(["token", "create", "--realm", "home"]);
-    const url = `http://127.0.0.1:${guardian.port}`;
+    const url = `https://127.0.0.1:${guardian.port}`;
     const tokens: string[] = [];
     for (let i = 0; i < nodes; i++) tokens.push((await guardianClient.register(url, reg, {})).token);
     const pid = guardian.proc!.pid;
@@ -208,12 +209,12 @@ export async function guardianBench(): Promise<Figure[]> {
 
     // Under a flood from another source.
     const address = otherAddress();
-    const floodUrl = `http://${address ?? "127.0.0.1"}:${guardian.port}`;
+    const floodUrl = `https://${address ?? "127.0.0.1"}:${guardian.port}`;
     worker = new Worker(import.meta.url, { type: "module", name: WORKER_NAME });
     const report = new Promise<FloodReport>((resolve) => worker!.onmessage = (e) => resolve(e.data));
     const cpu1 = await cpuSeconds(pid);
     const t1 = performance.now();
-    worker.postMessage({ url: floodUrl });
+    worker.postMessage({ url: floodUrl, ca: guardian.ca });
     await new Promise((r) => setTimeout(r, 1_000)); // the flood has spent its burst before the renewals start
     const flooded = await renewAll(url, tokens, rate);
     worker.postMessage("stop");

@@ -9,6 +9,7 @@ import { Agent } from "./agent/agent.ts";
 import type { Owner } from "./agent/membership.ts";
 import type { NodeStatus, PeerStatus } from "./agent/status.ts";
 import { connectNats } from "./control/nats.ts";
+import { trustGuardianCa } from "./agent/guardian_client.ts";
 import { serveNodeDns } from "./dns/serve.ts";
 import { KernelRoutes, openPortal, portalHost, UnderlayReader } from "./portal/host.ts";
 import { formatCidr, subnetsOf } from "./portal/subnets.ts";
@@ -24,6 +25,11 @@ export interface ConfluxOptions {
   guardian: string;
   /** The realm's public key (base64) pinned at registration: a login answer with another is refused. */
   realmKey?: string;
+  /**
+   * The Guardian's realm CA (PEM) pinned at registration: its API and Master certificates are verified by it
+   * (besides the public CAs). Undefined for a Guardian with a publicly trusted certificate.
+   */
+  guardianCa?: string;
   /** Rename the node: it answers to `<tag>.veilnet` from now on. */
   tag?: string;
   /** The overlay IPv4 address this node must have (it is fixed at registration): start fails if it differs. */
@@ -118,11 +124,13 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
     // The subnets go to the Guardian at login, which keeps them within what the administrator granted; without
     // them a portal offers everything it was granted.
     const subnets = o.subnets;
+    if (o.guardianCa !== undefined) trustGuardianCa(o.guardianCa);
     const agent = await Agent.start({
       guardian: o.guardian,
       token: o.token,
       realmKey: o.realmKey,
-      connect: (c) => connectNats({ ...c, log: Deno.env.get("VEILNET_DEBUG") ? log : undefined }),
+      connect: (c) =>
+        connectNats({ ...c, ca: o.guardianCa, log: Deno.env.get("VEILNET_DEBUG") ? log : undefined }),
       log,
       tag: o.tag,
       portal: o.portal,

@@ -48,6 +48,7 @@ async function impostor(guardian: GuardianProc, n: NodeProc) {
     servers: login.nats.urls,
     authenticator: jwtAuthenticator(login.nats.jwt, new TextEncoder().encode(login.nats.seed)),
     inboxPrefix: login.nats.inboxPrefix,
+    tls: { ca: guardian.ca },
   });
   return { identity, login, nc, certificate: fromBase64(login.certificate)! };
 }
@@ -228,6 +229,7 @@ Deno.test({
       servers: again.nats.urls,
       authenticator: jwtAuthenticator(again.nats.jwt, new TextEncoder().encode(again.nats.seed)),
       inboxPrefix: again.nats.inboxPrefix,
+      tls: { ca: guardian.ca },
     });
     await announce({});
     await waitFor("a to refuse the expired certificate", 10_000, async () => {
@@ -253,7 +255,7 @@ Deno.test({
     const routes = [freePort(), freePort(), freePort()];
     const monitor = [freePort(), freePort(), freePort()];
     // The Guardian's keys first (nats-config creates them), then a 3-server cluster configured from them.
-    const natsUrls = ports.map((p) => `nats://127.0.0.1:${p}`);
+    const natsUrls = ports.map((p) => `tls://127.0.0.1:${p}`);
     const guardian = new GuardianProc(`${dir}/guardian`, { master: natsUrls });
     await using _g = guardian;
     const servers: Proc[] = [];
@@ -331,7 +333,7 @@ Deno.test({
     const natsPort = freePort();
     // The Master runs on its own here: stopping the Guardian must not take the Master with it.
     const guardian = new GuardianProc(`${dir}/guardian`, {
-      master: [`nats://127.0.0.1:${natsPort}`],
+      master: [`tls://127.0.0.1:${natsPort}`],
       certTtl: "30s",
     });
     await using _g = guardian;

@@ -28,6 +28,7 @@ Deno.test({
     const abort = new AbortController();
     const node = await startConflux({
       token: saved.token,
+      guardianCa: saved.guardian_ca,
       guardian: w.guardian.url,
       taints: ["lab"],
       tun: false,

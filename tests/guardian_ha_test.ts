@@ -45,7 +45,7 @@ Deno.test("guardian HA: two Guardians and three nats-servers; one of each killed
   const ports = names.map(() => freePort());
   const routes = names.map(() => freePort());
   const monitors = names.map(() => freePort());
-  const urls = ports.map((p) => `nats://127.0.0.1:${p}`);
+  const urls = ports.map((p) => `tls://127.0.0.1:${p}`);
   const [imported, ...configs] = await Promise.all([
     cli(["guardian", "nats-keys", "import", `${dir.path}/keys.json`, "--data-dir", dirB]),
     ...names.map((name, i) =>

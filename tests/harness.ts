@@ -6,6 +6,7 @@
  */
 
 import { selfCommand } from "../src/service/systemd.ts";
+import { guardianFetch, trustGuardianCa } from "../src/agent/guardian_client.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -142,7 +143,13 @@ export class GuardianProc implements AsyncDisposable {
     } = {},
   ) {
     this.port = freePort();
-    this.url = `http://${options.listenHost ?? "127.0.0.1"}:${this.port}`;
+    const scheme = options.flags?.includes("--plaintext") ? "http" : "https";
+    this.url = `${scheme}://${options.listenHost ?? "127.0.0.1"}:${this.port}`;
+  }
+
+  /** The realm CA it made (PEM), once it has started with TLS. */
+  get ca(): string {
+    return Deno.readTextFileSync(`${this.dataDir}/ca.pem`);
   }
 
   /** Starts (or restarts) it and waits until it answers. */
@@ -156,7 +163,11 @@ export class GuardianProc implements AsyncDisposable {
     if (this.options.master) args.push("--master", this.options.master.join(","));
     args.push(...this.options.flags ?? []);
     this.proc = new Proc("guardian", Deno.execPath(), args);
-    await waitFor("the Guardian to answer", 15_000, async () => (await fetch(`${this.url}/healthz`)).ok);
+    await waitFor("the Guardian to answer", 15_000, async () => {
+      // This process (the test) trusts the realm CA, as a registered node does.
+      if (this.url.startsWith("https:")) trustGuardianCa(this.ca);
+      return (await guardianFetch(`${this.url}/healthz`)).ok;
+    });
   }
 
   async admin(args: string[]): Promise<string> {
@@ -191,9 +202,11 @@ export async function natsServer(
     dataDir,
     "--port",
     String(port),
-    // Each server its own account JWT directory, beside its config.
+    // Each server its own account JWT directory and certificate, beside its config.
     "--resolver-dir",
     `${dataDir}/../${name}-jwt`,
+    "--tls-dir",
+    `${dataDir}/../${name}-tls`,
     ...(options.configFlags ?? []),
   ]);
   if (conf.code !== 0) throw new Error(`guardian nats-config failed: ${conf.stderr}`);

@@ -170,7 +170,14 @@ Deno.test({
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
     const adminToken = (await Deno.readTextFile(`${guardian.dataDir}/admin.token`)).trim();
-    const remote = ["--guardian", guardian.url, "--admin-token", adminToken];
+    const remote = [
+      "--guardian",
+      guardian.url,
+      "--guardian-ca",
+      `${guardian.dataDir}/ca.pem`,
+      "--admin-token",
+      adminToken,
+    ];
     /** A registration token granting exactly `taints` (none when empty). */
     const grant = (taints: string, uses = 1) =>
       guardian.admin([
@@ -203,8 +210,8 @@ Deno.test({
     await using mallory = new Mallory("mallory", ns("m"));
     await using eve = new Mallory("eve", ns("m"));
     await Promise.all([
-      mallory.do("join", { guardian: guardian.url, token: await conflux(malloryNode) }),
-      eve.do("join", { guardian: guardian.url, token: await conflux(eveNode) }),
+      mallory.do("join", { guardian: guardian.url, ca: guardian.ca, token: await conflux(malloryNode) }),
+      eve.do("join", { guardian: guardian.url, ca: guardian.ca, token: await conflux(eveNode) }),
     ]);
 
     const status = async (node: NodeProc) => (await node.status()).json;

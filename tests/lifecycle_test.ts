@@ -9,6 +9,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { cli, Proc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { type Realm, realmOnTestbed } from "./testbed.ts";
+import { guardianFetch } from "../src/agent/guardian_client.ts";
 
 const ignore = netnsUnavailable() !== undefined;
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
@@ -128,7 +129,7 @@ async function lifecycle(w: Realm, mode: "service" | "foreground"): Promise<void
     }
     const again = await cli(["run", "--no-tun"], { VEILNET_CONFLUX_TOKEN: saved.token, ...env }, ns);
     assertEquals(again.code, 2, "not registered without conflux.json");
-    const login = await fetch(`${w.guardian.url}/conflux/session/login`, {
+    const login = await guardianFetch(`${w.guardian.url}/conflux/session/login`, {
       method: "POST",
       headers: { authorization: `Bearer ${saved.token}` },
       body: "{}",

@@ -21,7 +21,7 @@ import { signLogin } from "../src/crypto/login_proof.ts";
 import type { ControlChannel } from "../src/control/channel.ts";
 import { connectNats } from "../src/control/nats.ts";
 import { type RealmSubjects, realmSubjects } from "../src/control/subjects.ts";
-import { guardianClient, guardianRequest } from "../src/agent/guardian_client.ts";
+import { guardianClient, guardianRequest, trustGuardianCa } from "../src/agent/guardian_client.ts";
 import { type LoginResponse } from "../src/guardian/guardian.ts";
 import { fromBase64 } from "../src/guardian/rules.ts";
 import { DEFAULT_DATA_TTL } from "../src/spec.ts";
@@ -92,7 +92,8 @@ class Member {
    * Logs in for real with a fresh key, joins the Master, listens to everything its credentials let it (every
    * announcement, every route query), and announces itself.
    */
-  static async join(guardian: string, token: string): Promise<Member> {
+  static async join(guardian: string, token: string, ca: string): Promise<Member> {
+    trustGuardianCa(ca);
     const identity = await Identity.generate();
     const login = await guardianClient.login(guardian, token, identity);
     const cert = await verifyCertificate(fromBase64(login.certificate)!, {
@@ -104,6 +105,7 @@ class Member {
     const natsLog: string[] = [];
     const channel = await connectNats({
       urls: login.nats.urls,
+      ca,
       credentials: () => login.nats,
       inboxPrefix: login.nats.inboxPrefix,
       name: `mallory-${identity.id.slice(0, 8)}`,
@@ -258,7 +260,7 @@ const me = () => {
 const commands: Record<string, (a: Args) => Promise<unknown>> = {
   /** Logs in with the conflux token and a fresh key, joins the Master, announces. */
   async join(a) {
-    member = await Member.join(a.guardian as string, a.token as string);
+    member = await Member.join(a.guardian as string, a.token as string, a.ca as string);
     return { nodeId: member.identity.id, tag: member.cert.tag };
   },
 

@@ -116,7 +116,14 @@ Deno.test({
     assertEquals(page, "hello from the LAN");
 
     // A still reaches the Guardian and the Master over the underlay, and stays connected.
-    const health = await aNs.exec("curl", ["-sS", "--max-time", "3", `${w.guardian.url}/healthz`]);
+    const health = await aNs.exec("curl", [
+      "-sS",
+      "--max-time",
+      "3",
+      "--cacert",
+      `${w.guardian.dataDir}/ca.pem`,
+      `${w.guardian.url}/healthz`,
+    ]);
     assertEquals(health.code, 0, health.errors);
     const after = await a.status();
     assertEquals(after.code, 0, await context());

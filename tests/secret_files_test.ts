@@ -7,6 +7,7 @@
 
 import { assert, assertEquals } from "./assert.ts";
 import { cli, freePort, Proc, tempDir, waitFor } from "./harness.ts";
+import { guardianFetch, trustGuardianCa } from "../src/agent/guardian_client.ts";
 import { Guardian } from "../src/guardian/guardian.ts";
 import { openStore } from "../src/guardian/server.ts";
 
@@ -74,7 +75,7 @@ Deno.test("guardian serve under umask 000: every file it writes holding a secret
   Deno.chmodSync(data, 0o777);
   const port = freePort();
   const natsPort = freePort();
-  const url = `http://127.0.0.1:${port}`;
+  const url = `https://127.0.0.1:${port}`;
   await using guardian = new Proc("guardian", "sh", [
     ...UMASK_0_MAIN,
     "guardian",
@@ -89,18 +90,31 @@ Deno.test("guardian serve under umask 000: every file it writes holding a secret
     "--stun-port",
     "off",
   ]);
-  await waitFor("the Guardian to answer", 15_000, async () => (await fetch(`${url}/healthz`)).ok);
-  // Writes over HTTP, with the admin token read from its file (not a command line).
-  const admin = ["--guardian", url, "--admin-token-file", `${data}/admin.token`];
+  await waitFor("the Guardian to answer", 15_000, async () => {
+    trustGuardianCa(Deno.readTextFileSync(`${data}/ca.pem`));
+    return (await guardianFetch(`${url}/healthz`)).ok;
+  });
+  // Writes over HTTPS, with the admin token read from its file (not a command line).
+  const admin = [
+    "--guardian",
+    url,
+    "--guardian-ca",
+    `${data}/ca.pem`,
+    "--admin-token-file",
+    `${data}/admin.token`,
+  ];
   const realm = await cli(["guardian", "realm", "create", "home", ...admin]);
   assertEquals(realm.code, 0, realm.stderr);
   const token = await cli(["guardian", "token", "create", "--realm", "home", ...admin]);
   assertEquals(token.code, 0, token.stderr);
   assertEquals(modes(data), {
     "admin.token": "600",
+    "ca.pem": "644", // public: the realm CA's certificate (its key is in the database)
     "guardian.db": "600",
     "guardian.db-shm": "600",
     "guardian.db-wal": "600",
+    "master.crt": "600",
+    "master.key": "600",
     "nats.conf": "600",
   }, guardian.output);
 });

@@ -16,6 +16,11 @@ export interface SavedConfig {
    * refused (a Guardian impersonated, or the realm replaced). Absent when registered by an older build.
    */
   realm_key?: string;
+  /**
+   * The Guardian's realm CA (PEM), pinned at registration by the SHA-256 its token carried: the Guardian and the
+   * Master are verified by it. Absent for a Guardian with a public certificate, or one in plain text.
+   */
+  guardian_ca?: string;
   /** Options `run` uses when no flag or environment variable gives them. */
   tag?: string;
   ifname?: string;
@@ -64,7 +69,7 @@ export function readConfig(path: string): SavedConfig | undefined {
       throw new Error(`${path} has no ${key}; register again`);
     }
   }
-  for (const key of ["conflux_id", "tag", "ifname", "dns_listen"]) {
+  for (const key of ["conflux_id", "realm_key", "guardian_ca", "tag", "ifname", "dns_listen"]) {
     if (value[key] !== undefined && typeof value[key] !== "string") {
       throw new Error(`${path}: ${key} must be a string`);
     }

@@ -8,6 +8,8 @@ import type { RealmAnswer } from "../guardian/guardian.ts";
 import type { Identity } from "../crypto/identity.ts";
 import { signLogin } from "../crypto/login_proof.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
+import { pinToHex } from "../guardian/tls.ts";
+import { PinMismatch, pinnedCertificate } from "./pinned_tls.ts";
 
 /** A Guardian that answered with an error, or could not be reached. */
 export class GuardianUnavailable extends Error {
@@ -24,6 +26,26 @@ export function guardianUrls(guardian: string): string[] {
 
 /** For each Guardian list, the URL that answered last: it is tried first next time. */
 const answering = new Map<string, string>();
+
+/** CAs trusted for Guardians besides the public ones (a realm CA pinned at registration), and their client. */
+const trusted = new Set<string>();
+let client: Deno.HttpClient | undefined;
+
+/**
+ * Trusts `caPem` (a realm CA, pinned at registration) for every Guardian request of this process from now on,
+ * beside the public CAs. A process talks to one Guardian (or several sharing one CA): the realm's.
+ */
+export function trustGuardianCa(caPem: string): void {
+  if (trusted.has(caPem)) return;
+  trusted.add(caPem);
+  client?.close();
+  client = Deno.createHttpClient({ caCerts: [...trusted] });
+}
+
+/** `fetch` for a Guardian: the CAs trusted by {@link trustGuardianCa} are trusted too. */
+export function guardianFetch(url: URL | string, init: RequestInit = {}): Promise<Response> {
+  return fetch(url, client ? { ...init, client } as RequestInit : init);
+}
 
 /**
  * One JSON request with a Bearer token to the Guardian, or to the first of a list that answers: an unreachable
@@ -86,7 +108,7 @@ async function requestOne<T>(
 ): Promise<T> {
   let res: Response;
   try {
-    res = await fetch(new URL(path, guardian), {
+    res = await guardianFetch(new URL(path, guardian), {
       method,
       headers: { authorization: `Bearer ${token}`, "content-type": "application/json", ...headers },
       body: body === undefined
@@ -117,15 +139,66 @@ async function requestOne<T>(
 
 const base64 = (b: Uint8Array) => btoa(String.fromCharCode(...b));
 
+/**
+ * A registration token as the Guardian checks it (`vreg.<id>.<secret>`), and the pin it may end with: the SHA-256
+ * (base64url) of the CA the Guardian's certificate chains to.
+ */
+export function splitRegistrationToken(token: string): { token: string; pin?: string } {
+  const parts = token.split(".");
+  if (parts.length !== 4) return { token };
+  return { token: parts.slice(0, 3).join("."), pin: parts[3] };
+}
+
+/**
+ * The CA a pin names, as the Guardian presents it (PEM): from a TLS handshake with the first Guardian of the list
+ * that completes one, before any secret is sent. Throws when the pin is malformed, a URL is not https://, no
+ * Guardian answers, or one presents no certificate with that SHA-256 (another server: refused at once).
+ */
+export async function pinnedGuardianCa(guardian: string, pin: string): Promise<string> {
+  const hex = pinToHex(pin);
+  if (hex === undefined) {
+    throw new Error(
+      `the registration token ends in "${pin}", which is not a certificate's SHA-256: copy it whole`,
+    );
+  }
+  const urls = guardianUrls(guardian);
+  const plain = urls.find((u) => !u.startsWith("https://"));
+  if (plain !== undefined) {
+    throw new Error(
+      `the registration token names the Guardian's certificate, so the Guardian speaks HTTPS: use https://, ` +
+        `not ${plain}`,
+    );
+  }
+  const failures: string[] = [];
+  for (const url of urls) {
+    try {
+      return await pinnedCertificate(url, hex);
+    } catch (error) {
+      if (error instanceof PinMismatch) throw error;
+      failures.push((error as Error).message);
+    }
+  }
+  throw new GuardianUnavailable(`cannot verify the Guardian: ${failures.join("; ")}`);
+}
+
 export const guardianClient = {
-  register: (guardian: string, registrationToken: string, body: Record<string, unknown>) =>
-    guardianRequest<{ conflux_id: string; token: string; realm?: RealmAnswer }>(
+  /**
+   * Registers with a registration token. A token that names the Guardian's CA is verified first (the CA is then
+   * trusted for this process, see {@link trustGuardianCa}, and returned as `guardian_ca` to be saved).
+   */
+  register: async (guardian: string, registrationToken: string, body: Record<string, unknown>) => {
+    const { token, pin } = splitRegistrationToken(registrationToken);
+    const ca = pin === undefined ? undefined : await pinnedGuardianCa(guardian, pin);
+    if (ca !== undefined) trustGuardianCa(ca);
+    const answer = await guardianRequest<{ conflux_id: string; token: string; realm?: RealmAnswer }>(
       guardian,
       "POST",
       "/conflux/register",
-      registrationToken,
+      token,
       body,
-    ),
+    );
+    return { ...answer, ...(ca === undefined ? {} : { guardian_ca: ca }) };
+  },
   /** Unregisters the token's own conflux (`confluxId`, when given, must be that one). */
   unregister: (guardian: string, token: string, confluxId?: string) =>
     guardianRequest<unknown>(

@@ -14,6 +14,11 @@ import { certificateFingerprint, derToPem } from "../guardian/tls_cert.ts";
 /** How long the TCP connect plus TLS handshake may take before the attempt is abandoned. */
 export const PINNED_TLS_TIMEOUT_MS = 5_000;
 
+/** The server presented no certificate with the pinned fingerprint: another server than the one the pin names. */
+export class PinMismatch extends Error {
+  override name = "PinMismatch";
+}
+
 /** Options of `pinnedCertificate`. */
 export interface PinnedTlsOptions {
   /** Give up after this many milliseconds (connect and handshake together). */
@@ -51,7 +56,7 @@ export async function pinnedCertificate(
     if (fingerprint === expected) return derToPem("CERTIFICATE", der);
     seen.push(fingerprint);
   }
-  throw new Error(
+  throw new PinMismatch(
     `${target.host} presented no certificate with SHA-256 ${expected}; it presented ${
       seen.join(", ") || "none"
     } (leaf first). The token may belong to another Guardian or realm: ask for a fresh token`,

@@ -56,21 +56,27 @@ export const COMMANDS: readonly Command[] = [
       "--no-portal         stop being a portal (the Guardian keeps portal mode between runs until then)",
       "--tether-idle D     dissolve tethers idle this long (env VEILNET_TETHER_IDLE; default 30s)",
       "--no-tun            control plane only: no TUN device (and no DNS unless --dns-listen)",
-      "env VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN replace the saved token and Guardian",
+      "env VEILNET_CONFLUX_TOKEN, VEILNET_GUARDIAN and VEILNET_GUARDIAN_CA (a PEM file) replace the saved token,",
+      "                    Guardian and its CA",
     ],
     run: runCommand,
   },
   {
     name: "register",
     usage:
-      "register (-t REG | -t - | --token-file FILE) [--guardian URL] [--tag T] [--ip A] [--taints a,b] " +
+      "register (-t REG | -t - | --token-file FILE) [--guardian URL] [--guardian-ca FILE] [--tag T] [--ip A] " +
+      "[--taints a,b] " +
       "[--portal] [--subnets C,...] [--jwt J | --jwt - | --jwt-file FILE] [--no-service] [--force]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
     details: [
       "-t, --token REG     registration token (env VEILNET_REGISTRATION_TOKEN); -t - reads it from standard input",
       "--token-file FILE   read the registration token from FILE (a trailing newline is ignored)",
       "                    (-t REG shows the token to every user of this host in `ps`: prefer the others)",
-      "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
+      "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN), https://; a token from `guardian token create`",
+      "                    names the Guardian's own CA, which is then verified by it and saved (http:// is only",
+      "                    for a Guardian run with --plaintext, and warned about)",
+      "--guardian-ca FILE  a private CA (PEM) the Guardian's certificate chains to, when its token names none",
+      "                    (env VEILNET_GUARDIAN_CA)",
       "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
       "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
       "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS; default: all it grants)",
@@ -94,7 +100,9 @@ export const COMMANDS: readonly Command[] = [
   },
   {
     name: "up",
-    usage: "up (-t CONFLUX_TOKEN | -t - | --token-file FILE) [--guardian URL] [--tag T] [--ifname NAME] " +
+    usage:
+      "up (-t CONFLUX_TOKEN | -t - | --token-file FILE) [--guardian URL] [--guardian-ca FILE] [--tag T] " +
+      "[--ifname NAME] " +
       "[--dns-listen A[:P]] [--no-service]",
     summary: "integration mode: save up.json and start the service (foreground without systemd)",
     details: [
@@ -102,6 +110,8 @@ export const COMMANDS: readonly Command[] = [
       "                    from standard input (-t T shows it to every user of this host in `ps`)",
       "--token-file FILE   read the conflux token from FILE (a trailing newline is ignored)",
       "-g, --guardian URL  the Guardian (env VEILNET_GUARDIAN)",
+      "--guardian-ca FILE  the CA (PEM) its certificate chains to, when not a public one: for a Guardian with its",
+      "                    own realm CA, its DATA_DIR/ca.pem (saved in up.json)",
       "--tag, --ifname, --dns-listen  saved in up.json for `run` (see `run --help`)",
       "--no-service        run in the foreground instead of installing the service",
     ],

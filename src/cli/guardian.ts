@@ -12,8 +12,9 @@ import { checkCertTtl, parseDuration } from "../guardian/rules.ts";
 import { parseTurnServer, type TurnConfig } from "../guardian/ice.ts";
 import { completeKeys, isNatsKeys, natsServerConfig } from "../guardian/nats_auth.ts";
 import { openStore, serveGuardian, sharedStateOf } from "../guardian/server.ts";
+import { realmCa, realmServerTls, saveCa, savedCa, type TlsMode } from "../guardian/tls.ts";
 import type { RealmOidc, Store } from "../guardian/store.ts";
-import { guardianRequest } from "../agent/guardian_client.ts";
+import { guardianRequest, trustGuardianCa } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
 import { readSecret, secretInput } from "./secret.ts";
@@ -21,10 +22,36 @@ import { readSecret, secretInput } from "./secret.ts";
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
 /** Where a nats-server of the Master keeps its account JWTs (revocations included); one per server. */
 const DEFAULT_RESOLVER_DIR = "/var/lib/veilnet/nats-jwt";
+/** Where `nats-config` writes a server's certificate and key. */
+const DEFAULT_TLS_DIR = "/var/lib/veilnet/nats-tls";
+
+const TLS_FLAGS = {
+  "tls-name": { type: "string" },
+  "tls-cert": { type: "string" },
+  "tls-key": { type: "string" },
+  plaintext: { type: "boolean", default: false },
+} as const;
+
+/** The TLS flags as a mode: realm CA (default), an operator's certificate, or plain text. */
+function tlsFlags(
+  values: { "tls-name"?: string; "tls-cert"?: string; "tls-key"?: string; plaintext: boolean },
+): TlsMode {
+  const operator = values["tls-cert"] !== undefined || values["tls-key"] !== undefined;
+  if (operator && (values["tls-cert"] === undefined || values["tls-key"] === undefined)) {
+    throw new UsageError("--tls-cert and --tls-key go together");
+  }
+  if ([operator, values.plaintext, values["tls-name"] !== undefined].filter(Boolean).length > 1) {
+    throw new UsageError("--tls-name (realm CA), --tls-cert/--tls-key and --plaintext exclude each other");
+  }
+  if (values.plaintext) return { kind: "off" };
+  if (operator) return { kind: "operator", certFile: values["tls-cert"]!, keyFile: values["tls-key"]! };
+  return { kind: "realm", names: list(values["tls-name"]) };
+}
 
 const ADMIN_FLAGS = {
   "data-dir": { type: "string" },
   guardian: { type: "string" },
+  "guardian-ca": { type: "string" },
   "admin-token": { type: "string" },
   "admin-token-file": { type: "string" },
 } as const;
@@ -33,6 +60,7 @@ const ADMIN_FLAGS = {
 type AdminFlags = {
   "data-dir"?: string;
   guardian?: string;
+  "guardian-ca"?: string;
   "admin-token"?: string;
   "admin-token-file"?: string;
 };
@@ -174,8 +202,17 @@ async function admin(values: AdminFlags, io: Output): Promise<Admin> {
           "VEILNET_ADMIN_TOKEN or --admin-token T",
       );
     }
+    const caFile = values["guardian-ca"] ?? Deno.env.get("VEILNET_GUARDIAN_CA");
+    if (caFile) {
+      try {
+        trustGuardianCa(await Deno.readTextFile(caFile));
+      } catch (error) {
+        throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
+      }
+    }
     return remoteAdmin(values.guardian, token);
   }
+  if (values["guardian-ca"] !== undefined) throw new UsageError("--guardian-ca goes with --guardian URL");
   if (source.value !== undefined || source.file !== undefined) {
     throw new UsageError(
       `${source.value !== undefined ? "--admin-token" : "--admin-token-file"} goes with --guardian URL ` +
@@ -190,6 +227,12 @@ const USAGE = `usage:
                                  [--master nats://a,nats://b] [--state sqlite|nats] [--cert-ttl 1h (at most 24h)]
                                  [--ice stun:host:port,...] [--stun-port 3478|off]
                                  [--turn turn:host:port,... --turn-secret-file FILE]
+                                 [--tls-name NAME,... | --tls-cert FILE --tls-key FILE | --plaintext]
+      TLS (default): the API is HTTPS and the embedded Master TLS, with a certificate from the realm CA made at
+            first start (DATA_DIR/ca.pem) for this host's name, its addresses and --tls-name; every
+            registration token carries the CA's SHA-256, so register verifies the Guardian with nothing else.
+            --tls-cert/--tls-key: an operator's certificate (and key), verified by nodes as any HTTPS client
+            does; tokens then carry nothing. --plaintext: no TLS at all (tokens readable on the network)
       state: sqlite (default), the data directory's database, for one Guardian; nats, a JetStream stream on the
             --master servers (all of them; 3 copies on a cluster of 3) shared by every Guardian started with the
             same NATS keys (nats-keys below): the first to start seeds it from its data directory, the others
@@ -214,12 +257,17 @@ const USAGE = `usage:
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
                                        [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
                                        [--server-name NAME --jetstream-dir DIR] (JetStream, for --state nats)
+                                       [--tls-dir ${DEFAULT_TLS_DIR} [--tls-name NAME,...] |
+                                        --tls-cert FILE --tls-key FILE | --plaintext]
+      TLS (default): writes a certificate from the realm CA for this host (and --tls-name) to --tls-dir; give
+      the servers to guardian serve as --master tls://host:port,...
   veilnet-conflux guardian nats-keys export [-o keys.json] | nats-keys import keys.json      (--data-dir DIR)
-      the NATS operator and account keys (secret): a second Guardian of a shared state needs the first one's;
-      -o FILE writes them to a new file, mode 0600 (without it: to standard output)
+      the NATS operator and account keys and the realm CA (secret): a second Guardian of a shared state needs the
+      first one's; -o FILE writes them to a new file, mode 0600 (without it: to standard output)
 admin flags: --data-dir DIR (a Guardian on this host; default ${DEFAULT_DATA_DIR})
              or --guardian URL with the admin token from --admin-token-file FILE, --admin-token - (standard
-             input) or VEILNET_ADMIN_TOKEN (--admin-token T also works, but shows it to every user in ps)`;
+             input) or VEILNET_ADMIN_TOKEN (--admin-token T also works, but shows it to every user in ps);
+             --guardian-ca FILE (or VEILNET_GUARDIAN_CA): the Guardian's realm CA (its DATA_DIR/ca.pem)`;
 
 const OIDC_FLAGS = {
   "oidc-issuer": { type: "string" },
@@ -351,7 +399,8 @@ async function natsKeysCommand(args: string[], io: Output): Promise<number> {
   if (action === "import" && values.output !== undefined) throw new UsageError("--output belongs to export");
   using store = openStore(values["data-dir"]);
   if (action === "export") {
-    const keys = JSON.stringify(localGuardian(store).natsKeys());
+    await realmCa(store); // made now if it was not yet: the second Guardian must have the same one
+    const keys = JSON.stringify({ ...localGuardian(store).natsKeys(), tls_ca: savedCa(store) });
     if (values.output === undefined) io.out(keys);
     else {
       // A new file, 0600 whatever the umask (a shell's `>` gives 0644 under the usual umask 022).
@@ -367,12 +416,16 @@ async function natsKeysCommand(args: string[], io: Output): Promise<number> {
     return 0;
   }
   const file = positionals[0]!;
-  let keys: unknown;
+  let parsed: Record<string, unknown> | null;
   try {
-    keys = JSON.parse(await Deno.readTextFile(file));
+    parsed = JSON.parse(await Deno.readTextFile(file));
   } catch (error) {
     throw new UsageError(`nats-keys import: cannot read ${file}: ${(error as Error).message}`);
   }
+  const { tls_ca: ca, ...keys } = parsed ?? {};
+  const isCa = (c: unknown): c is { cert: string; key: string } =>
+    typeof c === "object" && c !== null && typeof (c as { cert?: unknown }).cert === "string" &&
+    typeof (c as { key?: unknown }).key === "string";
   if (!isNatsKeys(keys) || JSON.stringify(completeKeys(keys)) !== JSON.stringify(keys)) {
     throw new UsageError(
       `nats-keys import: ${file} is not a whole key set from \`guardian nats-keys export\` (of this version)`,
@@ -386,8 +439,12 @@ async function natsKeysCommand(args: string[], io: Output): Promise<number> {
       } already holds realms under other keys; import into an empty one`,
     );
   }
-  await store.transaction(() => store.setMeta("nats_keys", JSON.stringify(keys)));
-  io.err(`guardian: NATS keys imported into ${values["data-dir"]}`);
+  if (ca !== undefined && !isCa(ca)) throw new UsageError(`nats-keys import: ${file} has a damaged tls_ca`);
+  await store.transaction(() => {
+    store.setMeta("nats_keys", JSON.stringify(keys));
+    if (ca !== undefined) saveCa(store, ca);
+  });
+  io.err(`guardian: NATS keys${ca ? " and the realm CA" : ""} imported into ${values["data-dir"]}`);
   return 0;
 }
 
@@ -413,7 +470,9 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "stun-port": { type: "string" },
       turn: { type: "string" },
       "turn-secret-file": { type: "string" },
+      ...TLS_FLAGS,
     });
+    const tls = tlsFlags(values);
     const { hostname, port } = hostPort(values.listen, "--listen");
     const natsPort = Number(values["nats-port"]);
     if (!Number.isInteger(natsPort) || natsPort < 1 || natsPort > 65535) {
@@ -425,7 +484,15 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     }
     for (const url of master) {
       if (!/^(nats|tls):\/\/[^/]+$/.test(url)) {
-        throw new UsageError(`--master URLs look like nats://host:4222, got "${url}"`);
+        throw new UsageError(
+          `--master URLs look like tls://host:4222 (nats:// for plain text), got "${url}"`,
+        );
+      }
+      if (tls.kind !== "off" && url.startsWith("nats://")) {
+        io.err(
+          `guardian: WARNING: --master ${url} is plain text (nodes' credentials readable on the network); ` +
+            "nats-config makes TLS servers: give them as tls://",
+        );
       }
     }
     const state = values.state;
@@ -459,6 +526,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         dataDir: values["data-dir"],
         state,
         embeddedMaster: values["embedded-master"],
+        tls,
         natsPort,
         natsUrls: master,
         certTtlMs: certTtl,
@@ -482,7 +550,10 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "resolver-dir": { type: "string", default: DEFAULT_RESOLVER_DIR },
       "server-name": { type: "string" },
       "jetstream-dir": { type: "string" },
+      "tls-dir": { type: "string", default: DEFAULT_TLS_DIR },
+      ...TLS_FLAGS,
     });
+    const tlsMode = tlsFlags(values);
     if (values["jetstream-dir"] !== undefined && values["cluster-name"] && !values["server-name"]) {
       throw new UsageError(
         "--jetstream-dir in a cluster needs --server-name, a name of its own for each server",
@@ -500,8 +571,20 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         routes: list(values.routes),
       }
       : undefined;
+    let tls: { certFile: string; keyFile: string } | undefined;
+    if (tlsMode.kind === "operator") tls = tlsMode;
+    if (tlsMode.kind === "realm") {
+      const dir = values["tls-dir"];
+      tls = { certFile: `${dir}/cert.pem`, keyFile: `${dir}/key.pem` };
+      const made = await realmServerTls(store, tlsMode.names);
+      await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
+      await Deno.writeTextFile(tls.certFile, made.certPem, { mode: 0o600 });
+      await Deno.writeTextFile(tls.keyFile, made.keyPem, { mode: 0o600 });
+      io.err(`guardian: certificate from the realm CA for this host written to ${dir}`);
+    }
     io.out(
       await natsServerConfig(g.natsKeys(), {
+        tls,
         port: Number(values.port),
         cluster,
         resolverDir: values["resolver-dir"],

@@ -34,7 +34,7 @@ Deno.test("cli: --version prints the version", async () => {
 Deno.test("cli: bad command lines exit non-zero with one clear line", async () => {
   const dir = await Deno.makeTempDir({ prefix: "vc-cli-" });
   const env = { VEILNET_CONFIG_DIR: `${dir}/config`, VEILNET_SYSTEMD_ROOT: `${dir}/root` };
-  const g = ["--guardian", "http://127.0.0.1:9"];
+  const g = ["--guardian", "https://127.0.0.1:9"];
   const cases: [argv: string[], code: number, says: string][] = [
     [["register"], 2, "registration token"],
     [["register", "-t", "x"], 2, "Guardian's URL"],

@@ -31,8 +31,7 @@ export async function netcheckCommand(args: string[], io: Output): Promise<numbe
   if (timeout === null) throw new UsageError(`--timeout is like 5s or 800ms, got "${values.timeout}"`);
   const timeoutMs = timeout ? Number(timeout[1]) * (timeout[2] === "s" ? 1000 : 1) : undefined;
   const saved = savedForRun(values.config);
-  const { guardian, token } = registeredAs(saved);
-  const reg = { guardian, token, ...(saved?.conflux_id ? { confluxId: saved.conflux_id } : {}) };
+  const reg = { ...registeredAs(saved), ...(saved?.conflux_id ? { confluxId: saved.conflux_id } : {}) };
   // libdatachannel's threads are not shut down here (shutdownWebRtc): its cleanup crashes the process (SIGSEGV)
   // when a NATS connection was opened after a peer connection, as here; the process exits right after anyway.
   const report = await netcheck({ ...reg, localAddresses: localAddresses(), timeoutMs });

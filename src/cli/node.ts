@@ -12,7 +12,7 @@ import {
   socketPath,
   writeConfig,
 } from "../agent/config.ts";
-import { guardianClient, guardianUrls } from "../agent/guardian_client.ts";
+import { guardianClient, guardianUrls, trustGuardianCa } from "../agent/guardian_client.ts";
 import { serveLocalApi } from "../agent/local_api.ts";
 import { isLoopback, serveMetrics } from "../agent/metrics.ts";
 import type { IdentityStatus, NodeStatus, PeerStatus } from "../agent/status.ts";
@@ -77,6 +77,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     token: { type: "string", short: "t" },
     "token-file": { type: "string" },
     guardian: { type: "string", short: "g" },
+    "guardian-ca": { type: "string" },
     tag: { type: "string" },
     ip: { type: "string" },
     taints: { type: "string" },
@@ -117,6 +118,17 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     );
   }
   const guardian = guardianUrl(values.guardian, "register");
+  // A Guardian whose certificate comes from a private CA that its token does not name (an operator's own CA).
+  const caFile = values["guardian-ca"] ?? env("VEILNET_GUARDIAN_CA");
+  let guardianCa: string | undefined;
+  if (caFile !== undefined) {
+    try {
+      guardianCa = Deno.readTextFileSync(caFile);
+    } catch (error) {
+      throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
+    }
+    trustGuardianCa(guardianCa);
+  }
   const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG"));
   const ip = values.ip ?? env("VEILNET_CONFLUX_IP");
   if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
@@ -137,6 +149,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
         "`veilnet-conflux unregister` first, or register again with --force",
     );
   }
+  warnPlaintext(guardian, io);
   const service = new Service();
   const useService = !values["no-service"] && service.available;
   if (useService && await service.remove()) io.out(`removed the existing ${UNIT}`);
@@ -153,6 +166,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     conflux_id: registered.conflux_id,
     token: registered.token,
     ...(registered.realm ? { realm_key: registered.realm.public_key } : {}),
+    ...(registered.guardian_ca ?? guardianCa ? { guardian_ca: registered.guardian_ca ?? guardianCa } : {}),
   }, path);
   io.out(`registered as ${registered.conflux_id}; configuration saved to ${path}`);
   if (useService) await installService(service, path, io);
@@ -189,17 +203,41 @@ export function savedForRun(explicit: string | undefined): SavedConfig | undefin
   return readConfig(configPath("conflux.json")) ?? readConfig(configPath("up.json"));
 }
 
-/** The token and Guardian to run with: VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN, else `saved`; else not registered. */
-export function registeredAs(saved: SavedConfig | undefined): { guardian: string; token: string } {
+/** Says loudly that a Guardian URL is plain text: tokens and credentials cross the network readable. */
+export function warnPlaintext(guardian: string, io: Output): void {
+  const plain = guardianUrls(guardian).filter((u) => u.startsWith("http://"));
+  if (plain.length === 0) return;
+  io.err(
+    `WARNING: ${plain.join(", ")} is plain HTTP: tokens and NATS credentials cross the network readable by ` +
+      "anyone on the path (the Guardian was started with --plaintext). Use https:// unless this network is trusted",
+  );
+}
+
+/**
+ * The token, Guardian and its CA to run with: VEILNET_CONFLUX_TOKEN, VEILNET_GUARDIAN and VEILNET_GUARDIAN_CA
+ * (a PEM file), else `saved`; else not registered.
+ */
+export function registeredAs(
+  saved: SavedConfig | undefined,
+): { guardian: string; token: string; guardianCa?: string } {
   const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
   const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
+  const caFile = env("VEILNET_GUARDIAN_CA");
+  let guardianCa = saved?.guardian_ca;
+  if (caFile !== undefined) {
+    try {
+      guardianCa = Deno.readTextFileSync(caFile);
+    } catch (error) {
+      throw new UsageError(`VEILNET_GUARDIAN_CA ${caFile}: ${(error as Error).message}`);
+    }
+  }
   if (!token || !guardian) {
     throw new UsageError(
       `not registered: no ${configDir()}/conflux.json. Run \`veilnet-conflux register -t TOKEN --guardian URL\` ` +
         "(or set VEILNET_CONFLUX_TOKEN and VEILNET_GUARDIAN)",
     );
   }
-  return { guardian, token };
+  return { guardian, token, ...(guardianCa === undefined ? {} : { guardianCa }) };
 }
 
 /** `run`: the node in the foreground until SIGINT or SIGTERM. */
@@ -247,7 +285,8 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
   if (subnets && !portal) throw new UsageError("--subnets goes with --portal");
   const idle = values["tether-idle"] ?? env("VEILNET_TETHER_IDLE");
   const tetherIdleMs = idle === undefined ? undefined : parseDuration(idle);
-  const { guardian, token } = registeredAs(saved);
+  const { guardian, token, guardianCa } = registeredAs(saved);
+  warnPlaintext(guardian, io);
   const abort = new AbortController();
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
@@ -256,6 +295,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     await using node = await startConflux({
       guardian,
       token,
+      guardianCa,
       realmKey: saved?.realm_key,
       tag,
       portal,

@@ -5,7 +5,7 @@
  */
 
 import { configDir, configPath, readConfig, writeConfig } from "../agent/config.ts";
-import { guardianClient, GuardianUnavailable } from "../agent/guardian_client.ts";
+import { guardianClient, GuardianUnavailable, trustGuardianCa } from "../agent/guardian_client.ts";
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
@@ -61,6 +61,7 @@ export async function unregisterCommand(args: string[], io: Output): Promise<num
   const path = configPath("conflux.json");
   const saved = readConfig(path);
   if (!saved) throw new Error(`not registered here (no ${path})`);
+  if (saved.guardian_ca !== undefined) trustGuardianCa(saved.guardian_ca);
   try {
     await guardianClient.unregister(saved.guardian, saved.token, saved.conflux_id);
     io.out(`unregistered ${saved.conflux_id ?? ""} at ${saved.guardian}`);
@@ -88,6 +89,7 @@ export async function upCommand(args: string[], io: Output): Promise<number> {
     token: { type: "string", short: "t" },
     "token-file": { type: "string" },
     guardian: { type: "string", short: "g" },
+    "guardian-ca": { type: "string" },
     tag: { type: "string" },
     ifname: { type: "string" },
     "dns-listen": { type: "string" },
@@ -108,7 +110,15 @@ export async function upCommand(args: string[], io: Output): Promise<number> {
   }
   const guardian = guardianUrl(values.guardian, "up");
   const path = configPath("up.json");
+  const caFile = values["guardian-ca"];
+  let guardianCa: string | undefined;
+  try {
+    guardianCa = caFile === undefined ? undefined : await Deno.readTextFile(caFile);
+  } catch (error) {
+    throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
+  }
   const options = {
+    guardian_ca: guardianCa,
     tag: values.tag ?? env("VEILNET_CONFLUX_TAG"),
     ifname: values.ifname ?? env("VEILNET_IFNAME"),
     dns_listen: values["dns-listen"] ?? env("VEILNET_DNS_LISTEN"),

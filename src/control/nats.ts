@@ -14,6 +14,7 @@ import {
   type NatsConnection,
 } from "nats";
 import { Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import type { ChannelState, ControlChannel } from "./channel.ts";
 
 /**
@@ -24,6 +25,7 @@ import type { ChannelState, ControlChannel } from "./channel.ts";
  * JetStream client, guardian/jetstream_log.ts.)
  */
 export function keepSocketErrorsCaught(): void {
+  completeEmptyTlsWrites();
   const removeAll = Socket.prototype.removeAllListeners;
   if ((removeAll as { keepsErrors?: boolean }).keepsErrors) return;
   // Arguments passed as given: with none, it removes every listener; with `undefined`, none.
@@ -36,12 +38,36 @@ export function keepSocketErrorsCaught(): void {
   Socket.prototype.removeAllListeners = patched;
 }
 
+/**
+ * Under Deno, a zero-length write to a TLS socket never calls its callback. The client closes a connection by
+ * writing an empty frame and waiting for it, so over TLS a reconnect (`nc.reconnect()`, after a renewal changed
+ * the node's subjects) hung and the connection went stale. Such a write has nothing to send: it completes at once.
+ */
+function completeEmptyTlsWrites(): void {
+  type Write = (chunk: unknown, ...rest: unknown[]) => boolean;
+  const proto = TLSSocket.prototype as unknown as { write: Write & { completesEmpty?: boolean } };
+  if (proto.write.completesEmpty) return;
+  const write = proto.write;
+  const patched = function (this: TLSSocket, chunk: unknown, ...rest: unknown[]) {
+    if ((chunk as { length?: number } | null)?.length !== 0) return write.call(this, chunk, ...rest);
+    const callback = rest.find((r) => typeof r === "function") as (() => void) | undefined;
+    if (callback) queueMicrotask(callback);
+    return true;
+  };
+  proto.write = Object.assign(patched, { completesEmpty: true });
+}
+
 /** How to reach the Master. `credentials` is asked again on every (re)connect, so renewed ones are used. */
 export interface NatsOptions {
   urls: string[];
   credentials: () => { jwt: string; seed: string };
   inboxPrefix: string;
   name: string;
+  /**
+   * The CA (PEM) the Master's certificate chains to, when not a public one: the realm CA pinned at registration.
+   * TLS is required when any URL is `tls://` (and then never given up for plain text).
+   */
+  ca?: string;
   onState?: (state: ChannelState) => void;
   /** Debug logging of connection events. */
   log?: (line: string) => void;
@@ -68,6 +94,7 @@ export function connectOptions(o: Omit<NatsOptions, "onState">): ConnectionOptio
     // An expired user JWT (Guardian down past the certificate's end) must not stop the retries: the
     // authenticator hands out the renewed credentials as soon as the session is renewed.
     ignoreAuthErrorAbort: true,
+    ...(o.urls.some((u) => u.startsWith("tls://")) ? { tls: o.ca ? { ca: o.ca } : {} } : {}),
   };
 }
 

@@ -3,8 +3,8 @@
  * session in (a certificate signed by the realm key, plus NATS credentials). The HTTP API (api.ts) and the admin
  * CLI on the same host both call this.
  *
- * Tokens are `vreg.<id>.<secret>` (registration), `vcfx.<id>.<secret>` (a node's long-lived conflux token) and
- * `vadm.<secret>` (admin). The prefix makes a token of the wrong kind a clear 401; only SHA-256 hashes of the
+ * Tokens are `vreg.<id>.<secret>[.<pin>]` (registration; the pin is the SHA-256 of the Guardian's realm CA, see
+ * tls.ts), `vcfx.<id>.<secret>` (a node's long-lived conflux token) and `vadm.<secret>` (admin). The prefix makes a token of the wrong kind a clear 401; only SHA-256 hashes of the
  * secrets are stored.
  * @module
  */
@@ -27,6 +27,7 @@ import {
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
 import { verifyIdentity } from "./oidc.ts";
+import { tokenPin } from "./tls.ts";
 import {
   base64,
   base64url,
@@ -135,8 +136,12 @@ export type Presence = () => Promise<Map<string, { connected: boolean; lastSeen:
 export interface GuardianOptions {
   /** Certificate (and NATS credential) lifetime. */
   certTtlMs: number;
-  /** NATS URLs handed to nodes; empty means "the host the node used to reach the Guardian, at natsPort". */
+  /**
+   * NATS URLs handed to nodes; empty means "the host the node used to reach the Guardian, at natsPort", as
+   * `tls://` when `masterTls` (the embedded Master speaks TLS), else `nats://`.
+   */
   natsUrls: string[];
+  masterTls?: boolean;
   natsPort: number;
   /** ICE servers handed out as given, after the Guardian's own STUN and TURN (`--ice`). */
   iceServers: string[];
@@ -282,7 +287,9 @@ export class Guardian {
       createdAt: now,
     };
     await this.store.transaction(() => this.store.addToken(row));
-    return { id, token: `vreg.${id}.${secret}` };
+    // With the Guardian's own realm CA, the token names it: `register` verifies the Guardian by it.
+    const pin = tokenPin(this.store);
+    return { id, token: `vreg.${id}.${secret}${pin ? `.${pin}` : ""}` };
   }
 
   /** Revokes a registration token; 404 if there is none. */
@@ -292,7 +299,10 @@ export class Guardian {
     }
   }
 
-  /** Splits `kind.id.secret` and checks the secret's hash; 401 for anything else. */
+  /**
+   * Splits `kind.id.secret` and checks the secret's hash; 401 for anything else. A registration token may end in
+   * `.pin` (the CA it names), which only the node uses.
+   */
   async #token(
     kind: "vreg" | "vcfx",
     token: string | undefined,
@@ -301,6 +311,7 @@ export class Guardian {
   ) {
     const parts = token?.split(".") ?? [];
     const names = { vreg: "a registration token (vreg.…)", vcfx: "a conflux token (vcfx.…)" };
+    if (kind === "vreg" && parts.length === 4) parts.pop();
     if (parts.length !== 3 || parts[0] !== kind) {
       const got = ["vreg", "vcfx", "vadm"].includes(parts[0]!)
         ? `a ${parts[0]} token`
@@ -679,7 +690,7 @@ export class Guardian {
       : req.host.replace(/:\d+$/, "");
     const urls = this.options.natsUrls.length > 0
       ? this.options.natsUrls
-      : [`nats://${host}:${this.options.natsPort}`];
+      : [`${this.options.masterTls ? "tls" : "nats"}://${host}:${this.options.natsPort}`];
     return {
       conflux_id: current.id,
       certificate: base64(certificate),

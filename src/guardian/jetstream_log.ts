@@ -49,6 +49,8 @@ function apiCode(error: unknown): number | undefined {
 export interface JetStreamLogOptions {
   /** The Master's servers (all of a cluster's). */
   urls: string[];
+  /** The CA of the servers' certificates (the realm CA) for `tls://` URLs; public roots when undefined. */
+  ca?: string;
   /** A user of the Guardians' account (nats_auth.ts guardianStateCredentials). */
   credentials: { jwt: string; seed: string; inboxPrefix: string };
   /** Copies of the stream kept by the servers, when this Guardian is the one creating it (3 on a cluster of 3). */
@@ -90,6 +92,7 @@ export class JetStreamLog implements StateLog {
       try {
         nc = await connect(connectOptions({
           urls: o.urls,
+          ca: o.ca,
           name: "guardian-state",
           inboxPrefix: o.credentials.inboxPrefix,
           credentials: () => o.credentials,

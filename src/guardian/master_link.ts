@@ -69,7 +69,7 @@ export class MasterLink implements AsyncDisposable {
   #closed = false;
 
   private constructor(
-    o: { urls: string[]; keys: NatsKeys; log: (line: string) => void },
+    o: { urls: string[]; ca?: string; keys: NatsKeys; log: (line: string) => void },
     credentials: Awaited<ReturnType<typeof guardianCredentials>>,
   ) {
     this.#keys = o.keys;
@@ -84,6 +84,7 @@ export class MasterLink implements AsyncDisposable {
     };
     this.#system = openNatsLink({
       urls: o.urls,
+      ca: o.ca,
       name: "guardian-system",
       inboxPrefix: credentials.system.inboxPrefix,
       credentials: () => credentials.system,
@@ -92,6 +93,7 @@ export class MasterLink implements AsyncDisposable {
     });
     this.#realms = openNatsLink({
       urls: o.urls,
+      ca: o.ca,
       name: "guardian",
       inboxPrefix: credentials.realms.inboxPrefix,
       credentials: () => credentials.realms,
@@ -101,7 +103,7 @@ export class MasterLink implements AsyncDisposable {
 
   /** Starts connecting both users to the Master at `urls` (retrying in the background while it is unreachable). */
   static async connect(
-    o: { urls: string[]; keys: NatsKeys; log: (line: string) => void },
+    o: { urls: string[]; ca?: string; keys: NatsKeys; log: (line: string) => void },
   ): Promise<MasterLink> {
     if (o.urls.length === 0) {
       throw new TypeError("MasterLink needs at least one Master URL (nats://host:port)");

@@ -489,6 +489,8 @@ export async function natsServerConfig(
     serverName?: string;
     /** Its own JetStream directory: JetStream is on (for the Guardians' account only) when given. */
     jetstreamDir?: string;
+    /** Its certificate and key (PEM files): clients must then speak TLS. Plain text when undefined. */
+    tls?: { certFile: string; keyFile: string };
   },
 ): Promise<string> {
   const { operator, account, accountKey, system, systemKey, guardian } = await serverJwts(keys);
@@ -515,6 +517,15 @@ export async function natsServerConfig(
     "}",
     `resolver_preload: {\n  ${preload.join("\n  ")}\n}`,
   ];
+  if (options.tls) {
+    lines.push(
+      "tls {",
+      `  cert_file: ${JSON.stringify(options.tls.certFile)}`,
+      `  key_file: ${JSON.stringify(options.tls.keyFile)}`,
+      "  timeout: 5",
+      "}",
+    );
+  }
   if (options.jetstreamDir !== undefined) {
     // Only the Guardians' account has JetStream limits in its JWT: the realms account (nodes) has none.
     lines.push("jetstream {", `  store_dir: ${JSON.stringify(options.jetstreamDir)}`, "}");

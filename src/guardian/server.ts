@@ -13,9 +13,10 @@ import { guardianStateCredentials, type NatsKeys, natsServerConfig } from "./nat
 import { Replica } from "./replication.ts";
 import { Store } from "./store.ts";
 import { StunServer } from "./stun_server.ts";
+import { recordPin, type ServerTls, serverTls, type TlsMode } from "./tls.ts";
 
 /** How `guardian serve` runs. */
-export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"> {
+export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort" | "masterTls"> {
   hostname: string;
   port: number;
   dataDir: string;
@@ -26,6 +27,8 @@ export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"
    */
   state: "sqlite" | "nats";
   embeddedMaster: boolean;
+  /** HTTPS and TLS on the embedded Master: the realm CA's (default), an operator's, or plain text ("off"). */
+  tls: TlsMode;
   /**
    * The STUN service on UDP `port` and `port + 1` at `hostname`; undefined for none. When the port was not
    * `explicit` (the default), ports in use are a warning and the Guardian serves without STUN.
@@ -62,10 +65,12 @@ export function sharedStateOf(store: Store): string | undefined {
 async function openSharedState(
   local: Store,
   keys: NatsKeys,
+  ca: string | undefined,
   o: ServeOptions,
 ): Promise<{ store: Store } & AsyncDisposable> {
   const log = await JetStreamLog.open({
     urls: o.natsUrls,
+    ca,
     credentials: await guardianStateCredentials(keys),
     // One copy per server given, at most 3: give every server of the cluster.
     replicas: Math.min(3, o.natsUrls.length),
@@ -138,15 +143,29 @@ async function waitForPort(
   );
 }
 
-/** Starts nats-server with the Guardian's config; resolves once it accepts connections. */
-async function startMaster(guardian: Guardian, o: ServeOptions): Promise<Deno.ChildProcess> {
+/** Starts nats-server with the Guardian's config (and its TLS); resolves once it accepts connections. */
+async function startMaster(
+  guardian: Guardian,
+  o: ServeOptions,
+  tls: ServerTls | undefined,
+): Promise<Deno.ChildProcess> {
   const path = `${o.dataDir}/nats.conf`;
   // The resolver's JWTs (revocations included) outlive restarts; the rewritten config does not override them.
   const resolverDir = `${o.dataDir}/nats-jwt`;
   await Deno.mkdir(resolverDir, { recursive: true, mode: 0o700 });
+  const files = tls && { certFile: `${o.dataDir}/master.crt`, keyFile: `${o.dataDir}/master.key` };
+  if (tls && files) {
+    await Deno.writeTextFile(files.certFile, tls.certPem, { mode: 0o600 });
+    await Deno.writeTextFile(files.keyFile, tls.keyPem, { mode: 0o600 });
+  }
   await Deno.writeTextFile(
     path,
-    await natsServerConfig(guardian.natsKeys(), { host: o.hostname, port: o.natsPort, resolverDir }),
+    await natsServerConfig(guardian.natsKeys(), {
+      host: o.hostname,
+      port: o.natsPort,
+      resolverDir,
+      tls: files,
+    }),
     { mode: 0o600 },
   );
   let child: Deno.ChildProcess;
@@ -197,6 +216,30 @@ async function startStun(o: ServeOptions): Promise<StunServer | undefined> {
   return stun;
 }
 
+/**
+ * Says how nodes verify this Guardian, and writes the realm CA beside the data (`ca.pem`, public: remote admin
+ * commands take it as --guardian-ca). Plain text is said loudly, at every start.
+ */
+function announceTls(o: ServeOptions, tls: ServerTls | undefined): void {
+  if (!tls) {
+    o.log(
+      "guardian: WARNING: --plaintext: the API and the Master speak plain text, so registration, conflux and " +
+        "admin tokens and the nodes' NATS credentials cross the network readable by anyone on the path. Use it " +
+        "only on a network you trust, or behind a TLS proxy",
+    );
+    return;
+  }
+  if (tls.caPem) {
+    Deno.writeTextFileSync(`${o.dataDir}/ca.pem`, tls.caPem, { mode: 0o644 });
+    o.log(
+      `guardian: TLS by the realm CA ${o.dataDir}/ca.pem (SHA-256, as tokens carry it: ${tls.pin}); ` +
+        "new registration tokens name it, so nodes verify this Guardian with nothing else",
+    );
+  } else {o.log(
+      "guardian: TLS with the operator's certificate (--tls-cert): nodes verify it as any HTTPS client",
+    );}
+}
+
 /** Runs the Guardian until `signal` aborts. */
 export async function serveGuardian(o: ServeOptions): Promise<void> {
   await using stun = await startStun(o);
@@ -213,10 +256,17 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
   }
   // The keys come from the data directory: every Guardian of a shared state connects to it with the same ones.
   const keys = new Guardian(dataDirStore, { ...o, clock: () => Date.now() }).natsKeys();
-  await using shared = o.state === "nats" ? await openSharedState(dataDirStore, keys, o) : undefined;
+  // So is the realm CA, which signs the Guardians' certificates and those of the Master's servers.
+  const tls = await serverTls(dataDirStore, o.tls);
+  announceTls(o, tls);
+  await using shared = o.state === "nats"
+    ? await openSharedState(dataDirStore, keys, tls?.caPem, o)
+    : undefined;
   const store = shared?.store ?? dataDirStore;
+  await recordPin(store, tls?.pin);
   const guardian = new Guardian(store, {
     ...o,
+    masterTls: tls !== undefined,
     stunPort: stun ? o.stun?.port : undefined,
     clock: () => Date.now(),
   });
@@ -228,15 +278,15 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
     await Deno.writeTextFile(`${o.dataDir}/admin.token`, admin + "\n", { mode: 0o600 });
     o.log(`guardian: admin token written to ${o.dataDir}/admin.token`);
   }
-  const master = o.embeddedMaster ? await startMaster(guardian, o) : undefined;
+  const master = o.embeddedMaster ? await startMaster(guardian, o, tls) : undefined;
   // The Guardian's own link to the Master: revocations go to the realm and the Master through it, and it asks
   // which nodes are connected. Without a Master (a Guardian that only registers), nodes learn revocations at login.
   const local = o.hostname === "0.0.0.0" || o.hostname === "::" ? "127.0.0.1" : o.hostname;
   const urls = o.embeddedMaster
-    ? [`nats://${local.includes(":") ? `[${local}]` : local}:${o.natsPort}`]
+    ? [`${tls ? "tls" : "nats"}://${local.includes(":") ? `[${local}]` : local}:${o.natsPort}`]
     : o.natsUrls;
   const link = urls.length > 0
-    ? await MasterLink.connect({ urls, keys: guardian.natsKeys(), log: o.log })
+    ? await MasterLink.connect({ urls, ca: tls?.caPem, keys: guardian.natsKeys(), log: o.log })
     : undefined;
   using _notices = link ? new RevocationNotices({ store, master: link, log: o.log }) : undefined;
   if (link) guardian.presence = masterPresence(link);
@@ -245,7 +295,9 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
       hostname: o.hostname,
       port: o.port,
       signal: o.signal,
-      onListen: ({ hostname, port }) => o.log(`guardian: listening on http://${hostname}:${port}`),
+      ...(tls ? { cert: tls.certPem, key: tls.keyPem } : {}),
+      onListen: ({ hostname, port }) =>
+        o.log(`guardian: listening on ${tls ? "https" : "http"}://${hostname}:${port}`),
     }, guardianHandler(guardian));
     await server.finished;
   } finally {

@@ -6,7 +6,7 @@
  * @module
  */
 
-import { guardianClient } from "../agent/guardian_client.ts";
+import { guardianClient, guardianFetch, trustGuardianCa } from "../agent/guardian_client.ts";
 import { probeNats } from "../control/nats.ts";
 import { Identity } from "../crypto/identity.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
@@ -26,6 +26,8 @@ import { probeStun } from "./stun_probe.ts";
 export interface NetcheckOptions {
   guardian: string;
   token: string;
+  /** The Guardian's realm CA (PEM), pinned at registration; undefined for a public certificate. */
+  guardianCa?: string;
   confluxId?: string;
   localAddresses: string[];
   /** How long each UDP and ICE check waits (ms). */
@@ -39,7 +41,7 @@ async function guardianRoundTrip(guardian: string, n = 3): Promise<number> {
   let best = Infinity;
   for (let i = 0; i < n; i++) {
     const started = performance.now();
-    const res = await fetch(new URL("/healthz", guardian), { signal: AbortSignal.timeout(5_000) });
+    const res = await guardianFetch(new URL("/healthz", guardian), { signal: AbortSignal.timeout(5_000) });
     await res.body?.cancel();
     if (!res.ok) throw new Error(`GET /healthz answered ${res.status}`);
     best = Math.min(best, performance.now() - started);
@@ -59,6 +61,7 @@ function firstStun(iceServers: string[]): { host: string; port: number } | undef
 /** Runs every check; never throws for a failed check (the report says what failed). */
 export async function netcheck(o: NetcheckOptions): Promise<NetcheckReport> {
   const timeoutMs = o.timeoutMs ?? 5_000;
+  if (o.guardianCa !== undefined) trustGuardianCa(o.guardianCa);
   const report: NetcheckReport = {
     time: new Date().toISOString(),
     node: { ...(o.confluxId ? { confluxId: o.confluxId } : {}), guardian: o.guardian },
@@ -117,6 +120,7 @@ export async function netcheck(o: NetcheckOptions): Promise<NetcheckReport> {
       : [];
     const master = await probeNats({
       urls: login.nats.urls,
+      ca: o.guardianCa,
       credentials: () => ({ jwt: login.nats.jwt, seed: login.nats.seed }),
       inboxPrefix: login.nats.inboxPrefix,
       name: "veilnet-conflux netcheck",
