@@ -144,7 +144,8 @@ export class GuardianProc implements AsyncDisposable {
   ) {
     this.port = freePort();
     const scheme = options.flags?.includes("--plaintext") ? "http" : "https";
-    this.url = `${scheme}://${options.listenHost ?? "127.0.0.1"}:${this.port}`;
+    const host = !options.listenHost || options.listenHost === "0.0.0.0" ? "127.0.0.1" : options.listenHost;
+    this.url = `${scheme}://${host}:${this.port}`;
   }
 
   /** The realm CA it made (PEM), once it has started with TLS. */
