@@ -48,7 +48,8 @@ async function measure(bed: Testbed, address: string, seconds: number): Promise<
 async function veilnet(seconds: number): Promise<Measured> {
   await using realm = await realmOnTestbed(["a", "b"]);
   const a = realm.node("a");
-  const peer = await waitFor("a to see b", 15_000, async () => (await a.peers())[0]);
+  // Nodes learn each other on demand: a looks b up by name, as its first packet or DNS question would.
+  const peer = await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]);
   const address = peer.ips[0]!;
   await waitFor(
     "the tunnel",
@@ -198,7 +199,8 @@ async function veilnetBackup(seconds: number): Promise<Measured & { underlayRttM
   await ns.exec("nft", ["add", "chain", "inet", "noudp", "out", "{ type filter hook output priority 0; }"]);
   await ns.exec("nft", ["add", "rule", "inet", "noudp", "out", "meta", "l4proto", "udp", "drop"]);
   const a = realm.node("a");
-  const peer = await waitFor("a to see b", 15_000, async () => (await a.peers())[0]);
+  // Nodes learn each other on demand: a looks b up by name, as its first packet or DNS question would.
+  const peer = await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]);
   const address = peer.ips[0]!;
   await waitFor(
     "the backup pipeline",

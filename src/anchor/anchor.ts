@@ -97,6 +97,8 @@ export interface AnchorOptions {
 class Egress {
   readonly builder = new BatchBuilder();
   readonly inflight = new Set<Promise<void>>();
+  /** Settles once the latest batch sealed has been handed on: batches leave in the order they were read. */
+  sent: Promise<void> = Promise.resolve();
   pending = 0;
   lastUsed: number;
   /** The next hop of the last batch sent (what status reports as the path, with `backupUntil`). */
@@ -114,6 +116,8 @@ class Egress {
 export class Anchor {
   readonly #o: AnchorOptions;
   readonly #egress = new Map<string, Egress>();
+  /** Per receiving stream, settles once its latest message is written to the TUN (or refused). */
+  readonly #written = new WeakMap<object, Promise<void>>();
   readonly traffic = new Map<string, Traffic>();
   /** Packets to addresses being looked up, by address (hex). */
   readonly #unrouted = new Map<string, Uint8Array[]>();
@@ -237,9 +241,15 @@ export class Anchor {
     const sealer = streams.ready(e.peer);
     const hop = this.#o.nextHop(e.peer);
     this.#form(e.peer, hop); // in parallel with the stream's handshake, if that is still to come
+    // Seals run in parallel (WebCrypto's threads) and finish in any order; batches still leave in the order
+    // they were read, as TCP above takes reordering for loss.
+    const previous = e.sent;
     let work: Promise<void>;
     if (sealer) {
-      work = sealer.seal(batch).then((message) => this.#deliver(e, hop, message, bytes, count));
+      work = sealer.seal(batch).then(async (message) => {
+        await previous;
+        this.#deliver(e, hop, message, bytes, count);
+      });
     } else {
       // The stream is forming (one handshake over the control channel): the batch waits for it, bounded.
       if (e.pending >= MAX_PENDING_BATCHES) return this.#drop("not-ready", count);
@@ -247,9 +257,12 @@ export class Anchor {
       work = (async () => {
         const ready = await streams.sealer(e.peer);
         if (!ready) return this.#drop("not-ready", count);
-        this.#deliver(e, hop, await ready.seal(batch), bytes, count);
+        const message = await ready.seal(batch);
+        await previous;
+        this.#deliver(e, hop, message, bytes, count);
       })().finally(() => e.pending--);
     }
+    e.sent = work.then(() => {}, () => {});
     const tracked: Promise<void> = work.catch((error) => {
       this.#drop("send-failed", count);
       if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
@@ -327,7 +340,10 @@ export class Anchor {
     }
     const opener = this.#o.streams.opener(header.stream);
     if (!opener) return this.#drop("unknown-stream");
-    opener.open(message).then((plain) => {
+    // Opened in parallel, written in the order received (see #flush).
+    const previous = this.#written.get(opener);
+    const done = opener.open(message).then(async (plain) => {
+      await previous;
       const peer = toHex(opener.secrets.peer);
       let packets = unpackBatch(plain);
       const { admit } = this.#o;
@@ -342,7 +358,9 @@ export class Anchor {
       const t = this.#traffic(peer);
       t.rxPackets += written;
       for (const p of packets) t.rxBytes += p.length;
-    }).catch((error) => {
+    });
+    this.#written.set(opener, done.then(() => {}, () => {}));
+    done.catch((error) => {
       if (error instanceof StreamError || error instanceof WireError) this.#drop("refused");
       else this.#o.log(`ingress from ${from.slice(0, 8)}: ${error}`);
     });

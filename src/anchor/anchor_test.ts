@@ -9,6 +9,7 @@ import {
   DATA_HEADER_BYTES,
   DataType,
   readDataHeader,
+  unpackBatch,
   writeDataHeader,
 } from "../wire/envelope.ts";
 import { Anchor, type DataDrop } from "./anchor.ts";
@@ -120,8 +121,9 @@ function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undef
     for (const p of packets) builder.push(p);
     batch = builder.plaintext().slice();
     anchor.receive(A, message(SELF, 8));
-    // The anchor's handler was attached to this promise first, so it has run when this await returns.
+    // The anchor writes once the open and the writes before it have settled: all done by the next macrotask.
     await opened.at(-1);
+    await new Promise((resolve) => setTimeout(resolve, 0));
   };
   /** Closes the anchor and returns every packet written to the TUN. */
   const written = async () => {
@@ -184,7 +186,7 @@ Deno.test("anchor ingress: a batch admit refuses entirely writes nothing; withou
  * A sender: its TUN, a ready stream to A that "seals" by copying, and tethers whose forming the test controls
  * (each `ensure` waits until the test settles it).
  */
-function sender() {
+function sender(seal: (b: Uint8Array) => Promise<Uint8Array> = (b) => Promise.resolve(b.slice())) {
   const tun = new MemoryTun();
   let now = 0;
   let state: "open" | "forming" | undefined;
@@ -206,7 +208,7 @@ function sender() {
     send: (_: string, m: Uint8Array) => state === "open" && onTether.push(m) > 0,
     drained: () => Promise.resolve(),
   } as unknown as Tethers;
-  const sealer = { seal: (b: Uint8Array) => Promise.resolve(b.slice()) };
+  const sealer = { seal };
   const anchor = new Anchor({
     tun,
     self: fromHex(SELF),
@@ -233,6 +235,7 @@ function sender() {
   };
   return {
     anchor,
+    tun,
     send,
     attempts,
     onTether,
@@ -288,5 +291,26 @@ Deno.test("anchor egress: a tether that failed is tried again only after a backo
   assertEquals(s.attempts.length, 4);
   assertEquals(s.onBackup.length, 6, "every packet went out, none waited");
   await s.settle(true);
+  await s.anchor.close();
+});
+
+Deno.test("anchor egress: batches leave in the order they were read, whatever order their seals finish in", async () => {
+  // Each seal takes less time than the one before: the last batch read is sealed first.
+  let delay = 50;
+  const s = sender((b) => new Promise((resolve) => setTimeout(() => resolve(b.slice()), delay -= 10)));
+  await s.send(); // forms the tether (over the backup pipeline meanwhile)
+  await s.settle(true);
+  const packets = [1, 2, 3, 4].map((n) =>
+    udpPacket(SELF_IP, PEER_IP, { sport: n, dport: 2 }, new Uint8Array(8))
+  );
+  for (const p of packets) {
+    await s.tun.host.send(p);
+    await new Promise((r) => setTimeout(r, 0)); // read, batched alone and handed to its seal
+  }
+  for (let i = 0; i < 100 && s.onTether.length < packets.length; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+  }
+  const ports = s.onTether.map((batch) => unpackBatch(batch).map((p) => p[21]!));
+  assertEquals(ports, [[1], [2], [3], [4]]);
   await s.anchor.close();
 });
