@@ -30,6 +30,12 @@ export const LIBC_SYMBOLS = {
     parameters: ["i32", /* int fd */ "u64", /* unsigned long request */ "buffer" /* void *argp */],
     result: "i32",
   },
+  /** ioctl with an integer third argument (TUNSETOFFLOAD takes its flags by value) */
+  ioctlValue: {
+    name: "ioctl",
+    parameters: ["i32", /* int fd */ "u64", /* unsigned long request */ "u64" /* unsigned long arg */],
+    result: "i32",
+  },
   /** int poll(struct pollfd *fds, nfds_t nfds, int timeout): waits, so it runs off the JavaScript thread */
   poll: {
     parameters: ["buffer", /* struct pollfd *fds */ "u64", /* nfds_t nfds */ "i32" /* int timeout (ms) */],
@@ -92,6 +98,9 @@ export const LINUX = {
   IFF_TUN: 0x0001,
   IFF_NO_PI: 0x1000,
   IFF_VNET_HDR: 0x4000,
+  TUN_F_CSUM: 0x01,
+  TUN_F_TSO4: 0x02,
+  TUN_F_TSO6: 0x04,
   // <linux/sockios.h>
   SIOCGIFFLAGS: 0x8913n,
   SIOCSIFFLAGS: 0x8914n,
@@ -101,7 +110,9 @@ export const LINUX = {
   // <linux/netlink.h>, <linux/rtnetlink.h>, <linux/if_addr.h>
   NETLINK_ROUTE: 0,
   NLMSG_ERROR: 2,
+  RTM_NEWLINK: 16,
   RTM_NEWADDR: 20,
+  IFLA_GSO_MAX_SIZE: 41,
   NLM_F_REQUEST: 0x1,
   NLM_F_ACK: 0x4,
   NLM_F_EXCL: 0x200,

@@ -50,6 +50,65 @@ export function createTun(name: string, options: { vnetHdr?: boolean } = {}): nu
   return fd;
 }
 
+/**
+ * Lets the kernel hand out TCP super-packets of up to `gsoMaxBytes` with partial checksums, and take them back
+ * (TUN_F_CSUM | TUN_F_TSO4 | TUN_F_TSO6). The device must have been made with `vnetHdr`.
+ */
+export function enableOffload(fd: number, name: string, gsoMaxBytes: number): void {
+  const flags = LINUX.TUN_F_CSUM | LINUX.TUN_F_TSO4 | LINUX.TUN_F_TSO6;
+  // Capped first: a super-packet must fit one data message with its headers.
+  setGsoMaxSize(name, gsoMaxBytes);
+  sys(`enabling offload on "${name}"`, () => libc().ioctlValue(fd, LINUX.TUNSETOFFLOAD, BigInt(flags)));
+}
+
+/** Sets the largest super-packet the kernel builds for the interface (IFLA_GSO_MAX_SIZE, over rtnetlink). */
+function setGsoMaxSize(name: string, bytes: number): void {
+  // struct nlmsghdr (16) + struct ifinfomsg (16) + rtattr IFLA_GSO_MAX_SIZE (4 + 4)
+  const msg = new Uint8Array(40);
+  const v = new DataView(msg.buffer);
+  v.setUint16(4, LINUX.RTM_NEWLINK, true);
+  v.setUint16(6, LINUX.NLM_F_REQUEST | LINUX.NLM_F_ACK, true);
+  v.setUint32(20, interfaceIndex(name), true); // ifinfomsg: family (1), pad (1), type (2), index (4), ...
+  v.setUint16(32, 8, true);
+  v.setUint16(34, LINUX.IFLA_GSO_MAX_SIZE, true);
+  v.setUint32(36, bytes, true);
+  netlinkRequest(`capping the GSO size of "${name}" at ${bytes}`, msg);
+}
+
+function interfaceIndex(name: string): number {
+  const index = libc().if_nametoindex(cString(name));
+  if (index === 0) throw new SyscallError(`looking up interface "${name}"`, errno());
+  return index;
+}
+
+/**
+ * Sends one rtnetlink request (its length and sequence number are filled in here) and waits for the kernel's
+ * acknowledgement, throwing its error. `known` gives clearer messages for some errno values.
+ */
+function netlinkRequest(what: string, msg: Uint8Array, known: Record<number, string> = {}): void {
+  const c = libc();
+  const v = new DataView(msg.buffer, msg.byteOffset, msg.length);
+  v.setUint32(0, msg.length, true);
+  v.setUint32(8, 1, true); // sequence number
+  const socket = sys(
+    what,
+    () => c.socket(LINUX.AF_NETLINK, LINUX.SOCK_RAW | LINUX.SOCK_CLOEXEC, LINUX.NETLINK_ROUTE),
+  );
+  try {
+    sys(what, () => c.write(socket, msg, BigInt(msg.length)));
+    // The kernel answers with an NLMSG_ERROR message whose error field is 0 (success) or -errno: unlike errno,
+    // nothing running between two calls can disturb it.
+    const reply = new Uint8Array(256);
+    const got = sys(what, () => c.read(socket, reply, BigInt(reply.length)));
+    if (got < 20) throw new SyscallError(what, LINUX.EINVAL);
+    const r = new DataView(reply.buffer);
+    const code = r.getUint16(4, true) === LINUX.NLMSG_ERROR ? -r.getInt32(16, true) : 0;
+    if (code !== 0) throw new SyscallError(what, code, known[code]);
+  } finally {
+    c.close(socket);
+  }
+}
+
 /** Runs `fn` with a throwaway socket of `family` for interface ioctls. */
 function withSocket<T>(family: number, fn: (socket: number) => T): T {
   const c = libc();
@@ -120,18 +179,12 @@ export function addIPv4(name: string, address: Uint8Array, prefix: number): void
  * packets to it.
  */
 export function addIPv6(name: string, address: Uint8Array, prefix: number): void {
-  const c = libc();
-  const what = `adding an IPv6 address /${prefix} to "${name}"`;
-  const ifname = cString(name);
-  const index = c.if_nametoindex(ifname);
-  if (index === 0) throw new SyscallError(`looking up interface "${name}"`, errno());
+  const index = interfaceIndex(name);
   // struct nlmsghdr (16) + struct ifaddrmsg (8) + rtattr IFA_LOCAL (4 + 16) + rtattr IFA_ADDRESS (4 + 16)
   const msg = new Uint8Array(64);
   const v = new DataView(msg.buffer);
-  v.setUint32(0, msg.length, true);
   v.setUint16(4, LINUX.RTM_NEWADDR, true);
   v.setUint16(6, LINUX.NLM_F_REQUEST | LINUX.NLM_F_ACK | LINUX.NLM_F_CREATE | LINUX.NLM_F_EXCL, true);
-  v.setUint32(8, 1, true); // sequence number
   msg[16] = LINUX.AF_INET6;
   msg[17] = prefix;
   msg[18] = LINUX.IFA_F_NODAD;
@@ -141,27 +194,7 @@ export function addIPv6(name: string, address: Uint8Array, prefix: number): void
     v.setUint16(at + 2, type, true);
     msg.set(address, at + 4);
   }
-  const socket = sys(
-    what,
-    () => c.socket(LINUX.AF_NETLINK, LINUX.SOCK_RAW | LINUX.SOCK_CLOEXEC, LINUX.NETLINK_ROUTE),
-  );
-  try {
-    sys(what, () => c.write(socket, msg, BigInt(msg.length)));
-    // The kernel answers with an NLMSG_ERROR message whose error field is 0 (success) or -errno: unlike errno,
-    // nothing running between two calls can disturb it.
-    const reply = new Uint8Array(256);
-    const got = sys(what, () => c.read(socket, reply, BigInt(reply.length)));
-    if (got < 20) throw new SyscallError(what, LINUX.EINVAL);
-    const r = new DataView(reply.buffer);
-    const code = r.getUint16(4, true) === LINUX.NLMSG_ERROR ? -r.getInt32(16, true) : 0;
-    if (code !== 0) {
-      throw new SyscallError(
-        what,
-        code,
-        code === LINUX.EEXIST ? "the interface already has that address" : undefined,
-      );
-    }
-  } finally {
-    c.close(socket);
-  }
+  netlinkRequest(`adding an IPv6 address /${prefix} to "${name}"`, msg, {
+    [LINUX.EEXIST]: "the interface already has that address",
+  });
 }

@@ -143,14 +143,18 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       },
       underlay: underlay && ((endpoints) => underlay.read(endpoints)),
       openTun: useTun
-        ? (cert) =>
-          LinuxTun.open({
+        ? async (cert) => {
+          const tun = await LinuxTun.open({
             name: ifname,
+            offload: true,
             addresses: [
               `${formatAddress(cert.ipv4)}/${cert.prefix4}`,
               `${formatAddress(cert.ipv6)}/${cert.prefix6}`,
             ],
-          })
+          });
+          if (tun.offloadError) log(`TUN offload is off (${tun.offloadError}): TCP goes packet by packet`);
+          return tun;
+        }
         : undefined,
     });
     undo.push(() => agent.close());

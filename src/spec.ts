@@ -64,8 +64,11 @@ export const LOGIN_MAX_SKEW_MS = 60_000;
 
 // ---- Wire formats ---------------------------------------------------------------------------------------------
 
-/** Version byte of data envelopes. */
-export const DATA_VERSION = 1;
+/**
+ * Version byte of data envelopes. 2: each packet of a batch carries its TUN offload header (a TCP super-packet
+ * crosses whole); version 1 carried bare packets.
+ */
+export const DATA_VERSION = 2;
 /**
  * Version byte of control messages. 2: peers are learned on demand (Lookup, Found) and announcements go only to the
  * nodes that know the sender; version 1 announced to everyone every few seconds.
@@ -73,10 +76,12 @@ export const DATA_VERSION = 1;
 export const CONTROL_VERSION = 2;
 /** Most IP packets carried by one data message. */
 export const MAX_PACKETS_PER_MESSAGE = 25;
-/** Largest IP packet a batch may carry (the TUN MTU is 1500; room is left for GSO super-packets later). */
+/** Largest IP packet a batch may carry: a TCP super-packet from a TUN with offload (its GSO size is capped lower). */
 export const MAX_PACKET_BYTES = 65_535;
-/** Each packet in a batch is preceded by its length as a big-endian u16. */
+/** Each packet in a batch is preceded by its length as a big-endian u16 ... */
 export const PACKET_LENGTH_PREFIX_BYTES = 2;
+/** ... and its offload header (src/tun/offload.ts: the kernel's virtio_net_hdr, little-endian). */
+export const PACKET_OFFLOAD_BYTES = 10;
 /** Largest data message on the wire: header + sealed batch. Fits one SCTP message of the default 64 KiB limit. */
 export const MAX_DATA_MESSAGE_BYTES = 65_536;
 /** Largest control message, signature included (nats-server's default max_payload is 1 MiB; we stay far below). */

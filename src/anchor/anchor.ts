@@ -21,7 +21,6 @@
 
 import type { Streams } from "./streams.ts";
 import type { Tethers } from "../tether/tethers.ts";
-import type { Tun } from "../tun/tun.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
 import { StreamError } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
@@ -37,7 +36,15 @@ import {
   TETHER_RETRY_MIN_MS,
 } from "../tuning.ts";
 import { WireError } from "../wire/bytes.ts";
-import { BatchBuilder, decrementTtl, readDataHeader, unpackBatch } from "../wire/envelope.ts";
+import {
+  BatchBuilder,
+  type BatchEntry,
+  decrementTtl,
+  readDataHeader,
+  unpackEntries,
+} from "../wire/envelope.ts";
+import { NO_OFFLOAD, OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
+import { readBytes, type Tun } from "../tun/tun.ts";
 
 /** Why a packet or message was dropped (a metrics dimension). */
 export type DataDrop =
@@ -120,7 +127,7 @@ export class Anchor {
   readonly #written = new WeakMap<object, Promise<void>>();
   readonly traffic = new Map<string, Traffic>();
   /** Packets to addresses being looked up, by address (hex). */
-  readonly #unrouted = new Map<string, Uint8Array[]>();
+  readonly #unrouted = new Map<string, { packet: Uint8Array; header: Uint8Array }[]>();
   readonly drops = new Map<DataDrop, number>();
   /** Messages and bytes carried for other nodes. */
   readonly relayed = { messages: 0, bytes: 0 };
@@ -156,7 +163,8 @@ export class Anchor {
 
   async #readLoop(): Promise<void> {
     const { tun } = this.#o;
-    const slots = Array.from({ length: 64 }, () => new Uint8Array(tun.mtu));
+    const offload = tun.offload === true;
+    const slots = Array.from({ length: 64 }, () => new Uint8Array(readBytes(tun)));
     const sizes = new Array<number>(slots.length).fill(0);
     const touched = new Set<Egress>();
     for (;;) {
@@ -164,11 +172,14 @@ export class Anchor {
       if (n === 0) return;
       const now = this.#o.clock();
       for (let i = 0; i < n; i++) {
-        const packet = slots[i]!.subarray(0, sizes[i]);
+        const data = slots[i]!.subarray(0, sizes[i]);
+        // With offload the packet comes after its header, and may be a TCP super-packet: it travels whole.
+        const header = offload ? data.subarray(0, OFFLOAD_HEADER_BYTES) : NO_OFFLOAD;
+        const packet = offload ? data.subarray(OFFLOAD_HEADER_BYTES) : data;
         const destination = destinationOf(packet);
         const peer = destination && this.#o.route(destination);
-        if (peer) touched.add(this.#enqueue(peer, packet, now));
-        else if (destination) this.#hold(destination, packet);
+        if (peer) touched.add(this.#enqueue(peer, packet, header, now));
+        else if (destination) this.#hold(destination, packet, header);
         else this.#drop("no-peer");
       }
       // Whatever was read goes out now: batching never waits for more packets.
@@ -178,12 +189,12 @@ export class Anchor {
     }
   }
 
-  #enqueue(peer: string, packet: Uint8Array, now: number): Egress {
+  #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
     let e = this.#egress.get(peer);
     if (!e) this.#egress.set(peer, e = new Egress(peer, now));
     e.lastUsed = now;
     if (e.builder.full(packet.length)) this.#flush(e);
-    e.builder.push(packet);
+    e.builder.push(packet, header);
     return e;
   }
 
@@ -192,17 +203,18 @@ export class Anchor {
    * address and MAX_UNROUTED_ADDRESSES addresses; the rest, and whatever still has no peer after the lookup, is
    * dropped ("no-peer").
    */
-  #hold(destination: Uint8Array, packet: Uint8Array): void {
+  #hold(destination: Uint8Array, packet: Uint8Array, header: Uint8Array): void {
     const key = toHex(destination);
     const waiting = this.#unrouted.get(key);
+    const held = { packet: packet.slice(), header: header.slice() };
     if (waiting) {
-      if (waiting.length < MAX_UNROUTED_PACKETS) waiting.push(packet.slice());
+      if (waiting.length < MAX_UNROUTED_PACKETS) waiting.push(held);
       else this.#drop("no-peer");
       return;
     }
     if (!this.#o.resolve || this.#unrouted.size >= MAX_UNROUTED_ADDRESSES) return this.#drop("no-peer");
     const address = destination.slice();
-    this.#unrouted.set(key, [packet.slice()]);
+    this.#unrouted.set(key, [held]);
     void this.#o.resolve(address).catch(() => {}).then(() => {
       const packets = this.#unrouted.get(key) ?? [];
       this.#unrouted.delete(key);
@@ -210,7 +222,7 @@ export class Anchor {
       if (!peer) return this.#drop("no-peer", packets.length);
       const now = this.#o.clock();
       let e: Egress | undefined;
-      for (const p of packets) e = this.#enqueue(peer, p, now);
+      for (const p of packets) e = this.#enqueue(peer, p.packet, p.header, now);
       if (e) this.#flush(e);
     });
   }
@@ -345,25 +357,44 @@ export class Anchor {
     const done = opener.open(message).then(async (plain) => {
       await previous;
       const peer = toHex(opener.secrets.peer);
-      let packets = unpackBatch(plain);
-      const { admit } = this.#o;
+      let entries = unpackEntries(plain);
+      const { admit, tun } = this.#o;
       if (admit) {
-        packets = packets.filter((p) => {
-          const refused = admit(peer, p);
+        entries = entries.filter((e) => {
+          const refused = admit(peer, e.packet);
           if (refused) this.#drop(refused);
           return !refused;
         });
       }
-      const written = this.#o.tun.writeBatch(packets, 0);
+      const written = tun.writeBatch(this.#forTun(entries), 0);
       const t = this.#traffic(peer);
       t.rxPackets += written;
-      for (const p of packets) t.rxBytes += p.length;
+      for (const e of entries) t.rxBytes += e.packet.length;
     });
     this.#written.set(opener, done.then(() => {}, () => {}));
     done.catch((error) => {
       if (error instanceof StreamError || error instanceof WireError) this.#drop("refused");
       else this.#o.log(`ingress from ${from.slice(0, 8)}: ${error}`);
     });
+  }
+
+  /**
+   * What the TUN takes: with offload, each packet with its header in front (they are adjacent in the batch);
+   * without, plain packets, super-packets split and partial checksums completed here.
+   */
+  #forTun(entries: BatchEntry[]): Uint8Array[] {
+    if (this.#o.tun.offload) {
+      return entries.map((e) =>
+        new Uint8Array(e.offload.buffer, e.offload.byteOffset, OFFLOAD_HEADER_BYTES + e.packet.length)
+      );
+    }
+    const out: Uint8Array[] = [];
+    for (const e of entries) {
+      const plain = plainPackets(e.offload, e.packet);
+      if (plain) out.push(...plain);
+      else this.#drop("malformed");
+    }
+    return out;
   }
 
   /**

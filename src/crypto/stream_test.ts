@@ -47,12 +47,12 @@ for (const n of [1, 2, 13, 24, 25]) {
     const { sealer, opener } = await pair();
     const sent = packets(n, 1500);
     const message = await sealer.seal(batchOf(sent));
-    assertEquals(message.length, DATA_HEADER_BYTES + n * 1502 + 16);
+    assertEquals(message.length, DATA_HEADER_BYTES + n * (2 + 10 + 1500) + 16);
     assertEquals(unpackBatch(await opener.open(message)), sent);
   });
 }
 
-Deno.test("stream: mixed packet sizes, 1 byte to 65535 bytes, round trip", async () => {
+Deno.test("stream: mixed packet sizes, 1 byte to 65000 bytes, round trip", async () => {
   const { sealer, opener } = await pair();
   for (const sizes of [[1], [20, 1500, 64], [65_000], [40, 9000, 40]]) {
     const sent = sizes.map((size, i) => new Uint8Array(size).fill(i + 7));

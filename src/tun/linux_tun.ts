@@ -10,9 +10,9 @@
 
 import { LINUX } from "../../ffi/libc.ts";
 import { errno, libc, readKernelFile, sys, SyscallError } from "../../ffi/loader.ts";
-import { addIPv4, addIPv6, createTun, setMtu, setUp } from "../../ffi/tun.ts";
+import { addIPv4, addIPv6, createTun, enableOffload, setMtu, setUp } from "../../ffi/tun.ts";
 import { type Cidr, parseCidr } from "./ip.ts";
-import { checkReadBuffers, type Tun, TunClosedError, type TunStats } from "./tun.ts";
+import { checkReadBuffers, readBytes, type Tun, TunClosedError, type TunStats } from "./tun.ts";
 
 /** How to create a device. */
 export interface LinuxTunOptions {
@@ -22,6 +22,14 @@ export interface LinuxTunOptions {
   mtu?: number;
   /** Addresses with prefixes, e.g. ["10.128.0.1/16", "fd00:128::1/64"]; the prefix routes the range here. */
   addresses?: string[];
+  /**
+   * Offload (default false): packets carry their offload header, and TCP leaves in super-packets of up to
+   * `gsoMaxBytes` that the kernel segments and checksums (src/tun/offload.ts). If the kernel refuses TSO, the
+   * headers stay (all zero) and `offloadError` says why.
+   */
+  offload?: boolean;
+  /** Largest super-packet with offload (default 65000, so one fits a data message with its headers). */
+  gsoMaxBytes?: number;
 }
 
 const EIGHT_BYTE_ONE = new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]);
@@ -60,6 +68,8 @@ async function ipv6Ready(name: string, addresses: Cidr[], timeoutMs = 2_000): Pr
 /** A TUN device on this host (in the calling thread's network namespace). */
 export class LinuxTun implements Tun {
   readonly stats: TunStats = { readPackets: 0, writtenPackets: 0, writeErrors: 0 };
+  /** Why the kernel refused TSO, when offload was asked for and refused (packets then come one by one). */
+  offloadError: string | undefined;
   readonly #fd: number;
   readonly #wake: number;
   /** struct pollfd[2]: the device, then the eventfd. Kept alive while a poll runs on another thread. */
@@ -70,7 +80,13 @@ export class LinuxTun implements Tun {
   /** The poll in flight, if any: close() waits for it before closing the fds it watches. */
   #polling: Promise<number> | undefined;
 
-  private constructor(readonly name: string, readonly mtu: number, fd: number, wake: number) {
+  private constructor(
+    readonly name: string,
+    readonly mtu: number,
+    readonly offload: boolean,
+    fd: number,
+    wake: number,
+  ) {
     this.#fd = fd;
     this.#wake = wake;
     const view = new DataView(this.#pollfds.buffer);
@@ -93,11 +109,20 @@ export class LinuxTun implements Tun {
     }
     const addresses: Cidr[] = (options.addresses ?? []).map(parseCidr);
     const c = libc();
-    const fd = createTun(name);
+    const offload = options.offload ?? false;
+    const fd = createTun(name, { vnetHdr: offload });
     let wake = -1;
+    let offloadError: string | undefined;
     try {
       wake = sys("eventfd", () => c.eventfd(0, LINUX.EFD_NONBLOCK | LINUX.EFD_CLOEXEC));
       setMtu(name, mtu);
+      if (offload) {
+        try {
+          enableOffload(fd, name, options.gsoMaxBytes ?? 65_000);
+        } catch (error) {
+          offloadError = (error as Error).message;
+        }
+      }
       for (const a of addresses) (a.version === 4 ? addIPv4 : addIPv6)(name, a.address, a.prefix);
       setUp(name);
       await ipv6Ready(name, addresses.filter((a) => a.version === 6));
@@ -106,7 +131,9 @@ export class LinuxTun implements Tun {
       c.close(fd);
       throw error;
     }
-    return new LinuxTun(name, mtu, fd, wake);
+    const tun = new LinuxTun(name, mtu, offload, fd, wake);
+    tun.offloadError = offloadError;
+    return tun;
   }
 
   get closed(): boolean {
@@ -114,7 +141,7 @@ export class LinuxTun implements Tun {
   }
 
   async readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number> {
-    checkReadBuffers(bufs, sizes, offset, this.mtu);
+    checkReadBuffers(bufs, sizes, offset, readBytes(this));
     if (this.#reading) {
       throw new Error(`TUN "${this.name}": readBatch is already running (one reader at a time)`);
     }

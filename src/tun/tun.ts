@@ -22,6 +22,11 @@ export interface Tun extends AsyncDisposable {
   readonly name: string;
   /** Largest IP packet the device carries. */
   readonly mtu: number;
+  /**
+   * With offload, every packet read or written starts with its 10-byte offload header (src/tun/offload.ts), and
+   * reads may return TCP super-packets of up to `readBytes` bytes (header included).
+   */
+  readonly offload?: boolean;
   readonly stats: Readonly<TunStats>;
   /** True once close() was called. */
   readonly closed: boolean;
@@ -29,7 +34,8 @@ export interface Tun extends AsyncDisposable {
   /**
    * Waits for at least one packet, then reads as many as are ready, up to `bufs.length`, without waiting again.
    * Packet i is written to `bufs[i]` at `offset` and its length to `sizes[i]`. Every buffer needs room for
-   * `offset + mtu` bytes. Resolves to the number of packets, or to 0 once the device is closed.
+   * `offset + mtu` bytes (`offset + readBytes(tun)` with offload). Resolves to the number of packets, or to 0
+   * once the device is closed.
    */
   readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number>;
 
@@ -50,6 +56,11 @@ export class TunClosedError extends Error {
   constructor(name: string) {
     super(`TUN device "${name}" is closed`);
   }
+}
+
+/** The largest read a device hands out: an MTU-sized packet, or an offload header and a super-packet. */
+export function readBytes(tun: Pick<Tun, "mtu" | "offload">): number {
+  return tun.offload ? 10 + 65_535 : tun.mtu;
 }
 
 /** Checks the read buffers once per call: a buffer too small would silently truncate packets. */

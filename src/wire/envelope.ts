@@ -15,7 +15,9 @@
  * Bytes 0..35 (everything but the TTL) are the AEAD's additional data: a relay may only lower the TTL; any other
  * change makes the destination refuse the message. The TTL is last so the authenticated part is contiguous.
  *
- * The sealed plaintext is a batch: 1..MAX_PACKETS_PER_MESSAGE times `[u16 length][IP packet]`.
+ * The sealed plaintext is a batch: 1..MAX_PACKETS_PER_MESSAGE times `[u16 length][offload header][IP packet]`,
+ * where the length counts the IP packet and the 10-byte offload header says how a TUN with offload should take it
+ * (src/tun/offload.ts; all zero for a plain packet).
  * @module
  */
 
@@ -27,6 +29,7 @@ import {
   MAX_PACKETS_PER_MESSAGE,
   NODE_ID_BYTES,
   PACKET_LENGTH_PREFIX_BYTES,
+  PACKET_OFFLOAD_BYTES,
   STREAM_ID_BYTES,
 } from "../spec.ts";
 import { ByteReader, WireError } from "./bytes.ts";
@@ -42,6 +45,8 @@ export const DATA_HEADER_BYTES = 3 + NODE_ID_BYTES + STREAM_ID_BYTES + 8 + 1;
 /** The authenticated part of the header: all of it except the trailing TTL byte. */
 export const DATA_AAD_BYTES = DATA_HEADER_BYTES - 1;
 const TTL_OFFSET = DATA_HEADER_BYTES - 1;
+/** What each packet of a batch costs besides itself: its length and its offload header. */
+const ENTRY_OVERHEAD = PACKET_LENGTH_PREFIX_BYTES + PACKET_OFFLOAD_BYTES;
 /** Largest sealed plaintext (a batch) that still fits one data message. */
 export const MAX_BATCH_BYTES = MAX_DATA_MESSAGE_BYTES - DATA_HEADER_BYTES - AEAD_TAG_BYTES;
 
@@ -166,17 +171,17 @@ export class BatchBuilder {
   /** True when no further packet of `packetBytes` (default: one MTU-sized packet) fits. */
   full(packetBytes = 1500): boolean {
     return this.#count >= MAX_PACKETS_PER_MESSAGE ||
-      this.#pos + PACKET_LENGTH_PREFIX_BYTES + packetBytes > this.buffer.length;
+      this.#pos + ENTRY_OVERHEAD + packetBytes > this.buffer.length;
   }
 
   /** The free space for the next packet, up to MAX_PACKET_BYTES. Read a packet into it, then `commit`. */
   slot(): Uint8Array {
-    const start = this.#pos + PACKET_LENGTH_PREFIX_BYTES;
+    const start = this.#pos + ENTRY_OVERHEAD;
     return this.buffer.subarray(start, Math.min(this.buffer.length, start + MAX_PACKET_BYTES));
   }
 
-  /** Records that `n` bytes were written into the current slot. */
-  commit(n: number): void {
+  /** Records that `n` bytes were written into the current slot, with their offload header (default: none). */
+  commit(n: number, offload?: Uint8Array): void {
     if (this.#count >= MAX_PACKETS_PER_MESSAGE) {
       throw new RangeError("batch already holds the maximum packets");
     }
@@ -185,16 +190,19 @@ export class BatchBuilder {
     }
     this.buffer[this.#pos] = n >>> 8;
     this.buffer[this.#pos + 1] = n & 0xff;
-    this.#pos += PACKET_LENGTH_PREFIX_BYTES + n;
+    const header = this.buffer.subarray(this.#pos + 2, this.#pos + ENTRY_OVERHEAD);
+    if (offload) header.set(offload.subarray(0, PACKET_OFFLOAD_BYTES));
+    else header.fill(0);
+    this.#pos += ENTRY_OVERHEAD + n;
     this.#count++;
   }
 
-  /** Copies a packet in (for callers that already hold one). */
-  push(packet: Uint8Array): void {
+  /** Copies a packet in (for callers that already hold one), with its offload header (default: none). */
+  push(packet: Uint8Array, offload?: Uint8Array): void {
     const slot = this.slot();
     if (packet.length > slot.length) throw new RangeError(`packet of ${packet.length} bytes does not fit`);
     slot.set(packet);
-    this.commit(packet.length);
+    this.commit(packet.length, offload);
   }
 
   /** The batch so far, as a view. */
@@ -208,23 +216,36 @@ export class BatchBuilder {
   }
 }
 
-/**
- * Splits an opened batch into its packets (views into `plaintext`, no copies). Refuses an empty batch, more than
- * MAX_PACKETS_PER_MESSAGE packets, zero-length packets and lengths that overrun the batch.
- */
+/** A packet of a batch and its offload header: views into the batch. */
+export interface BatchEntry {
+  offload: Uint8Array;
+  packet: Uint8Array;
+}
+
+/** The IP packets of an opened batch, without their offload headers (see {@link unpackEntries}). */
 export function unpackBatch(plaintext: Uint8Array): Uint8Array[] {
+  return unpackEntries(plaintext).map((e) => e.packet);
+}
+
+/**
+ * Splits an opened batch into its packets and their offload headers (views into `plaintext`, no copies). Refuses
+ * an empty batch, more than MAX_PACKETS_PER_MESSAGE packets, zero-length packets and lengths that overrun the
+ * batch.
+ */
+export function unpackEntries(plaintext: Uint8Array): BatchEntry[] {
   if (plaintext.length > MAX_BATCH_BYTES) {
     throw new WireError("oversize", `batch: ${plaintext.length} bytes, the limit is ${MAX_BATCH_BYTES}`);
   }
   const r = new ByteReader(plaintext, "batch");
-  const packets: Uint8Array[] = [];
+  const packets: BatchEntry[] = [];
   while (r.remaining > 0) {
     if (packets.length === MAX_PACKETS_PER_MESSAGE) {
       throw new WireError("oversize", `batch: more than ${MAX_PACKETS_PER_MESSAGE} packets`);
     }
     const n = r.u16(`packet ${packets.length} length`);
     if (n === 0) throw new WireError("value", `batch: packet ${packets.length} has length 0`);
-    packets.push(r.bytes(n, `packet ${packets.length}`));
+    const offload = r.bytes(PACKET_OFFLOAD_BYTES, `packet ${packets.length} offload header`);
+    packets.push({ offload, packet: r.bytes(n, `packet ${packets.length}`) });
   }
   if (packets.length === 0) throw new WireError("truncated", "batch: no packets");
   return packets;

@@ -10,6 +10,7 @@ import {
   MAX_BATCH_BYTES,
   readDataHeader,
   unpackBatch,
+  unpackEntries,
   writeDataHeader,
 } from "./envelope.ts";
 
@@ -24,19 +25,19 @@ function message(counter: number, ttl: number, sealedBytes = 16): Uint8Array {
 
 // Header vectors: the exact bytes for a few counters and TTLs.
 const HEADER_VECTORS: [n: number, counter: number, ttl: number, hex: string][] = [
-  [1, 0, 8, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000000" + "08"],
-  [2, 1, 0, "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000001" + "00"],
+  [1, 0, 8, "020100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000000" + "08"],
+  [2, 1, 0, "020100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000000000001" + "00"],
   [
     3,
     2 ** 32 + 5,
     255,
-    "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000100000005" + "ff",
+    "020100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "0000000100000005" + "ff",
   ],
   [
     4,
     2 ** 53 - 1,
     1,
-    "010100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "001fffffffffffff" + "01",
+    "020100" + "d0d1d2d3d4d5d6d7d8d9dadbdcdddedf" + "5051525354555657" + "001fffffffffffff" + "01",
   ],
 ];
 
@@ -59,9 +60,9 @@ Deno.test("envelope: header decoding refuses each malformed case with a WireErro
     [1, new Uint8Array(0), "truncated", "truncated at version"],
     [2, good.subarray(0, 12), "truncated", "truncated at destination"],
     [3, good.subarray(0, DATA_HEADER_BYTES + 15), "truncated", "shorter than its tag"],
-    [4, Uint8Array.of(2, ...good.subarray(1)), "version", "version 2"],
-    [5, Uint8Array.of(1, 99, ...good.subarray(2)), "type", "unknown type 99"],
-    [6, Uint8Array.of(1, 1, 4, ...good.subarray(3)), "value", "reserved flags"],
+    [4, Uint8Array.of(1, ...good.subarray(1)), "version", "version 1"],
+    [5, Uint8Array.of(2, 99, ...good.subarray(2)), "type", "unknown type 99"],
+    [6, Uint8Array.of(2, 1, 4, ...good.subarray(3)), "value", "reserved flags"],
     [7, new Uint8Array(MAX_DATA_MESSAGE_BYTES + 1), "oversize", "limit is 65536"],
     [
       8,
@@ -106,7 +107,7 @@ Deno.test("batch: 25 MTU-sized packets fit one message; a 26th is refused", () =
     b.push(new Uint8Array(1500).fill(i));
   }
   assertEquals(b.full(), true);
-  assertEquals(b.size, 25 * 1502);
+  assertEquals(b.size, 25 * (2 + 10 + 1500));
   assertThrows(() => b.push(new Uint8Array(10)), RangeError, "maximum packets");
   assertEquals(DATA_HEADER_BYTES + b.size + 16 <= MAX_DATA_MESSAGE_BYTES, true);
   const out = unpackBatch(b.plaintext());
@@ -119,7 +120,7 @@ Deno.test("batch: a packet read straight into slot() needs no copy, and reset() 
   const slot = b.slot();
   slot.set([0x45, 0, 0, 20]);
   b.commit(4);
-  assertEquals(b.plaintext(), Uint8Array.of(0, 4, 0x45, 0, 0, 20));
+  assertEquals(b.plaintext(), Uint8Array.of(0, 4, ...new Array(10).fill(0), 0x45, 0, 0, 20));
   assertEquals(unpackBatch(b.plaintext())[0]!.buffer, b.buffer.buffer);
   assertThrows(() => b.commit(0), RangeError, "does not fit");
   b.reset();
@@ -130,10 +131,11 @@ Deno.test("batch: unpacking refuses each malformed batch with a WireError", () =
   const cases: [n: number, bytes: Uint8Array, reason: string][] = [
     [1, new Uint8Array(0), "truncated"], // no packets
     [2, Uint8Array.of(0), "truncated"], // half a length
-    [3, Uint8Array.of(0, 5, 1, 2), "truncated"], // length overruns
+    [3, Uint8Array.of(0, 5, ...new Array(10).fill(0), 1, 2), "truncated"], // length overruns
     [4, Uint8Array.of(0, 0), "value"], // zero-length packet
-    [5, new Uint8Array(26 * 3).map((_, i) => (i % 3 === 1 ? 1 : 0)), "oversize"], // 26 one-byte packets
-    [6, new Uint8Array(MAX_BATCH_BYTES + 1), "oversize"],
+    [5, Uint8Array.of(0, 1, 0, 0, 0), "truncated"], // offload header cut short
+    [6, new Uint8Array(26 * 13).map((_, i) => (i % 13 === 1 ? 1 : 0)), "oversize"], // 26 one-byte packets
+    [7, new Uint8Array(MAX_BATCH_BYTES + 1), "oversize"],
   ];
   for (const [n, bytes, reason] of cases) {
     assertEquals(assertThrows(() => unpackBatch(bytes), WireError).reason, reason, `case ${n}`);
@@ -150,4 +152,15 @@ Deno.test("batch: unpacking is total over 5000 hostile inputs", () => {
       if (!(error instanceof WireError)) throw new Error(`${what}: ${error}`);
     }
   }
+});
+
+Deno.test("batch: each packet keeps its offload header; without one it is all zero", () => {
+  const b = new BatchBuilder();
+  const offload = Uint8Array.of(1, 1, 52, 0, 0xa8, 5, 20, 0, 16, 0);
+  b.push(Uint8Array.of(0x45, 1), offload);
+  b.push(Uint8Array.of(0x45, 2));
+  assertEquals(unpackEntries(b.plaintext()), [
+    { offload, packet: Uint8Array.of(0x45, 1) },
+    { offload: new Uint8Array(10), packet: Uint8Array.of(0x45, 2) },
+  ]);
 });

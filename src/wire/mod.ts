@@ -32,5 +32,6 @@ export {
   readDataHeader,
   sealedPart,
   unpackBatch,
+  unpackEntries,
   writeDataHeader,
 } from "./envelope.ts";
