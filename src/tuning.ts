@@ -32,8 +32,8 @@ export const LOGIN_RETRY_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 export const LINK_BUFFER_HIGH_BYTES = 1024 * 1024;
 /** ...and takes them again when a channel drains below this. */
 export const LINK_BUFFER_LOW_BYTES = 256 * 1024;
-/** Data channels per tether. */
-export const TETHER_CHANNELS = 2;
+/** Data channels per tether: one, as several would reorder what each keeps in order (see tether/webrtc.ts). */
+export const TETHER_CHANNELS = 1;
 /** SCTP MTU of the data channels. */
 export const TETHER_MTU = 1500;
 /** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */

@@ -254,7 +254,9 @@ Deno.test("handshake: a node on the noble fallback and a node on WebCrypto compl
     const request = await a.handshaker.request(b.identity.nodeId);
     const { response, secrets } = await b.handshaker.respond(asRequest(await b.verifier.verify(request)));
     const sending = await a.handshaker.complete(asResponse(await a.verifier.verify(response)));
-    const message = await new StreamSealer(sending, clock).seal(new Uint8Array([0, 1, ...new Array(10).fill(0), 0x45]));
+    const message = await new StreamSealer(sending, clock).seal(
+      new Uint8Array([0, 1, ...new Array(10).fill(0), 0x45]),
+    );
     const opened = await new StreamOpener(secrets, { self: b.identity.nodeId, clock }).open(message);
     assertEquals(unpackBatch(opened), [Uint8Array.of(0x45)]);
   }
