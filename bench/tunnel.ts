@@ -13,8 +13,17 @@ import type { Figure } from "./crypto.ts";
 const TOOLS = ["iperf3", "wireguard-go", "wg", "nebula", "nebula-cert", "ping"];
 
 interface Measured {
+  /** One TCP stream, then 4 in parallel, then one again with 1% of the underlay's UDP dropped each way. */
   mbits: number;
+  parallelMbits: number;
+  lossMbits: number;
   rttMs: number;
+}
+
+/** What the single-stream run carried, for the stage breakdown: bytes and wall time. */
+interface Window {
+  bytes: number;
+  ms: number;
 }
 
 async function missingTools(): Promise<string[]> {
@@ -25,9 +34,13 @@ async function missingTools(): Promise<string[]> {
   return missing;
 }
 
-/** iperf3 from a to b's `address` for `seconds`, and 20 pings. */
-async function measure(bed: Testbed, address: string, seconds: number): Promise<Measured> {
-  const a = bed.host("a").ns;
+/** iperf3 from a to b's `address` for `seconds` with `streams` parallel streams: Mbit/s received, and bytes. */
+async function iperf(
+  bed: Testbed,
+  address: string,
+  seconds: number,
+  streams: number,
+): Promise<Window & { mbits: number }> {
   await using server = new Proc("iperf3", "ip", [
     "netns",
     "exec",
@@ -38,14 +51,136 @@ async function measure(bed: Testbed, address: string, seconds: number): Promise<
     "--forceflush",
   ]);
   await waitFor("iperf3 to listen", 5_000, () => server.output.includes("Server listening"));
-  const client = await a.exec("iperf3", ["-c", address, "-t", String(seconds), "-J"]);
-  const mbits = JSON.parse(client.text).end.sum_received.bits_per_second / 1e6;
-  const ping = await a.exec("ping", ["-c", "20", "-i", "0.05", address]);
-  const rttMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping.text)?.[1]);
-  return { mbits, rttMs };
+  const started = performance.now();
+  const client = await bed.host("a").ns.exec("iperf3", [
+    "-c",
+    address,
+    "-t",
+    String(seconds),
+    "-P",
+    String(streams),
+    "-J",
+  ]);
+  const received = JSON.parse(client.text).end.sum_received;
+  return { mbits: received.bits_per_second / 1e6, bytes: received.bytes, ms: performance.now() - started };
 }
 
-async function veilnet(seconds: number): Promise<Measured> {
+/** Drops `percent` % of the UDP each host sends (nftables), as a lossy underlay would. */
+async function dropUdp(bed: Testbed, percent: number): Promise<void> {
+  for (const name of ["a", "b"]) {
+    const ns = bed.host(name).ns;
+    await ns.exec("nft", ["add", "table", "inet", "loss"]);
+    await ns.exec("nft", ["add", "chain", "inet", "loss", "out", "{ type filter hook output priority 0; }"]);
+    await ns.exec("nft", [
+      "add",
+      "rule",
+      "inet",
+      "loss",
+      "out",
+      "meta",
+      "l4proto",
+      "udp",
+      "numgen",
+      "random",
+      "mod",
+      "100",
+      "<",
+      String(percent),
+      "drop",
+    ]);
+  }
+}
+
+/**
+ * One stream (inside `around`, which may look at the nodes before and after), 20 pings, 4 streams, then one
+ * stream again with 1% loss on the underlay (`loss: false` skips that).
+ */
+async function measure(
+  bed: Testbed,
+  address: string,
+  seconds: number,
+  o: { around?: (run: () => Promise<Window>) => Promise<void>; loss?: boolean } = {},
+): Promise<Measured> {
+  let single = { mbits: 0, bytes: 0, ms: 0 };
+  const run = async () => single = await iperf(bed, address, seconds, 1);
+  await (o.around ? o.around(run) : run());
+  const ping = await bed.host("a").ns.exec("ping", ["-c", "20", "-i", "0.05", address]);
+  const rttMs = Number(/= [\d.]+\/([\d.]+)\//.exec(ping.text)?.[1]);
+  const parallel = await iperf(bed, address, seconds, 4);
+  let lossMbits = NaN;
+  if (o.loss !== false) {
+    await dropUdp(bed, 1);
+    lossMbits = (await iperf(bed, address, seconds, 1)).mbits;
+  }
+  return { mbits: single.mbits, parallelMbits: parallel.mbits, lossMbits, rttMs };
+}
+
+/** CPU seconds of a process by group of threads (JavaScript's, libdatachannel's, Deno's runtime, V8's), from /proc. */
+function cpuByThreads(pid: number): Record<string, number> {
+  const groups: Record<string, number> = { javascript: 0, webrtc: 0, runtime: 0, v8: 0, other: 0 };
+  for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
+    let comm, stat;
+    try {
+      comm = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/comm`).trim();
+      stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/stat`);
+    } catch {
+      continue; // the thread ended meanwhile
+    }
+    const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
+    const seconds = (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
+    const group = task.name === String(pid)
+      ? "javascript"
+      : /^(RTC|SCTP|juice)/.test(comm)
+      ? "webrtc"
+      : comm.startsWith("tokio")
+      ? "runtime"
+      : comm.startsWith("V8")
+      ? "v8"
+      : "other";
+    groups[group]! += seconds;
+  }
+  return groups;
+}
+
+/**
+ * What a single-stream run cost one node: per stage of its data plane, the time its JavaScript thread spent there
+ * (wall clock, so waiting for a core counts too), and the CPU of each group of its threads, per 64 KiB carried.
+ */
+async function stageFigures(
+  role: string,
+  node: { status(): Promise<{ json: Record<string, unknown> }>; proc?: { pid: number } },
+  run: () => Promise<Window>,
+): Promise<() => Figure[]> {
+  const stages = async () => ((await node.status()).json.stages ?? {}) as Record<string, number>;
+  const pid = node.proc!.pid;
+  const [before, cpuBefore] = [await stages(), cpuByThreads(pid)];
+  const window = await run();
+  const [after, cpuAfter] = [await stages(), cpuByThreads(pid)];
+  const per64k = (ms: number) => ms * 1000 / (window.bytes / 65_536);
+  const share = (ms: number) => `${(ms / window.ms * 100).toFixed(1)}%`;
+  return () => [
+    ...Object.keys(after).map((stage) => {
+      const ms = after[stage]! - (before[stage] ?? 0);
+      return {
+        name: `veilnet ${role}: ${stage}`,
+        value: per64k(ms),
+        unit: "us/64KiB",
+        note: `${share(ms)} of the JavaScript thread's time`,
+      };
+    }),
+    ...Object.keys(cpuAfter).map((group) => {
+      const ms = (cpuAfter[group]! - cpuBefore[group]!) * 1000;
+      return {
+        name: `veilnet ${role}: CPU, ${group} threads`,
+        value: per64k(ms),
+        unit: "us/64KiB",
+        note: `${share(ms)} of a core`,
+      };
+    }),
+  ];
+}
+
+async function veilnet(seconds: number): Promise<Measured & { stages: Figure[] }> {
   await using realm = await realmOnTestbed(["a", "b"]);
   const a = realm.node("a");
   // Nodes learn each other on demand: a looks b up by name, as its first packet or DNS question would.
@@ -58,7 +193,19 @@ async function veilnet(seconds: number): Promise<Measured> {
       (await realm.bed.host("a").ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true }))
         .success,
   );
-  return await measure(realm.bed, address, seconds);
+  const stages: Figure[] = [];
+  const measured = await measure(realm.bed, address, seconds, {
+    around: async (run) => {
+      let sender: () => Figure[] = () => [];
+      const receiver = await stageFigures("receiver b", realm.node("b"), async () => {
+        let w: Window = { bytes: 0, ms: 0 };
+        sender = await stageFigures("sender a", realm.node("a"), async () => w = await run());
+        return w;
+      });
+      stages.push(...sender(), ...receiver());
+    },
+  });
+  return { ...measured, stages };
 }
 
 async function wireguard(seconds: number): Promise<Measured> {
@@ -207,7 +354,7 @@ async function veilnetBackup(seconds: number): Promise<Measured & { underlayRttM
     20_000,
     async () => (await ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true })).success,
   );
-  const measured = await measure(realm.bed, address, seconds);
+  const measured = await measure(realm.bed, address, seconds, { loss: false });
   const underlay = await ns.exec("ping", ["-c", "20", "-i", "0.05", realm.bed.host("b").address]);
   const path = (await a.peers()).find((p) => p.ips[0] === address) as { path?: string } | undefined;
   return {
@@ -235,32 +382,39 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
   const bk = await veilnetBackup(seconds);
   const w = await wireguard(seconds);
   const n = await nebula(seconds);
+  const tunnel = (name: string, m: Measured): Figure[] => [
+    { name: `TCP through ${name}`, value: m.mbits, unit: "Mbit/s", note: `ping ${m.rttMs.toFixed(3)} ms` },
+    { name: `TCP through ${name}, 4 streams`, value: m.parallelMbits, unit: "Mbit/s", note: "" },
+    ...(Number.isNaN(m.lossMbits) ? [] : [{
+      name: `TCP through ${name}, 1% loss`,
+      value: m.lossMbits,
+      unit: "Mbit/s",
+      note: "1% of the UDP each host sends dropped (nftables)",
+    }]),
+  ];
+  const ratio = (name: string, peer: Measured): Figure[] => [
+    {
+      name: `veilnet / ${name}`,
+      value: v.mbits / peer.mbits,
+      unit: "x",
+      note: `4 streams ${(v.parallelMbits / peer.parallelMbits).toFixed(2)}x, 1% loss ${
+        (v.lossMbits / peer.lossMbits).toFixed(2)
+      }x, RTT ${(v.rttMs / peer.rttMs).toFixed(2)}x`,
+    },
+  ];
   return [
-    { name: "TCP through veilnet", value: v.mbits, unit: "Mbit/s", note: `ping ${v.rttMs.toFixed(3)} ms` },
+    ...tunnel("veilnet", v),
     {
       name: "TCP through veilnet, backup pipeline only",
       value: bk.mbits,
       unit: "Mbit/s",
-      note: `ping ${bk.rttMs.toFixed(3)} ms (underlay ${bk.underlayRttMs.toFixed(3)} ms), path ${bk.path}`,
+      note: `ping ${bk.rttMs.toFixed(3)} ms (underlay ${bk.underlayRttMs.toFixed(3)} ms), path ${bk.path}; ` +
+        `4 streams ${bk.parallelMbits.toFixed(0)} Mbit/s`,
     },
-    {
-      name: "TCP through wireguard-go",
-      value: w.mbits,
-      unit: "Mbit/s",
-      note: `ping ${w.rttMs.toFixed(3)} ms`,
-    },
-    { name: "TCP through nebula", value: n.mbits, unit: "Mbit/s", note: `ping ${n.rttMs.toFixed(3)} ms` },
-    {
-      name: "veilnet / wireguard-go",
-      value: v.mbits / w.mbits,
-      unit: "x",
-      note: `RTT ${(v.rttMs / w.rttMs).toFixed(2)}x`,
-    },
-    {
-      name: "veilnet / nebula",
-      value: v.mbits / n.mbits,
-      unit: "x",
-      note: `RTT ${(v.rttMs / n.rttMs).toFixed(2)}x`,
-    },
+    ...tunnel("wireguard-go", w),
+    ...tunnel("nebula", n),
+    ...ratio("wireguard-go", w),
+    ...ratio("nebula", n),
+    ...v.stages,
   ];
 }

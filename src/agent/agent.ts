@@ -598,6 +598,7 @@ export class Agent implements AsyncDisposable {
         ...[...this.#data?.anchor.drops ?? []].map(([reason, n]) => [`data:${reason}`, n] as const),
       ]),
       egresses: this.#data?.anchor.egresses ?? 0,
+      ...(this.#data ? { stages: { ...this.#data.anchor.stages } } : {}),
       ingresses: this.#data?.streams.counts.receiving ?? 0,
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
       revocations: this.peers.revocations,

@@ -83,6 +83,11 @@ export interface NodeStatus {
   revocations?: number;
   /** Destinations this node is sending to now (one egress each). */
   egresses: number;
+  /**
+   * Milliseconds the data plane's thread has spent per stage since start (tunRead, batch, seal, linkSend, receive,
+   * open, tunWrite; see DataStages in src/anchor/anchor.ts). Absent without a TUN.
+   */
+  stages?: Record<string, number>;
   /** Receiving streams (one per peer sending to this node, per rekey). */
   ingresses: number;
   /** Relays known for the destinations with traffic. */

@@ -60,6 +60,22 @@ export type DataDrop =
   | "spoofed-source"
   | "foreign-destination";
 
+/**
+ * Where the data plane's thread spends its time, cumulative milliseconds by stage (for `status --json` and the
+ * tunnel benchmark's breakdown): reading the TUN, routing and batching, sealing (the call: AES-GCM itself runs on
+ * WebCrypto's threads), handing to the link, taking a message from a link (and asking for its opening), unpacking
+ * and checking an opened batch, writing the TUN.
+ */
+export interface DataStages {
+  tunRead: number;
+  batch: number;
+  seal: number;
+  linkSend: number;
+  receive: number;
+  open: number;
+  tunWrite: number;
+}
+
 /** Traffic with one peer, in IP bytes and packets. */
 export interface Traffic {
   txBytes: number;
@@ -133,6 +149,8 @@ export class Anchor {
   readonly relayed = { messages: 0, bytes: 0 };
   /** Messages and bytes this node sent over the backup pipeline. */
   readonly backups = { messages: 0, bytes: 0 };
+  /** Time spent per stage on this thread (the TUN's reads and writes come from its own counters). */
+  readonly #stages = { batch: 0, seal: 0, linkSend: 0, receive: 0, open: 0, tunWrite: 0 };
   /** Hops whose tether failed to form: when to try again, and the backoff that gave that time. */
   readonly #failed = new Map<string, { until: number; backoff: number }>();
   /** Bytes published on the backup pipeline since its last flush started (the backpressure window). */
@@ -170,6 +188,8 @@ export class Anchor {
     for (;;) {
       const n = await tun.readBatch(slots, sizes, 0);
       if (n === 0) return;
+      const started = performance.now();
+      const sealing = this.#stages.seal; // a batch filled on the way is sealed in this loop: counted as sealing
       const now = this.#o.clock();
       for (let i = 0; i < n; i++) {
         const data = slots[i]!.subarray(0, sizes[i]);
@@ -182,6 +202,7 @@ export class Anchor {
         else if (destination) this.#hold(destination, packet, header);
         else this.#drop("no-peer");
       }
+      this.#stages.batch += performance.now() - started - (this.#stages.seal - sealing);
       // Whatever was read goes out now: batching never waits for more packets.
       for (const e of touched) this.#flush(e);
       for (const e of touched) await this.#room(e);
@@ -246,6 +267,7 @@ export class Anchor {
   #flush(e: Egress): void {
     const count = e.builder.count;
     if (count === 0) return;
+    const started = performance.now();
     const batch = e.builder.plaintext().slice();
     const bytes = batch.length - 2 * count;
     e.builder.reset();
@@ -275,6 +297,7 @@ export class Anchor {
       })().finally(() => e.pending--);
     }
     e.sent = work.then(() => {}, () => {});
+    this.#stages.seal += performance.now() - started;
     const tracked: Promise<void> = work.catch((error) => {
       this.#drop("send-failed", count);
       if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
@@ -288,7 +311,10 @@ export class Anchor {
    */
   #deliver(e: Egress, hop: string, message: Uint8Array, bytes: number, count: number): void {
     const { tethers } = this.#o;
-    if (tethers.info(hop)?.state === "open" && tethers.send(hop, message)) {
+    const started = performance.now();
+    const sent = tethers.info(hop)?.state === "open" && tethers.send(hop, message);
+    this.#stages.linkSend += performance.now() - started;
+    if (sent) {
       e.hop = hop;
       e.backupUntil = 0;
       return this.#countTx(e.peer, bytes, count);
@@ -340,6 +366,15 @@ export class Anchor {
 
   /** A data message from a tether. */
   receive(from: string, message: Uint8Array): void {
+    const started = performance.now();
+    try {
+      this.#receive(from, message);
+    } finally {
+      this.#stages.receive += performance.now() - started;
+    }
+  }
+
+  #receive(from: string, message: Uint8Array): void {
     let header;
     try {
       header = readDataHeader(message);
@@ -356,6 +391,7 @@ export class Anchor {
     const previous = this.#written.get(opener);
     const done = opener.open(message).then(async (plain) => {
       await previous;
+      const started = performance.now();
       const peer = toHex(opener.secrets.peer);
       let entries = unpackEntries(plain);
       const { admit, tun } = this.#o;
@@ -366,7 +402,11 @@ export class Anchor {
           return !refused;
         });
       }
-      const written = tun.writeBatch(this.#forTun(entries), 0);
+      const packets = this.#forTun(entries);
+      const writing = performance.now();
+      const written = tun.writeBatch(packets, 0);
+      this.#stages.open += writing - started;
+      this.#stages.tunWrite += performance.now() - writing;
       const t = this.#traffic(peer);
       t.rxPackets += written;
       for (const e of entries) t.rxBytes += e.packet.length;
@@ -425,6 +465,16 @@ export class Anchor {
         this.#egress.delete(peer);
       }
     }
+  }
+
+  /** Cumulative time per stage (ms); the TUN's own when it counts it (a real one does). */
+  get stages(): DataStages {
+    const { readMs, writeMs } = this.#o.tun.stats;
+    return {
+      tunRead: readMs ?? 0,
+      ...this.#stages,
+      tunWrite: writeMs ?? this.#stages.tunWrite,
+    };
   }
 
   /** The next hop traffic to `peer` last took, if there is recent traffic to it. */

@@ -314,3 +314,13 @@ Deno.test("anchor egress: batches leave in the order they were read, whatever or
   assertEquals(ports, [[1], [2], [3], [4]]);
   await s.anchor.close();
 });
+
+Deno.test("anchor: time per stage is counted, and the TUN's own reads and writes when it counts them", async () => {
+  const s = sender();
+  for (let i = 0; i < 20; i++) await s.send();
+  const stages = s.anchor.stages;
+  assertEquals(Object.keys(stages).sort(), ["batch", "linkSend", "open", "receive", "seal", "tunRead", "tunWrite"]);
+  assertEquals(Object.values(stages).every((ms) => Number.isFinite(ms) && ms >= 0), true);
+  assertEquals(stages.batch + stages.seal + stages.linkSend > 0, true, "sending took some time");
+  await s.anchor.close();
+});

@@ -67,7 +67,13 @@ async function ipv6Ready(name: string, addresses: Cidr[], timeoutMs = 2_000): Pr
 
 /** A TUN device on this host (in the calling thread's network namespace). */
 export class LinuxTun implements Tun {
-  readonly stats: TunStats = { readPackets: 0, writtenPackets: 0, writeErrors: 0 };
+  readonly stats: Required<TunStats> = {
+    readPackets: 0,
+    writtenPackets: 0,
+    writeErrors: 0,
+    readMs: 0,
+    writeMs: 0,
+  };
   /** Why the kernel refused TSO, when offload was asked for and refused (packets then come one by one). */
   offloadError: string | undefined;
   readonly #fd: number;
@@ -153,6 +159,7 @@ export class LinuxTun implements Tun {
       let strikes = 0;
       while (!this.#closed) {
         let n = 0;
+        const started = performance.now();
         while (n < bufs.length) {
           const buf = bufs[n]!;
           const got = Number(c.read(this.#fd, buf.subarray(offset), BigInt(buf.length - offset)));
@@ -167,6 +174,7 @@ export class LinuxTun implements Tun {
           }
           break;
         }
+        this.stats.readMs += performance.now() - started;
         if (n > 0) {
           this.stats.readPackets += n;
           return n;
@@ -185,6 +193,7 @@ export class LinuxTun implements Tun {
   writeBatch(bufs: Uint8Array[], offset: number): number {
     if (this.#closed) throw new TunClosedError(this.name);
     const c = libc();
+    const started = performance.now();
     let written = 0;
     for (const buf of bufs) {
       const length = buf.length - offset;
@@ -192,6 +201,7 @@ export class LinuxTun implements Tun {
       else this.stats.writeErrors++;
     }
     this.stats.writtenPackets += written;
+    this.stats.writeMs += performance.now() - started;
     return written;
   }
 

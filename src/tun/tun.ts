@@ -14,6 +14,9 @@ export interface TunStats {
   writtenPackets: number;
   /** Packets writeBatch could not hand over (malformed, or refused by the kernel); they are skipped, not retried. */
   writeErrors: number;
+  /** Milliseconds spent in the device's read and write calls (not waiting), where the device counts them. */
+  readMs?: number;
+  writeMs?: number;
 }
 
 /** A TUN device, real or in memory. One reader at a time; writes may come from anywhere. */
