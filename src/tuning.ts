@@ -34,6 +34,8 @@ export const LINK_BUFFER_HIGH_BYTES = 1024 * 1024;
 export const LINK_BUFFER_LOW_BYTES = 256 * 1024;
 /** Data channels per tether: one, as several would reorder what each keeps in order (see tether/webrtc.ts). */
 export const TETHER_CHANNELS = 1;
+/** How long a tether's direct TCP connection may take to form (listen, connect, present the secret). */
+export const DIRECT_TCP_TIMEOUT_MS = 2_000;
 /** SCTP MTU of the data channels. */
 export const TETHER_MTU = 1500;
 /** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */

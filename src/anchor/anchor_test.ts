@@ -319,7 +319,15 @@ Deno.test("anchor: time per stage is counted, and the TUN's own reads and writes
   const s = sender();
   for (let i = 0; i < 20; i++) await s.send();
   const stages = s.anchor.stages;
-  assertEquals(Object.keys(stages).sort(), ["batch", "linkSend", "open", "receive", "seal", "tunRead", "tunWrite"]);
+  assertEquals(Object.keys(stages).sort(), [
+    "batch",
+    "linkSend",
+    "open",
+    "receive",
+    "seal",
+    "tunRead",
+    "tunWrite",
+  ]);
   assertEquals(Object.values(stages).every((ms) => Number.isFinite(ms) && ms >= 0), true);
   assertEquals(stages.batch + stages.seal + stages.linkSend > 0, true, "sending took some time");
   await s.anchor.close();

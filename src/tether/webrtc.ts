@@ -17,7 +17,14 @@
  */
 
 import ndc from "node-datachannel";
-import { GATHER_MAX_MS, LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
+import {
+  DIRECT_TCP_TIMEOUT_MS,
+  GATHER_MAX_MS,
+  LINK_BUFFER_HIGH_BYTES,
+  LINK_BUFFER_LOW_BYTES,
+} from "../tuning.ts";
+import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
+import { fromHex, toHex } from "../crypto/identity.ts";
 
 /** What a link reports to its owner. */
 export interface LinkEvents {
@@ -38,6 +45,8 @@ export interface LinkConfig {
   mtu: number;
   /** Local addresses never to offer as candidates. */
   excluded?: (address: string) => boolean;
+  /** Carry data over a direct TCP connection when the peer can reach this host over TCP (default true). */
+  directTcp?: boolean;
 }
 
 /**
@@ -79,10 +88,16 @@ export class WebRtcLink {
   #closed = false;
   #waiters: (() => void)[] = [];
   readonly #excluded: LinkConfig["excluded"];
+  /** Whether this side answered (it offers the direct TCP connection; the offering side connects). */
+  #answering = false;
+  readonly #directTcp: boolean;
+  /** The direct TCP connection, while it carries the data messages. */
+  #direct: DirectTcp | undefined;
 
   private constructor(name: string, config: LinkConfig, events: LinkEvents) {
     this.#events = events;
     this.#excluded = config.excluded;
+    this.#directTcp = config.directTcp ?? true;
     this.#pc = new ndc.PeerConnection(name, { iceServers: config.iceServers, mtu: config.mtu });
     this.#pc.onStateChange((state) => {
       if (state === "failed" || state === "closed" || state === "disconnected") {
@@ -113,6 +128,7 @@ export class WebRtcLink {
     events: LinkEvents,
   ): Promise<{ link: WebRtcLink; sdp: string }> {
     const link = new WebRtcLink(name, config, events);
+    link.#answering = true;
     link.#pc.onDataChannel((dc) => link.#adopt(dc));
     const gathered = link.#gathered();
     link.#pc.setRemoteDescription(offer, "offer");
@@ -149,14 +165,19 @@ export class WebRtcLink {
       if (this.#open || this.#closed) return;
       this.#open = true;
       this.#events.onOpen();
+      if (this.#answering && this.#directTcp) this.#offerDirect(dc);
     });
     dc.onMessage((msg) => {
       if (typeof msg === "string") {
-        // Text messages are link-local probes: "?token" asks, "!token" answers. Data is always binary.
+        // Text messages are link-local: probes ("?token" asks, "!token" answers) and the direct TCP connection's
+        // address ("T" + JSON). Data is always binary.
         if (msg.startsWith("?")) {
           attempt(() => dc.sendMessage(`!${msg.slice(1, 32)}`));
           this.#events.onAlive();
         } else if (msg.startsWith("!")) this.#events.onAlive(msg.slice(1));
+        else if (msg.startsWith("T") && !this.#answering && this.#directTcp) {
+          void this.#connectDirect(msg.slice(1));
+        }
         return;
       }
       this.#events.onMessage(msg instanceof ArrayBuffer ? new Uint8Array(msg) : msg);
@@ -164,6 +185,74 @@ export class WebRtcLink {
     dc.onClosed(() => {
       if (!this.#channels.some((c) => c.isOpen())) this.#finish("data channels closed");
     });
+  }
+
+  /**
+   * The answering side listens for a direct TCP connection on the address the peer reaches it at over the tether
+   * (the selected candidate's), and tells the peer where, with a secret, inside the link (DTLS).
+   */
+  #offerDirect(dc: Channel): void {
+    let host: string | undefined;
+    try {
+      const pair = this.#pc.getSelectedCandidatePair();
+      // Only a host candidate is this host's own address: behind a NAT or a relay, the peer cannot reach us.
+      if (pair?.local.type === "host") host = pair.local.address;
+    } catch { /* no pair yet: no direct connection */ }
+    if (!host) return;
+    const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
+    let offer;
+    try {
+      offer = DirectTcp.listen(host, secret, this.#directEvents(), DIRECT_TCP_TIMEOUT_MS);
+    } catch {
+      return; // the address is gone, or listening is not allowed: WebRTC carries everything
+    }
+    void offer.accepted.then((direct) => this.#useDirect(direct));
+    attempt(() => dc.sendMessage(`T${JSON.stringify({ host, port: offer.port, secret: toHex(secret) })}`));
+  }
+
+  /** The offering side connects to the address the answering side gave, and presents the secret. */
+  async #connectDirect(json: string): Promise<void> {
+    let offer: { host?: unknown; port?: unknown; secret?: unknown };
+    try {
+      offer = JSON.parse(json);
+    } catch {
+      return;
+    }
+    const { host, port, secret } = offer;
+    if (
+      typeof host !== "string" || !Number.isInteger(port) || (port as number) < 1 ||
+      (port as number) > 65535 ||
+      typeof secret !== "string" || !/^[0-9a-f]{64}$/.test(secret) || this.#excluded?.(host)
+    ) return;
+    const direct = await DirectTcp.connect(
+      host,
+      port as number,
+      fromHex(secret),
+      this.#directEvents(),
+      DIRECT_TCP_TIMEOUT_MS,
+    );
+    this.#useDirect(direct);
+  }
+
+  #directEvents() {
+    return {
+      onMessage: (message: Uint8Array) => this.#events.onMessage(message),
+      onClose: () => {
+        this.#direct = undefined; // the data channel carries on
+        this.#wake();
+      },
+    };
+  }
+
+  #useDirect(direct: DirectTcp | undefined): void {
+    if (!direct) return;
+    if (this.#closed || this.#direct) return direct.close();
+    this.#direct = direct;
+  }
+
+  /** Whether data goes over a direct TCP connection now. */
+  get direct(): boolean {
+    return this.#direct !== undefined;
   }
 
   #wake(): void {
@@ -185,8 +274,9 @@ export class WebRtcLink {
     return best;
   }
 
-  /** True while some channel is below the high-water mark. */
+  /** True while some channel (or the direct connection) is below the high-water mark. */
   get writable(): boolean {
+    if (this.#direct) return this.#direct.queued < LINK_BUFFER_HIGH_BYTES;
     const best = this.#best();
     return best !== undefined && best.bufferedAmount() < LINK_BUFFER_HIGH_BYTES;
   }
@@ -198,11 +288,13 @@ export class WebRtcLink {
    */
   drained(): Promise<void> {
     if (!this.isOpen || this.writable) return Promise.resolve();
+    if (this.#direct) return this.#direct.drained(LINK_BUFFER_LOW_BYTES);
     return new Promise((resolve) => this.#waiters.push(resolve));
   }
 
-  /** Queues one message on the least-loaded channel; false if no channel is open. */
+  /** Queues one message on the direct connection, else the least-loaded channel; false if none is open. */
   send(message: Uint8Array): boolean {
+    if (this.#direct?.send(message)) return true;
     const best = this.#best();
     return best !== undefined && attempt(() => best.sendMessageBinary(message));
   }
@@ -226,6 +318,7 @@ export class WebRtcLink {
   #finish(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#direct?.close();
     this.#wake();
     for (const c of this.#channels) {
       try {
