@@ -99,6 +99,8 @@ Deno.test({
 
     const seen = (await peer(a, "b"))!;
     assertEquals(seen.path, "direct");
+    // The hosts reach each other over TCP: the tether's data rides its direct TCP connection.
+    assertEquals((seen as { link?: string }).link, "tcp");
     assert(seen.txBytes > size, `a counted ${seen.txBytes} bytes to b`);
     assert((await peer(b, "a"))!.rxBytes > size);
   },

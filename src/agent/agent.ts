@@ -628,6 +628,7 @@ export class Agent implements AsyncDisposable {
           ? "backup"
           : "none",
         ...(via !== undefined ? { via } : {}),
+        ...(tether?.state === "open" && tether.link ? { link: tether.link } : {}),
         ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
         txBytes: traffic?.txBytes ?? 0,
         rxBytes: traffic?.rxBytes ?? 0,

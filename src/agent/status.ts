@@ -36,6 +36,8 @@ export interface PeerStatus {
   /** How traffic reaches it: no data plane yet means "none". */
   path: "direct" | "relay" | "backup" | "none";
   via?: string;
+  /** What carries the tether to the next hop: a direct TCP connection, or WebRTC (SCTP over DTLS over UDP). */
+  link?: "tcp" | "webrtc";
   rttMs?: number;
   txBytes: number;
   rxBytes: number;

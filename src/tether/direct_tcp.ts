@@ -19,6 +19,11 @@ export const SECRET_BYTES = 32;
 const MAX_FRAME_BYTES = MAX_DATA_MESSAGE_BYTES;
 /** Bytes gathered into one write while the connection is busy. */
 const WRITE_CHUNK_BYTES = 256 * 1024;
+/**
+ * A write the kernel has not taken within this long means the path died under TCP (it would retry for
+ * minutes): the connection is closed and the data channel carries on.
+ */
+export const STALL_MS = 3_000;
 
 /** What the connection reports to its link. */
 export interface DirectEvents {
@@ -173,7 +178,15 @@ export class DirectTcp {
             at += p.length;
           }
         }
-        await writeAll(this.#conn, chunk);
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const stalled = new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`stalled for ${STALL_MS} ms`)), STALL_MS);
+        });
+        try {
+          await Promise.race([writeAll(this.#conn, chunk), stalled]);
+        } finally {
+          clearTimeout(timer);
+        }
         this.#queued -= chunk.length;
         this.#wake();
       }

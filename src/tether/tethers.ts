@@ -89,6 +89,8 @@ export interface TetherInfo {
   txBytes: number;
   rxBytes: number;
   rttMs?: number;
+  /** What carries its data: a direct TCP connection, or the WebRTC data channel. */
+  link?: "tcp" | "webrtc";
 }
 
 /** All tethers of this node. */
@@ -332,7 +334,13 @@ export class Tethers {
   info(peer: string): TetherInfo | undefined {
     const t = this.#tethers.get(peer);
     if (!t || t.state === "closed") return undefined;
-    return { state: t.state, txBytes: t.txBytes, rxBytes: t.rxBytes, rttMs: t.rttMs ?? t.link?.rttMs() };
+    return {
+      state: t.state,
+      txBytes: t.txBytes,
+      rxBytes: t.rxBytes,
+      rttMs: t.rttMs ?? t.link?.rttMs(),
+      ...(t.link ? { link: t.link.direct ? "tcp" as const : "webrtc" as const } : {}),
+    };
   }
 
   /** Open tethers. */
