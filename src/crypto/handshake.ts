@@ -77,7 +77,7 @@ async function deriveStream(input: {
   responder: Uint8Array;
   kemCiphertext: Uint8Array;
   responderX25519: Uint8Array;
-}): Promise<{ id: Uint8Array; key: CryptoKey }> {
+}): Promise<{ id: Uint8Array; key: CryptoKey; raw: Uint8Array }> {
   const ikm = await crypto.subtle.importKey(
     "raw",
     concat(input.kemSecret, input.dhSecret) as BufferSource,
@@ -97,7 +97,7 @@ async function deriveStream(input: {
     "encrypt",
     "decrypt",
   ]);
-  return { id: okm.slice(STREAM_KEY_BYTES), key };
+  return { id: okm.slice(STREAM_KEY_BYTES), key, raw: okm.slice(0, STREAM_KEY_BYTES) };
 }
 
 function fullMessage(m: ControlMessage): Uint8Array {
