@@ -13,7 +13,7 @@ import type { Figure } from "./crypto.ts";
 const TOOLS = ["iperf3", "wireguard-go", "wg", "nebula", "nebula-cert", "ping"];
 
 interface Measured {
-  /** One TCP stream, then 4 in parallel, then one again with 1% of the underlay's UDP dropped each way. */
+  /** One TCP stream, then 4 in parallel, then one again with 1% of what each host sends on its underlay dropped. */
   mbits: number;
   parallelMbits: number;
   lossMbits: number;
@@ -65,8 +65,11 @@ async function iperf(
   return { mbits: received.bits_per_second / 1e6, bytes: received.bytes, ms: performance.now() - started };
 }
 
-/** Drops `percent` % of the UDP each host sends (nftables), as a lossy underlay would. */
-async function dropUdp(bed: Testbed, percent: number): Promise<void> {
+/**
+ * Drops `percent` % of every packet each host sends on its underlay (`eth0`: UDP and TCP alike; not the tunnel's
+ * own device), as a lossy network would.
+ */
+async function dropOnUnderlay(bed: Testbed, percent: number): Promise<void> {
   for (const name of ["a", "b"]) {
     const ns = bed.host(name).ns;
     await ns.exec("nft", ["add", "table", "inet", "loss"]);
@@ -77,9 +80,8 @@ async function dropUdp(bed: Testbed, percent: number): Promise<void> {
       "inet",
       "loss",
       "out",
-      "meta",
-      "l4proto",
-      "udp",
+      "oifname",
+      "eth0",
       "numgen",
       "random",
       "mod",
@@ -109,7 +111,7 @@ async function measure(
   const parallel = await iperf(bed, address, seconds, 4);
   let lossMbits = NaN;
   if (o.loss !== false) {
-    await dropUdp(bed, 1);
+    await dropOnUnderlay(bed, 1);
     lossMbits = (await iperf(bed, address, seconds, 1)).mbits;
   }
   return { mbits: single.mbits, parallelMbits: parallel.mbits, lossMbits, rttMs };
@@ -389,7 +391,7 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
       name: `TCP through ${name}, 1% loss`,
       value: m.lossMbits,
       unit: "Mbit/s",
-      note: "1% of the UDP each host sends dropped (nftables)",
+      note: "1% of what each host sends on its underlay dropped (nftables)",
     }]),
   ];
   const ratio = (name: string, peer: Measured): Figure[] => [
