@@ -1,4 +1,5 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
+import { waitFor } from "../../tests/harness.ts";
 import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
 
 /** A side of a connection: what it received, and why it closed. */
@@ -17,14 +18,6 @@ function recorder() {
   };
 }
 
-async function until(what: string, check: () => boolean, ms = 3_000): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
-
 Deno.test("direct TCP: with the secret, messages of every size cross both ways whole and in order", async () => {
   const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
   const [server, client] = [recorder(), recorder()];
@@ -36,13 +29,17 @@ Deno.test("direct TCP: with the secret, messages of every size cross both ways w
   const messages = sizes.map((n, i) => new Uint8Array(n).fill(i + 1));
   for (const m of messages) a.send(m);
   b.send(Uint8Array.of(42));
-  await until("every message", () => server.received.length === sizes.length && client.received.length === 1);
+  await waitFor(
+    "every message",
+    3_000,
+    () => server.received.length === sizes.length && client.received.length === 1,
+  );
   assertEquals(server.received, messages);
   assertEquals(client.received, [Uint8Array.of(42)]);
   await a.drained(1);
   assertEquals(a.queued, 0);
   a.close();
-  await until("the other end to see the close", () => server.closed !== undefined);
+  await waitFor("the other end to see the close", 3_000, () => server.closed !== undefined);
   assertEquals(b.send(Uint8Array.of(1)), false, "a closed connection takes nothing");
 });
 
@@ -74,7 +71,7 @@ Deno.test("direct TCP: a frame longer than a data message ends the connection, a
   const peer = await Deno.connect({ hostname: "127.0.0.1", port: listening.port });
   await peer.write(Uint8Array.of(...secret, 0x7f, 0xff, 0xff, 0xff));
   assert(await listening.accepted);
-  await until("the close", () => server.closed !== undefined);
+  await waitFor("the close", 3_000, () => server.closed !== undefined);
   assert(server.closed!.includes("bad frame length"), server.closed);
   peer.close();
 });
