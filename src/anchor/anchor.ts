@@ -5,7 +5,8 @@
  * TUN.readBatch ─▶ route (destination address → permitted peer) ─▶ Egress[peer]: batch up to 25 packets
  *   ─▶ Streams: the peer's sending stream (handshake over the control channel when there is none)
  *   ─▶ StreamSealer.seal (AES-256-GCM; several in flight at once: the egress widens under load)
- *   ─▶ Tethers.send (the WebRTC link to the next hop), or, until that is open, the backup pipeline (the Master)
+ *   ─▶ Tethers.send (the link to the next hop: WebRTC, or its direct TCP connection), or, until that is open,
+ *      the backup pipeline (the Master)
  * ... next hop: Tethers ─▶ Anchor.receive ─┬▶ for this node: Streams.opener(stream id) ─▶ open + replay check
  *                                         │     ─▶ unpack ─▶ TUN.writeBatch
  *                                         └▶ for another: relay unchanged on the direct tether (TTL - 1)
@@ -62,9 +63,9 @@ export type DataDrop =
 
 /**
  * Where the data plane's thread spends its time, cumulative milliseconds by stage (for `status --json` and the
- * tunnel benchmark's breakdown): reading the TUN, routing and batching, sealing (the call: AES-GCM itself runs on
- * WebCrypto's threads), handing to the link, taking a message from a link (and asking for its opening), unpacking
- * and checking an opened batch, writing the TUN.
+ * tunnel benchmark's breakdown): reading the TUN, routing and batching, sealing (the call: AES-GCM of a large batch
+ * runs on WebCrypto's threads, of a small one here), handing to the link, taking a message from a link (and its
+ * opening, when small), unpacking and checking an opened batch, writing the TUN.
  */
 export interface DataStages {
   tunRead: number;

@@ -66,11 +66,33 @@ test("tethers: the first packet forms a tether that carries every message both w
   for (let i = 0; i < 500; i++) assert(p.a.send("bb", Uint8Array.of(i & 0xff, 1, 2)));
   for (let i = 0; i < 500; i++) assert(p.b.send("aa", new Uint8Array(1400).fill(i & 0xff)));
   await p.delivered(10_000, 500, 500);
-  // Channels are unordered: compare what arrived, not in which order.
+  // Compare what arrived, not in which order: moving to the direct TCP connection midway may reorder a few.
   const firsts = p.received.bb!.map((m) => m[0]!).sort((x, y) => x - y);
   assertEquals(firsts, Array.from({ length: 500 }, (_, i) => i & 0xff).sort((x, y) => x - y));
   assertEquals(p.a.count, 1);
   assertEquals(p.a.info("bb")!.txBytes, 1500);
+});
+
+test("tethers: once open, data moves to a direct TCP connection when the peers reach each other over TCP", async () => {
+  await using p = pair();
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  await within(
+    5_000,
+    "the direct connection",
+    (async () => {
+      while (p.a.info("bb")?.link !== "tcp" || p.b.info("aa")?.link !== "tcp") {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  );
+  for (let i = 0; i < 200; i++) assert(p.a.send("bb", new Uint8Array(60_000).fill(i & 0xff)));
+  assert(p.b.send("aa", Uint8Array.of(7)));
+  await p.delivered(10_000, 200, 1);
+  assertEquals(
+    p.received.bb!.map((m) => [m.length, m[0]]),
+    Array.from({ length: 200 }, (_, i) => [60_000, i & 0xff]),
+  );
+  assertEquals(p.received.aa, [Uint8Array.of(7)]);
 });
 
 test("tethers: both sides forming at once end with one working tether", async () => {

@@ -210,7 +210,10 @@ export class WebRtcLink {
     attempt(() => dc.sendMessage(`T${JSON.stringify({ host, port: offer.port, secret: toHex(secret) })}`));
   }
 
-  /** The offering side connects to the address the answering side gave, and presents the secret. */
+  /**
+   * The offering side connects to the address the answering side gave, and presents the secret: only to the
+   * address the tether already reaches the peer at, so a hostile peer cannot make this node connect elsewhere.
+   */
   async #connectDirect(json: string): Promise<void> {
     let offer: { host?: unknown; port?: unknown; secret?: unknown };
     try {
@@ -224,6 +227,12 @@ export class WebRtcLink {
       (port as number) > 65535 ||
       typeof secret !== "string" || !/^[0-9a-f]{64}$/.test(secret) || this.#excluded?.(host)
     ) return;
+    let remote;
+    try {
+      remote = this.#pc.getSelectedCandidatePair()?.remote;
+    } catch { /* no pair: no direct connection */ }
+    // The peer's own address (a host or peer-reflexive candidate), never a TURN server's.
+    if (!remote || remote.type === "relay" || remote.address !== host) return;
     const direct = await DirectTcp.connect(
       host,
       port as number,
