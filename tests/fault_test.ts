@@ -1,0 +1,86 @@
+/**
+ * Faults of the control plane under traffic (issue 19): a pings b ten times a second over an open tether while
+ * the Master is killed, then the Guardian, and both come back. Liveness of a peer with an open tether comes from
+ * the tether, so traffic goes on, and the nodes take up their sessions again without tearing the tether down.
+ */
+
+import { assert } from "./assert.ts";
+import { Proc, waitFor } from "./harness.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { realmOnTestbed } from "./testbed.ts";
+
+/** Pings, from `ping -D` output: how many were sent, answered, and the longest run of unanswered ones. */
+function pingFigures(output: string): { sent: number; answered: number; longestGap: number } {
+  const m = /(\d+) packets transmitted, (\d+) received/.exec(output);
+  const seqs = [...output.matchAll(/icmp_seq=(\d+)/g)].map((s) => Number(s[1]));
+  let longestGap = 0;
+  let last = 0;
+  for (const s of seqs) {
+    longestGap = Math.max(longestGap, s - last - 1);
+    last = s;
+  }
+  const sent = Number(m?.[1] ?? 0);
+  return { sent, answered: Number(m?.[2] ?? 0), longestGap: Math.max(longestGap, sent - last) };
+}
+
+Deno.test({
+  name:
+    "faults: Master killed at 5 s, Guardian at 15 s, both back at 25 s: a's pings to b go on, the tether stays",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    await using realm = await realmOnTestbed(["a", "b"]);
+    const a = realm.node("a");
+    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
+    const ns = realm.bed.host("a").ns;
+    await waitFor(
+      "the tether",
+      20_000,
+      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
+    );
+    await waitFor("a to log its tether", 5_000, () => a.proc!.output.includes("tether to b open"));
+    const tethersBefore = a.proc!.output.split("tether to b open").length;
+    const count = 350; // 35 s at 10 a second
+    await using ping = new Proc("ping", "ip", [
+      "netns",
+      "exec",
+      ns.name,
+      "ping",
+      "-i",
+      "0.1",
+      "-c",
+      String(count),
+      "-W",
+      "1",
+      b.ips[0]!,
+    ]);
+    const started = Date.now();
+    const at = (s: number) => new Promise((r) => setTimeout(r, Math.max(0, started + s * 1000 - Date.now())));
+    await at(5);
+    // The Guardian's embedded Master: killed on its own, as if it crashed.
+    const master = await new Deno.Command("pkill", {
+      args: ["-KILL", "-f", `${realm.guardian.dataDir}/nats.conf`],
+    }).output();
+    assert(master.success, "the Master was running");
+    await at(15);
+    await realm.guardian.proc!.stop("SIGKILL");
+    await at(25);
+    await realm.guardian.start(); // and its Master with it
+    await waitFor("the pings to end", 30_000, () => ping.output.includes("packet loss"));
+    const figures = pingFigures(ping.output);
+    await waitFor("a to be back on the Master", 20_000, async () => {
+      const s = (await a.status()).json as { connected: { master: boolean; guardian: boolean } };
+      return s.connected.master && s.connected.guardian;
+    });
+    const tethersAfter = a.proc!.output.split("tether to b open").length;
+    console.log(
+      `control-plane outage: ${figures.answered}/${figures.sent} pings answered, longest gap ${figures.longestGap} ` +
+        `pings (${figures.longestGap * 100} ms); tether formed again ${tethersAfter - tethersBefore} times`,
+    );
+    assert(figures.sent === count, ping.output.slice(-500));
+    assert(
+      figures.answered >= count * 0.99,
+      `under 1% loss: ${figures.answered}/${count}\n${a.proc!.output}`,
+    );
+    assert(tethersAfter === tethersBefore, `the working tether was torn down:\n${a.proc!.output}`);
+  },
+});
