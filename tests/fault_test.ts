@@ -84,3 +84,54 @@ Deno.test({
     assert(tethersAfter === tethersBefore, `the working tether was torn down:\n${a.proc!.output}`);
   },
 });
+
+Deno.test({
+  name: "faults: a's underlay link down for 10 s and back: a's pings to b resume within 3 s of its return",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    await using realm = await realmOnTestbed(["a", "b"]);
+    const a = realm.node("a");
+    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
+    const ns = realm.bed.host("a").ns;
+    await waitFor(
+      "the tether",
+      20_000,
+      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
+    );
+    const count = 250; // 25 s at 10 a second: the link goes down at 5 s and comes back at 15 s
+    await using ping = new Proc("ping", "ip", [
+      "netns",
+      "exec",
+      ns.name,
+      "ping",
+      "-i",
+      "0.1",
+      "-c",
+      String(count),
+      "-W",
+      "1",
+      b.ips[0]!,
+    ]);
+    const started = Date.now();
+    const at = (s: number) => new Promise((r) => setTimeout(r, Math.max(0, started + s * 1000 - Date.now())));
+    await at(5);
+    await ns.exec("ip", ["link", "set", "eth0", "down"]);
+    await at(15);
+    await ns.exec("ip", ["link", "set", "eth0", "up"]);
+    await waitFor("the pings to end", 30_000, () => ping.output.includes("packet loss"));
+    const figures = pingFigures(ping.output);
+    const down = 100; // pings sent while the link was down
+    console.log(
+      `underlay link down 10 s: ${figures.answered}/${figures.sent} pings answered, longest gap ` +
+        `${figures.longestGap} pings (${figures.longestGap * 100} ms, of which ${
+          down * 100
+        } ms with the link down)`,
+    );
+    assert(figures.sent === count, ping.output.slice(-500));
+    assert(
+      figures.longestGap <= down + 30,
+      `traffic resumed more than 3 s after the link:\n${a.proc!.output}`,
+    );
+    assert(figures.answered >= count - down - 30, `${figures.answered}/${count}\n${a.proc!.output}`);
+  },
+});
