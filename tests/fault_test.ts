@@ -135,3 +135,50 @@ Deno.test({
     assert(figures.answered >= count - down - 30, `${figures.answered}/${count}\n${a.proc!.output}`);
   },
 });
+
+Deno.test({
+  name: "faults: certificates that expire while the Guardian is down end traffic, and the node says why",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    await using realm = await realmOnTestbed(["a", "b"], [], {}, [], { certTtl: "20s" });
+    const a = realm.node("a");
+    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
+    const ns = realm.bed.host("a").ns;
+    await waitFor(
+      "the tether",
+      20_000,
+      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
+    );
+    await realm.guardian.proc!.stop("SIGKILL"); // no renewal from now on: every certificate ends within 20 s
+    const expires = ((await a.status()).json as { certificateExpiresAt: number }).certificateExpiresAt;
+    const count = 350;
+    await using ping = new Proc("ping", "ip", [
+      "netns",
+      "exec",
+      ns.name,
+      "ping",
+      "-D",
+      "-i",
+      "0.1",
+      "-c",
+      String(count),
+      "-W",
+      "1",
+      b.ips[0]!,
+    ]);
+    await waitFor("the pings to end", 60_000, () => ping.output.includes("packet loss"));
+    // -D prints when each answer came: the last one, against the certificates' end.
+    const answers = [...ping.output.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=/gm)].map((m) => Number(m[1]) * 1000);
+    const lastAnswer = answers.at(-1) ?? 0;
+    console.log(
+      `certificates expiring with the Guardian down: ${answers.length}/${count} pings answered, the last ` +
+        `${((lastAnswer - expires) / 1000).toFixed(1)} s after a's certificate ended`,
+    );
+    assert(answers.length > 0, "traffic flowed while the certificates were valid");
+    assert(lastAnswer < expires + 8_000, "traffic ended within 8 s of the certificates' end");
+    assert(
+      a.proc!.output.includes("certificate expired"),
+      `a says why its traffic stopped:\n${a.proc!.output}`,
+    );
+  },
+});

@@ -102,6 +102,7 @@ export async function realmOnTestbed(
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
   bareHosts: string[] = [],
+  guardianOptions: { certTtl?: string } = {},
 ): Promise<Realm> {
   const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
@@ -110,6 +111,7 @@ export async function realmOnTestbed(
     embeddedMaster: true,
     natsPort: freePort(),
     listenHost: bed.hub,
+    ...guardianOptions,
   });
   const world: Realm = {
     bed,

@@ -105,6 +105,8 @@ export class Agent implements AsyncDisposable {
   #channel: ControlChannel | undefined;
   #timers: ReturnType<typeof setTimeout>[] = [];
   #renewal: ReturnType<typeof setTimeout> | undefined;
+  /** Fires when the session's certificate ends unrenewed: the node says why its traffic stops. */
+  #expiry: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** The login under way because a revocation voided this node's certificate. */
   #relogin: Promise<void> | undefined;
@@ -471,7 +473,19 @@ export class Agent implements AsyncDisposable {
 
   #scheduleRenewal(): void {
     clearTimeout(this.#renewal);
+    clearTimeout(this.#expiry);
     const cert = this.#session.cert;
+    const left = cert.notAfter - this.#clock();
+    if (left < 2 ** 31) { // a certificate lives at most a day; a timer cannot wait past 2^31 ms
+      this.#expiry = setTimeout(() => {
+        this.#o.log(
+          `this node's certificate expired at ${
+            new Date(cert.notAfter).toISOString()
+          } and the Guardian could ` +
+            "not renew it: peers refuse this node and its traffic stops until a login succeeds (still trying)",
+        );
+      }, Math.max(0, left));
+    }
     const at = cert.notBefore + (cert.notAfter - cert.notBefore) * RENEW_AT_FRACTION;
     // A refusal other than "revoked or removed" (renew stops the agent then) is tried again later.
     const renew = () =>
@@ -644,6 +658,7 @@ export class Agent implements AsyncDisposable {
     if (this.#closed) return;
     this.#closed = true;
     clearTimeout(this.#renewal);
+    clearTimeout(this.#expiry);
     for (const t of this.#timers) clearTimeout(t);
     this.#portals.close();
     await this.#membership.close();
