@@ -23,28 +23,34 @@ function pingFigures(output: string): { sent: number; answered: number; longestG
   return { sent, answered: Number(m?.[2] ?? 0), longestGap: Math.max(longestGap, sent - last) };
 }
 
-Deno.test({
-  name:
-    "faults: Master killed at 5 s, Guardian at 15 s, both back at 25 s: a's pings to b go on, the tether stays",
-  ignore: netnsUnavailable() !== undefined,
-  async fn() {
-    await using realm = await realmOnTestbed(["a", "b"]);
-    const a = realm.node("a");
-    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
-    const ns = realm.bed.host("a").ns;
+/**
+ * A realm of a and b in namespaces with a tether between them, and `ping(count)`: a pinging b ten times a second
+ * (with `-D` timestamps), as a process whose output the test reads.
+ */
+async function pingingRealm(guardian: { certTtl?: string } = {}) {
+  const realm = await realmOnTestbed(["a", "b"], [], {}, [], guardian);
+  const a = realm.node("a");
+  const ns = realm.bed.host("a").ns;
+  let b;
+  try {
+    b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
+    const address = b.ips[0]!;
     await waitFor(
       "the tether",
       20_000,
-      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
+      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true })).success,
     );
-    await waitFor("a to log its tether", 5_000, () => a.proc!.output.includes("tether to b open"));
-    const tethersBefore = a.proc!.output.split("tether to b open").length;
-    const count = 350; // 35 s at 10 a second
-    await using ping = new Proc("ping", "ip", [
+  } catch (error) {
+    await realm[Symbol.asyncDispose]();
+    throw error;
+  }
+  const ping = (count: number) =>
+    new Proc("ping", "ip", [
       "netns",
       "exec",
       ns.name,
       "ping",
+      "-D",
       "-i",
       "0.1",
       "-c",
@@ -53,17 +59,35 @@ Deno.test({
       "1",
       b.ips[0]!,
     ]);
+  return { realm, a, ns, ping };
+}
+
+/** Resolves `s` seconds after `started`. */
+function at(started: number, s: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, Math.max(0, started + s * 1000 - Date.now())));
+}
+
+Deno.test({
+  name:
+    "faults: Master killed at 5 s, Guardian at 15 s, both back at 25 s: a's pings to b go on, the tether stays",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    const { realm, a, ping: pinging } = await pingingRealm();
+    await using _realm = realm;
+    await waitFor("a to log its tether", 5_000, () => a.proc!.output.includes("tether to b open"));
+    const tethersBefore = a.proc!.output.split("tether to b open").length;
+    const count = 350; // 35 s at 10 a second
+    await using ping = pinging(count);
     const started = Date.now();
-    const at = (s: number) => new Promise((r) => setTimeout(r, Math.max(0, started + s * 1000 - Date.now())));
-    await at(5);
+    await at(started, 5);
     // The Guardian's embedded Master: killed on its own, as if it crashed.
     const master = await new Deno.Command("pkill", {
       args: ["-KILL", "-f", `${realm.guardian.dataDir}/nats.conf`],
     }).output();
     assert(master.success, "the Master was running");
-    await at(15);
+    await at(started, 15);
     await realm.guardian.proc!.stop("SIGKILL");
-    await at(25);
+    await at(started, 25);
     await realm.guardian.start(); // and its Master with it
     await waitFor("the pings to end", 30_000, () => ping.output.includes("packet loss"));
     const figures = pingFigures(ping.output);
@@ -89,34 +113,14 @@ Deno.test({
   name: "faults: a's underlay link down for 10 s and back: a's pings to b resume within 3 s of its return",
   ignore: netnsUnavailable() !== undefined,
   async fn() {
-    await using realm = await realmOnTestbed(["a", "b"]);
-    const a = realm.node("a");
-    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
-    const ns = realm.bed.host("a").ns;
-    await waitFor(
-      "the tether",
-      20_000,
-      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
-    );
+    const { realm, a, ns, ping: pinging } = await pingingRealm();
+    await using _realm = realm;
     const count = 250; // 25 s at 10 a second: the link goes down at 5 s and comes back at 15 s
-    await using ping = new Proc("ping", "ip", [
-      "netns",
-      "exec",
-      ns.name,
-      "ping",
-      "-i",
-      "0.1",
-      "-c",
-      String(count),
-      "-W",
-      "1",
-      b.ips[0]!,
-    ]);
+    await using ping = pinging(count);
     const started = Date.now();
-    const at = (s: number) => new Promise((r) => setTimeout(r, Math.max(0, started + s * 1000 - Date.now())));
-    await at(5);
+    await at(started, 5);
     await ns.exec("ip", ["link", "set", "eth0", "down"]);
-    await at(15);
+    await at(started, 15);
     await ns.exec("ip", ["link", "set", "eth0", "up"]);
     await waitFor("the pings to end", 30_000, () => ping.output.includes("packet loss"));
     const figures = pingFigures(ping.output);
@@ -140,32 +144,12 @@ Deno.test({
   name: "faults: certificates that expire while the Guardian is down end traffic, and the node says why",
   ignore: netnsUnavailable() !== undefined,
   async fn() {
-    await using realm = await realmOnTestbed(["a", "b"], [], {}, [], { certTtl: "20s" });
-    const a = realm.node("a");
-    const b = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0]))!;
-    const ns = realm.bed.host("a").ns;
-    await waitFor(
-      "the tether",
-      20_000,
-      async () => (await ns.exec("ping", ["-c", "1", "-W", "1", b.ips[0]!], { allowFailure: true })).success,
-    );
+    const { realm, a, ping: pinging } = await pingingRealm({ certTtl: "20s" });
+    await using _realm = realm;
     await realm.guardian.proc!.stop("SIGKILL"); // no renewal from now on: every certificate ends within 20 s
     const expires = ((await a.status()).json as { certificateExpiresAt: number }).certificateExpiresAt;
     const count = 350;
-    await using ping = new Proc("ping", "ip", [
-      "netns",
-      "exec",
-      ns.name,
-      "ping",
-      "-D",
-      "-i",
-      "0.1",
-      "-c",
-      String(count),
-      "-W",
-      "1",
-      b.ips[0]!,
-    ]);
+    await using ping = pinging(count);
     await waitFor("the pings to end", 60_000, () => ping.output.includes("packet loss"));
     // -D prints when each answer came: the last one, against the certificates' end.
     const answers = [...ping.output.matchAll(/^\[(\d+\.\d+)\].*icmp_seq=/gm)].map((m) => Number(m[1]) * 1000);
