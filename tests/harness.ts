@@ -181,8 +181,15 @@ export class GuardianProc implements AsyncDisposable {
     await this.proc?.stop();
   }
 
+  /**
+   * Stops it, and its embedded Master if that outlived it: a Guardian a test killed with SIGKILL could not stop
+   * its nats-server child, which would run on after the test.
+   */
   async [Symbol.asyncDispose](): Promise<void> {
     await this.proc?.stop();
+    if (this.options.embeddedMaster) {
+      await new Deno.Command("pkill", { args: ["-f", `${this.dataDir}/nats.conf`] }).output();
+    }
   }
 }
 
