@@ -17,6 +17,7 @@ import type { RealmOidc, Store } from "../guardian/store.ts";
 import { guardianRequest, trustGuardianCa } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
+import { readCaFile } from "./node.ts";
 import { readSecret, secretInput } from "./secret.ts";
 
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
@@ -203,13 +204,7 @@ async function admin(values: AdminFlags, io: Output): Promise<Admin> {
       );
     }
     const caFile = values["guardian-ca"] ?? Deno.env.get("VEILNET_GUARDIAN_CA");
-    if (caFile) {
-      try {
-        trustGuardianCa(await Deno.readTextFile(caFile));
-      } catch (error) {
-        throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
-      }
-    }
+    if (caFile) trustGuardianCa(readCaFile("--guardian-ca", caFile));
     return remoteAdmin(values.guardian, token);
   }
   if (values["guardian-ca"] !== undefined) throw new UsageError("--guardian-ca goes with --guardian URL");

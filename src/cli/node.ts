@@ -120,15 +120,8 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
   const guardian = guardianUrl(values.guardian, "register");
   // A Guardian whose certificate comes from a private CA that its token does not name (an operator's own CA).
   const caFile = values["guardian-ca"] ?? env("VEILNET_GUARDIAN_CA");
-  let guardianCa: string | undefined;
-  if (caFile !== undefined) {
-    try {
-      guardianCa = Deno.readTextFileSync(caFile);
-    } catch (error) {
-      throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
-    }
-    trustGuardianCa(guardianCa);
-  }
+  const guardianCa = caFile === undefined ? undefined : readCaFile("--guardian-ca", caFile);
+  if (guardianCa !== undefined) trustGuardianCa(guardianCa);
   const tag = checkTag(values.tag ?? env("VEILNET_CONFLUX_TAG"));
   const ip = values.ip ?? env("VEILNET_CONFLUX_IP");
   if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
@@ -203,6 +196,15 @@ export function savedForRun(explicit: string | undefined): SavedConfig | undefin
   return readConfig(configPath("conflux.json")) ?? readConfig(configPath("up.json"));
 }
 
+/** A CA certificate (PEM) from the file `from` names (a flag or variable); a usage error naming it if unreadable. */
+export function readCaFile(from: string, path: string): string {
+  try {
+    return Deno.readTextFileSync(path);
+  } catch (error) {
+    throw new UsageError(`${from} ${path}: ${(error as Error).message}`);
+  }
+}
+
 /** Says loudly that a Guardian URL is plain text: tokens and credentials cross the network readable. */
 export function warnPlaintext(guardian: string, io: Output): void {
   const plain = guardianUrls(guardian).filter((u) => u.startsWith("http://"));
@@ -223,14 +225,7 @@ export function registeredAs(
   const token = env("VEILNET_CONFLUX_TOKEN") ?? saved?.token;
   const guardian = env("VEILNET_GUARDIAN") ?? saved?.guardian;
   const caFile = env("VEILNET_GUARDIAN_CA");
-  let guardianCa = saved?.guardian_ca;
-  if (caFile !== undefined) {
-    try {
-      guardianCa = Deno.readTextFileSync(caFile);
-    } catch (error) {
-      throw new UsageError(`VEILNET_GUARDIAN_CA ${caFile}: ${(error as Error).message}`);
-    }
-  }
+  const guardianCa = caFile === undefined ? saved?.guardian_ca : readCaFile("VEILNET_GUARDIAN_CA", caFile);
   if (!token || !guardian) {
     throw new UsageError(
       `not registered: no ${configDir()}/conflux.json. Run \`veilnet-conflux register -t TOKEN --guardian URL\` ` +

@@ -9,7 +9,7 @@ import { guardianClient, GuardianUnavailable, trustGuardianCa } from "../agent/g
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { parse, UsageError } from "./args.ts";
 import type { Output } from "./main.ts";
-import { env, guardianUrl, installService, runCommand } from "./node.ts";
+import { env, guardianUrl, installService, readCaFile, runCommand } from "./node.ts";
 import { readSecret, secretInput } from "./secret.ts";
 
 /** The saved config the service runs: the registration, else integration mode's up.json. */
@@ -111,12 +111,7 @@ export async function upCommand(args: string[], io: Output): Promise<number> {
   const guardian = guardianUrl(values.guardian, "up");
   const path = configPath("up.json");
   const caFile = values["guardian-ca"];
-  let guardianCa: string | undefined;
-  try {
-    guardianCa = caFile === undefined ? undefined : await Deno.readTextFile(caFile);
-  } catch (error) {
-    throw new UsageError(`--guardian-ca ${caFile}: ${(error as Error).message}`);
-  }
+  const guardianCa = caFile === undefined ? undefined : readCaFile("--guardian-ca", caFile);
   const options = {
     guardian_ca: guardianCa,
     tag: values.tag ?? env("VEILNET_CONFLUX_TAG"),

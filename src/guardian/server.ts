@@ -235,9 +235,9 @@ function announceTls(o: ServeOptions, tls: ServerTls | undefined): void {
       `guardian: TLS by the realm CA ${o.dataDir}/ca.pem (SHA-256, as tokens carry it: ${tls.pin}); ` +
         "new registration tokens name it, so nodes verify this Guardian with nothing else",
     );
-  } else {o.log(
-      "guardian: TLS with the operator's certificate (--tls-cert): nodes verify it as any HTTPS client",
-    );}
+  } else {
+    o.log("guardian: TLS with the operator's certificate (--tls-cert): nodes verify it as any HTTPS client");
+  }
 }
 
 /** Runs the Guardian until `signal` aborts. */
