@@ -477,12 +477,11 @@ export class Agent implements AsyncDisposable {
     const cert = this.#session.cert;
     const left = cert.notAfter - this.#clock();
     if (left < 2 ** 31) { // a certificate lives at most a day; a timer cannot wait past 2^31 ms
+      const end = new Date(cert.notAfter).toISOString();
       this.#expiry = setTimeout(() => {
         this.#o.log(
-          `this node's certificate expired at ${
-            new Date(cert.notAfter).toISOString()
-          } and the Guardian could ` +
-            "not renew it: peers refuse this node and its traffic stops until a login succeeds (still trying)",
+          `this node's certificate expired at ${end} and the Guardian could not renew it: peers refuse this node ` +
+            "and its traffic stops until a login succeeds (still trying)",
         );
       }, Math.max(0, left));
     }

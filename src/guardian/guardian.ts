@@ -4,8 +4,8 @@
  * CLI on the same host both call this.
  *
  * Tokens are `vreg.<id>.<secret>[.<pin>]` (registration; the pin is the SHA-256 of the Guardian's realm CA, see
- * tls.ts), `vcfx.<id>.<secret>` (a node's long-lived conflux token) and `vadm.<secret>` (admin). The prefix makes a token of the wrong kind a clear 401; only SHA-256 hashes of the
- * secrets are stored.
+ * tls.ts), `vcfx.<id>.<secret>` (a node's long-lived conflux token) and `vadm.<secret>` (admin). The prefix
+ * makes a token of the wrong kind a clear 401; only SHA-256 hashes of the secrets are stored.
  * @module
  */
 

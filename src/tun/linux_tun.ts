@@ -74,8 +74,7 @@ export class LinuxTun implements Tun {
     readMs: 0,
     writeMs: 0,
   };
-  /** Why the kernel refused TSO, when offload was asked for and refused (packets then come one by one). */
-  offloadError: string | undefined;
+
   readonly #fd: number;
   readonly #wake: number;
   /** struct pollfd[2]: the device, then the eventfd. Kept alive while a poll runs on another thread. */
@@ -90,6 +89,8 @@ export class LinuxTun implements Tun {
     readonly name: string,
     readonly mtu: number,
     readonly offload: boolean,
+    /** Why the kernel refused TSO, when offload was asked for and refused (packets then come one by one). */
+    readonly offloadError: string | undefined,
     fd: number,
     wake: number,
   ) {
@@ -137,9 +138,7 @@ export class LinuxTun implements Tun {
       c.close(fd);
       throw error;
     }
-    const tun = new LinuxTun(name, mtu, offload, fd, wake);
-    tun.offloadError = offloadError;
-    return tun;
+    return new LinuxTun(name, mtu, offload, offloadError, fd, wake);
   }
 
   get closed(): boolean {

@@ -18,10 +18,11 @@
  * @module
  */
 
+import { PACKET_OFFLOAD_BYTES } from "../spec.ts";
 import { checksumAdd, checksumFinish } from "./ip.ts";
 
-/** Bytes of the offload header in front of every packet when offload is on. */
-export const OFFLOAD_HEADER_BYTES = 10;
+/** Bytes of the offload header in front of every packet when offload is on (a batch carries it as it is). */
+export const OFFLOAD_HEADER_BYTES = PACKET_OFFLOAD_BYTES;
 /** An offload header saying "a plain packet, checksums complete". */
 export const NO_OFFLOAD: Uint8Array = new Uint8Array(OFFLOAD_HEADER_BYTES);
 

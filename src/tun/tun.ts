@@ -6,6 +6,9 @@
  * @module
  */
 
+import { MAX_PACKET_BYTES } from "../spec.ts";
+import { OFFLOAD_HEADER_BYTES } from "./offload.ts";
+
 /** Counters a device keeps; they only grow. */
 export interface TunStats {
   /** Packets handed out by readBatch. */
@@ -63,7 +66,7 @@ export class TunClosedError extends Error {
 
 /** The largest read a device hands out: an MTU-sized packet, or an offload header and a super-packet. */
 export function readBytes(tun: Pick<Tun, "mtu" | "offload">): number {
-  return tun.offload ? 10 + 65_535 : tun.mtu;
+  return tun.offload ? OFFLOAD_HEADER_BYTES + MAX_PACKET_BYTES : tun.mtu;
 }
 
 /** Checks the read buffers once per call: a buffer too small would silently truncate packets. */

@@ -190,7 +190,7 @@ export class BatchBuilder {
     }
     this.buffer[this.#pos] = n >>> 8;
     this.buffer[this.#pos + 1] = n & 0xff;
-    const header = this.buffer.subarray(this.#pos + 2, this.#pos + ENTRY_OVERHEAD);
+    const header = this.buffer.subarray(this.#pos + PACKET_LENGTH_PREFIX_BYTES, this.#pos + ENTRY_OVERHEAD);
     if (offload) header.set(offload.subarray(0, PACKET_OFFLOAD_BYTES));
     else header.fill(0);
     this.#pos += ENTRY_OVERHEAD + n;
