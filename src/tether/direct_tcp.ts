@@ -90,22 +90,27 @@ export class DirectTcp {
     events: DirectEvents,
     timeoutMs: number,
   ): Promise<DirectTcp | undefined> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const deadline = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error("timeout")), timeoutMs);
+    });
+    const connecting = Deno.connect({ hostname, port, transport: "tcp" });
     let conn: Deno.TcpConn | undefined;
-    const timer = setTimeout(() => conn?.close(), timeoutMs);
     try {
-      conn = await Promise.race([
-        Deno.connect({ hostname, port, transport: "tcp" }),
-        new Promise<never>((_, reject) => setTimeout(() => reject(new Error("timeout")), timeoutMs)),
-      ]);
-      await writeAll(conn, secret);
-      clearTimeout(timer);
+      conn = await Promise.race([connecting, deadline]);
+      await Promise.race([writeAll(conn, secret), deadline]);
       return new DirectTcp(conn, events);
     } catch {
-      clearTimeout(timer);
-      try {
-        conn?.close();
-      } catch { /* already closed */ }
+      const close = (c: Deno.TcpConn) => {
+        try {
+          c.close();
+        } catch { /* already closed */ }
+      };
+      if (conn) close(conn);
+      else connecting.then(close, () => {}); // one that connects after the deadline is closed then
       return undefined;
+    } finally {
+      clearTimeout(timer);
     }
   }
 
