@@ -13,6 +13,7 @@
 
 import { socketPath } from "../src/agent/config.ts";
 import {
+  cpuSecondsOf,
   freePort,
   GuardianProc,
   natsServer,
@@ -43,10 +44,7 @@ interface Varz {
 
 /** CPU time (seconds) and resident memory (bytes) of one process, from /proc. */
 async function processUsage(pid: number, tick: number): Promise<{ cpu: number; rss: number }> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  // Fields after the command name (which may hold spaces) start at field 3; utime is 14 and stime 15.
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  const cpu = (Number(fields[11]) + Number(fields[12])) / tick;
+  const cpu = cpuSecondsOf(`/proc/${pid}/stat`, tick);
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
   return { cpu, rss };

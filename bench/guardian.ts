@@ -15,7 +15,7 @@ import { Identity } from "../src/crypto/identity.ts";
 import { signLogin } from "../src/crypto/login_proof.ts";
 import { guardianHandler } from "../src/guardian/api.ts";
 import process from "node:process";
-import { GuardianProc, tempDir } from "../tests/harness.ts";
+import { cpuSecondsOf, GuardianProc, tempDir } from "../tests/harness.ts";
 import { b64, guardianSetup } from "../tests/guardian_fixture.ts";
 import type { Figure } from "./crypto.ts";
 
@@ -74,10 +74,8 @@ function runFlood(): void {
 if ((globalThis as { name?: string }).name === WORKER_NAME) runFlood();
 
 /** CPU seconds (user + system) a process has used, from /proc. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+function cpuSeconds(pid: number): number {
+  return cpuSecondsOf(`/proc/${pid}/stat`);
 }
 
 /** An address of this host other than loopback, so the flood is another source; undefined if it has none. */
@@ -191,12 +189,12 @@ export async function guardianBench(): Promise<Figure[]> {
     // Alone: what a login costs the Guardian, HTTP included.
     await renewAll(url, tokens, rate); // warm-up: a Guardian that has run a while has compiled its login path
     // What the Guardian spends idle (its timers) is not the logins': measured first, and taken off.
-    const idle0 = { cpu: await cpuSeconds(pid), at: performance.now() };
+    const idle0 = { cpu: cpuSeconds(pid), at: performance.now() };
     await new Promise((r) => setTimeout(r, 3_000));
-    const idlePerSecond = (await cpuSeconds(pid) - idle0.cpu) / ((performance.now() - idle0.at) / 1000);
-    const cpu0 = await cpuSeconds(pid);
+    const idlePerSecond = (cpuSeconds(pid) - idle0.cpu) / ((performance.now() - idle0.at) / 1000);
+    const cpu0 = cpuSeconds(pid);
     const quiet = await renewAll(url, tokens, rate);
-    const cpuPerLogin = (await cpuSeconds(pid) - cpu0 - idlePerSecond * quiet.seconds) /
+    const cpuPerLogin = (cpuSeconds(pid) - cpu0 - idlePerSecond * quiet.seconds) /
       Math.max(1, quiet.ok.length) * 1000;
     figures.push(renewalFigure(`${nodes} renewals, quiet`, quiet));
     figures.push({
@@ -212,14 +210,14 @@ export async function guardianBench(): Promise<Figure[]> {
     const floodUrl = `https://${address ?? "127.0.0.1"}:${guardian.port}`;
     worker = new Worker(import.meta.url, { type: "module", name: WORKER_NAME });
     const report = new Promise<FloodReport>((resolve) => worker!.onmessage = (e) => resolve(e.data));
-    const cpu1 = await cpuSeconds(pid);
+    const cpu1 = cpuSeconds(pid);
     const t1 = performance.now();
     worker.postMessage({ url: floodUrl, ca: guardian.ca });
     await new Promise((r) => setTimeout(r, 1_000)); // the flood has spent its burst before the renewals start
     const flooded = await renewAll(url, tokens, rate);
     worker.postMessage("stop");
     const flood = await report;
-    const busy = (await cpuSeconds(pid) - cpu1) / ((performance.now() - t1) / 1000) * 100;
+    const busy = (cpuSeconds(pid) - cpu1) / ((performance.now() - t1) / 1000) * 100;
     figures.push(renewalFigure(`${nodes} renewals, under flood`, flooded));
     const counts = Object.entries(flood.statuses).map(([s, n]) => `${s}: ${n}`).join(", ");
     figures.push({

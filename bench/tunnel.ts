@@ -5,7 +5,7 @@
  */
 
 import { run } from "../tests/netns.ts";
-import { Proc, waitFor } from "../tests/harness.ts";
+import { cpuSecondsOf, Proc, waitFor } from "../tests/harness.ts";
 import { realmOnTestbed, Testbed } from "../tests/testbed.ts";
 import { netnsUnavailable } from "../tests/netns.ts";
 import type { Figure } from "./crypto.ts";
@@ -121,15 +121,13 @@ async function measure(
 function cpuByThreads(pid: number): Record<string, number> {
   const groups: Record<string, number> = { javascript: 0, webrtc: 0, runtime: 0, v8: 0, other: 0 };
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
-    let comm, stat;
+    let comm, seconds;
     try {
       comm = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/comm`).trim();
-      stat = Deno.readTextFileSync(`/proc/${pid}/task/${task.name}/stat`);
+      seconds = cpuSecondsOf(`/proc/${pid}/task/${task.name}/stat`);
     } catch {
       continue; // the thread ended meanwhile
     }
-    const fields = stat.slice(stat.lastIndexOf(") ") + 2).split(" ");
-    const seconds = (Number(fields[11]) + Number(fields[12])) / 100; // utime + stime, in USER_HZ (100)
     const group = task.name === String(pid)
       ? "javascript"
       : /^(RTC|SCTP|juice)/.test(comm)

@@ -76,6 +76,17 @@ export async function cli(
   };
 }
 
+/**
+ * CPU seconds (user + system) in a `/proc/<pid>/stat` or `/proc/<pid>/task/<tid>/stat` file, with `tick` clock
+ * ticks a second (USER_HZ, 100 on Linux).
+ */
+export function cpuSecondsOf(statPath: string, tick = 100): number {
+  const stat = Deno.readTextFileSync(statPath);
+  // Fields after the command name (which may hold spaces) start at field 3; utime is 14 and stime 15.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / tick;
+}
+
 /** A long-running child process whose output is kept for failure messages. */
 export class Proc implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;

@@ -8,7 +8,7 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { cli, freePort, GuardianProc, NodeProc, Proc, tempDir, waitFor } from "./harness.ts";
+import { cli, cpuSecondsOf, freePort, GuardianProc, NodeProc, Proc, tempDir, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { Testbed } from "./testbed.ts";
 
@@ -44,10 +44,8 @@ function pingFigures(text: string): { sent: number; answered: number; lost: numb
 }
 
 /** CPU time (user + system, seconds) of process `pid` so far, from /proc. */
-async function cpuSeconds(pid: number): Promise<number> {
-  const stat = await Deno.readTextFile(`/proc/${pid}/stat`);
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+function cpuSeconds(pid: number): number {
+  return cpuSecondsOf(`/proc/${pid}/stat`);
 }
 
 /** The data-plane drops a message arriving from a tether can cause (anchor.ts `DataDrop`, receive side). */
@@ -340,7 +338,7 @@ Deno.test({
       async () => {
         const [beforeA, beforeB] = [await dropped(a), await dropped(b)];
         const pids = [b.proc!.pid, a.proc!.pid];
-        const cpuBefore = await Promise.all(pids.map(cpuSeconds));
+        const cpuBefore = pids.map(cpuSeconds);
         const t0 = performance.now();
         const flood = await mallory.do<{ sent: number; seconds: number; replayed: boolean }>("flood", {
           to: [bId],
@@ -348,9 +346,7 @@ Deno.test({
           seconds: 5,
         });
         const elapsed = (performance.now() - t0) / 1000;
-        const cpu = (await Promise.all(pids.map(cpuSeconds))).map((c, i) =>
-          (c - cpuBefore[i]!) / elapsed * 100
-        );
+        const cpu = pids.map(cpuSeconds).map((c, i) => (c - cpuBefore[i]!) / elapsed * 100);
         await new Promise((r) => setTimeout(r, 500));
         const grew = (before: Counters, after: Counters) =>
           Object.fromEntries(
