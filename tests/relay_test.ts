@@ -6,28 +6,16 @@
 import { assert, assertEquals } from "./assert.ts";
 import { waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
-import { realmOnTestbed, type Testbed } from "./testbed.ts";
+import { realmOnTestbed } from "./testbed.ts";
 
 const ignore = netnsUnavailable() !== undefined;
-
-/** Drops all UDP between hosts `a` and `b` (both directions), as a firewall between them would. */
-async function cutUdp(bed: Testbed, a: string, b: string): Promise<void> {
-  const ns = bed.host(a).ns;
-  const other = bed.host(b).address;
-  const nft = (...args: string[]) => ns.exec("nft", args);
-  await nft("add", "table", "inet", "cut");
-  await nft("add", "chain", "inet", "cut", "out", "{ type filter hook output priority 0; policy accept; }");
-  await nft("add", "chain", "inet", "cut", "in", "{ type filter hook input priority 0; policy accept; }");
-  await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", other, "meta", "l4proto", "udp", "drop");
-  await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", other, "meta", "l4proto", "udp", "drop");
-}
 
 Deno.test({
   name: "relay: with UDP between A and C cut, A reaches C through B without loss, and B cannot read it",
   ignore,
   async fn() {
     await using w = await realmOnTestbed(["a", "b", "c"]);
-    await cutUdp(w.bed, "a", "c");
+    await w.bed.cutUdp("a", "c");
     const a = w.node("a");
     const b = w.node("b");
     const c = await a.find("c");
@@ -61,58 +49,12 @@ Deno.test({
 });
 
 Deno.test({
-  name: "relay: when the relay in use dies, traffic moves to the other relay within seconds",
-  ignore,
-  async fn() {
-    await using w = await realmOnTestbed(["a", "b1", "b2", "c"]);
-    await cutUdp(w.bed, "a", "c");
-    const a = w.node("a");
-    const c = await a.find("c");
-    const address = c.ips[0]!;
-    const ns = w.bed.host("a").ns;
-    await waitFor(
-      "a first ping through a relay",
-      30_000,
-      async () => (await ns.exec("ping", ["-c", "1", "-W", "2", address], { allowFailure: true })).success,
-    );
-    const via = await waitFor("a's path to c", 15_000, async () => {
-      await ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true }); // traffic decides the path
-      const p = (await a.peers() as unknown as { tag: string; via?: string }[]).find((p) => p.tag === "c");
-      return p?.via;
-    });
-    assert(via === "b1" || via === "b2", `via ${via}`);
-
-    // 20 pings a second for 15 s; the relay in use is killed after 3 s.
-    const interval = 0.05;
-    const pinging = ns.exec("ping", ["-c", "300", "-i", String(interval), "-W", "1", address], {
-      allowFailure: true,
-    });
-    await new Promise((r) => setTimeout(r, 3_000));
-    await w.node(via).proc!.stop("SIGKILL");
-    const out = await pinging;
-    const received = new Set([...out.text.matchAll(/icmp_seq=(\d+)/g)].map((m) => Number(m[1])));
-    let gap = 0;
-    let run = 0;
-    for (let seq = 1; seq <= 300; seq++) {
-      run = received.has(seq) ? 0 : run + 1;
-      gap = Math.max(gap, run);
-    }
-    const gapSeconds = gap * interval;
-    console.log(`relay ${via} killed: longest gap ${gapSeconds.toFixed(2)} s; ${received.size}/300 answered`);
-    assert(gapSeconds < 5, `traffic stopped for ${gapSeconds} s`);
-    assert(received.has(300) || received.has(299), "pings did not resume");
-    const now = (await a.peers() as unknown as { tag: string; via?: string }[]).find((p) => p.tag === "c");
-    assertEquals(now?.via, via === "b1" ? "b2" : "b1");
-  },
-});
-
-Deno.test({
   name:
     "backup: with no tether possible, traffic crosses the control channel; once UDP is back, a tether takes over",
   ignore,
   async fn() {
     await using w = await realmOnTestbed(["a", "b"]);
-    await cutUdp(w.bed, "a", "b");
+    await w.bed.cutUdp("a", "b");
     const a = w.node("a");
     const b = await a.find("b");
     const address = b.ips[0]!;
@@ -207,7 +149,8 @@ Deno.test({
       String(size),
     ]);
     const seconds = (Date.now() - started) / 1000;
-    assertEquals((await sink).text.trim(), sent.text.trim(), "bytes received differ from bytes sent");
+    const received = (await sink).text.trim().split(" ").slice(0, 2).join(" "); // without the sink's longest gap
+    assertEquals(received, sent.text.trim(), "bytes received differ from bytes sent");
 
     const viaC = ((await w.node("c").status()).json.relayed as { bytes: number }).bytes;
     const total = (await a.peers() as unknown as { tag: string; txBytes: number }[]).find((p) =>

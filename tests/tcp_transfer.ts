@@ -1,7 +1,10 @@
 /**
  * A TCP transfer with its bytes verified, for end-to-end tests:
- *   deno run -A tests/tcp_transfer.ts serve PORT          prints "<bytes> <sha256>" after one connection ends
- *   deno run -A tests/tcp_transfer.ts send HOST PORT N    sends N deterministic bytes, prints "<bytes> <sha256>"
+ *   deno run -A tests/tcp_transfer.ts serve PORT
+ *       prints "listening" (to stderr), then "<bytes> <sha256> <longest gap ms>" after one connection ends; the
+ *       gap is the longest time between two reads once the first byte came
+ *   deno run -A tests/tcp_transfer.ts send HOST PORT N [BYTES_PER_SECOND]
+ *       sends N deterministic bytes (paced to the rate if given), prints "<bytes> <sha256>"
  * @module
  */
 
@@ -10,20 +13,28 @@ import { createHash } from "node:crypto";
 const [mode, ...args] = Deno.args;
 const hash = createHash("sha256");
 let total = 0;
+let longestGapMs = 0;
 
 if (mode === "serve") {
   const listener = Deno.listen({ port: Number(args[0]) });
   console.error("listening");
   const conn = await listener.accept();
   listener.close();
+  let last: number | undefined;
   for await (const chunk of conn.readable) {
+    const now = performance.now();
+    if (last !== undefined) longestGapMs = Math.max(longestGapMs, now - last);
+    last = now;
     hash.update(chunk);
     total += chunk.length;
   }
+  console.log(`${total} ${hash.digest("hex")} ${Math.round(longestGapMs)}`);
 } else if (mode === "send") {
   const conn = await Deno.connect({ hostname: args[0]!, port: Number(args[1]) });
   const size = Number(args[2]);
-  const block = new Uint8Array(64 * 1024);
+  const rate = args[3] === undefined ? undefined : Number(args[3]);
+  const started = performance.now();
+  const block = new Uint8Array(rate === undefined ? 64 * 1024 : Math.min(64 * 1024, Math.ceil(rate / 50)));
   let seed = 12345;
   const writer = conn.writable.getWriter();
   while (total < size) {
@@ -38,10 +49,16 @@ if (mode === "serve") {
     hash.update(chunk);
     await writer.write(chunk.slice());
     total += chunk.length;
+    if (rate !== undefined) {
+      // On schedule: a stall is made up afterwards, so the transfer's size and end stay the same.
+      const due = started + (total / rate) * 1000;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    }
   }
   await writer.close();
+  console.log(`${total} ${hash.digest("hex")}`);
 } else {
-  console.error("usage: tcp_transfer.ts serve PORT | send HOST PORT BYTES");
+  console.error("usage: tcp_transfer.ts serve PORT | send HOST PORT BYTES [BYTES_PER_SECOND]");
   Deno.exit(2);
 }
-console.log(`${total} ${hash.digest("hex")}`);

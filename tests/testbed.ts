@@ -6,7 +6,7 @@
  * @module
  */
 
-import { freePort, GuardianProc, NodeProc } from "./harness.ts";
+import { freePort, GuardianProc, natsServer, NodeProc, type Proc, waitFor } from "./harness.ts";
 import { Netns, run } from "./netns.ts";
 
 /** One host of the testbed. */
@@ -70,6 +70,18 @@ export class Testbed implements AsyncDisposable {
     return bed;
   }
 
+  /** Drops all UDP between hosts `a` and `b` (both directions), as a firewall between them would. */
+  async cutUdp(a: string, b: string): Promise<void> {
+    const ns = this.host(a).ns;
+    const other = this.host(b).address;
+    const nft = (...args: string[]) => ns.exec("nft", args);
+    await nft("add", "table", "inet", "cut");
+    await nft("add", "chain", "inet", "cut", "out", "{ type filter hook output priority 0; policy accept; }");
+    await nft("add", "chain", "inet", "cut", "in", "{ type filter hook input priority 0; policy accept; }");
+    await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", other, "meta", "l4proto", "udp", "drop");
+    await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", other, "meta", "l4proto", "udp", "drop");
+  }
+
   host(name: string): Host {
     const h = this.hosts.get(name);
     if (!h) throw new Error(`no host ${name}`);
@@ -87,6 +99,8 @@ export class Testbed implements AsyncDisposable {
 export interface Realm extends AsyncDisposable {
   bed: Testbed;
   guardian: GuardianProc;
+  /** The Master's servers when it is a cluster of its own (`masters`), in order; none when embedded. */
+  masters: { proc: Proc; port: number }[];
   nodes: Map<string, NodeProc>;
   node(name: string): NodeProc;
 }
@@ -94,38 +108,61 @@ export interface Realm extends AsyncDisposable {
 /**
  * A testbed with a Guardian (and its Master) on the bridge, realm "home", and one registered, running node per
  * name in its namespace (tag = its name, taint "lab"; `registerFlags` per name override them, e.g. a shared tag),
- * plus `bareHosts`: namespaces with no node, for a test to start its own.
- * Disposing stops everything and removes the testbed.
+ * plus `bareHosts`: namespaces with no node, for a test to start its own. With `masters`, the Master is a cluster
+ * of that many nats-servers on the hub, configured by `guardian nats-config` as an operator would; otherwise
+ * the Guardian's embedded one. Disposing stops everything and removes the testbed.
  */
 export async function realmOnTestbed(
   names: string[],
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
   bareHosts: string[] = [],
-  guardianOptions: { certTtl?: string } = {},
+  options: { certTtl?: string; masters?: number } = {},
 ): Promise<Realm> {
   const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
   const dir = await Deno.makeTempDir({ prefix: "vc-realm-" });
+  const masters: Realm["masters"] = [];
+  const ports = Array.from({ length: options.masters ?? 0 }, () => ({ port: freePort(), route: freePort() }));
   const guardian = new GuardianProc(`${dir}/guardian`, {
-    embeddedMaster: true,
-    natsPort: freePort(),
     listenHost: bed.hub,
-    ...guardianOptions,
+    certTtl: options.certTtl,
+    ...(ports.length > 0
+      ? { master: ports.map((p) => `tls://${bed.hub}:${p.port}`) }
+      : { embeddedMaster: true, natsPort: freePort() }),
   });
   const world: Realm = {
     bed,
     guardian,
+    masters,
     nodes,
     node: (name: string) => nodes.get(name)!,
     async [Symbol.asyncDispose]() {
       for (const n of nodes.values()) await n[Symbol.asyncDispose]();
       await guardian[Symbol.asyncDispose]();
+      for (const m of masters) await m.proc.stop();
       await bed[Symbol.asyncDispose]();
       await Deno.remove(dir, { recursive: true }).catch(() => {});
     },
   };
   try {
+    for (const [i, { port, route }] of ports.entries()) {
+      const proc = await natsServer(guardian.dataDir, `nats-${i}`, port, {
+        configFlags: [
+          "--cluster-name",
+          "realm",
+          "--cluster-listen",
+          `${bed.hub}:${route}`,
+          "--routes",
+          ports.filter((_, j) => j !== i).map((p) => `nats-route://${bed.hub}:${p.route}`).join(","),
+        ],
+      });
+      masters.push({ proc, port });
+      await waitFor(`nats-${i} to listen`, 10_000, async () => {
+        (await Deno.connect({ hostname: bed.hub, port })).close();
+        return true;
+      });
+    }
     await guardian.start();
     await guardian.admin(["realm", "create", "home"]);
     // The test realm's administrator grants any taint: each node picks its own ("lab" by default).

@@ -35,7 +35,7 @@ import { PortalRoutes } from "./portal_routes.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
 
 /** How often the host's addresses are compared with the last look. */
-const UNDERLAY_WATCH_MS = 2_000;
+const UNDERLAY_WATCH_MS = 1_000;
 
 /** How long after asking the realm for relays to a destination their answers are taken. */
 const ROUTE_ANSWER_WINDOW_MS = 10_000;
@@ -283,8 +283,10 @@ export class Agent implements AsyncDisposable {
   }
 
   /**
-   * Tethers that failed to form are tried again at once when this host's addresses change (a new network, a
-   * NAT's address): what failed on the old underlay may work on the new one.
+   * When this host's addresses change (a new network, a NAT's address), tethers that failed to form are tried
+   * again at once: what failed on the old underlay may work on the new one. When an address went away, the
+   * tethers and the Master connection that sent from it are dead: they are replaced at once, not after their
+   * peers fall silent.
    */
   #watchUnderlay(tunName: string): void {
     const now = Deno.networkInterfaces()
@@ -292,11 +294,19 @@ export class Agent implements AsyncDisposable {
       .map((i) => `${i.name}/${i.address}`)
       .sort()
       .join(" ");
-    if (this.#hostAddresses !== undefined && now !== this.#hostAddresses) {
-      this.#o.log(`this host's addresses changed (${now || "none"}): trying tethers again`);
-      this.#data?.anchor.retryTethers();
-    }
+    const before = this.#hostAddresses;
     this.#hostAddresses = now;
+    if (before === undefined || now === before) return;
+    this.#o.log(`this host's addresses changed (${now || "none"}): trying tethers again`);
+    this.#data?.anchor.retryTethers();
+    const present = new Set(now.split(" ").map((a) => a.slice(a.indexOf("/") + 1)));
+    const gone = new Set(
+      before.split(" ").map((a) => a.slice(a.indexOf("/") + 1)).filter((a) => !present.has(a)),
+    );
+    if (gone.size === 0) return;
+    this.#o.log(`${[...gone].join(", ")} went away: replacing the tethers and the Master connection on it`);
+    this.#data?.tethers.addressesGone(gone);
+    void this.#channel?.reconnect();
   }
 
   /** Whether this node may carry traffic between two of its peers: both known, and allowed to talk. */

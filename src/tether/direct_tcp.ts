@@ -123,6 +123,11 @@ export class DirectTcp {
     return this.#closed;
   }
 
+  /** This end's address (an address of this host). */
+  get localAddress(): string {
+    return this.#conn.localAddr.hostname;
+  }
+
   /** Queues one message (copied into its frame); false once closed. */
   send(message: Uint8Array): boolean {
     if (this.#closed) return false;

@@ -325,6 +325,17 @@ export class Tethers {
     }
   }
 
+  /**
+   * Drops every tether that sends from one of `addresses`, which this host no longer has: it is dead, and waiting
+   * for its peer to fall silent would cost LINK_DEAD_MS of traffic. The next packet forms a new one.
+   */
+  addressesGone(addresses: Set<string>): void {
+    for (const t of [...this.#tethers.values()]) {
+      const lost = t.link?.localAddresses().find((a) => addresses.has(a));
+      if (lost) this.#drop(t, `this host's address ${lost} went away`);
+    }
+  }
+
   /** Drops the tether to a peer that left (or may no longer be talked to). */
   forget(peer: string): void {
     const t = this.#tethers.get(peer);

@@ -314,6 +314,16 @@ export class WebRtcLink {
     if (best) attempt(() => best.sendMessage(`?${token}`));
   }
 
+  /** The addresses of this host the link sends from: its selected candidate's, and the direct connection's. */
+  localAddresses(): string[] {
+    const addresses = this.#direct ? [this.#direct.localAddress] : [];
+    try {
+      const local = this.#pc.getSelectedCandidatePair()?.local;
+      if (local) addresses.push(local.address);
+    } catch { /* no pair (yet) */ }
+    return addresses;
+  }
+
   /** Round-trip time of the selected candidate pair (ms), if known. */
   rttMs(): number | undefined {
     try {
