@@ -3,8 +3,9 @@
  *   deno run -A tests/tcp_transfer.ts serve PORT
  *       prints "listening" (to stderr), then "<bytes> <sha256> <longest gap ms>" after one connection ends; the
  *       gap is the longest time between two reads once the first byte came
- *   deno run -A tests/tcp_transfer.ts send HOST PORT N [BYTES_PER_SECOND]
- *       sends N deterministic bytes (paced to the rate if given), prints "<bytes> <sha256>"
+ *   deno run -A tests/tcp_transfer.ts send HOST PORT N [BYTES_PER_SECOND [ON_S OFF_S]]
+ *       sends N deterministic bytes (paced to the rate if given; with ON_S and OFF_S, only in the first ON_S
+ *       seconds of each ON_S + OFF_S cycle, the connection idle in between), prints "<bytes> <sha256>"
  * @module
  */
 
@@ -33,6 +34,9 @@ if (mode === "serve") {
   const conn = await Deno.connect({ hostname: args[0]!, port: Number(args[1]) });
   const size = Number(args[2]);
   const rate = args[3] === undefined ? undefined : Number(args[3]);
+  const [on, off] = args[4] === undefined ? [Infinity, 0] : [Number(args[4]), Number(args[5])];
+  /** When, since the start, the sender has been busy for `active` seconds: the quiet parts are skipped. */
+  const wallMs = (active: number) => (Math.floor(active / on) * (on + off) + (active % on)) * 1000;
   const started = performance.now();
   const block = new Uint8Array(rate === undefined ? 64 * 1024 : Math.min(64 * 1024, Math.ceil(rate / 50)));
   let seed = 12345;
@@ -51,7 +55,7 @@ if (mode === "serve") {
     total += chunk.length;
     if (rate !== undefined) {
       // On schedule: a stall is made up afterwards, so the transfer's size and end stay the same.
-      const due = started + (total / rate) * 1000;
+      const due = started + (on === Infinity ? (total / rate) * 1000 : wallMs(total / rate));
       const wait = due - performance.now();
       if (wait > 0) await new Promise((r) => setTimeout(r, wait));
     }

@@ -626,6 +626,7 @@ export class Agent implements AsyncDisposable {
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
       revocations: this.peers.revocations,
       handshakeFailures: this.#data?.streams.failures ?? 0,
+      streamsFormed: this.#data?.streams.formed ?? 0,
       ...(this.dnsCounts ? { dns: Object.fromEntries(this.dnsCounts()) } : {}),
       portal: cert.portal ? subnetsOf(cert.subnets).map(formatCidr) : [],
       subnets: this.#portals.table.routes(),

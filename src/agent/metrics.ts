@@ -43,6 +43,12 @@ export function renderMetrics(s: NodeStatus, peers: PeerStatus[]): string {
     "",
     s.handshakeFailures,
   ]]);
+  family("streams_formed_total", "counter", "Sending streams formed (one per destination, then per rekey).", [
+    [
+      "",
+      s.streamsFormed ?? 0,
+    ],
+  ]);
   family(
     "dropped_total",
     "counter",

@@ -96,6 +96,11 @@ export interface NodeStatus {
   relays: number;
   /** Stream handshakes that failed or timed out. */
   handshakeFailures: number;
+  /**
+   * Sending streams formed since start: one per destination, then one per rekey (each stream is replaced after
+   * two minutes). Absent from nodes older than the field.
+   */
+  streamsFormed?: number;
   /** DNS responses by outcome (absent when the node serves no DNS). */
   dns?: Record<string, number>;
   /** The subnets this node offers as a portal (empty when it is not one). */

@@ -44,6 +44,8 @@ export class Streams {
   readonly #inByPeer = new Map<string, string[]>();
   /** Handshakes this node started that failed or timed out, and responses it refused. */
   failures = 0;
+  /** Sending streams formed since start: one per destination, then one per rekey. */
+  formed = 0;
 
   constructor(options: StreamsOptions) {
     this.#o = options;
@@ -98,7 +100,10 @@ export class Streams {
     if (!o?.pending) return;
     clearTimeout(o.timer);
     clearTimeout(o.resend);
-    if (sealer) o.sealer = sealer;
+    if (sealer) {
+      o.sealer = sealer;
+      this.formed++;
+    }
     const resolve = o.resolve!;
     o.pending =
       o.resolve =

@@ -121,26 +121,35 @@ async function openSharedState(
   }
 }
 
-async function waitForPort(
-  hostname: string,
-  port: number,
-  child: Deno.ChildProcess,
-  ms: number,
-): Promise<void> {
+/**
+ * Passes nats-server's log on to this process's standard error, and resolves once it says it is ready: a probe
+ * connection instead would make it log a failed TLS handshake at every start.
+ */
+async function forwardUntilReady(child: Deno.ChildProcess, ms: number): Promise<void> {
+  const reader = child.stderr.getReader();
+  let tail = "";
+  let ready = false;
+  const decoder = new TextDecoder();
+  const forward = async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      for (let n = 0; n < value.length;) n += Deno.stderr.writeSync(value.subarray(n));
+      if (ready) continue;
+      tail = (tail + decoder.decode(value, { stream: true })).slice(-200);
+      ready = tail.includes("Server is ready");
+    }
+  };
+  const forwarding = forward().catch(() => {});
   const deadline = Date.now() + ms;
-  let exited = false;
-  child.status.then(() => exited = true);
-  while (Date.now() < deadline && !exited) {
-    try {
-      (await Deno.connect({ hostname: hostname === "0.0.0.0" ? "127.0.0.1" : hostname, port })).close();
-      return;
-    } catch {
-      await new Promise((r) => setTimeout(r, 50));
+  while (!ready && Date.now() < deadline) {
+    const exited = await Promise.race([child.status.then(() => true), new Promise((r) => setTimeout(r, 50))]);
+    if (exited && !ready) {
+      await forwarding;
+      throw new Error("nats-server exited at start (see its output above)");
     }
   }
-  throw new Error(
-    exited ? "nats-server exited at start (see its output above)" : `nats-server did not listen on ${port}`,
-  );
+  if (!ready) throw new Error(`nats-server did not say it was ready within ${ms} ms`);
 }
 
 /** Starts nats-server with the Guardian's config (and its TLS); resolves once it accepts connections. */
@@ -170,7 +179,7 @@ async function startMaster(
   );
   let child: Deno.ChildProcess;
   try {
-    child = new Deno.Command("nats-server", { args: ["-c", path], stdout: "inherit", stderr: "inherit" })
+    child = new Deno.Command("nats-server", { args: ["-c", path], stdout: "inherit", stderr: "piped" })
       .spawn();
   } catch (error) {
     if (error instanceof Deno.errors.NotFound) {
@@ -179,7 +188,7 @@ async function startMaster(
     throw error;
   }
   try {
-    await waitForPort(o.hostname, o.natsPort, child, 5_000);
+    await forwardUntilReady(child, 5_000);
   } catch (error) {
     try {
       child.kill("SIGTERM");
