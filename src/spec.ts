@@ -9,6 +9,9 @@
 // ---- Identity -------------------------------------------------------------------------------------------------
 
 /** A node id is the first 16 bytes of SHA-256 over the node's raw ML-DSA-65 public key. */
+/** This build's version (`veilnet-conflux version`, and what a node reports to the Guardians). */
+export const VERSION = "0.1.0";
+
 export const NODE_ID_BYTES = 16;
 /** Raw ML-DSA-65 public key (FIPS 204). */
 export const ML_DSA_65_PUBLIC_KEY_BYTES = 1952;

@@ -87,3 +87,8 @@ export const DNS_FORWARD_TIMEOUT_MS = 2_000;
 /** Concurrent DNS-over-TCP connections; a TCP connection idle this long is closed. */
 export const MAX_DNS_TCP_CONNECTIONS = 64;
 export const DNS_TCP_IDLE_MS = 10_000;
+/** A node reports what it sees to the Guardians this often, and this soon after one of its tethers changed. */
+export const REPORT_MS = 30_000;
+export const REPORT_AFTER_CHANGE_MS = 2_000;
+/** A report lists at most this many peers (those with the most traffic): its size does not grow with the realm. */
+export const MAX_REPORT_PEERS = 64;

@@ -124,6 +124,7 @@ Deno.test({
       ["subscription", mine.whoTag("a")], // a's lookups
       ["subscription", mine.node(aNode)], // a's messages
       ["subscription", mine.data(aNode)], // a's backup traffic
+      ["subscription", mine.report], // what every node reports to the Guardians: who talks to whom
       ["publish", mine.broadcast], // the Guardian's
       ["publish", mine.peer(aConflux)], // announcing as a
       ["publish", mine.portals], // b is no portal

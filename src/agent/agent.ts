@@ -18,8 +18,15 @@ import { type RealmSubjects, realmSubjects } from "../control/subjects.ts";
 import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { contains, formatCidr, type Offer, subnetsOf } from "../portal/subnets.ts";
 import { UNDERLAY_READ_MS, type UnderlayAddress } from "../portal/underlay.ts";
-import { LOGIN_RETRY_MS, RENEW_AT_FRACTION } from "../tuning.ts";
-import { type AnyControlMessage, ControlKind } from "../wire/control.ts";
+import {
+  LOGIN_RETRY_MS,
+  MAX_REPORT_PEERS,
+  RENEW_AT_FRACTION,
+  REPORT_AFTER_CHANGE_MS,
+  REPORT_MS,
+} from "../tuning.ts";
+import { VERSION } from "../spec.ts";
+import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
 import { Streams } from "../anchor/streams.ts";
 import { Handshaker } from "../crypto/handshake.ts";
@@ -107,6 +114,8 @@ export class Agent implements AsyncDisposable {
   #renewal: ReturnType<typeof setTimeout> | undefined;
   /** Fires when the session's certificate ends unrenewed: the node says why its traffic stops. */
   #expiry: ReturnType<typeof setTimeout> | undefined;
+  /** The report due soon after a tether changed (see #reportSoon). */
+  #reportTimer: ReturnType<typeof setTimeout> | undefined;
   #closed = false;
   /** The login under way because a revocation voided this node's certificate. */
   #relogin: Promise<void> | undefined;
@@ -211,6 +220,52 @@ export class Agent implements AsyncDisposable {
       setInterval(() => this.#portals.offering && void this.#portals.refresh(), UNDERLAY_READ_MS),
     );
     this.#scheduleRenewal();
+    this.#timers.push(setInterval(() => void this.#report(), REPORT_MS));
+    this.#reportSoon();
+  }
+
+  /** Reports once REPORT_AFTER_CHANGE_MS from now (tethers that change together make one report). */
+  #reportSoon(): void {
+    if (this.#reportTimer !== undefined || this.#closed) return;
+    this.#reportTimer = setTimeout(() => {
+      this.#reportTimer = undefined;
+      void this.#report();
+    }, REPORT_AFTER_CHANGE_MS);
+  }
+
+  /**
+   * Tells the Guardians what this node sees (its version, and the peers it has traffic with: path, link, bytes,
+   * round-trip time), signed, on the realm's report subject, which only they hear. At most MAX_REPORT_PEERS
+   * peers, the busiest: the report's size and rate do not grow with the realm.
+   */
+  async #report(): Promise<void> {
+    const channel = this.#channel;
+    if (!channel || channel.state !== "connected" || this.#closed) return;
+    const peers = this.peerStatus()
+      .filter((p) => p.path !== "none")
+      .sort((a, b) => (b.txBytes + b.rxBytes) - (a.txBytes + a.rxBytes))
+      .slice(0, MAX_REPORT_PEERS)
+      .map((p) => ({
+        id: p.id,
+        path: p.path,
+        ...(p.via !== undefined ? { via: p.via } : {}),
+        ...(p.link !== undefined ? { link: p.link } : {}),
+        ...(p.rttMs !== undefined ? { rttMs: Math.round(p.rttMs * 10) / 10 } : {}),
+        txBytes: p.txBytes,
+        rxBytes: p.rxBytes,
+      }));
+    const cert = this.#session.cert;
+    try {
+      const message = await signControl(this.#identity, {
+        kind: ControlKind.Report,
+        recipient: BROADCAST,
+        certRef: cert.ref,
+        body: { certificate: cert.bytes, report: JSON.stringify({ version: VERSION, peers }) },
+      }, this.#clock());
+      channel.publish(this.#subjects.report, message);
+    } catch (error) {
+      this.#o.log(`report to the Guardians: ${(error as Error).message}`);
+    }
   }
 
   #startDataPlane(tun: Tun): void {
@@ -232,6 +287,7 @@ export class Agent implements AsyncDisposable {
       onChange: (peer, state, reason) => {
         const tag = this.peers.get(peer)?.cert.tag ?? peer.slice(0, 8);
         log(`tether to ${tag} ${state}${reason ? ` (${reason})` : ""}`);
+        this.#reportSoon();
         // While a tether is open, this node hears the route queries of nodes looking for a relay to its peer.
         this.#membership.relayFor(peer, state === "open");
         // A tether that died (not one dissolved for idleness) takes its hop out of every route at once.
@@ -669,6 +725,7 @@ export class Agent implements AsyncDisposable {
     this.#closed = true;
     clearTimeout(this.#renewal);
     clearTimeout(this.#expiry);
+    clearTimeout(this.#reportTimer);
     for (const t of this.#timers) clearTimeout(t);
     this.#portals.close();
     await this.#membership.close();

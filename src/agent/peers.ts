@@ -383,6 +383,8 @@ const KIND_RATES: Record<Exclude<ControlKind, ControlKind.Revoke>, [perSecond: n
   [ControlKind.RouteQuery]: [10, 20],
   [ControlKind.RouteAnswer]: [20, 40],
   [ControlKind.Lookup]: [50, 100],
+  // Reports are for the Guardians: a node takes none (one sent to it is a sender's mistake or a probe).
+  [ControlKind.Report]: [0, 0],
 };
 
 /** A token bucket: `left()` says whether a message may be checked, `spend()` takes one once it verified. */

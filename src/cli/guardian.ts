@@ -302,9 +302,19 @@ function nodeLine(n: NodeView): string {
     : "offline";
   const seen = n.last_seen === undefined ? "never" : new Date(n.last_seen).toISOString();
   const who = n.identity ? ` ${n.identity.email ?? n.identity.subject}` : "";
+  // What it reported: its version and how it reaches the peers it has traffic with.
+  const paths = n.report?.peers.reduce<Record<string, number>>(
+    (c, p) => ({ ...c, [p.path]: (c[p.path] ?? 0) + 1 }),
+    {},
+  );
+  const report = n.report
+    ? `  v${n.report.version} peers ${
+      Object.entries(paths!).map(([path, count]) => `${count} ${path}`).join(", ") || "none"
+    }`
+    : "";
   return `${n.tag.padEnd(20)} ${n.ips[0]!.padEnd(15)} ${state.padEnd(8)} last seen ${seen}  taints ${
     n.taints.join(",") || "-"
-  }${n.portal ? `  portal ${n.subnets.join(",")}` : ""}${who}  ${n.id}`;
+  }${n.portal ? `  portal ${n.subnets.join(",")}` : ""}${who}${report}  ${n.id}`;
 }
 
 /** Runs `fn` with the admin the flags name, and closes it; returns exit code 0. */

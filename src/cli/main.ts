@@ -4,11 +4,11 @@
  */
 
 import { parseArgs } from "node:util";
+import { VERSION } from "../spec.ts";
 import { UsageError } from "./args.ts";
 import { type Command, COMMANDS } from "./commands.ts";
 
 /** The version of this build (kept in step with deno.json). */
-export const VERSION = "0.1.0";
 
 /** Where the CLI writes: injected so tests can read it. */
 export interface Output {

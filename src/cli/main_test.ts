@@ -1,6 +1,7 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { COMMANDS } from "./commands.ts";
-import { main, VERSION } from "./main.ts";
+import { main } from "./main.ts";
+import { VERSION } from "../spec.ts";
 import { cli as harnessCli } from "../../tests/harness.ts";
 
 async function cli(...argv: string[]) {

@@ -9,7 +9,8 @@ import { netcheck } from "../netcheck/netcheck.ts";
 import { formatReport, resultLine } from "../netcheck/report.ts";
 import { parse, UsageError } from "./args.ts";
 import { registeredAs, savedForRun } from "./node.ts";
-import { type Output, VERSION } from "./main.ts";
+import { VERSION } from "../spec.ts";
+import type { Output } from "./main.ts";
 
 /** This host's own addresses (to tell a mapped address that is not NATed). */
 function localAddresses(): string[] {

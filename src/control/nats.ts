@@ -181,6 +181,11 @@ export interface NatsLink extends AsyncDisposable {
    * is how to hear them all. Throws as `publish` does.
    */
   gather(subject: string, data: Uint8Array, wait: { maxMs: number; quietMs?: number }): Promise<Uint8Array[]>;
+  /**
+   * Delivers every message on `subject` (wildcards allowed) with the subject it came on, from the first connection
+   * on (made now if the Master was reached, else once it is) until close.
+   */
+  subscribe(subject: string, onMessage: (subject: string, data: Uint8Array) => void): void;
   close(): Promise<void>;
 }
 
@@ -211,6 +216,15 @@ export function openNatsLink(
         resolve();
       }
     });
+  type Subscription = { subject: string; onMessage: (subject: string, data: Uint8Array) => void };
+  const subscriptions: Subscription[] = [];
+  const listen = (c: NatsConnection, s: Subscription) =>
+    c.subscribe(s.subject, {
+      callback: (error, msg) => {
+        if (error) o.log?.(`nats: subscription ${s.subject}: ${error.message}`);
+        else s.onMessage(msg.subject, msg.data);
+      },
+    });
   const first = (async () => {
     let failures = 0;
     while (!stop.signal.aborted) {
@@ -228,6 +242,7 @@ export function openNatsLink(
         }
         nc = c;
         watch(c, o, set);
+        for (const s of subscriptions) listen(c, s);
         set("connected");
         return;
       } catch (error) {
@@ -256,6 +271,11 @@ export function openNatsLink(
     },
     publish(subject, data) {
       connection().publish(subject, data);
+    },
+    subscribe(subject, onMessage) {
+      const s = { subject, onMessage };
+      subscriptions.push(s);
+      if (nc && !nc.isClosed()) listen(nc, s);
     },
     gather(subject, data, wait) {
       const c = connection();

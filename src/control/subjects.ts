@@ -14,6 +14,7 @@
  * | `who.4.<32 bits>`, `who.6.<128 bits>` | any node (a lookup) | the owner of the address, portals of subnets covering it |
  * | `via.<node id>` | any node (a route query) | nodes with an open tether to that node |
  * | `relays` | any node (a route query) | every node, as one queue group: each copy reaches one node at random |
+ * | `report` | any node (what it sees, signed) | the Guardians only |
  *
  * The Guardian's user permissions enforce the right-hand column for `node`, `data` and `who`, and the
  * left-hand one for `broadcast`, `portals` and `peer`.
@@ -48,6 +49,8 @@ export interface RealmSubjects {
    * reaches one node at random, whatever the size of the realm.
    */
   relays: string;
+  /** Nodes' reports (what each sees) to the Guardians: no node may hear them. */
+  report: string;
 }
 
 /** The queue group of the `relays` subject. */
@@ -73,6 +76,7 @@ export function realmSubjects(realmId: string): RealmSubjects {
     whoAddress: (address, bits = address.length * 8) => `${prefix}.who.${addressTokens(address, bits)}`,
     via: (nodeId) => `${prefix}.via.${checkId(nodeId, "node id")}`,
     relays: `${prefix}.relays`,
+    report: `${prefix}.report`,
   };
 }
 

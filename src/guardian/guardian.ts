@@ -9,6 +9,7 @@
  * @module
  */
 
+import { type NodeReport, Reports } from "./reports.ts";
 import { issueCertificate } from "../crypto/certificate.ts";
 import { fromHex, nodeIdOf, toHex } from "../crypto/identity.ts";
 import { verifyLogin } from "../crypto/login_proof.ts";
@@ -127,6 +128,8 @@ export interface NodeView {
   certificate_expires_at?: number;
   revoked_at?: number;
   created_at: number;
+  /** What the node last reported it sees (its version, and the peers it has traffic with), and when. */
+  report?: NodeReport;
 }
 
 /** Which node users the Master sees, by node id (hex). */
@@ -167,7 +170,21 @@ export class Guardian {
    */
   readonly #realmKeys = new Map<string, { seed: string; key: Promise<SigningKey> }>();
 
-  constructor(readonly store: Store, readonly options: GuardianOptions) {}
+  /** What nodes report they see (from the Master's report subjects, once the Guardian listens to them). */
+  readonly reports: Reports;
+
+  constructor(readonly store: Store, readonly options: GuardianOptions) {
+    this.reports = new Reports({
+      realmKey: async (realmId) => {
+        const realm = store.realmById(realmId);
+        return realm && (await this.#realmKey(realm)).publicKey;
+      },
+      inSession: (confluxId, nodeId) =>
+        store.confluxById(confluxId)?.revokedAt === null &&
+        store.sessions(confluxId, options.clock()).some((s) => s.nodeId === nodeId),
+      clock: options.clock,
+    });
+  }
 
   /**
    * The NATS operator/account keys, made on first use and kept in the store (a local one: a replica has them from
@@ -787,6 +804,7 @@ export class Guardian {
       ...(r.certExpires > 0 ? { certificate_expires_at: r.certExpires } : {}),
       ...(r.revokedAt !== null ? { revoked_at: r.revokedAt } : {}),
       created_at: r.createdAt,
+      ...(this.reports.get(r.id) ? { report: this.reports.get(r.id) } : {}),
     };
   }
 
@@ -816,6 +834,7 @@ export class Guardian {
       this.#revoke(row.id, true);
       this.store.removeConflux(row.id, Math.max(current.certExpires, now));
     });
+    this.reports.forget(row.id);
   }
 
   /** Sets the taints a node is granted and holds; its current certificates are void (it logs in again). */

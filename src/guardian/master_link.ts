@@ -111,6 +111,11 @@ export class MasterLink implements AsyncDisposable {
     return new MasterLink(o, await guardianCredentials(o.keys));
   }
 
+  /** Hands every node report (any realm's `report` subject) to `onReport`, with the realm's id. */
+  listenToReports(onReport: (realmId: string, data: Uint8Array) => void): void {
+    this.#realms.subscribe("veilnet.*.report", (subject, data) => onReport(subject.split(".")[1]!, data));
+  }
+
   /** Whether the system user reaches the Master (revocations and connection lists need it). */
   get state(): LinkState {
     return this.#system.state;

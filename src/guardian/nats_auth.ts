@@ -390,6 +390,7 @@ export async function nodeCredentials(
         `${s.prefix}.who.>`,
         `${s.prefix}.via.*`,
         s.relays,
+        s.report,
         s.peer(node.conflux),
         ...(node.subnets.length > 0 ? [s.portals] : []),
       ],

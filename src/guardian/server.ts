@@ -298,7 +298,10 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
     ? await MasterLink.connect({ urls, ca: tls?.caPem, keys: guardian.natsKeys(), log: o.log })
     : undefined;
   using _notices = link ? new RevocationNotices({ store, master: link, log: o.log }) : undefined;
-  if (link) guardian.presence = masterPresence(link);
+  if (link) {
+    guardian.presence = masterPresence(link);
+    link.listenToReports((realmId, data) => void guardian.reports.receive(realmId, data));
+  }
   try {
     const server = Deno.serve({
       hostname: o.hostname,

@@ -81,6 +81,12 @@ export enum ControlKind {
    * own); answered with Found.
    */
   Lookup = 11,
+  /**
+   * What this node sees, for the Guardian's administrator (console, `guardian node list`): its version and the
+   * peers it has traffic with (path, link, bytes, round-trip time), as JSON, with the sender's certificate. On
+   * the realm's `report` subject, which only Guardians hear; sent every REPORT_MS and soon after a tether changes.
+   */
+  Report = 12,
 }
 
 /** What a Lookup names. */
@@ -105,6 +111,8 @@ export enum TetherSignalType {
 export const MAX_CERTIFICATE_BYTES = 16 * 1024;
 /** Largest SDP or candidate text. */
 export const MAX_SIGNAL_BYTES = 16 * 1024;
+/** Largest report text (JSON): its peers are capped (MAX_REPORT_PEERS), so a report's size does not grow with the realm. */
+export const MAX_REPORT_BYTES = 16 * 1024;
 
 /** The body of each kind, in wire order. */
 export const BODIES = {
@@ -152,6 +160,10 @@ export const BODIES = {
     certificate: bytes(MAX_CERTIFICATE_BYTES),
     what: u8(LookupKind.Tag, LookupKind.Node),
     key: bytes(MAX_TAG_BYTES),
+  },
+  [ControlKind.Report]: {
+    certificate: bytes(MAX_CERTIFICATE_BYTES),
+    report: string(MAX_REPORT_BYTES),
   },
 } as const satisfies Record<ControlKind, Schema>;
 

@@ -1,0 +1,53 @@
+/**
+ * Node reports end to end (issue 20, item 3): each node tells the Guardians what it sees, signed, on a subject
+ * only they hear, and `guardian node list` (through the admin API) shows it: a node's version and its peers with
+ * their paths.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { cli, waitFor } from "./harness.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { reachingRealm } from "./faults.ts";
+
+Deno.test({
+  name: "reports: after a pings b, the Guardian's node list shows a's tether to b, as a reported it",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    const { realm, a } = await reachingRealm(["a", "b"]);
+    await using _realm = realm;
+    const g = realm.guardian;
+    const list = async (json: boolean) => {
+      const r = await cli([
+        "guardian",
+        "node",
+        "list",
+        ...(json ? ["--json"] : []),
+        "--guardian",
+        g.url,
+        "--admin-token-file",
+        `${g.dataDir}/admin.token`,
+        "--guardian-ca",
+        `${g.dataDir}/ca.pem`,
+      ]);
+      assertEquals(r.code, 0, r.stderr);
+      return r.stdout;
+    };
+    const bId = ((await realm.node("b").status()).json.id) as string;
+    type Listed = {
+      tag: string;
+      report?: { version: string; peers: { id: string; path: string; link?: string }[] };
+    };
+    const started = Date.now();
+    const reported = await waitFor("a's report of its tether to b", 10_000, async () => {
+      const nodes = JSON.parse(await list(true)) as Listed[];
+      return nodes.find((n) => n.tag === "a")?.report?.peers.find((p) => p.id === bId);
+    });
+    console.log(
+      `a's tether to b reported within ${((Date.now() - started) / 1000).toFixed(1)} s of the first ping`,
+    );
+    assertEquals(reported.path, "direct");
+    assert(reported.link === "tcp" || reported.link === "webrtc", JSON.stringify(reported));
+    const line = (await list(false)).split("\n").find((l) => l.startsWith("a "));
+    assert(line?.includes("v0.1.0 peers 1 direct"), `node list shows a's report: ${line}\n${a.proc!.output}`);
+  },
+});
