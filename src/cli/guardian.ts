@@ -223,6 +223,7 @@ const USAGE = `usage:
                                  [--ice stun:host:port,...] [--stun-port 3478|off]
                                  [--turn turn:host:port,... --turn-secret-file FILE]
                                  [--tls-name NAME,... | --tls-cert FILE --tls-key FILE | --plaintext]
+                                 [--console HOST:PORT [--release-url URL]]
       TLS (default): the API is HTTPS and the embedded Master TLS, with a certificate from the realm CA made at
             first start (DATA_DIR/ca.pem) for this host's name, its addresses and --tls-name; every
             registration token carries the CA's SHA-256, so register verifies the Guardian with nothing else.
@@ -235,6 +236,9 @@ const USAGE = `usage:
       STUN: answered on UDP --stun-port and the port after it, at the --listen host, and handed to every node
       TURN: coturn with use-auth-secret; the shared secret from --turn-secret-file or VEILNET_TURN_SECRET, never
             on the command line; each login gets its own credentials, valid as long as its certificate
+      console: a web console (realms, nodes, tokens, topology) on its own listener, with the API's TLS; sign in
+            with the admin token; every action in it is an admin API call. --release-url: where install.sh is
+            served, for the install line it shows with a new token
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
   veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear)
       OIDC flags: --oidc-issuer URL --oidc-jwks-url URL --oidc-audience AUD [--oidc-taints-claim CLAIM]
@@ -475,9 +479,15 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "stun-port": { type: "string" },
       turn: { type: "string" },
       "turn-secret-file": { type: "string" },
+      console: { type: "string" },
+      "release-url": { type: "string" },
       ...TLS_FLAGS,
     });
     const tls = tlsFlags(values);
+    const consoleAt = values.console === undefined ? undefined : hostPort(values.console, "--console");
+    if (values["release-url"] !== undefined && !/^https?:\/\/\S+$/.test(values["release-url"])) {
+      throw new UsageError(`--release-url is an http(s) URL, got "${values["release-url"]}"`);
+    }
     const { hostname, port } = hostPort(values.listen, "--listen");
     const natsPort = Number(values["nats-port"]);
     if (!Number.isInteger(natsPort) || natsPort < 1 || natsPort > 65535) {
@@ -536,6 +546,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         natsUrls: master,
         certTtlMs: certTtl,
         iceServers: list(values.ice),
+        console: consoleAt && { ...consoleAt, releaseUrl: values["release-url"]?.replace(/\/+$/, "") },
         signal: abort.signal,
         log: io.err,
       });

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { consoleHandler } from "./console.ts";
 import { guardianHandler } from "./api.ts";
 import { JetStreamLog, STATE_STREAM } from "./jetstream_log.ts";
 import { MasterLink } from "./master_link.ts";
@@ -34,6 +35,8 @@ export interface ServeOptions extends Omit<GuardianOptions, "clock" | "stunPort"
    * `explicit` (the default), ports in use are a warning and the Guardian serves without STUN.
    */
   stun?: { port: number; explicit: boolean };
+  /** The web console's listener, and where releases are served (for the install line it shows). */
+  console?: { hostname: string; port: number; releaseUrl?: string };
   signal: AbortSignal;
   log: (line: string) => void;
 }
@@ -150,6 +153,19 @@ async function forwardUntilReady(child: Deno.ChildProcess, ms: number): Promise<
     }
   }
   if (!ready) throw new Error(`nats-server did not say it was ready within ${ms} ms`);
+}
+
+/** The API's URL as nodes would use it: the --listen host, or this host's name when it listens everywhere. */
+function publicUrl(o: ServeOptions, scheme: string): string {
+  let host = o.hostname;
+  if (host === "0.0.0.0" || host === "::") {
+    try {
+      host = Deno.hostname();
+    } catch {
+      host = "localhost"; // not allowed to read it
+    }
+  }
+  return `${scheme}://${host.includes(":") ? `[${host}]` : host}:${o.port}`;
 }
 
 /** Starts nats-server with the Guardian's config (and its TLS); resolves once it accepts connections. */
@@ -303,15 +319,32 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
     link.listenToReports((realmId, data) => void guardian.reports.receive(realmId, data));
   }
   try {
+    const api = guardianHandler(guardian);
+    const scheme = tls ? "https" : "http";
     const server = Deno.serve({
       hostname: o.hostname,
       port: o.port,
       signal: o.signal,
       ...(tls ? { cert: tls.certPem, key: tls.keyPem } : {}),
-      onListen: ({ hostname, port }) =>
-        o.log(`guardian: listening on ${tls ? "https" : "http"}://${hostname}:${port}`),
-    }, guardianHandler(guardian));
-    await server.finished;
+      onListen: ({ hostname, port }) => o.log(`guardian: listening on ${scheme}://${hostname}:${port}`),
+    }, api);
+    const c = o.console;
+    const consoleServer = c && Deno.serve(
+      {
+        hostname: c.hostname,
+        port: c.port,
+        signal: o.signal,
+        ...(tls ? { cert: tls.certPem, key: tls.keyPem } : {}),
+        onListen: ({ hostname, port }) => o.log(`guardian: console on ${scheme}://${hostname}:${port}`),
+      },
+      consoleHandler({
+        api,
+        tls: tls !== undefined,
+        guardianUrl: publicUrl(o, scheme),
+        releaseUrl: c.releaseUrl,
+      }),
+    );
+    await Promise.all([server.finished, consoleServer?.finished]);
   } finally {
     await link?.close();
     if (master) {
