@@ -3,7 +3,7 @@
 #   bash setup.sh deno task demo     # the local demo
 #   bash setup.sh deno task ok       # format check, lint, type check and every test
 # Installs only what is missing: Deno (from npm); nats-server, iproute2, iputils-ping, dnsutils, nftables, curl and
-# coturn (from apt). Needs root for apt and npm -g; without root it says exactly what is missing instead.
+# coturn (from apt), and for the tests chromium. Needs root for apt and npm -g; without root it says exactly what is missing instead.
 set -euo pipefail
 
 DENO_VERSION=2.9.6
@@ -36,6 +36,10 @@ command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
+# Chromium (headless) drives the web console's end-to-end test: only for the tests, not the demo.
+case " $* " in
+  *" ok "* | *" test "*) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || fail "missing: ${missing[*]}. This is not a Debian-like system: install them with your package manager."
   is_root || fail "missing: ${missing[*]}. Run 'apt-get install -y ${missing[*]}' as root, or run this script as root."

@@ -110,14 +110,15 @@ export interface Realm extends AsyncDisposable {
  * name in its namespace (tag = its name, taint "lab"; `registerFlags` per name override them, e.g. a shared tag),
  * plus `bareHosts`: namespaces with no node, for a test to start its own. With `masters`, the Master is a cluster
  * of that many nats-servers on the hub, configured by `guardian nats-config` as an operator would; otherwise
- * the Guardian's embedded one. Disposing stops everything and removes the testbed.
+ * the Guardian's embedded one; `guardianFlags` go to its `guardian serve`. Disposing stops everything and removes
+ * the testbed.
  */
 export async function realmOnTestbed(
   names: string[],
   runFlags: string[] = [],
   registerFlags: Record<string, string[]> = {},
   bareHosts: string[] = [],
-  options: { certTtl?: string; masters?: number } = {},
+  options: { certTtl?: string; masters?: number; guardianFlags?: string[] } = {},
 ): Promise<Realm> {
   const bed = await Testbed.create([...names, ...bareHosts]);
   const nodes = new Map<string, NodeProc>();
@@ -127,6 +128,7 @@ export async function realmOnTestbed(
   const guardian = new GuardianProc(`${dir}/guardian`, {
     listenHost: bed.hub,
     certTtl: options.certTtl,
+    flags: options.guardianFlags,
     ...(ports.length > 0
       ? { master: ports.map((p) => `tls://${bed.hub}:${p.port}`) }
       : { embeddedMaster: true, natsPort: freePort() }),

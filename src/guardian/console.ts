@@ -63,7 +63,8 @@ const SECURITY_HEADERS = {
   "content-security-policy": "default-src 'none'; style-src 'self'; script-src 'self'; img-src 'self'; " +
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
   "x-content-type-options": "nosniff",
-  "referrer-policy": "no-referrer",
+  // "same-origin", not "no-referrer": with no-referrer the browser sends "Origin: null" on the console's own forms.
+  "referrer-policy": "same-origin",
   "cache-control": "no-store",
 };
 
