@@ -12,7 +12,7 @@
  * @module
  */
 
-import { DatabaseSync } from "node:sqlite";
+import { DatabaseSync, type StatementSync } from "node:sqlite";
 
 /** A realm: one logical network with its own key and address ranges. */
 export interface RealmRow {
@@ -407,6 +407,7 @@ function revocation(r: Row): RevocationRow {
 /** The Guardian's database. */
 export class Store implements Disposable {
   readonly #db: DatabaseSync;
+  readonly #statements = new Map<string, StatementSync>();
   /** Set once the store is a replica: writes then go through it (replication.ts). */
   #committer: Committer | undefined;
   /** The writes of the transaction being recorded, if one is. */
@@ -494,7 +495,7 @@ export class Store implements Disposable {
     this.#db.exec("BEGIN IMMEDIATE");
     this.#applying = true;
     try {
-      for (const w of writes) this.#db.prepare(w.sql).run(...w.params);
+      for (const w of writes) this.#prepare(w.sql).run(...w.params);
       this.#db.exec("COMMIT");
     } catch (error) {
       this.#db.exec("ROLLBACK");
@@ -508,14 +509,14 @@ export class Store implements Disposable {
 
   /** The schema version of this store (how many migrations it has had). */
   get schema(): number {
-    return Number((this.#db.prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
+    return Number((this.#prepare("PRAGMA user_version").get() as { user_version: number }).user_version);
   }
 
   /** Every row of every table, with rowids (so a store loaded from it numbers what follows the same way). */
   dump(): StoreDump {
     const tables: StoreDump["tables"] = {};
     for (const t of TABLES) {
-      tables[t] = this.#db.prepare(`SELECT _rowid_ AS _rowid_, * FROM ${t} ORDER BY _rowid_`).all() as Record<
+      tables[t] = this.#prepare(`SELECT _rowid_ AS _rowid_, * FROM ${t} ORDER BY _rowid_`).all() as Record<
         string,
         SqlValue
       >[];
@@ -540,7 +541,7 @@ export class Store implements Disposable {
           const columns = Object.keys(row);
           const bad = columns.find((c) => !COLUMN_NAME.test(c));
           if (bad !== undefined) throw new Error(`a dump names a column "${bad}" in ${t}`);
-          this.#db.prepare(
+          this.#prepare(
             `INSERT INTO ${t} (${columns.join(", ")}) VALUES (${columns.map(() => "?").join(", ")})`,
           ).run(...columns.map((c) => row[c]!));
         }
@@ -560,17 +561,27 @@ export class Store implements Disposable {
    * Runs a write statement; recorded when a transaction is being recorded. A replica refuses writes outside a
    * transaction: they would change this replica alone.
    */
+  /**
+   * The compiled statement for `sql`, made once: the revocation notices ask four times a second, and compiling
+   * each time cost work and native memory held until the garbage collector finalized the statement.
+   */
+  #prepare(sql: string): StatementSync {
+    let statement = this.#statements.get(sql);
+    if (!statement) this.#statements.set(sql, statement = this.#db.prepare(sql));
+    return statement;
+  }
+
   #write(sql: string, ...params: SqlValue[]): { changes: number | bigint } {
     if (this.#committer && !this.#recording && !this.#applying) {
       throw new Error("guardian store: a replica writes only inside `await store.transaction(fn)`");
     }
-    const result = this.#db.prepare(sql).run(...params);
+    const result = this.#prepare(sql).run(...params);
     this.#recording?.push({ sql, params });
     return result;
   }
 
   getMeta(key: string): string | undefined {
-    const row = this.#db.prepare("SELECT value FROM meta WHERE key = ?").get(key) as Row | undefined;
+    const row = this.#prepare("SELECT value FROM meta WHERE key = ?").get(key) as Row | undefined;
     return row === undefined ? undefined : String(row.value);
   }
 
@@ -602,17 +613,17 @@ export class Store implements Disposable {
   }
 
   realmByName(name: string): RealmRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM realms WHERE name = ?").get(name) as Row | undefined;
+    const row = this.#prepare("SELECT * FROM realms WHERE name = ?").get(name) as Row | undefined;
     return row && realm(row);
   }
 
   realmById(id: string): RealmRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM realms WHERE id = ?").get(id) as Row | undefined;
+    const row = this.#prepare("SELECT * FROM realms WHERE id = ?").get(id) as Row | undefined;
     return row && realm(row);
   }
 
   realms(): RealmRow[] {
-    return (this.#db.prepare("SELECT * FROM realms ORDER BY name").all() as Row[]).map(realm);
+    return (this.#prepare("SELECT * FROM realms ORDER BY name").all() as Row[]).map(realm);
   }
 
   addToken(t: RegistrationTokenRow): void {
@@ -633,12 +644,12 @@ export class Store implements Disposable {
   }
 
   tokenById(id: string): RegistrationTokenRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM registration_tokens WHERE id = ?").get(id) as Row | undefined;
+    const row = this.#prepare("SELECT * FROM registration_tokens WHERE id = ?").get(id) as Row | undefined;
     return row && token(row);
   }
 
   tokens(): RegistrationTokenRow[] {
-    return (this.#db.prepare("SELECT * FROM registration_tokens ORDER BY created_at").all() as Row[]).map(
+    return (this.#prepare("SELECT * FROM registration_tokens ORDER BY created_at").all() as Row[]).map(
       token,
     );
   }
@@ -695,7 +706,7 @@ export class Store implements Disposable {
   }
 
   confluxByTag(realmId: string, tag: string): ConfluxRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM confluxes WHERE realm_id = ? AND tag = ?").get(
+    const row = this.#prepare("SELECT * FROM confluxes WHERE realm_id = ? AND tag = ?").get(
       realmId,
       tag,
     ) as
@@ -707,18 +718,18 @@ export class Store implements Disposable {
   /** Nodes of a realm (or of every realm), by address. */
   confluxes(realmId?: string): ConfluxRow[] {
     const rows = realmId === undefined
-      ? this.#db.prepare("SELECT * FROM confluxes ORDER BY realm_id, ip4").all()
-      : this.#db.prepare("SELECT * FROM confluxes WHERE realm_id = ? ORDER BY ip4").all(realmId);
+      ? this.#prepare("SELECT * FROM confluxes ORDER BY realm_id, ip4").all()
+      : this.#prepare("SELECT * FROM confluxes WHERE realm_id = ? ORDER BY ip4").all(realmId);
     return (rows as Row[]).map(conflux);
   }
 
   confluxById(id: string): ConfluxRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM confluxes WHERE id = ?").get(id) as Row | undefined;
+    const row = this.#prepare("SELECT * FROM confluxes WHERE id = ?").get(id) as Row | undefined;
     return row && conflux(row);
   }
 
   confluxByIp(realmId: string, ip4: number): ConfluxRow | undefined {
-    const row = this.#db.prepare("SELECT * FROM confluxes WHERE realm_id = ? AND ip4 = ?").get(
+    const row = this.#prepare("SELECT * FROM confluxes WHERE realm_id = ? AND ip4 = ?").get(
       realmId,
       ip4,
     ) as
@@ -732,7 +743,7 @@ export class Store implements Disposable {
    * removed nodes whose certificates may still be valid.
    */
   takenAddresses(realmId: string, now: number): number[] {
-    return (this.#db.prepare(
+    return (this.#prepare(
       "SELECT ip4 FROM confluxes WHERE realm_id = ? UNION SELECT ip4 FROM retired_addresses " +
         "WHERE realm_id = ? AND until > ? ORDER BY ip4",
     ).all(realmId, realmId, now) as Row[]).map((r) => Number(r.ip4));
@@ -740,7 +751,7 @@ export class Store implements Disposable {
 
   /** Until when an address of a removed node stays out of use (its last certificate's expiry), if it does. */
   retiredUntil(realmId: string, ip4: number, now: number): number | undefined {
-    const row = this.#db.prepare(
+    const row = this.#prepare(
       "SELECT until FROM retired_addresses WHERE realm_id = ? AND ip4 = ? AND until > ?",
     )
       .get(realmId, ip4, now) as Row | undefined;
@@ -794,7 +805,7 @@ export class Store implements Disposable {
 
   /** Sessions of a node still valid at `now`. */
   sessions(confluxId: string, now: number): SessionRow[] {
-    return (this.#db.prepare("SELECT * FROM sessions WHERE conflux_id = ? AND expires_at > ?").all(
+    return (this.#prepare("SELECT * FROM sessions WHERE conflux_id = ? AND expires_at > ?").all(
       confluxId,
       now,
     ) as Row[]).map(session);
@@ -802,7 +813,7 @@ export class Store implements Disposable {
 
   /** Every session still valid at `now` whose node is revoked or removed (for the Master's revocation list). */
   revokedSessions(now: number): SessionRow[] {
-    return (this.#db.prepare(
+    return (this.#prepare(
       "SELECT s.* FROM sessions s JOIN revocations r ON r.conflux_id = s.conflux_id " +
         "WHERE s.expires_at > ? AND s.issued_at <= r.before AND r.cut_master = 1",
     ).all(now) as Row[]).map(session);
@@ -831,7 +842,7 @@ export class Store implements Disposable {
 
   /** Revocations of a realm that still matter at `now`. */
   revocations(realmId: string, now: number): RevocationRow[] {
-    return (this.#db.prepare(
+    return (this.#prepare(
       "SELECT * FROM revocations WHERE realm_id = ? AND until > ? ORDER BY before, rowid",
     ).all(realmId, now) as Row[]).map(revocation);
   }
@@ -854,7 +865,7 @@ export class Store implements Disposable {
 
   /** Revocations recorded after the one numbered `after` (0: all), with their numbers, oldest first. */
   revocationsSince(after: number): (RevocationRow & { seq: number })[] {
-    return (this.#db.prepare("SELECT rowid AS seq, * FROM revocations WHERE rowid > ? ORDER BY rowid").all(
+    return (this.#prepare("SELECT rowid AS seq, * FROM revocations WHERE rowid > ? ORDER BY rowid").all(
       after,
     ) as (Row & { seq: number })[]).map((r) => ({ ...revocation(r), seq: Number(r.seq) }));
   }
