@@ -1,6 +1,6 @@
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { waitFor } from "../../tests/harness.ts";
-import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
+import { DirectTcp, SECRET_BYTES, STALL_MS } from "./direct_tcp.ts";
 
 /** A side of a connection: what it received, and why it closed. */
 function recorder() {
@@ -85,4 +85,30 @@ Deno.test("direct TCP: nothing listening, or too slow: connect gives up within i
     await DirectTcp.connect("127.0.0.1", port, new Uint8Array(SECRET_BYTES), client.events, 500),
     undefined,
   );
+});
+
+Deno.test("direct TCP: a write the peer never takes closes the connection after STALL_MS, and says why", async () => {
+  const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
+  const client = recorder();
+  // A peer that takes the connection and the secret, then reads nothing more.
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const a = (await DirectTcp.connect(
+    "127.0.0.1",
+    (listener.addr as Deno.NetAddr).port,
+    secret,
+    client.events,
+    2_000,
+  ))!;
+  const peer = await accepted;
+  const started = performance.now();
+  // Far more than the two ends' socket buffers hold: the write waits for a reader that never comes.
+  for (let i = 0; i < 256; i++) a.send(new Uint8Array(64 * 1024));
+  await waitFor("the stall to close it", STALL_MS + 2_000, () => client.closed !== undefined);
+  const waited = performance.now() - started;
+  assert(client.closed!.includes("stalled"), client.closed);
+  assert(waited >= STALL_MS - 50, `closed after ${waited.toFixed(0)} ms, before STALL_MS`);
+  assertEquals(a.send(Uint8Array.of(1)), false);
+  peer.close();
+  listener.close();
 });

@@ -5,6 +5,11 @@
  * `poll()` on a worker thread (about 50 µs) to wait for more. Under load the device is rarely empty, so the cost
  * per packet is the synchronous call. The poll also watches an eventfd, which close() signals, because closing
  * an fd does not wake a thread already polling it.
+ *
+ * A write wakes a reader that waits: the host's stack often answers a packet within the write itself (an ICMP
+ * echo reply, a TCP acknowledgement), and reading at once saves the poll thread's wake-up and its hand-over to
+ * this thread (measured here: ~150 µs at the median, more than the rest of a packet's path through this node).
+ * The poll stays in flight meanwhile, and the next wait reuses it.
  * @module
  */
 
@@ -83,7 +88,9 @@ export class LinuxTun implements Tun {
   #closing: Promise<void> | undefined;
   #reading = false;
   /** The poll in flight, if any: close() waits for it before closing the fds it watches. */
-  #polling: Promise<number> | undefined;
+  #polling: Promise<void> | undefined;
+  /** Resumes the reader waiting for the device, if one is: the poll returned, or a write was made. */
+  #resume: (() => void) | undefined;
 
   private constructor(
     readonly name: string,
@@ -179,14 +186,22 @@ export class LinuxTun implements Tun {
           return n;
         }
         // A result of -1 is EINTR, or a failure the next read reports precisely: either way, read again.
-        this.#polling = c.poll(this.#pollfds, 2n, -1);
-        await this.#polling;
-        this.#polling = undefined;
+        this.#polling ??= c.poll(this.#pollfds, 2n, -1).then(() => {
+          this.#polling = undefined;
+          this.#wakeReader();
+        });
+        await new Promise<void>((resolve) => this.#resume = resolve);
       }
       return 0;
     } finally {
       this.#reading = false;
     }
+  }
+
+  #wakeReader(): void {
+    const resume = this.#resume;
+    this.#resume = undefined;
+    resume?.();
   }
 
   writeBatch(bufs: Uint8Array[], offset: number): number {
@@ -201,6 +216,7 @@ export class LinuxTun implements Tun {
     }
     this.stats.writtenPackets += written;
     this.stats.writeMs += performance.now() - started;
+    if (written > 0) this.#wakeReader(); // the answer may be waiting already (see the module comment)
     return written;
   }
 
