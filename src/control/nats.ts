@@ -102,7 +102,10 @@ export function connectOptions(o: Omit<NatsOptions, "onState">): ConnectionOptio
 function watch(nc: NatsConnection, o: Pick<NatsOptions, "log">, set: (s: ChannelState) => void): void {
   (async () => {
     for await (const s of nc.status()) {
-      o.log?.(`nats: ${s.type} ${typeof s.data === "string" ? s.data : JSON.stringify(s.data)}`);
+      // "pingTimer" comes with every ping (every few seconds): news, not the client's keep-alive.
+      if (s.type !== "pingTimer") {
+        o.log?.(`nats: ${s.type} ${typeof s.data === "string" ? s.data : JSON.stringify(s.data)}`);
+      }
       if (s.type === Events.Disconnect) set("reconnecting");
       if (s.type === Events.Reconnect) set("connected");
     }
