@@ -8,7 +8,7 @@
 import { assert } from "./assert.ts";
 import { Proc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
-import { at, describeFigures, Flow, reachingRealm } from "./faults.ts";
+import { assertBounds, at, describeFigures, Flow, reachingRealm } from "./faults.ts";
 
 const ignore = netnsUnavailable() !== undefined;
 
@@ -81,8 +81,7 @@ Deno.test({
     );
     assert(now !== used);
     assert(path === "backup", `the traffic crossed the Master: path ${path}`);
-    assert(figures.pings.silenceS <= 3, `bound: answers resume within 3 s\n${a.proc!.output}`);
-    assert(figures.transfer.intact, `bound: every byte delivered, once\n${a.proc!.output}`);
+    assertBounds(figures, 3, a.proc!.output);
   },
 });
 

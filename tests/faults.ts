@@ -111,6 +111,19 @@ export class Flow implements AsyncDisposable {
   }
 }
 
+/**
+ * The bounds every fault is held to: ping answers resume within `silenceS` seconds, and every TCP byte arrives,
+ * once. `log` (the node's output) goes with a failure.
+ */
+export function assertBounds(figures: FlowFigures, silenceS: number, log: string): void {
+  if (figures.pings.silenceS > silenceS) {
+    throw new Error(
+      `bound: answers resume within ${silenceS} s, not ${figures.pings.silenceS.toFixed(1)}\n${log}`,
+    );
+  }
+  if (!figures.transfer.intact) throw new Error(`bound: every byte delivered, once\n${log}`);
+}
+
 /** One line for a test's output: the fault and what the flow saw. */
 export function describeFigures(fault: string, f: FlowFigures): string {
   const p = f.pings;
