@@ -5,11 +5,6 @@
  * `poll()` on a worker thread (about 50 µs) to wait for more. Under load the device is rarely empty, so the cost
  * per packet is the synchronous call. The poll also watches an eventfd, which close() signals, because closing
  * an fd does not wake a thread already polling it.
- *
- * A write wakes a reader that waits: the host's stack often answers a packet within the write itself (an ICMP
- * echo reply, a TCP acknowledgement), and reading at once saves the poll thread's wake-up and its hand-over to
- * this thread (measured here: ~150 µs at the median, more than the rest of a packet's path through this node).
- * The poll stays in flight meanwhile, and the next wait reuses it.
  * @module
  */
 
@@ -88,9 +83,7 @@ export class LinuxTun implements Tun {
   #closing: Promise<void> | undefined;
   #reading = false;
   /** The poll in flight, if any: close() waits for it before closing the fds it watches. */
-  #polling: Promise<void> | undefined;
-  /** Resumes the reader waiting for the device, if one is: the poll returned, or a write was made. */
-  #resume: (() => void) | undefined;
+  #polling: Promise<number> | undefined;
 
   private constructor(
     readonly name: string,
@@ -186,22 +179,14 @@ export class LinuxTun implements Tun {
           return n;
         }
         // A result of -1 is EINTR, or a failure the next read reports precisely: either way, read again.
-        this.#polling ??= c.poll(this.#pollfds, 2n, -1).then(() => {
-          this.#polling = undefined;
-          this.#wakeReader();
-        });
-        await new Promise<void>((resolve) => this.#resume = resolve);
+        this.#polling = c.poll(this.#pollfds, 2n, -1);
+        await this.#polling;
+        this.#polling = undefined;
       }
       return 0;
     } finally {
       this.#reading = false;
     }
-  }
-
-  #wakeReader(): void {
-    const resume = this.#resume;
-    this.#resume = undefined;
-    resume?.();
   }
 
   writeBatch(bufs: Uint8Array[], offset: number): number {
@@ -216,7 +201,6 @@ export class LinuxTun implements Tun {
     }
     this.stats.writtenPackets += written;
     this.stats.writeMs += performance.now() - started;
-    if (written > 0) this.#wakeReader(); // the answer may be waiting already (see the module comment)
     return written;
   }
 
