@@ -42,6 +42,8 @@ export interface SoakReport {
   resources: Record<string, { start: Resources; end: Resources }>;
   tetherOpens: number;
   streamsFormed: number;
+  /** What each node dropped, by reason (status --json `dropped`): where a lost datagram went. */
+  dropped: Record<string, Record<string, number>>;
   errors: string[];
   /** What did not hold, one line each; empty when the soak passed. */
   failures: string[];
@@ -194,6 +196,13 @@ export async function soak(minutes: number, log: (line: string) => void = consol
     ),
     tetherOpens: logs.reduce((sum, [, l]) => sum + l.split(/tether to \S+ open/).length - 1, 0),
     streamsFormed: status.streamsFormed ?? 0,
+    dropped: Object.fromEntries(
+      await Promise.all(
+        [...realm.nodes].map(async (
+          [name, n],
+        ) => [name, (await n.status()).json.dropped as Record<string, number>]),
+      ),
+    ),
     errors: [...logs, ["guardian", realm.guardian.proc!.output] as const].flatMap(([n, l]) =>
       errorLines(n, l)
     ),
@@ -229,6 +238,7 @@ export function describeSoak(r: SoakReport): string {
     }; ` +
     `UDP ${r.udp.received}/${r.udp.sent} datagrams (${r.udp.duplicates} duplicated, ${r.udp.corrupt} corrupt); ` +
     `pings ${r.pings.answered}/${r.pings.sent}; ${r.tetherOpens} tethers formed; a formed ${r.streamsFormed} streams`,
+    `  dropped by the nodes: ${JSON.stringify(r.dropped)}`,
     ...Object.entries(r.resources).map(([n, { start, end }]) =>
       `  ${n}: RSS ${start.rssMiB.toFixed(1)} -> ${end.rssMiB.toFixed(1)} MiB, fds ${start.fds} -> ${end.fds}`
     ),
