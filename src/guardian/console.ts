@@ -371,13 +371,14 @@ function nodesPage(s: Session, nodes: NodeView[]): string {
 function peersTable(peers: ReportedPeer[], nodes: Map<string, string>): string {
   if (peers.length === 0) return "<p>No peer with traffic.</p>";
   return `<div class="scroll"><table><thead><tr><th>Peer</th><th>Path</th><th>Link</th><th>RTT</th>` +
-    `<th>Sent</th><th>Received</th></tr></thead><tbody>${
+    `<th>Sent</th><th>Received</th><th>Now</th></tr></thead><tbody>${
       peers.map((p) =>
         `<tr><td>${esc(nodes.get(p.id) ?? p.id)}</td><td>${esc(p.path)}${
           p.via ? ` via ${esc(p.via)}` : ""
         }</td>` +
         `<td>${esc(p.link ?? "-")}</td><td>${p.rttMs !== undefined ? `${esc(p.rttMs)} ms` : "-"}</td>` +
-        `<td>${bytes(p.txBytes)}</td><td>${bytes(p.rxBytes)}</td></tr>`
+        `<td>${bytes(p.txBytes)}</td><td>${bytes(p.rxBytes)}</td>` +
+        `<td>${p.bitsPerSecond !== undefined ? rate(p.bitsPerSecond) : "-"}</td></tr>`
       ).join("")
     }</tbody></table></div>`;
 }
@@ -387,6 +388,13 @@ function bytes(n: number): string {
   let i = 0;
   while (n >= 1024 && i < units.length - 1) (n /= 1024, i++);
   return `${n.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
+}
+
+function rate(bitsPerSecond: number): string {
+  const units = ["bit/s", "kbit/s", "Mbit/s", "Gbit/s"];
+  let i = 0;
+  while (bitsPerSecond >= 1000 && i < units.length - 1) (bitsPerSecond /= 1000, i++);
+  return `${bitsPerSecond.toFixed(i === 0 ? 0 : 1)} ${units[i]}`;
 }
 
 function nodePage(s: Session, n: NodeView): string {
@@ -529,6 +537,7 @@ interface Edge {
   via?: string;
   rttMs?: number;
   bytes: number;
+  bitsPerSecond?: number;
 }
 
 /** The realm as an SVG: nodes on a circle (grey when offline), an edge per reported peer pair. */
@@ -550,7 +559,15 @@ export function topologySvg(nodes: NodeView[], now: number): string {
       const e = edges.get(key);
       const total = p.txBytes + p.rxBytes;
       if (!e || total > e.bytes) {
-        edges.set(key, { a: n.id, b: p.id, path: p.path, via: p.via, rttMs: p.rttMs, bytes: total });
+        edges.set(key, {
+          a: n.id,
+          b: p.id,
+          path: p.path,
+          via: p.via,
+          rttMs: p.rttMs,
+          bytes: total,
+          bitsPerSecond: p.bitsPerSecond,
+        });
       }
     }
   }

@@ -25,6 +25,11 @@ export interface ReportedPeer {
   rttMs?: number;
   txBytes: number;
   rxBytes: number;
+  /**
+   * Bits a second both ways since the node's previous report, worked out by the Guardian (absent on a node's
+   * first report, or when the counters went back: the peer's traffic started over).
+   */
+  bitsPerSecond?: number;
 }
 
 /** A node's newest report, as the Guardian keeps it. */
@@ -142,7 +147,18 @@ export class Reports {
         });
       }
       const report = await this.#check(realmId, bytes);
-      this.#latest.set(report.conflux, { at: this.#o.clock(), version: report.version, peers: report.peers });
+      const at = this.#o.clock();
+      const previous = this.#latest.get(report.conflux);
+      const before = new Map(previous?.peers.map((p) => [p.id, p.txBytes + p.rxBytes]));
+      const peers = report.peers.map((p) => {
+        const was = before.get(p.id);
+        const seconds = previous ? (at - previous.at) / 1000 : 0;
+        const now = p.txBytes + p.rxBytes;
+        return was !== undefined && now >= was && seconds > 0
+          ? { ...p, bitsPerSecond: Math.round((now - was) * 8 / seconds) }
+          : p;
+      });
+      this.#latest.set(report.conflux, { at, version: report.version, peers });
     } catch (error) {
       // Counted by kind (a message may hold details of the sender's choosing, which must not grow the map).
       const e = error as Error & { reason?: string };

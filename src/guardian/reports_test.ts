@@ -40,12 +40,13 @@ async function world() {
       body: { certificate: cert, report: text },
     }, NOW);
   const sessions = new Set([`${CONFLUX} ${node.id}`]);
+  const clock = { now: NOW };
   const reports = new Reports({
     realmKey: (id) => Promise.resolve(id === REALM_ID ? realmKey.publicKey : undefined),
     inSession: (conflux, nodeId) => sessions.has(`${conflux} ${nodeId}`),
-    clock: () => NOW,
+    clock: () => clock.now,
   });
-  return { realmKey, node, report, reports, sessions };
+  return { realmKey, node, report, reports, sessions, clock };
 }
 
 Deno.test("reports: a node's signed report is kept under its conflux id", async () => {
@@ -81,6 +82,22 @@ Deno.test("reports: a replayed report and a forged text are refused; a flood is 
   assertEquals(reports.refused.get("text"), 1);
   for (let i = 0; i < 250; i++) await reports.receive(REALM_ID, new Uint8Array(10));
   assert((reports.refused.get("budget") ?? 0) >= 50, JSON.stringify([...reports.refused]));
+});
+
+Deno.test("reports: the Guardian works out each peer's bits a second from the node's previous report", async () => {
+  const { report, reports, clock } = await world();
+  await reports.receive(REALM_ID, await report());
+  assertEquals(
+    reports.get(CONFLUX)!.peers[0]!.bitsPerSecond,
+    undefined,
+    "the first report has nothing to compare",
+  );
+  clock.now += 2_000; // 1000 more bytes both ways in 2 s: 4000 bit/s (the message is dated NOW, within the skew)
+  await reports.receive(
+    REALM_ID,
+    await report(JSON.stringify({ version: "0.1.0", peers: [{ ...PEER, txBytes: 1005 }] })),
+  );
+  assertEquals(reports.get(CONFLUX)!.peers[0]!.bitsPerSecond, 4000);
 });
 
 Deno.test("reports: parseReport checks every field", () => {
