@@ -1,10 +1,11 @@
 /**
- * Opens libc once (the only `Deno.dlopen` in the project) and turns C failures into Errors that say which call
- * failed, with which errno, and what to do about the common ones.
+ * Opens libc once, and libcrypto when asked (the only `Deno.dlopen`s in the project), and turns C failures into
+ * Errors that say which call failed, with which errno, and what to do about the common ones.
  * @module
  */
 
 import { LIBC_SYMBOLS, LINUX } from "./libc.ts";
+import { LIBCRYPTO_SYMBOLS } from "./libcrypto.ts";
 
 /** The opened library's functions. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
@@ -44,6 +45,32 @@ export function libc(): Libc {
     }
   }
   throw new Error(`could not load the C library (tried ${failures.join("; ")})`);
+}
+
+/** The opened libcrypto's functions. */
+export type Libcrypto = Deno.DynamicLibrary<typeof LIBCRYPTO_SYMBOLS>["symbols"];
+
+/** OpenSSL 3's libcrypto, then the generic name (a development package's link). */
+const LIBCRYPTO_CANDIDATES = ["libcrypto.so.3", "libcrypto.so"];
+
+/** The library once opened, or null once it could not be (it is tried once). */
+let crypto: Deno.DynamicLibrary<typeof LIBCRYPTO_SYMBOLS> | null | undefined;
+
+/**
+ * libcrypto's functions, loading the library on first use; undefined when this host has none (or the FFI
+ * permission is missing): callers then do without it.
+ */
+export function libcrypto(): Libcrypto | undefined {
+  if (crypto === undefined) {
+    crypto = null;
+    for (const name of Deno.build.os === "linux" ? LIBCRYPTO_CANDIDATES : []) {
+      try {
+        crypto = Deno.dlopen(name, LIBCRYPTO_SYMBOLS);
+        break;
+      } catch { /* not this name, or not allowed: try the next, else go without */ }
+    }
+  }
+  return crypto?.symbols;
 }
 
 /**

@@ -15,6 +15,7 @@ import { KernelRoutes, openPortal, portalHost, UnderlayReader } from "./portal/h
 import { formatCidr, subnetsOf } from "./portal/subnets.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
+import { libcryptoAesGcm } from "../ffi/aes_gcm.ts";
 import { isTag } from "./wire/certificate.ts";
 
 /** How to start a node. Only `token` and `guardian` are required. */
@@ -136,6 +137,7 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       portal: o.portal,
       subnets,
       tetherIdleMs: o.tetherIdleMs,
+      syncAes: libcryptoAesGcm,
       onSubnets: (s) => void routes?.sync(s),
       onStop: (reason) => {
         stopped = reason;

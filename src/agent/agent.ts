@@ -30,6 +30,7 @@ import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.
 import { Anchor } from "../anchor/anchor.ts";
 import { Streams } from "../anchor/streams.ts";
 import { Handshaker } from "../crypto/handshake.ts";
+import type { SyncAesGcm } from "../crypto/stream.ts";
 import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
@@ -86,6 +87,8 @@ export interface AgentOptions {
   underlay?: (endpoints: { guardian: string; master: string[] }) => Promise<UnderlayAddress[]>;
   /** Idle time after which a tether dissolves (default TETHER_IDLE_MS). */
   tetherIdleMs?: number;
+  /** A faster AES-256-GCM for small batches than node:crypto's, when the host has one (see StreamSecrets.aes). */
+  syncAes?: (key: Uint8Array) => SyncAesGcm | undefined;
   /**
    * Called once if the agent stops on its own, after it closed: the Guardian refused to renew its session (401,
    * 403: an administrator revoked or removed the node). `reason` says so.
@@ -277,6 +280,7 @@ export class Agent implements AsyncDisposable {
       send: (peer, message) => this.#channel?.publish(this.#subjects.node(peer), message),
       clock,
       log,
+      syncAes: this.#o.syncAes,
     });
     const tethers = new Tethers({
       self: this.#identity.id,

@@ -6,7 +6,7 @@
 
 import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
-import { StreamOpener, StreamSealer } from "../crypto/stream.ts";
+import { StreamOpener, StreamSealer, type StreamSecrets, type SyncAesGcm } from "../crypto/stream.ts";
 import {
   HANDSHAKE_TIMEOUT_MS,
   MAX_STREAMS_PER_PEER,
@@ -33,6 +33,8 @@ export interface StreamsOptions {
   send: (peer: string, message: Uint8Array) => void;
   clock: () => number;
   log: (line: string) => void;
+  /** A faster AES-256-GCM for a stream key than node:crypto's, when the host has one (see StreamSecrets.aes). */
+  syncAes?: (key: Uint8Array) => SyncAesGcm | undefined;
 }
 
 /** Sending and receiving streams of one node. */
@@ -119,7 +121,8 @@ export class Streams {
    * beyond that replaces its oldest.
    */
   async onRequest(m: ControlMessage<ControlKind.StreamRequest>): Promise<void> {
-    const { response, secrets } = await this.#o.handshaker.respond(m);
+    const { response, secrets: agreed } = await this.#o.handshaker.respond(m);
+    const secrets = this.#withAes(agreed);
     const peer = toHex(m.sender);
     const id = toHex(secrets.id);
     this.#in.set(id, new StreamOpener(secrets, { self: this.#o.self, clock: this.#o.clock }));
@@ -132,13 +135,18 @@ export class Streams {
   /** Our handshake completed. */
   async onResponse(m: ControlMessage<ControlKind.StreamResponse>): Promise<void> {
     try {
-      const secrets = await this.#o.handshaker.complete(m);
+      const secrets = this.#withAes(await this.#o.handshaker.complete(m));
       this.#settle(toHex(m.sender), new StreamSealer(secrets, this.#o.clock));
     } catch (error) {
       if (!(error instanceof HandshakeError)) throw error;
       this.failures++;
       this.#o.log(`stream response from ${toHex(m.sender).slice(0, 8)} refused: ${error.reason}`);
     }
+  }
+
+  #withAes(secrets: StreamSecrets): StreamSecrets {
+    const aes = secrets.raw && this.#o.syncAes?.(secrets.raw);
+    return aes ? { ...secrets, aes } : secrets;
   }
 
   /** The receiving stream with this id (8 bytes). */

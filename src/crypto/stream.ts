@@ -45,6 +45,11 @@ export interface StreamSecrets {
    * synchronously here, without WebCrypto's hop to another thread and back (~33 us each way, every message).
    */
   raw?: Uint8Array;
+  /**
+   * AES-256-GCM under `raw` on this thread, when the node has a faster one than node:crypto's (OpenSSL's
+   * libcrypto through FFI: ffi/aes_gcm.ts); without it, node:crypto's.
+   */
+  aes?: SyncAesGcm;
   /** The node at the other end: the destination for the sender, the source for the receiver. */
   peer: Uint8Array;
   /** When this side completed the handshake (its own clock, ms). */
@@ -69,14 +74,43 @@ export class StreamError extends Refused<StreamErrorReason> {
 /** Batches up to this size are sealed and opened synchronously when the key's bytes are known (see `raw`). */
 export const SYNC_AES_BYTES = 4096;
 
-/** AES-256-GCM decryption on this thread; throws when the message does not authenticate. */
-function openNow(key: Uint8Array, counter: number, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
-  const decipher = createDecipheriv("aes-256-gcm", key, nonceFor(counter));
-  decipher.setAAD(aad);
-  decipher.setAuthTag(sealed.subarray(sealed.length - AEAD_TAG_BYTES));
-  const plain = decipher.update(sealed.subarray(0, sealed.length - AEAD_TAG_BYTES));
-  decipher.final();
-  return new Uint8Array(plain.buffer, plain.byteOffset, plain.length);
+/** AES-256-GCM under one key, on the calling thread. */
+export interface SyncAesGcm {
+  /** Encrypts `plain` into `out`: the ciphertext, then the tag (`plain.length + AEAD_TAG_BYTES` bytes). */
+  seal(nonce: Uint8Array, aad: Uint8Array, plain: Uint8Array, out: Uint8Array): void;
+  /** Decrypts `sealed` (ciphertext, then tag) into `out`; false when it does not authenticate. */
+  open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean;
+}
+
+/** node:crypto's AES-256-GCM under `key` (a Cipheriv per message). */
+export function nodeAesGcm(key: Uint8Array): SyncAesGcm {
+  return {
+    seal(nonce, aad, plain, out) {
+      const cipher = createCipheriv("aes-256-gcm", key, nonce);
+      cipher.setAAD(aad);
+      out.set(cipher.update(plain));
+      cipher.final();
+      out.set(cipher.getAuthTag(), plain.length);
+    },
+    open(nonce, aad, sealed, out) {
+      const length = sealed.length - AEAD_TAG_BYTES;
+      try {
+        const decipher = createDecipheriv("aes-256-gcm", key, nonce);
+        decipher.setAAD(aad);
+        decipher.setAuthTag(sealed.subarray(length));
+        out.set(decipher.update(sealed.subarray(0, length)));
+        decipher.final();
+        return true;
+      } catch {
+        return false;
+      }
+    },
+  };
+}
+
+/** The synchronous cipher of a stream's key, if its bytes are known. */
+function syncAesOf(secrets: StreamSecrets): SyncAesGcm | undefined {
+  return secrets.aes ?? (secrets.raw && nodeAesGcm(secrets.raw));
 }
 
 function nonceFor(counter: number): Uint8Array {
@@ -90,10 +124,12 @@ function nonceFor(counter: number): Uint8Array {
 /** The sending end of a stream. */
 export class StreamSealer {
   #next: number;
+  readonly #aes: SyncAesGcm | undefined;
 
   /** `firstCounter` is for tests that exercise the counter limits without sealing 2^32 messages. */
   constructor(readonly secrets: StreamSecrets, readonly clock: () => number, firstCounter = 0) {
     this.#next = firstCounter;
+    this.#aes = syncAesOf(secrets);
   }
 
   /** Messages sealed so far. */
@@ -138,14 +174,10 @@ export class StreamSealer {
       counter,
       ttl,
     });
-    if (this.secrets.raw && batch.length <= SYNC_AES_BYTES) {
-      const cipher = createCipheriv("aes-256-gcm", this.secrets.raw, nonceFor(counter));
-      cipher.setAAD(dataAad(header));
+    if (this.#aes && batch.length <= SYNC_AES_BYTES) {
       const message = new Uint8Array(DATA_HEADER_BYTES + batch.length + AEAD_TAG_BYTES);
       message.set(header);
-      message.set(cipher.update(batch), DATA_HEADER_BYTES);
-      cipher.final();
-      message.set(cipher.getAuthTag(), DATA_HEADER_BYTES + batch.length);
+      this.#aes.seal(nonceFor(counter), dataAad(header), batch, message.subarray(DATA_HEADER_BYTES));
       return Promise.resolve(message);
     }
     return crypto.subtle.encrypt(
@@ -170,11 +202,13 @@ export class StreamSealer {
 export class StreamOpener {
   readonly #window = new ReplayWindow();
   readonly #self: Uint8Array;
+  readonly #aes: SyncAesGcm | undefined;
   readonly clock: () => number;
 
   constructor(readonly secrets: StreamSecrets, options: { self: Uint8Array; clock: () => number }) {
     this.#self = options.self;
     this.clock = options.clock;
+    this.#aes = syncAesOf(secrets);
   }
 
   /** True once this stream refuses everything. */
@@ -209,8 +243,8 @@ export class StreamOpener {
     let plain: ArrayBuffer | Uint8Array;
     try {
       const sealed = sealedPart(message);
-      plain = this.secrets.raw && sealed.length <= SYNC_AES_BYTES + AEAD_TAG_BYTES
-        ? openNow(this.secrets.raw, header.counter, dataAad(message), sealed)
+      plain = this.#aes && sealed.length <= SYNC_AES_BYTES + AEAD_TAG_BYTES
+        ? this.#openNow(this.#aes, header.counter, dataAad(message), sealed)
         : await crypto.subtle.decrypt(
           {
             name: "AES-GCM",
@@ -229,6 +263,13 @@ export class StreamOpener {
     if (!this.#window.accept(header.counter)) {
       throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
     }
-    return new Uint8Array(plain);
+    return plain instanceof Uint8Array ? plain : new Uint8Array(plain);
+  }
+
+  /** Decrypts on this thread into a fresh buffer; throws when the message does not authenticate. */
+  #openNow(aes: SyncAesGcm, counter: number, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
+    const plain = new Uint8Array(Math.max(0, sealed.length - AEAD_TAG_BYTES));
+    if (!aes.open(nonceFor(counter), aad, sealed, plain)) throw new Error("authentication failed");
+    return plain;
   }
 }
