@@ -23,7 +23,7 @@
 import type { Streams } from "./streams.ts";
 import type { Tethers } from "../tether/tethers.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
-import { StreamError } from "../crypto/stream.ts";
+import { StreamError, type StreamOpener } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
 import {
   BACKUP_SHOWN_MS,
@@ -269,13 +269,28 @@ export class Anchor {
     const count = e.builder.count;
     if (count === 0) return;
     const started = performance.now();
-    const batch = e.builder.plaintext().slice();
-    const bytes = batch.length - 2 * count;
-    e.builder.reset();
+    const plaintext = e.builder.plaintext();
+    const bytes = plaintext.length - 2 * count;
     const { streams } = this.#o;
     const sealer = streams.ready(e.peer);
     const hop = this.#o.nextHop(e.peer);
     this.#form(e.peer, hop); // in parallel with the stream's handshake, if that is still to come
+    if (sealer?.sealsNow(plaintext.length) && e.inflight.size === 0) {
+      // A small batch with nothing before it still on its way (a ping, an acknowledgement) is sealed and handed
+      // on at once: no promise between the TUN and the link.
+      let message: Uint8Array | undefined;
+      try {
+        message = sealer.sealNow(plaintext);
+      } catch (error) {
+        this.#sendFailed(e, count, error);
+      }
+      e.builder.reset();
+      this.#stages.seal += performance.now() - started;
+      if (message) this.#deliver(e, hop, message, bytes, count);
+      return;
+    }
+    const batch = plaintext.slice();
+    e.builder.reset();
     // Seals run in parallel (WebCrypto's threads) and finish in any order; batches still leave in the order
     // they were read, as TCP above takes reordering for loss.
     const previous = e.sent;
@@ -299,11 +314,14 @@ export class Anchor {
     }
     e.sent = work.then(() => {}, () => {});
     this.#stages.seal += performance.now() - started;
-    const tracked: Promise<void> = work.catch((error) => {
-      this.#drop("send-failed", count);
-      if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
-    }).finally(() => e.inflight.delete(tracked));
+    const tracked: Promise<void> = work.catch((error) => this.#sendFailed(e, count, error))
+      .finally(() => e.inflight.delete(tracked));
     e.inflight.add(tracked);
+  }
+
+  #sendFailed(e: Egress, count: number, error: unknown): void {
+    this.#drop("send-failed", count);
+    if (!(error instanceof StreamError)) this.#o.log(`egress to ${e.peer.slice(0, 8)}: ${error}`);
   }
 
   /**
@@ -388,35 +406,54 @@ export class Anchor {
     }
     const opener = this.#o.streams.opener(header.stream);
     if (!opener) return this.#drop("unknown-stream");
-    // Opened in parallel, written in the order received (see #flush).
     const previous = this.#written.get(opener);
+    if (!previous && opener.opensNow(message)) {
+      // A small message with nothing before it still being opened is opened and written at once.
+      try {
+        this.#toTun(opener, opener.openNow(message));
+      } catch (error) {
+        this.#refused(from, error);
+      }
+      return;
+    }
+    // Opened in parallel, written in the order received (see #flush).
     const done = opener.open(message).then(async (plain) => {
       await previous;
-      const started = performance.now();
-      const peer = toHex(opener.secrets.peer);
-      let entries = unpackEntries(plain);
-      const { admit, tun } = this.#o;
-      if (admit) {
-        entries = entries.filter((e) => {
-          const refused = admit(peer, e.packet);
-          if (refused) this.#drop(refused);
-          return !refused;
-        });
-      }
-      const packets = this.#forTun(entries);
-      const writing = performance.now();
-      const written = tun.writeBatch(packets, 0);
-      this.#stages.open += writing - started;
-      this.#stages.tunWrite += performance.now() - writing;
-      const t = this.#traffic(peer);
-      t.rxPackets += written;
-      for (const e of entries) t.rxBytes += e.packet.length;
+      this.#toTun(opener, plain);
     });
-    this.#written.set(opener, done.then(() => {}, () => {}));
-    done.catch((error) => {
-      if (error instanceof StreamError || error instanceof WireError) this.#drop("refused");
-      else this.#o.log(`ingress from ${from.slice(0, 8)}: ${error}`);
-    });
+    const written = done.then(() => {}, () => {});
+    this.#written.set(opener, written);
+    // Once the latest is written, the next small message of this stream may go at once again.
+    void written.then(() => this.#written.get(opener) === written && this.#written.delete(opener));
+    done.catch((error) => this.#refused(from, error));
+  }
+
+  /** Writes an opened batch to the TUN: the packets its sender may send us. */
+  #toTun(opener: StreamOpener, plain: Uint8Array): void {
+    const started = performance.now();
+    const peer = toHex(opener.secrets.peer);
+    let entries = unpackEntries(plain);
+    const { admit, tun } = this.#o;
+    if (admit) {
+      entries = entries.filter((e) => {
+        const refused = admit(peer, e.packet);
+        if (refused) this.#drop(refused);
+        return !refused;
+      });
+    }
+    const packets = this.#forTun(entries);
+    const writing = performance.now();
+    const written = tun.writeBatch(packets, 0);
+    this.#stages.open += writing - started;
+    this.#stages.tunWrite += performance.now() - writing;
+    const t = this.#traffic(peer);
+    t.rxPackets += written;
+    for (const e of entries) t.rxBytes += e.packet.length;
+  }
+
+  #refused(from: string, error: unknown): void {
+    if (error instanceof StreamError || error instanceof WireError) this.#drop("refused");
+    else this.#o.log(`ingress from ${from.slice(0, 8)}: ${error}`);
   }
 
   /**

@@ -91,6 +91,7 @@ function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undef
   let batch = new Uint8Array(0);
   const opener = {
     secrets: { peer: fromHex(A) },
+    opensNow: () => false,
     open: () => {
       const p = Promise.resolve(batch.slice());
       opened.push(p);
@@ -186,7 +187,11 @@ Deno.test("anchor ingress: a batch admit refuses entirely writes nothing; withou
  * A sender: its TUN, a ready stream to A that "seals" by copying, and tethers whose forming the test controls
  * (each `ensure` waits until the test settles it).
  */
-function sender(seal: (b: Uint8Array) => Promise<Uint8Array> = (b) => Promise.resolve(b.slice())) {
+function sender(
+  seal: (b: Uint8Array) => Promise<Uint8Array> = (b) => Promise.resolve(b.slice()),
+  /** Batches up to this size are "sealed" on the spot (sealNow), as a real stream does small ones. */
+  sealsNowUpTo = -1,
+) {
   const tun = new MemoryTun();
   let now = 0;
   let state: "open" | "forming" | undefined;
@@ -208,7 +213,7 @@ function sender(seal: (b: Uint8Array) => Promise<Uint8Array> = (b) => Promise.re
     send: (_: string, m: Uint8Array) => state === "open" && onTether.push(m) > 0,
     drained: () => Promise.resolve(),
   } as unknown as Tethers;
-  const sealer = { seal };
+  const sealer = { seal, sealsNow: (n: number) => n <= sealsNowUpTo, sealNow: (b: Uint8Array) => b.slice() };
   const anchor = new Anchor({
     tun,
     self: fromHex(SELF),
@@ -312,6 +317,30 @@ Deno.test("anchor egress: batches leave in the order they were read, whatever or
   }
   const ports = s.onTether.map((batch) => unpackBatch(batch).map((p) => p[21]!));
   assertEquals(ports, [[1], [2], [3], [4]]);
+  await s.anchor.close();
+});
+
+Deno.test("anchor egress: a small batch sealed on the spot never overtakes a larger one still being sealed", async () => {
+  let seals = 0;
+  const slowSeal = (b: Uint8Array) => {
+    seals++;
+    return new Promise<Uint8Array>((resolve) => setTimeout(() => resolve(b.slice()), 30));
+  };
+  const s = sender(slowSeal, 200);
+  await s.send(); // forms the tether (over the backup pipeline meanwhile)
+  await s.settle(true);
+  const small = (n: number) => udpPacket(SELF_IP, PEER_IP, { sport: n, dport: 2 }, new Uint8Array(8));
+  const large = udpPacket(SELF_IP, PEER_IP, { sport: 2, dport: 2 }, new Uint8Array(1000));
+  for (const p of [large, small(3)]) {
+    await s.tun.host.send(p);
+    await new Promise((r) => setTimeout(r, 0)); // read, batched alone and handed to its seal
+  }
+  for (let i = 0; i < 100 && s.onTether.length < 2; i++) await new Promise((r) => setTimeout(r, 5));
+  assertEquals(seals, 2, "the small batch behind the large one waited for its turn in seal()");
+  await s.send(); // one more small one, with nothing in flight: sealed on the spot
+  assertEquals(seals, 2);
+  const ports = s.onTether.map((batch) => unpackBatch(batch).map((p) => p[21]!));
+  assertEquals(ports, [[2], [3], [1]]);
   await s.anchor.close();
 });
 

@@ -25,6 +25,7 @@ import { WireError } from "../wire/bytes.ts";
 import {
   DATA_HEADER_BYTES,
   dataAad,
+  type DataHeader,
   DataType,
   MAX_BATCH_BYTES,
   readDataHeader,
@@ -147,39 +148,39 @@ export class StreamSealer {
     return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS || this.#next >= REJECT_AFTER_MESSAGES;
   }
 
+  /** Whether a batch of `length` bytes is sealed on this thread: `sealNow` takes it. */
+  sealsNow(length: number): boolean {
+    return this.#aes !== undefined && length <= SYNC_AES_BYTES;
+  }
+
+  /**
+   * Seals a small batch (see `sealsNow`) on this thread and returns the message at once: what `seal` resolves
+   * with, without a promise. Throws what `seal` rejects with.
+   */
+  sealNow(batch: Uint8Array, ttl: number = DEFAULT_DATA_TTL): Uint8Array {
+    if (!this.sealsNow(batch.length)) {
+      throw new RangeError(`a batch of ${batch.length} bytes is sealed by seal(), not on this thread`);
+    }
+    const { counter, header } = this.#take(batch, ttl);
+    const message = new Uint8Array(DATA_HEADER_BYTES + batch.length + AEAD_TAG_BYTES);
+    message.set(header);
+    this.#aes!.seal(nonceFor(counter), dataAad(header), batch, message.subarray(DATA_HEADER_BYTES));
+    return message;
+  }
+
   /**
    * Seals a batch (see BatchBuilder) into a complete data message for `secrets.peer`. The batch is copied by
    * WebCrypto when the call starts, so the caller may reuse its buffer as soon as this returns a promise.
    */
   seal(batch: Uint8Array, ttl: number = DEFAULT_DATA_TTL): Promise<Uint8Array> {
-    if (batch.length > MAX_BATCH_BYTES) {
-      return Promise.reject(new RangeError(`batch of ${batch.length} bytes exceeds ${MAX_BATCH_BYTES}`));
+    let next;
+    try {
+      if (this.sealsNow(batch.length)) return Promise.resolve(this.sealNow(batch, ttl));
+      next = this.#take(batch, ttl);
+    } catch (error) {
+      return Promise.reject(error);
     }
-    if (this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS) {
-      return Promise.reject(
-        new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`),
-      );
-    }
-    if (this.#next >= REJECT_AFTER_MESSAGES) {
-      return Promise.reject(
-        new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`),
-      );
-    }
-    const counter = this.#next++;
-    const header = new Uint8Array(DATA_HEADER_BYTES);
-    writeDataHeader(header, {
-      type: DataType.Packets,
-      destination: this.secrets.peer,
-      stream: this.secrets.id,
-      counter,
-      ttl,
-    });
-    if (this.#aes && batch.length <= SYNC_AES_BYTES) {
-      const message = new Uint8Array(DATA_HEADER_BYTES + batch.length + AEAD_TAG_BYTES);
-      message.set(header);
-      this.#aes.seal(nonceFor(counter), dataAad(header), batch, message.subarray(DATA_HEADER_BYTES));
-      return Promise.resolve(message);
-    }
+    const { counter, header } = next;
     return crypto.subtle.encrypt(
       {
         name: "AES-GCM",
@@ -195,6 +196,29 @@ export class StreamSealer {
       message.set(new Uint8Array(sealed), DATA_HEADER_BYTES);
       return message;
     });
+  }
+
+  /** Checks the limits, takes the next counter and writes the message's header; throws when it may not seal. */
+  #take(batch: Uint8Array, ttl: number): { counter: number; header: Uint8Array } {
+    if (batch.length > MAX_BATCH_BYTES) {
+      throw new RangeError(`batch of ${batch.length} bytes exceeds ${MAX_BATCH_BYTES}`);
+    }
+    if (this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS) {
+      throw new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`);
+    }
+    if (this.#next >= REJECT_AFTER_MESSAGES) {
+      throw new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`);
+    }
+    const counter = this.#next++;
+    const header = new Uint8Array(DATA_HEADER_BYTES);
+    writeDataHeader(header, {
+      type: DataType.Packets,
+      destination: this.secrets.peer,
+      stream: this.secrets.id,
+      counter,
+      ttl,
+    });
+    return { counter, header };
   }
 }
 
@@ -216,8 +240,56 @@ export class StreamOpener {
     return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS;
   }
 
+  /** Whether `message` is opened on this thread: `openNow` takes it. */
+  opensNow(message: Uint8Array): boolean {
+    return this.#aes !== undefined && message.length <= DATA_HEADER_BYTES + SYNC_AES_BYTES + AEAD_TAG_BYTES;
+  }
+
+  /**
+   * Opens a small message (see `opensNow`) on this thread and returns its batch at once: what `open` resolves
+   * with, without a promise. Throws what `open` rejects with.
+   */
+  openNow(message: Uint8Array): Uint8Array {
+    if (!this.opensNow(message)) {
+      throw new RangeError(`a message of ${message.length} bytes is opened by open(), not on this thread`);
+    }
+    const header = this.#check(message);
+    const sealed = sealedPart(message);
+    const plain = new Uint8Array(Math.max(0, sealed.length - AEAD_TAG_BYTES));
+    if (!this.#aes!.open(nonceFor(header.counter), dataAad(message), sealed, plain)) {
+      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)");
+    }
+    this.#accept(header.counter);
+    return plain;
+  }
+
   /** Returns the batch inside `message`, or throws StreamError. The result is a fresh buffer. */
   async open(message: Uint8Array): Promise<Uint8Array> {
+    if (this.opensNow(message)) return this.openNow(message);
+    const header = this.#check(message);
+    let plain: ArrayBuffer;
+    try {
+      plain = await crypto.subtle.decrypt(
+        {
+          name: "AES-GCM",
+          iv: nonceFor(header.counter) as BufferSource,
+          additionalData: dataAad(message) as BufferSource,
+        },
+        this.secrets.key,
+        sealedPart(message) as BufferSource,
+      );
+    } catch (cause) {
+      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)", {
+        cause,
+      });
+    }
+    // Checked again after the await: another message with this counter may have been accepted meanwhile.
+    this.#accept(header.counter);
+    return new Uint8Array(plain);
+  }
+
+  /** Reads and checks a message's header before it is decrypted; throws StreamError. */
+  #check(message: Uint8Array): DataHeader {
     let header;
     try {
       header = readDataHeader(message);
@@ -240,36 +312,13 @@ export class StreamOpener {
     if (!this.#window.check(header.counter)) {
       throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
     }
-    let plain: ArrayBuffer | Uint8Array;
-    try {
-      const sealed = sealedPart(message);
-      plain = this.#aes && sealed.length <= SYNC_AES_BYTES + AEAD_TAG_BYTES
-        ? this.#openNow(this.#aes, header.counter, dataAad(message), sealed)
-        : await crypto.subtle.decrypt(
-          {
-            name: "AES-GCM",
-            iv: nonceFor(header.counter) as BufferSource,
-            additionalData: dataAad(message) as BufferSource,
-          },
-          this.secrets.key,
-          sealed as BufferSource,
-        );
-    } catch (cause) {
-      throw new StreamError("auth", "data message does not authenticate (tampered, or another key)", {
-        cause,
-      });
-    }
-    // Checked again after the await: another message with this counter may have been accepted meanwhile.
-    if (!this.#window.accept(header.counter)) {
-      throw new StreamError("replayed", `counter ${header.counter} was seen before or is outside the window`);
-    }
-    return plain instanceof Uint8Array ? plain : new Uint8Array(plain);
+    return header;
   }
 
-  /** Decrypts on this thread into a fresh buffer; throws when the message does not authenticate. */
-  #openNow(aes: SyncAesGcm, counter: number, aad: Uint8Array, sealed: Uint8Array): Uint8Array {
-    const plain = new Uint8Array(Math.max(0, sealed.length - AEAD_TAG_BYTES));
-    if (!aes.open(nonceFor(counter), aad, sealed, plain)) throw new Error("authentication failed");
-    return plain;
+  /** Marks an authenticated counter as seen; throws StreamError if it was taken meanwhile. */
+  #accept(counter: number): void {
+    if (!this.#window.accept(counter)) {
+      throw new StreamError("replayed", `counter ${counter} was seen before or is outside the window`);
+    }
   }
 }
