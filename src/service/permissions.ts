@@ -10,7 +10,7 @@
  */
 export function agentPermissions(configDir: string, moduleCache?: string): string[] {
   return [
-    "--allow-ffi", // libc: the TUN device and kernel files (Deno refuses /proc, /dev to others); libdatachannel
+    "--allow-ffi", // libc: the TUN device and kernel files (Deno refuses /proc, /dev to others); libdatachannel; libcrypto
     "--allow-net", // Guardian, Master, WebRTC, DNS, local API, metrics
     `--allow-read=/etc,/run/systemd,${configDir}${moduleCache ? `,${moduleCache}` : ""}`,
     `--allow-write=/etc/systemd/system,${configDir}`,
