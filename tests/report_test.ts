@@ -38,14 +38,16 @@ Deno.test({
       report?: { version: string; peers: { id: string; path: string; link?: string }[] };
     };
     const started = Date.now();
+    // The first packets may cross the backup pipeline while the tether forms, and be reported so: the tether's
+    // opening is reported 2 s after it.
     const reported = await waitFor("a's report of its tether to b", 10_000, async () => {
       const nodes = JSON.parse(await list(true)) as Listed[];
-      return nodes.find((n) => n.tag === "a")?.report?.peers.find((p) => p.id === bId);
+      const peer = nodes.find((n) => n.tag === "a")?.report?.peers.find((p) => p.id === bId);
+      return peer?.path === "direct" && peer;
     });
     console.log(
       `a's tether to b reported within ${((Date.now() - started) / 1000).toFixed(1)} s of the first ping`,
     );
-    assertEquals(reported.path, "direct");
     assert(reported.link === "tcp" || reported.link === "webrtc", JSON.stringify(reported));
     const line = (await list(false)).split("\n").find((l) => l.startsWith("a "));
     assert(line?.includes("v0.1.0 peers 1 direct"), `node list shows a's report: ${line}\n${a.proc!.output}`);
