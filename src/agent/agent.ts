@@ -10,7 +10,7 @@
 
 import { certificateRef, type VerifiedCertificate, verifyCertificate } from "../crypto/certificate.ts";
 import { signControl } from "../crypto/control_signing.ts";
-import { bytesEqual, fromHex, Identity, toHex } from "../crypto/identity.ts";
+import { bytesEqual, formatUuid, fromHex, Identity, toHex } from "../crypto/identity.ts";
 import type { LoginResponse } from "../guardian/guardian.ts";
 import { fromBase64 } from "../guardian/rules.ts";
 import type { ControlChannel } from "../control/channel.ts";
@@ -754,11 +754,6 @@ function unicast(a: Uint8Array): boolean {
 
 function ipv4Key(a: Uint8Array): number {
   return ((a[0]! << 24) | (a[1]! << 16) | (a[2]! << 8) | a[3]!) >>> 0;
-}
-
-function formatUuid(bytes: Uint8Array): string {
-  const h = toHex(bytes);
-  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
 }
 
 /** A login answer named another realm key than the one pinned at registration. */

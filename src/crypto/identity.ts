@@ -71,3 +71,9 @@ export class Identity {
     return this.key.sign(message);
   }
 }
+
+/** A conflux id (16 bytes) as its UUID text, the form the Guardian stores and `status` prints. */
+export function formatUuid(bytes: Uint8Array): string {
+  const h = toHex(bytes);
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20)}`;
+}

@@ -9,7 +9,7 @@
 
 import { verifyCertificate } from "../crypto/certificate.ts";
 import { ControlVerifier } from "../crypto/control_signing.ts";
-import { fromHex, toHex } from "../crypto/identity.ts";
+import { formatUuid, fromHex, toHex } from "../crypto/identity.ts";
 import { NODE_ID_BYTES } from "../spec.ts";
 import { MAX_REPORT_PEERS } from "../tuning.ts";
 import { ControlKind, decodeControl } from "../wire/control.ts";
