@@ -182,10 +182,7 @@ export class Reports {
       now: this.#o.clock(),
     });
     await this.#verifier.verify(bytes, cert.nodeKey);
-    const hex = toHex(cert.conflux);
-    const conflux = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${
-      hex.slice(20)
-    }`;
+    const conflux = formatUuid(cert.conflux);
     if (!this.#o.inSession(conflux, toHex(cert.nodeId))) {
       throw refuse("session", "a report from a node without a valid session (revoked, removed or expired)");
     }
