@@ -12,21 +12,9 @@ import { assert, assertEquals } from "./assert.ts";
 import { freePort, NodeProc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { realmOnTestbed } from "./testbed.ts";
+import { CHROMIUM, chromiumMissing } from "./browser.ts";
 
-const CHROMIUM = "/usr/bin/chromium";
 const SHOTS = Deno.env.get("VEILNET_SCREENSHOTS");
-
-function chromiumMissing(): boolean {
-  try {
-    Deno.statSync(CHROMIUM);
-    return false;
-  } catch {
-    if (Deno.env.get("CI")) {
-      throw new Error(`the console test needs ${CHROMIUM} in CI (setup.sh installs it)`);
-    }
-    return true;
-  }
-}
 
 async function shot(page: Page, name: string): Promise<void> {
   if (SHOTS) {

@@ -162,6 +162,7 @@ function remoteAdmin(base: string, token: string): Admin {
     jwks_url: o.jwksUrl,
     audience: o.audience,
     taints_claim: o.taintsClaim,
+    admins: o.admins,
   });
   return {
     createRealm: (name, cidr, oidc) =>
@@ -237,12 +238,16 @@ const USAGE = `usage:
       TURN: coturn with use-auth-secret; the shared secret from --turn-secret-file or VEILNET_TURN_SECRET, never
             on the command line; each login gets its own credentials, valid as long as its certificate
       console: a web console (realms, nodes, tokens, topology) on its own listener, with the API's TLS; sign in
-            with the admin token; every action in it is an admin API call. --release-url: where install.sh is
+            with the admin token, or as a realm's administrator through its OIDC issuer (realm oidc
+            --oidc-admins); every action in it is an admin API call. --release-url: where install.sh is
             served, for the install line it shows with a new token
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
   veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear)
       OIDC flags: --oidc-issuer URL --oidc-jwks-url URL --oidc-audience AUD [--oidc-taints-claim CLAIM]
+                  [--oidc-admins SUBJECT_OR_EMAIL,...]
       (registering in such a realm needs a valid identity token from that issuer: register --jwt)
+      --oidc-admins: who administers this realm, and only it, by signing in to the console through its issuer
+      (the audience is the console's OIDC client id); their identity token also works as --admin-token
   veilnet-conflux guardian token create --realm NAME [--ttl 24h] [--uses N] [--taints a,b | --any-taints]
                                         [--subnets CIDR,...]
       a node holds only the taints and portal subnets its token grants (no --taints: no taints)
@@ -273,6 +278,7 @@ const OIDC_FLAGS = {
   "oidc-jwks-url": { type: "string" },
   "oidc-audience": { type: "string" },
   "oidc-taints-claim": { type: "string" },
+  "oidc-admins": { type: "string" },
 } as const;
 
 /** The OIDC settings of a command line, undefined when none is given; all three or none. */
@@ -281,9 +287,11 @@ function oidcFlags(values: {
   "oidc-jwks-url"?: string;
   "oidc-audience"?: string;
   "oidc-taints-claim"?: string;
+  "oidc-admins"?: string;
 }): RealmOidc | undefined {
   const given = [values["oidc-issuer"], values["oidc-jwks-url"], values["oidc-audience"]];
-  if (given.every((v) => v === undefined) && values["oidc-taints-claim"] === undefined) return undefined;
+  const optional = [values["oidc-taints-claim"], values["oidc-admins"]];
+  if ([...given, ...optional].every((v) => v === undefined)) return undefined;
   if (given.some((v) => v === undefined)) {
     throw new UsageError("--oidc-issuer, --oidc-jwks-url and --oidc-audience go together");
   }
@@ -292,6 +300,7 @@ function oidcFlags(values: {
     jwksUrl: values["oidc-jwks-url"]!,
     audience: values["oidc-audience"]!,
     ...(values["oidc-taints-claim"] ? { taintsClaim: values["oidc-taints-claim"] } : {}),
+    ...(values["oidc-admins"] ? { admins: values["oidc-admins"].split(",").map((a) => a.trim()) } : {}),
   };
 }
 

@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { Guardian, RegisterRequest } from "./guardian.ts";
+import type { AdminScope, Guardian, RegisterRequest } from "./guardian.ts";
 import { StateUnavailable } from "./replication.ts";
 import { GuardianError, parseDuration } from "./rules.ts";
 import { SourceLimits, type SourceLimitsOptions, sourceOf } from "./source_limits.ts";
@@ -44,6 +44,20 @@ interface Context {
 }
 
 type Handler = (ctx: Context) => Promise<Response>;
+
+/**
+ * Throws 403 unless `scope` may act on realm `name`. A realm administrator (signed in through the realm's issuer)
+ * acts on that realm only; the admin token on all.
+ */
+function inScope(scope: AdminScope, name: string | undefined): void {
+  if (scope.all || (name !== undefined && scope.realms.has(name))) return;
+  throw new HttpError(
+    403,
+    `${scope.who ?? "this identity"} administers realm ${[...scope.realms].join(", ")}, not ${
+      name === undefined ? "the whole Guardian" : name
+    }`,
+  );
+}
 
 function json(status: number, value: unknown): Response {
   return new Response(JSON.stringify(value), { status, headers: { "content-type": "application/json" } });
@@ -147,12 +161,28 @@ export function guardianHandler(
     return await handler(ctx);
   };
   // An administrator sees the newest state: with several Guardians, what another one took a moment ago too.
-  const admin = (handler: Handler): Handler => async (ctx) => {
-    await guardian.authenticate("vadm", ctx.token);
+  const admin = (handler: (ctx: Context, scope: AdminScope) => Promise<Response>): Handler => async (ctx) => {
+    const scope = await guardian.adminScope(ctx.token);
     await guardian.sync();
-    return await handler(ctx);
+    return await handler(ctx, scope);
   };
   const realmParam = (url: URL) => url.searchParams.get("realm") ?? undefined;
+  const scoped = (scope: AdminScope, realmId: string) =>
+    scope.all || scope.realms.has(guardian.store.realmById(realmId)?.name ?? "");
+  /**
+   * The node named in the path, within the `realm` parameter and the credential's realms: a node outside them is
+   * not found, as if it did not exist.
+   */
+  const nodeOf = ({ url, params }: Context, scope: AdminScope) => {
+    const asked = realmParam(url);
+    if (asked !== undefined) inScope(scope, asked);
+    const only = scope.all || scope.realms.size !== 1 ? undefined : [...scope.realms][0];
+    const node = guardian.findNode(params.ref!, asked ?? only);
+    if (!scoped(scope, node.realmId)) {
+      throw new HttpError(404, `no node "${params.ref}" (give its id or tag)`);
+    }
+    return node;
+  };
   const routes: Record<string, Handler> = {
     "GET /healthz": () => Promise.resolve(json(200, { ok: true })),
 
@@ -202,27 +232,38 @@ export function guardianHandler(
       return json(200, { taints: await guardian.setTaints(token, { add: b.add, remove: b.remove }) });
     }),
 
-    "POST /admin/realms": admin(async ({ body }) => {
+    "POST /admin/realms": admin(async ({ body }, scope) => {
+      inScope(scope, undefined);
       const b = await body();
       const name = optional<string>(b, "name", "string");
       if (!name) throw new HttpError(400, "name is required");
       return json(201, realmView(await guardian.createRealm(name, optional(b, "cidr", "string"), oidcOf(b))));
     }),
 
-    "GET /admin/realms": admin(() => Promise.resolve(json(200, guardian.store.realms().map(realmView)))),
-
-    "PUT /admin/realms/:name/oidc": admin(async ({ params, body }) =>
-      json(200, realmView(await guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)))
+    "GET /admin/realms": admin((_, scope) =>
+      Promise.resolve(
+        json(
+          200,
+          guardian.store.realms().filter((r) => scope.all || scope.realms.has(r.name)).map(realmView),
+        ),
+      )
     ),
 
-    "DELETE /admin/realms/:name/oidc": admin(async ({ params }) =>
-      json(200, realmView(await guardian.setRealmOidc(params.name!, null)))
-    ),
+    "PUT /admin/realms/:name/oidc": admin(async ({ params, body }, scope) => {
+      inScope(scope, params.name);
+      return json(200, realmView(await guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)));
+    }),
 
-    "POST /admin/tokens": admin(async ({ body }) => {
+    "DELETE /admin/realms/:name/oidc": admin(async ({ params }, scope) => {
+      inScope(scope, params.name);
+      return json(200, realmView(await guardian.setRealmOidc(params.name!, null)));
+    }),
+
+    "POST /admin/tokens": admin(async ({ body }, scope) => {
       const b = await body();
       const realm = optional<string>(b, "realm", "string");
       if (!realm) throw new HttpError(400, "realm is required");
+      inScope(scope, realm);
       const ttl = optional<string>(b, "ttl", "string");
       return json(
         201,
@@ -237,49 +278,59 @@ export function guardianHandler(
       );
     }),
 
-    "GET /admin/tokens": admin(() => Promise.resolve(json(200, tokenList(guardian)))),
+    "GET /admin/tokens": admin((_, scope) =>
+      Promise.resolve(
+        json(200, tokenList(guardian).filter((t) => scope.all || scope.realms.has(t.realm ?? ""))),
+      )
+    ),
 
-    "DELETE /admin/tokens/:id": admin(async ({ params }) => {
+    "DELETE /admin/tokens/:id": admin(async ({ params }, scope) => {
+      const token = guardian.store.tokenById(params.id!);
+      if (token && !scoped(scope, token.realmId)) throw new HttpError(404, `no token ${params.id}`);
       await guardian.revokeToken(params.id!);
       return json(200, { ok: true });
     }),
 
-    "GET /admin/nodes": admin(async ({ url }) => json(200, await guardian.nodes(realmParam(url)))),
+    "GET /admin/nodes": admin(async ({ url }, scope) => {
+      const realm = realmParam(url);
+      if (realm !== undefined) inScope(scope, realm);
+      const nodes = await guardian.nodes(realm);
+      return json(200, nodes.filter((n) => scope.all || scope.realms.has(n.realm)));
+    }),
 
-    "GET /admin/nodes/:ref": admin(async ({ url, params }) =>
-      json(200, await guardian.node(params.ref!, realmParam(url)))
+    "GET /admin/nodes/:ref": admin(async (ctx, scope) =>
+      json(200, await guardian.node(nodeOf(ctx, scope).id))
     ),
 
-    "POST /admin/nodes/:ref/revoke": admin(async ({ url, params }) =>
-      json(200, await guardian.revokeNode(guardian.findNode(params.ref!, realmParam(url)).id))
+    "POST /admin/nodes/:ref/revoke": admin(async (ctx, scope) =>
+      json(200, await guardian.revokeNode(nodeOf(ctx, scope).id))
     ),
 
-    "DELETE /admin/nodes/:ref": admin(async ({ url, params }) => {
-      await guardian.removeNode(guardian.findNode(params.ref!, realmParam(url)).id);
+    "DELETE /admin/nodes/:ref": admin(async (ctx, scope) => {
+      await guardian.removeNode(nodeOf(ctx, scope).id);
       return json(200, { ok: true });
     }),
 
-    "PUT /admin/nodes/:ref/taints": admin(async ({ url, params, body }) => {
-      const b = await body();
-      const id = guardian.findNode(params.ref!, realmParam(url)).id;
+    "PUT /admin/nodes/:ref/taints": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      const b = await ctx.body();
       return json(
         200,
         await guardian.setNodeTaints(id, { taints: stringList(b, "taints") ?? [], any: b.any === true }),
       );
     }),
 
-    "PUT /admin/nodes/:ref/tag": admin(async ({ url, params, body }) => {
-      const tag = optional<string>(await body(), "tag", "string");
+    "PUT /admin/nodes/:ref/tag": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      const tag = optional<string>(await ctx.body(), "tag", "string");
       if (!tag) throw new HttpError(400, "tag is required");
-      return json(200, await guardian.setNodeTag(guardian.findNode(params.ref!, realmParam(url)).id, tag));
+      return json(200, await guardian.setNodeTag(id, tag));
     }),
 
-    "PUT /admin/nodes/:ref/subnets": admin(async ({ url, params, body }) => {
-      const subnets = stringList(await body(), "subnets") ?? [];
-      return json(
-        200,
-        await guardian.grantNodeSubnets(guardian.findNode(params.ref!, realmParam(url)).id, subnets),
-      );
+    "PUT /admin/nodes/:ref/subnets": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      const subnets = stringList(await ctx.body(), "subnets") ?? [];
+      return json(200, await guardian.grantNodeSubnets(id, subnets));
     }),
   };
   const table = Object.entries(routes).map(([key, handler]) => {
@@ -361,29 +412,40 @@ function realmView(r: RealmRow): Record<string, unknown> {
           jwks_url: r.oidc.jwksUrl,
           audience: r.oidc.audience,
           ...(r.oidc.taintsClaim ? { taints_claim: r.oidc.taintsClaim } : {}),
+          ...(r.oidc.admins ? { admins: r.oidc.admins } : {}),
         },
       }
       : {}),
   };
 }
 
-/** A realm's OIDC settings from a request body (issuer, jwks_url, audience, taints_claim), or undefined. */
+/**
+ * A realm's OIDC settings from a request body (issuer, jwks_url, audience, taints_claim, admins), or undefined.
+ */
 function oidcOf(b: Record<string, unknown>): RealmOidc | undefined {
   const issuer = optional<string>(b, "issuer", "string");
   const jwksUrl = optional<string>(b, "jwks_url", "string");
   const audience = optional<string>(b, "audience", "string");
   const taintsClaim = optional<string>(b, "taints_claim", "string");
-  if (issuer === undefined && jwksUrl === undefined && audience === undefined && taintsClaim === undefined) {
-    return undefined;
-  }
+  const admins = stringList(b, "admins");
+  if ([issuer, jwksUrl, audience, taintsClaim, admins].every((v) => v === undefined)) return undefined;
   if (!issuer || !jwksUrl || !audience) {
-    throw new HttpError(400, "issuer, jwks_url and audience go together (taints_claim is optional)");
+    throw new HttpError(
+      400,
+      "issuer, jwks_url and audience go together (taints_claim and admins are optional)",
+    );
   }
-  return { issuer, jwksUrl, audience, ...(taintsClaim ? { taintsClaim } : {}) };
+  return {
+    issuer,
+    jwksUrl,
+    audience,
+    ...(taintsClaim ? { taintsClaim } : {}),
+    ...(admins ? { admins } : {}),
+  };
 }
 
 /** Registration tokens without their secrets. */
-export function tokenList(guardian: Guardian): unknown[] {
+export function tokenList(guardian: Guardian): { realm: string | undefined }[] {
   const realms = new Map(guardian.store.realms().map((r) => [r.id, r.name]));
   return guardian.store.tokens().map((t) => ({
     id: t.id,

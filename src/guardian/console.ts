@@ -7,14 +7,22 @@
  * token by the API; every page reads through it and every action is an API call with that token, so the same
  * checks, limits and errors apply as to `guardian` commands.
  *
+ * Signing in: with the admin token (the whole Guardian), or as a realm's administrator through the realm's OIDC
+ * issuer (authorization code flow with PKCE, state and nonce; the realm's audience is the client id). The identity
+ * token the issuer returns is then the session's credential towards the API, which decides what it may do: that
+ * realm only, and only if the realm's settings name its holder among the `admins`.
+ *
  * Sessions: a random id in a cookie (HttpOnly, SameSite=Strict, Secure with TLS), kept in memory for
- * SESSION_MS. Every state change is a POST carrying the session's CSRF token, from this console's own origin.
+ * SESSION_MS (or until the identity token expires). Every state change is a POST carrying the session's CSRF
+ * token, from this console's own origin.
  * @module
  */
 
 import { toHex } from "../crypto/identity.ts";
 import type { NodeView } from "./guardian.ts";
+import { verifyIdentity } from "./oidc.ts";
 import type { ReportedPeer } from "./reports.ts";
+import type { RealmOidc } from "./store.ts";
 
 /** How long a console session lasts. */
 const SESSION_MS = 12 * 60 * 60_000;
@@ -23,6 +31,14 @@ const MAX_SESSIONS = 1_000;
 /** Largest form accepted. */
 const MAX_FORM_BYTES = 16 * 1024;
 const COOKIE = "vc_console";
+/** The cookie that ties a sign-in through an issuer to the browser that started it. */
+const FLOW_COOKIE = "vc_signin";
+/** How long a sign-in at the issuer may take. */
+const FLOW_MS = 10 * 60_000;
+/** How long the issuer's endpoints (its discovery document) are kept. */
+const DISCOVERY_MS = 10 * 60_000;
+/** How long the console waits for the issuer. */
+const ISSUER_TIMEOUT_MS = 5_000;
 
 /** What the console needs around it. */
 export interface ConsoleOptions {
@@ -34,13 +50,55 @@ export interface ConsoleOptions {
   guardianUrl: string;
   /** Where releases and install.sh are served (`--release-url`), for the install line; a placeholder if unset. */
   releaseUrl?: string;
+  /** A realm's OIDC settings, for signing in through its issuer (the API still decides what the token may do). */
+  realmOidc?: (realm: string) => RealmOidc | undefined;
   clock?: () => number;
 }
 
 interface Session {
+  /** The API credential: the admin token, or a realm administrator's identity token. */
   token: string;
   csrf: string;
   expires: number;
+  /** Who signed in through an issuer, and for which realm. */
+  who?: string;
+}
+
+/** A sign-in at an issuer, between the redirect there and the return. */
+interface Flow {
+  realm: string;
+  nonce: string;
+  verifier: string;
+  redirectUri: string;
+  expires: number;
+}
+
+/** The endpoints of an issuer's discovery document that the sign-in uses. */
+interface Endpoints {
+  authorization: string;
+  token: string;
+}
+
+function base64url(bytes: Uint8Array): string {
+  return btoa(String.fromCharCode(...bytes)).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+}
+
+function httpUrl(value: unknown, what: string): string {
+  if (typeof value === "string" && /^https?:\/\//.test(value)) return value;
+  throw new Error(`the issuer's discovery document has no usable ${what}`);
+}
+
+/** The issuer's endpoints from its discovery document, which must name the same issuer. */
+async function discover(issuer: string): Promise<Endpoints> {
+  const url = `${issuer.replace(/\/$/, "")}/.well-known/openid-configuration`;
+  const res = await fetch(url, { signal: AbortSignal.timeout(ISSUER_TIMEOUT_MS) });
+  if (!res.ok) throw new Error(`${url} answered ${res.status}`);
+  const doc = await res.json() as Record<string, unknown>;
+  if (doc.issuer !== issuer) throw new Error(`${url} names the issuer "${doc.issuer}", not "${issuer}"`);
+  return {
+    authorization: httpUrl(doc.authorization_endpoint, "authorization_endpoint"),
+    token: httpUrl(doc.token_endpoint, "token_endpoint"),
+  };
 }
 
 /** HTML-escapes text for element content and quoted attributes. */
@@ -92,6 +150,20 @@ export function consoleHandler(
 ): (req: Request, info?: { remoteAddr: Deno.Addr }) => Promise<Response> {
   const clock = o.clock ?? Date.now;
   const sessions = new Map<string, Session>();
+  const flows = new Map<string, Flow>();
+  const endpoints = new Map<string, { at: number; endpoints: Promise<Endpoints> }>();
+  const endpointsOf = (issuer: string): Promise<Endpoints> => {
+    const known = endpoints.get(issuer);
+    if (known && clock() - known.at < DISCOVERY_MS) return known.endpoints;
+    const found = discover(issuer);
+    endpoints.set(issuer, { at: clock(), endpoints: found });
+    found.catch(() => endpoints.delete(issuer));
+    return found;
+  };
+  const keep = <T>(map: Map<string, T>, id: string, value: T) => {
+    if (map.size >= MAX_SESSIONS) map.delete(map.keys().next().value!);
+    map.set(id, value);
+  };
 
   const sessionOf = (req: Request): [string, Session] | undefined => {
     const cookie = req.headers.get("cookie") ?? "";
@@ -106,6 +178,162 @@ export function consoleHandler(
   };
   const cookie = (value: string, maxAge: number) =>
     `${COOKIE}=${value}; Path=/; HttpOnly; SameSite=Strict; Max-Age=${maxAge}${o.tls ? "; Secure" : ""}`;
+  // Lax, not Strict: the browser comes back to the callback from the issuer's site.
+  const flowCookie = (value: string, maxAge: number) =>
+    `${FLOW_COOKIE}=${value}; Path=/signin; HttpOnly; SameSite=Lax; Max-Age=${maxAge}${
+      o.tls ? "; Secure" : ""
+    }`;
+
+  /**
+   * Starts a session for a credential the API accepts (it is tried on GET /admin/realms); a page that says why
+   * not otherwise. Returns the cookie to set.
+   */
+  const open = async (
+    candidate: Session,
+    info: { remoteAddr: Deno.Addr } | undefined,
+  ): Promise<{ cookie: string } | { refused: Response }> => {
+    try {
+      await call(candidate, info, "GET", "/admin/realms");
+    } catch (error) {
+      const e = error as ApiError;
+      return { refused: html(e.status === 429 ? 429 : 401, signinPage(`Not signed in: ${e.message}`)) };
+    }
+    const id = random();
+    keep(sessions, id, candidate);
+    return { cookie: cookie(id, Math.floor((candidate.expires - clock()) / 1000)) };
+  };
+
+  /** GET /signin/oidc?realm=NAME: off to the realm's issuer, with state, nonce and a PKCE challenge. */
+  const startSignin = async (url: URL): Promise<Response> => {
+    const realm = url.searchParams.get("realm")?.trim() ?? "";
+    const oidc = o.realmOidc?.(realm);
+    if (!oidc?.admins?.length) {
+      return html(400, signinPage(`Realm "${realm}" has no administrators who sign in through an issuer.`));
+    }
+    let at: Endpoints;
+    try {
+      at = await endpointsOf(oidc.issuer);
+    } catch (error) {
+      return html(
+        502,
+        signinPage(`The issuer ${oidc.issuer} cannot be used now: ${(error as Error).message}`),
+      );
+    }
+    const state = random();
+    const flow: Flow = {
+      realm,
+      nonce: random(),
+      verifier: random(),
+      redirectUri: `${url.origin}/signin/return`,
+      expires: clock() + FLOW_MS,
+    };
+    keep(flows, state, flow);
+    const challenge = new Uint8Array(
+      await crypto.subtle.digest("SHA-256", new TextEncoder().encode(flow.verifier)),
+    );
+    const to = new URL(at.authorization);
+    for (
+      const [k, v] of Object.entries({
+        response_type: "code",
+        client_id: oidc.audience,
+        redirect_uri: flow.redirectUri,
+        scope: "openid email",
+        state,
+        nonce: flow.nonce,
+        code_challenge: base64url(challenge),
+        code_challenge_method: "S256",
+      })
+    ) to.searchParams.set(k, v);
+    // A page that moves on, not a redirect: the sign-in form's submission may only lead to this console
+    // (form-action 'self').
+    return html(
+      200,
+      page("Sign in", `<p><a href="${esc(to.href)}">Continue to ${esc(oidc.issuer)}</a>.</p>`),
+      { "set-cookie": flowCookie(state, FLOW_MS / 1000), refresh: `0; url=${to.href}` },
+    );
+  };
+
+  /**
+   * GET /signin/return?code&state: the issuer sent the browser back. The state must be this browser's (its
+   * cookie) and still pending; the code is exchanged with the PKCE verifier; the identity token must carry the
+   * flow's nonce; then the API decides whether its holder administers anything.
+   */
+  const finishSignin = async (
+    req: Request,
+    url: URL,
+    info?: { remoteAddr: Deno.Addr },
+  ): Promise<Response> => {
+    const state = url.searchParams.get("state") ?? "";
+    const mine = new RegExp(`(?:^|;\\s*)${FLOW_COOKIE}=([0-9a-f]{64})(?:;|$)`).exec(
+      req.headers.get("cookie") ?? "",
+    )?.[1];
+    const flow = flows.get(state);
+    const clear = { "set-cookie": flowCookie("", 0) };
+    if (!flow || mine !== state || flow.expires <= clock()) {
+      return html(
+        400,
+        signinPage("This sign-in was not started here, or took too long: start again."),
+        clear,
+      );
+    }
+    flows.delete(state);
+    const oidc = o.realmOidc?.(flow.realm);
+    const issuerError = url.searchParams.get("error");
+    if (!oidc) return html(400, signinPage(`Realm "${flow.realm}" no longer has an issuer.`), clear);
+    if (issuerError !== null) {
+      const description = url.searchParams.get("error_description");
+      return html(
+        401,
+        signinPage(`The issuer refused: ${issuerError}${description ? ` (${description})` : ""}`),
+        clear,
+      );
+    }
+    const iss = url.searchParams.get("iss");
+    if (iss !== null && iss !== oidc.issuer) {
+      return html(400, signinPage(`The answer came from "${iss}", not from ${oidc.issuer}.`), clear);
+    }
+    let idToken: string;
+    let expires: number;
+    let who: string;
+    try {
+      const at = await endpointsOf(oidc.issuer);
+      const res = await fetch(at.token, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", accept: "application/json" },
+        body: new URLSearchParams({
+          grant_type: "authorization_code",
+          code: url.searchParams.get("code") ?? "",
+          redirect_uri: flow.redirectUri,
+          client_id: oidc.audience,
+          code_verifier: flow.verifier,
+        }),
+        signal: AbortSignal.timeout(ISSUER_TIMEOUT_MS),
+      });
+      const body = await res.json().catch(() => ({})) as { id_token?: unknown; error?: unknown };
+      if (!res.ok || typeof body.id_token !== "string") {
+        throw new Error(
+          `the issuer's token endpoint answered ${res.status}${body.error ? ` (${body.error})` : ""}`,
+        );
+      }
+      const verified = await verifyIdentity(body.id_token, oidc);
+      if (verified.nonce !== flow.nonce) {
+        throw new Error("the identity token is not for this sign-in (nonce)");
+      }
+      idToken = body.id_token;
+      expires = Math.min(clock() + SESSION_MS, verified.expiresAt);
+      who = `${verified.identity.email ?? verified.identity.subject} (realm ${flow.realm})`;
+    } catch (error) {
+      return html(401, signinPage(`Not signed in: ${(error as Error).message}`), clear);
+    }
+    const opened = await open({ token: idToken, csrf: random(), expires, who }, info);
+    if ("refused" in opened) return opened.refused;
+    // A page, not a redirect: the session cookie is SameSite=Strict, and the browser would not send it on a
+    // redirect that is still part of the navigation the issuer's site started.
+    return html(200, page("Signed in", `<p>Signed in as ${esc(who)}. <a href="/nodes">Continue</a>.</p>`), {
+      "set-cookie": opened.cookie,
+      refresh: "0; url=/nodes",
+    });
+  };
 
   /** Calls the admin API as the session's administrator. */
   const call = async (
@@ -157,6 +385,8 @@ export function consoleHandler(
       if (req.method === "GET" && path === "/console.js") {
         return new Response(JS, { headers: { "content-type": "text/javascript", ...SECURITY_HEADERS } });
       }
+      if (req.method === "GET" && path === "/signin/oidc") return await startSignin(url);
+      if (req.method === "GET" && path === "/signin/return") return await finishSignin(req, url, info);
       if (path === "/signin") {
         if (req.method === "GET") return html(200, signinPage());
         if (req.method !== "POST") return html(405, page("Not allowed", "<p>Use the sign-in form.</p>"));
@@ -165,17 +395,9 @@ export function consoleHandler(
           return html(403, signinPage("Sign in from the console's own page."));
         }
         const token = (await form(req)).get("token")?.trim() ?? "";
-        const candidate: Session = { token, csrf: random(), expires: clock() + SESSION_MS };
-        try {
-          await call(candidate, info, "GET", "/admin/realms");
-        } catch (error) {
-          const e = error as ApiError;
-          return html(e.status === 429 ? 429 : 401, signinPage(`Not signed in: ${e.message}`));
-        }
-        const id = random();
-        if (sessions.size >= MAX_SESSIONS) sessions.delete(sessions.keys().next().value!);
-        sessions.set(id, candidate);
-        return redirect("/nodes", { "set-cookie": cookie(id, SESSION_MS / 1000) });
+        const opened = await open({ token, csrf: random(), expires: clock() + SESSION_MS }, info);
+        if ("refused" in opened) return opened.refused;
+        return redirect("/nodes", { "set-cookie": opened.cookie });
       }
       const current = sessionOf(req);
       if (!current) {
@@ -323,8 +545,8 @@ function csrf(s: Session): string {
 function page(title: string, body: string, s?: Session): string {
   const nav = s
     ? `<nav><a href="/nodes">Nodes</a><a href="/topology">Topology</a><a href="/tokens">Tokens</a>` +
-      `<a href="/realms">Realms</a><form method="post" action="/signout">${csrf(s)}` +
-      `<button>Sign out</button></form></nav>`
+      `<a href="/realms">Realms</a><span class="who">${esc(s.who ?? "administrator")}</span>` +
+      `<form method="post" action="/signout">${csrf(s)}<button>Sign out</button></form></nav>`
     : "";
   return `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1">` +
@@ -339,7 +561,10 @@ function signinPage(error?: string): string {
     (error ? `<p class="error">${esc(error)}</p>` : "") +
       `<form method="post" action="/signin"><label>Admin token <input type="password" name="token" ` +
       `autocomplete="current-password" required></label><button>Sign in</button></form>` +
-      `<p class="hint">The admin token is in the Guardian's data directory (admin.token).</p>`,
+      `<p class="hint">The admin token is in the Guardian's data directory (admin.token).</p>` +
+      `<h2>A realm's administrator</h2><form method="get" action="/signin/oidc"><label>Realm ` +
+      `<input name="realm" required maxlength="64"></label>` +
+      `<button>Sign in through its identity provider</button></form>`,
   );
 }
 
@@ -606,7 +831,7 @@ table{border-collapse:collapse;width:100%;background:#fff}th,td{padding:.4rem .5
 text-align:left;vertical-align:top}.scroll{overflow-x:auto}form{margin:.3rem 0}label{margin-right:.6rem}
 input,select,button{font:inherit;padding:.3rem .5rem;margin:.15rem 0}button{cursor:pointer}
 .danger{background:#b3261e;color:#fff;border:0;border-radius:3px}.error{color:#b3261e;font-weight:600}
-.hint{color:#5b6472}.online{color:#137333}.offline{color:#80868b}.revoked{color:#b3261e}
+.hint{color:#5b6472}.who{color:#cfe0ff;font-size:.9rem}.online{color:#137333}.offline{color:#80868b}.revoked{color:#b3261e}
 pre{white-space:pre-wrap;word-break:break-all;background:#fff;padding:.6rem;border:1px solid #e2e5ea}
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.3rem 1rem}dt{color:#5b6472}dd{margin:0}
 .actions form,.create{display:flex;flex-wrap:wrap;gap:.4rem;align-items:center}

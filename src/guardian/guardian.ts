@@ -27,7 +27,7 @@ import {
   nodeCredentials,
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
-import { verifyIdentity } from "./oidc.ts";
+import { claimedIssuer, isAdministrator, verifyIdentity } from "./oidc.ts";
 import { tokenPin } from "./tls.ts";
 import {
   base64,
@@ -132,6 +132,14 @@ export interface NodeView {
   report?: NodeReport;
 }
 
+/** What an admin credential may act on: everything (`all`), or the named realms. */
+export interface AdminScope {
+  all: boolean;
+  realms: Set<string>;
+  /** The identity signed in (an e-mail address or subject), for a realm administrator. */
+  who?: string;
+}
+
 /** Which node users the Master sees, by node id (hex). */
 export type Presence = () => Promise<Map<string, { connected: boolean; lastSeen: number }>>;
 
@@ -210,6 +218,43 @@ export class Guardian {
       return true;
     });
     return created ? `vadm.${secret}` : undefined;
+  }
+
+  /**
+   * Whom an admin credential speaks for: the admin token speaks for the whole Guardian; an identity token from a
+   * realm's issuer speaks for each realm whose settings name its holder among the `admins` (and for nothing
+   * else). Throws 401 for anything else.
+   */
+  async adminScope(token: string | undefined): Promise<AdminScope> {
+    if (token?.startsWith("vadm.")) {
+      await this.checkAdmin(token);
+      return { all: true, realms: new Set() };
+    }
+    const issuer = token === undefined ? undefined : claimedIssuer(token);
+    const realms = new Set<string>();
+    let who: string | undefined;
+    let refused: string | undefined;
+    for (const realm of this.store.realms()) {
+      const oidc = realm.oidc;
+      if (!oidc?.admins?.length || oidc.issuer !== issuer) continue;
+      try {
+        const verified = await verifyIdentity(token!, oidc);
+        if (isAdministrator(verified, oidc.admins)) {
+          realms.add(realm.name);
+          who = verified.identity.email ?? verified.identity.subject;
+        } else {refused ??= `${
+            verified.identity.email ?? verified.identity.subject
+          } administers no realm here`;}
+      } catch (error) {
+        refused ??= (error as Error).message;
+      }
+    }
+    if (realms.size > 0) return { all: false, realms, who };
+    throw new GuardianError(
+      401,
+      "this needs the admin token (Authorization: Bearer vadm....) or an identity token of a realm's " +
+        `administrator${refused ? `: ${refused}` : ""}`,
+    );
   }
 
   /** Throws 401 unless `token` is the admin token. */
@@ -456,7 +501,7 @@ export class Guardian {
     token: string | undefined,
     o: { sync?: boolean } = {},
   ): Promise<void> {
-    if (kind === "vadm") await this.checkAdmin(token);
+    if (kind === "vadm") await this.adminScope(token);
     else if (kind === "vreg") await this.#token("vreg", token, (id) => this.store.tokenById(id), o);
     else await this.#conflux(token, o);
   }

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { createRemoteJWKSet, jwtVerify } from "jose";
+import { createRemoteJWKSet, decodeJwt, jwtVerify } from "jose";
 import type { NodeIdentity, RealmOidc } from "./store.ts";
 
 /** One key set per JWKS URL: jose caches the keys and refetches them when an unknown key id appears. */
@@ -30,6 +30,31 @@ export interface VerifiedIdentity {
   identity: NodeIdentity;
   /** Strings of the realm's `taintsClaim` (e.g. the user's groups); empty when the realm names no claim. */
   claimValues: string[];
+  /** The issuer says it verified the e-mail address (`email_verified: true`). */
+  emailVerified: boolean;
+  /** The token's `nonce` claim, for a sign-in that sent one. */
+  nonce?: string;
+  /** When the token expires (ms). */
+  expiresAt: number;
+}
+
+/**
+ * Whether a verified identity is one of a realm's `admins`: by subject, or by an e-mail address only when the
+ * issuer verified it (an unverified address is whatever the user typed).
+ */
+export function isAdministrator(v: VerifiedIdentity, admins: readonly string[]): boolean {
+  const email = v.emailVerified ? v.identity.email?.toLowerCase() : undefined;
+  return admins.some((a) => a === v.identity.subject || (email !== undefined && a.toLowerCase() === email));
+}
+
+/** The `iss` a token claims, read without checking anything (to pick which realms' settings to verify it by). */
+export function claimedIssuer(token: string): string | undefined {
+  try {
+    const iss = decodeJwt(token).iss;
+    return typeof iss === "string" ? iss : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -62,6 +87,9 @@ export async function verifyIdentity(token: string, oidc: RealmOidc): Promise<Ve
     return {
       identity: { issuer: oidc.issuer, subject: payload.sub, ...(email ? { email } : {}) },
       claimValues,
+      emailVerified: payload.email_verified === true,
+      ...(typeof payload.nonce === "string" ? { nonce: payload.nonce } : {}),
+      expiresAt: payload.exp! * 1000,
     };
   } catch (error) {
     throw new Error(`identity token refused: ${(error as Error).message}`, { cause: error });

@@ -155,10 +155,25 @@ export function checkOidc(o: RealmOidc): RealmOidc {
   if (o.taintsClaim !== undefined && !TAINT.test(o.taintsClaim)) { // a claim name follows the taint rules
     throw new GuardianError(400, `bad claim name "${o.taintsClaim}"`);
   }
+  const admins = [...new Set((o.admins ?? []).map((a) => a.trim()).filter((a) => a !== ""))];
+  const bad = admins.find((a) => a.length > 254 || /[\s,]/.test(a));
+  if (bad !== undefined) {
+    throw new GuardianError(400, `bad administrator "${bad}": a subject or an e-mail address`);
+  }
+  if (admins.length > MAX_REALM_ADMINS) {
+    throw new GuardianError(
+      400,
+      `at most ${MAX_REALM_ADMINS} administrators per realm, got ${admins.length}`,
+    );
+  }
   return {
     issuer: o.issuer,
     jwksUrl: o.jwksUrl,
     audience: o.audience,
     ...(o.taintsClaim ? { taintsClaim: o.taintsClaim } : {}),
+    ...(admins.length > 0 ? { admins } : {}),
   };
 }
+
+/** Administrators one realm's settings may name. */
+export const MAX_REALM_ADMINS = 100;

@@ -342,6 +342,7 @@ export async function serveGuardian(o: ServeOptions): Promise<void> {
         tls: tls !== undefined,
         guardianUrl: publicUrl(o, scheme),
         releaseUrl: c.releaseUrl,
+        realmOidc: (name) => guardian.store.realmByName(name)?.oidc ?? undefined,
       }),
     );
     await Promise.all([server.finished, consoleServer?.finished]);

@@ -88,6 +88,11 @@ export interface RealmOidc {
   audience: string;
   /** A claim whose values (strings) become taints granted to the node, e.g. "groups". */
   taintsClaim?: string;
+  /**
+   * Who administers this realm (and only this realm) by signing in through its issuer: subjects, or e-mail
+   * addresses the issuer verified. Their identity tokens are admin API credentials scoped to the realm.
+   */
+  admins?: string[];
 }
 
 /** One login session: its NATS user key, so the session can be revoked at the Master. */

@@ -270,3 +270,75 @@ Deno.test("trust: a realm without OIDC refuses an identity token instead of igno
   const r = await call("POST", "/conflux/register", { token: reg, body: { jwt: "a.b.c" } });
   assertEquals([r.status, String(r.json.error).includes("no identity issuer")], [400, true]);
 });
+
+Deno.test("trust: a realm's administrator, signed in through its issuer, administers that realm and nothing else", async () => {
+  const issuerKey = await generateKeyPair("ES256");
+  const jwk = { ...await exportJWK(issuerKey.publicKey), kid: "k1", alg: "ES256" };
+  await using idp = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
+  const iss = "https://idp.test";
+  const sign = (claims: Record<string, unknown>, o: { key?: CryptoKey; aud?: string } = {}) =>
+    new SignJWT({ sub: "alice", ...claims }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss)
+      .setAudience(o.aud ?? "veilnet").setIssuedAt().setExpirationTime("5m").sign(
+        o.key ?? issuerKey.privateKey,
+      );
+  const { call, guardian, admin, reg } = await setup();
+  const oidc = { issuer: iss, jwks_url: `http://127.0.0.1:${idp.addr.port}/jwks`, audience: "veilnet" };
+  const home = (await call("POST", "/conflux/register", { token: reg, body: {} })).json.conflux_id;
+  const otherToken = (await guardian.createToken({ realm: "other" })).token;
+  const other = (await call("POST", "/conflux/register", { token: otherToken, body: {} })).json.conflux_id;
+  for (const [realm, admins] of [["home", ["alice", "ops@example.com"]], ["other", ["bob"]]] as const) {
+    const r = await call("PUT", `/admin/realms/${realm}/oidc`, { token: admin, body: { ...oidc, admins } });
+    assertEquals([r.status, r.json.oidc?.admins], [200, admins]);
+  }
+  const otherTokenId = (await call("GET", "/admin/tokens", { token: admin })).json
+    .find((t: { realm: string }) => t.realm === "other").id;
+
+  const alice = await sign({});
+  const realms = await call("GET", "/admin/realms", { token: alice });
+  assertEquals([realms.status, realms.json.map((r: { name: string }) => r.name)], [200, ["home"]]);
+  const nodes = await call("GET", "/admin/nodes", { token: alice });
+  assertEquals(nodes.json.map((n: { id: string }) => n.id), [home]);
+  const tokens = await call("GET", "/admin/tokens", { token: alice });
+  assert(tokens.json.every((t: { realm: string }) => t.realm === "home"), JSON.stringify(tokens.json));
+  assertEquals((await call("POST", `/admin/nodes/${home}/revoke`, { token: alice })).status, 200);
+  assertEquals((await call("POST", "/admin/tokens", { token: alice, body: { realm: "home" } })).status, 201);
+
+  // Reaching past the realm: refused, and another realm's node or token is not even found.
+  const beyond: [n: number, method: string, path: string, body: unknown, status: number][] = [
+    [1, "POST", "/admin/tokens", { realm: "other" }, 403],
+    [2, "POST", "/admin/realms", { name: "mine" }, 403],
+    [3, "PUT", "/admin/realms/other/oidc", { ...oidc, admins: ["alice"] }, 403],
+    [4, "DELETE", "/admin/realms/other/oidc", undefined, 403],
+    [5, "GET", `/admin/nodes/${other}`, undefined, 404],
+    [6, "POST", `/admin/nodes/${other}/revoke`, undefined, 404],
+    [7, "PUT", `/admin/nodes/${other}/taints`, { taints: [], any: true }, 404],
+    [8, "DELETE", `/admin/nodes/${other}`, undefined, 404],
+    [9, "DELETE", `/admin/tokens/${otherTokenId}`, undefined, 404],
+    [10, "GET", "/admin/nodes?realm=other", undefined, 403],
+    [11, "GET", `/admin/nodes/${other}?realm=other`, undefined, 403],
+  ];
+  for (const [n, method, path, body, status] of beyond) {
+    const r = await call(method, path, { token: alice, body });
+    assertEquals(r.status, status, `case ${n}: ${JSON.stringify(r.json)}`);
+  }
+  const otherNode = (await call("GET", `/admin/nodes/${other}`, { token: admin })).json;
+  assertEquals([otherNode.revoked_at, otherNode.granted_taints], [undefined, []]);
+
+  // Tokens that do not make an administrator.
+  const attacker = await generateKeyPair("ES256");
+  const refused: [n: number, jwt: string][] = [
+    [1, await sign({ sub: "mallory" })], // a member of the issuer, not named
+    [2, await sign({}, { key: attacker.privateKey })], // alice's subject, a self-made key
+    [3, await sign({}, { aud: "another-app" })], // alice's token for another application
+    [4, await sign({ sub: "mallory", email: "ops@example.com" })], // a named address the issuer did not verify
+    [5, await sign({ sub: "mallory", email: "ops@example.com", email_verified: "true" })],
+    [6, "vadm.guess"],
+  ];
+  for (const [n, jwt] of refused) {
+    const r = await call("GET", "/admin/nodes", { token: jwt });
+    assertEquals(r.status, 401, `case ${n}: ${JSON.stringify(r.json)}`);
+  }
+  // A verified address the realm names is an administrator.
+  const ops = await sign({ sub: "carol", email: "OPS@example.com", email_verified: true });
+  assertEquals((await call("GET", "/admin/nodes", { token: ops })).status, 200);
+});
