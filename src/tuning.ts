@@ -90,5 +90,7 @@ export const DNS_TCP_IDLE_MS = 10_000;
 /** A node reports what it sees to the Guardians this often, and this soon after one of its tethers changed. */
 export const REPORT_MS = 30_000;
 export const REPORT_AFTER_CHANGE_MS = 2_000;
+/** How often a node asks the Guardian's STUN server how its NAT maps it, for its reports (and at every change). */
+export const NAT_CHECK_MS = 5 * 60_000;
 /** A report lists at most this many peers (those with the most traffic): its size does not grow with the realm. */
 export const MAX_REPORT_PEERS = 64;

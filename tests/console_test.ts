@@ -93,6 +93,16 @@ Deno.test({
       );
     });
     await shot(page, "nodes");
+    // On a phone: every page fits the screen's width (wide tables scroll inside their own box).
+    await page.setViewport({ width: 390, height: 844, isMobile: true, hasTouch: true });
+    for (const path of ["/nodes", "/topology", "/tokens", "/realms"]) {
+      await visit(path);
+      const [scroll, width] = await page.$eval("html", (e) => [e.scrollWidth, e.clientWidth]);
+      assert(scroll <= width, `${path} is ${scroll} px wide on a ${width} px screen`);
+    }
+    await visit("/nodes");
+    await shot(page, "phone");
+    await page.setViewport({ width: 1100, height: 800 });
     await visit("/topology");
     const tethered = () =>
       page.$$eval(

@@ -6,6 +6,9 @@
  * pings as soon as a has found b (one lookup); the test prints and checks its path, its first-reply time and its
  * loss, and which underlay carried the tether (peer to peer, or through coturn), from counters on the routers.
  *
+ * Each node also reports its NAT's kind to the Guardian, from its own STUN check: the test holds each report to
+ * its router's kind and public address.
+ *
  * Pairs are isolated by taints (each pair its own), so no node can relay for another pair; the six pairs of a
  * configuration start and ping at once, and the two configurations run one after the other (twelve nodes at a
  * time on a 2-core machine).
@@ -13,7 +16,7 @@
 
 import type { PeerStatus } from "../src/agent/status.ts";
 import { assert } from "./assert.ts";
-import { freePort, GuardianProc, NodeProc, tempDir } from "./harness.ts";
+import { cli, freePort, GuardianProc, NodeProc, tempDir, waitFor } from "./harness.ts";
 import {
   behindNat,
   coturn,
@@ -57,6 +60,13 @@ const PAIRS: [n: number, a: NatKind, b: NatKind, withoutTurn: Expected, withTurn
   [5, "random", "drop-udp", BACKUP, BACKUP],
   [6, "drop-udp", "drop-udp", BACKUP, BACKUP],
 ];
+
+/** The NAT kind each router shows to a node's STUN check, as the node reports it to the Guardian. */
+const REPORTED_NAT: Record<NatKind, string> = {
+  "masquerade": "endpoint-independent",
+  "random": "endpoint-dependent",
+  "drop-udp": "unknown",
+};
 
 const KIND_LABEL: Record<NatKind, string> = {
   "masquerade": "EIM",
@@ -333,6 +343,37 @@ async function matrix(turn: boolean): Promise<Row[]> {
     };
   }));
   const pinged = performance.now() - began - setup;
+  // What each node reports to the Guardian: its NAT's kind, and (where UDP passes) its router's public address.
+  if (!turn) {
+    type Listed = { tag: string; report?: { nat?: string; publicAddress?: string } };
+    const wrong = (nodes: Listed[]) =>
+      names.map((name) => {
+        const r = nodes.find((n) => n.tag === name)?.report;
+        const address = kindOf(name) === "drop-udp" ? undefined : bed.host(name).address;
+        const ok = r?.nat === REPORTED_NAT[kindOf(name)] && r.publicAddress?.split(":")[0] === address;
+        return ok ? "" : `${name} reported ${JSON.stringify(r && { nat: r.nat, at: r.publicAddress })}`;
+      }).filter(Boolean);
+    let last: string[] = [];
+    await waitFor("every node's NAT kind in its report", 15_000, async () => {
+      // Reports live in the serving Guardian: asked through its API, not its data directory.
+      const list = await cli([
+        "guardian",
+        "node",
+        "list",
+        "--json",
+        "--guardian",
+        guardian.url,
+        "--admin-token-file",
+        `${guardian.dataDir}/admin.token`,
+        "--guardian-ca",
+        `${guardian.dataDir}/ca.pem`,
+      ]);
+      last = wrong(JSON.parse(list.stdout));
+      return last.length === 0;
+    }).catch((e) => {
+      throw new Error(`${e.message}: ${last.join("; ")}`);
+    });
+  }
   if (Deno.env.get("VEILNET_DEBUG") && turnServer) console.log(`--- coturn:\n${turnServer.output}`);
   const disposing = performance.now();
   await stack.disposeAsync();

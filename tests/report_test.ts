@@ -35,7 +35,12 @@ Deno.test({
     const bId = ((await realm.node("b").status()).json.id) as string;
     type Listed = {
       tag: string;
-      report?: { version: string; peers: { id: string; path: string; link?: string }[] };
+      report?: {
+        version: string;
+        nat?: string;
+        publicAddress?: string;
+        peers: { id: string; path: string; link?: string }[];
+      };
     };
     const started = Date.now();
     // The first packets may cross the backup pipeline while the tether forms, and be reported so: the tether's
@@ -49,6 +54,15 @@ Deno.test({
       `a's tether to b reported within ${((Date.now() - started) / 1000).toFixed(1)} s of the first ping`,
     );
     assert(reported.link === "tcp" || reported.link === "webrtc", JSON.stringify(reported));
+    // Its NAT as the Guardian's STUN server saw it: none here, a's own address on the testbed.
+    const own = realm.bed.host("a").address;
+    const nat = await waitFor("a's NAT in its report", 10_000, async () => {
+      const r = (JSON.parse(await list(true)) as Listed[]).find((n) => n.tag === "a")?.report;
+      return r?.nat !== undefined && r;
+    }).catch((e) => {
+      throw new Error(`${e.message}\n${a.proc!.output}`);
+    });
+    assertEquals([nat.nat, nat.publicAddress?.split(":")[0]], ["none", own]);
     const line = (await list(false)).split("\n").find((l) => l.startsWith("a "));
     assert(line?.includes("v0.1.0 peers 1 direct"), `node list shows a's report: ${line}\n${a.proc!.output}`);
   },

@@ -21,6 +21,7 @@ import { UNDERLAY_READ_MS, type UnderlayAddress } from "../portal/underlay.ts";
 import {
   LOGIN_RETRY_MS,
   MAX_REPORT_PEERS,
+  NAT_CHECK_MS,
   RENEW_AT_FRACTION,
   REPORT_AFTER_CHANGE_MS,
   REPORT_MS,
@@ -41,6 +42,8 @@ import type { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
 import { PortalRoutes } from "./portal_routes.ts";
 import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
+import { firstStun, type NatBehaviour, natBehaviour } from "../netcheck/report.ts";
+import { probeStun } from "../netcheck/stun_probe.ts";
 
 /** How often the host's addresses are compared with the last look. */
 const UNDERLAY_WATCH_MS = 1_000;
@@ -130,6 +133,8 @@ export class Agent implements AsyncDisposable {
   readonly #portals: PortalRoutes;
   /** This host's interface addresses at the last look (see #watchUnderlay). */
   #hostAddresses: string | undefined;
+  /** How the NAT in front of this host maps it, as the Guardian's STUN server saw it last (see #checkNat). */
+  #nat: { nat: NatBehaviour; publicAddress?: string } | undefined;
   #learner: RouteLearner;
   /** Per destination, the relays that said they reach it, with their round-trip time to it (0 = unknown). */
   #relays = new Map<string, Map<string, number>>();
@@ -225,6 +230,32 @@ export class Agent implements AsyncDisposable {
     this.#scheduleRenewal();
     this.#timers.push(setInterval(() => void this.#report(), REPORT_MS));
     this.#reportSoon();
+    this.#timers.push(setInterval(() => void this.#checkNat(), NAT_CHECK_MS));
+    void this.#checkNat();
+  }
+
+  /**
+   * Asks the Guardian's STUN server (the first handed out), on its two ports from one socket, what public address
+   * it sees and whether the NAT keeps one mapping for both: for the Guardians' view of the realm (reports). A
+   * change is reported soon.
+   */
+  async #checkNat(): Promise<void> {
+    const stun = firstStun(this.#session.login.ice_servers);
+    if (!stun || this.#closed) return;
+    const mappings = await probeStun(stun.host, { ports: [stun.port, stun.port + 1] });
+    const local = Deno.networkInterfaces().map((i) => i.address);
+    const seen = {
+      nat: natBehaviour(mappings, local),
+      publicAddress: mappings.find((m) => m.mapped)?.mapped,
+    };
+    if (JSON.stringify(seen) === JSON.stringify(this.#nat)) return;
+    this.#nat = seen;
+    this.#o.log(
+      `NAT as the Guardian's STUN server sees it: ${seen.nat}${
+        seen.publicAddress ? `, public address ${seen.publicAddress}` : ""
+      }`,
+    );
+    this.#reportSoon();
   }
 
   /** Reports once REPORT_AFTER_CHANGE_MS from now (tethers that change together make one report). */
@@ -263,7 +294,7 @@ export class Agent implements AsyncDisposable {
         kind: ControlKind.Report,
         recipient: BROADCAST,
         certRef: cert.ref,
-        body: { certificate: cert.bytes, report: JSON.stringify({ version: VERSION, peers }) },
+        body: { certificate: cert.bytes, report: JSON.stringify({ version: VERSION, ...this.#nat, peers }) },
       }, this.#clock());
       channel.publish(this.#subjects.report, message);
     } catch (error) {
@@ -359,6 +390,7 @@ export class Agent implements AsyncDisposable {
     if (before === undefined || now === before) return;
     this.#o.log(`this host's addresses changed (${now || "none"}): trying tethers again`);
     this.#data?.anchor.retryTethers();
+    void this.#checkNat();
     const present = new Set(now.split(" ").map((a) => a.slice(a.indexOf("/") + 1)));
     const gone = new Set(
       before.split(" ").map((a) => a.slice(a.indexOf("/") + 1)).filter((a) => !present.has(a)),

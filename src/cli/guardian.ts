@@ -323,6 +323,8 @@ function nodeLine(n: NodeView): string {
   const report = n.report
     ? `  v${n.report.version} peers ${
       Object.entries(paths!).map(([path, count]) => `${count} ${path}`).join(", ") || "none"
+    }${n.report.nat ? `  nat ${n.report.nat}` : ""}${
+      n.report.publicAddress ? ` ${n.report.publicAddress}` : ""
     }`
     : "";
   return `${n.tag.padEnd(20)} ${n.ips[0]!.padEnd(15)} ${state.padEnd(8)} last seen ${seen}  taints ${

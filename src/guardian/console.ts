@@ -582,12 +582,14 @@ function nodesPage(s: Session, nodes: NodeView[]): string {
     `<td>${when(n.last_seen)}</td><td>${esc(n.ips.join(" "))}</td><td>${
       esc(n.taints.join(", ") || "-")
     }</td>` +
-    `<td>${esc(n.report?.version ?? "-")}</td><td>${n.report ? n.report.peers.length : "-"}</td></tr>`
+    `<td>${esc(n.report?.version ?? "-")}</td><td>${n.report ? n.report.peers.length : "-"}</td>` +
+    `<td>${esc(n.report?.publicAddress ?? "-")}</td><td>${esc(n.report?.nat ?? "-")}</td></tr>`
   ).join("");
   return page(
     "Nodes",
     `<div class="scroll"><table><thead><tr><th>Tag</th><th>Realm</th><th>State</th><th>Last seen</th>` +
-      `<th>Addresses</th><th>Taints</th><th>Version</th><th>Peers</th></tr></thead><tbody>${rows}</tbody></table>` +
+      `<th>Addresses</th><th>Taints</th><th>Version</th><th>Peers</th><th>Public address</th><th>NAT</th>` +
+      `</tr></thead><tbody>${rows}</tbody></table>` +
       `</div>${nodes.length === 0 ? "<p>No node yet: create a token, and register one with it.</p>" : ""}`,
     s,
   );
@@ -637,6 +639,8 @@ function nodePage(s: Session, n: NodeView): string {
       `${esc(n.subnets.join(", ") || "-")} / ${esc(n.granted_subnets.join(", ") || "-")}`,
     ],
     ["Version", esc(n.report?.version ?? "-")],
+    ["Public address (as STUN saw it)", esc(n.report?.publicAddress ?? "-")],
+    ["NAT", esc(n.report?.nat ?? "-")],
     ["Certificate ends", when(n.certificate_expires_at)],
     ["Conflux id", esc(n.id)],
   ];

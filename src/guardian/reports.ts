@@ -13,6 +13,7 @@ import { formatUuid, fromHex, toHex } from "../crypto/identity.ts";
 import { NODE_ID_BYTES } from "../spec.ts";
 import { MAX_REPORT_PEERS } from "../tuning.ts";
 import { ControlKind, decodeControl } from "../wire/control.ts";
+import type { NatBehaviour } from "../netcheck/report.ts";
 
 /** One peer as a node reported it. */
 export interface ReportedPeer {
@@ -37,6 +38,10 @@ export interface NodeReport {
   /** When it was received (ms). */
   at: number;
   version: string;
+  /** How the NAT in front of the node maps it, as the Guardian's STUN server saw it (the node's own word). */
+  nat?: NatBehaviour;
+  /** The public address and port that STUN saw, "address:port" (the node's own word). */
+  publicAddress?: string;
   peers: ReportedPeer[];
 }
 
@@ -47,6 +52,9 @@ const REPORT_CHECKS_BURST = 200;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const PATHS = new Set(["direct", "relay", "backup"]);
 const LINKS = new Set(["tcp", "webrtc"]);
+const NATS = new Set<string>(["none", "endpoint-independent", "endpoint-dependent", "unknown"]);
+/** "a.b.c.d:port" or "[v6]:port". */
+const ENDPOINT = /^(\d{1,3}(\.\d{1,3}){3}|\[[0-9a-f:.]{2,45}\]):\d{1,5}$/i;
 
 /** A report's text, checked field by field; throws a RangeError naming what is wrong. */
 export function parseReport(text: string): Omit<NodeReport, "at"> {
@@ -56,10 +64,18 @@ export function parseReport(text: string): Omit<NodeReport, "at"> {
   } catch {
     throw new RangeError("a report is not JSON");
   }
-  const r = value as { version?: unknown; peers?: unknown };
+  const r = value as { version?: unknown; nat?: unknown; publicAddress?: unknown; peers?: unknown };
   if (typeof r !== "object" || r === null) throw new RangeError("a report is not an object");
   if (typeof r.version !== "string" || !/^[0-9A-Za-z.+-]{1,32}$/.test(r.version)) {
     throw new RangeError("a report's version is not a version");
+  }
+  if (r.nat !== undefined && (typeof r.nat !== "string" || !NATS.has(r.nat))) {
+    throw new RangeError("a reported NAT kind is not one");
+  }
+  if (
+    r.publicAddress !== undefined && (typeof r.publicAddress !== "string" || !ENDPOINT.test(r.publicAddress))
+  ) {
+    throw new RangeError("a reported public address is not address:port");
   }
   if (!Array.isArray(r.peers) || r.peers.length > MAX_REPORT_PEERS) {
     throw new RangeError(`a report's peers are not a list of at most ${MAX_REPORT_PEERS}`);
@@ -89,7 +105,12 @@ export function parseReport(text: string): Omit<NodeReport, "at"> {
       rxBytes: p.rxBytes as number,
     };
   });
-  return { version: r.version, peers };
+  return {
+    version: r.version,
+    ...(r.nat !== undefined ? { nat: r.nat as NatBehaviour } : {}),
+    ...(r.publicAddress !== undefined ? { publicAddress: r.publicAddress as string } : {}),
+    peers,
+  };
 }
 
 /** What checking a report needs from the Guardian. */
@@ -158,7 +179,8 @@ export class Reports {
           ? { ...p, bitsPerSecond: Math.round((now - was) * 8 / seconds) }
           : p;
       });
-      this.#latest.set(report.conflux, { at, version: report.version, peers });
+      const { conflux, ...rest } = report;
+      this.#latest.set(conflux, { ...rest, at, peers });
     } catch (error) {
       // Counted by kind (a message may hold details of the sender's choosing, which must not grow the map).
       const e = error as Error & { reason?: string };

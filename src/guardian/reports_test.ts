@@ -112,4 +112,16 @@ Deno.test("reports: parseReport checks every field", () => {
   assertThrows(bad([{ ...PEER, txBytes: -1 }]), RangeError);
   assertThrows(bad([{ ...PEER, rttMs: "1" }]), RangeError);
   assertThrows(bad(Array.from({ length: 65 }, () => PEER)), RangeError);
+  const nat = (fields: Record<string, unknown>) =>
+    parseReport(JSON.stringify({ version: "0.1.0", peers: [], ...fields }));
+  assertEquals(nat({ nat: "endpoint-dependent", publicAddress: "198.51.100.7:40123" }), {
+    version: "0.1.0",
+    nat: "endpoint-dependent",
+    publicAddress: "198.51.100.7:40123",
+    peers: [],
+  });
+  assertEquals(nat({ publicAddress: "[2001:db8::1]:3478" }).publicAddress, "[2001:db8::1]:3478");
+  assertThrows(() => nat({ nat: "friendly" }), RangeError);
+  assertThrows(() => nat({ publicAddress: "<b>198.51.100.7</b>:1" }), RangeError);
+  assertThrows(() => nat({ publicAddress: "example.com:80" }), RangeError);
 });

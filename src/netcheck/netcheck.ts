@@ -14,6 +14,7 @@ import { gatherCandidates } from "../tether/webrtc.ts";
 import {
   type Candidate,
   endpoint,
+  firstStun,
   natBehaviour,
   type NetcheckReport,
   parseCandidate,
@@ -47,15 +48,6 @@ async function guardianRoundTrip(guardian: string, n = 3): Promise<number> {
     best = Math.min(best, performance.now() - started);
   }
   return best;
-}
-
-/** The first `stun:` server handed out, as host and port. */
-function firstStun(iceServers: string[]): { host: string; port: number } | undefined {
-  for (const url of iceServers) {
-    const m = /^stun:(\[[^\]]+\]|[^:?]+)(?::(\d+))?/.exec(url);
-    if (m) return { host: m[1]!, port: Number(m[2] ?? 3478) };
-  }
-  return undefined;
 }
 
 /** Runs every check; never throws for a failed check (the report says what failed). */

@@ -173,3 +173,12 @@ export function resultLine(r: NetcheckReport): string {
   if (!r.login.ok) return `FAILED: the Guardian refused the login (${r.login.error})`;
   return `FAILED: the Master is not reachable (${r.master.error})`;
 }
+
+/** The first `stun:` server handed out, as host and port. */
+export function firstStun(iceServers: string[]): { host: string; port: number } | undefined {
+  for (const url of iceServers) {
+    const m = /^stun:(\[[^\]]+\]|[^:?]+)(?::(\d+))?/.exec(url);
+    if (m) return { host: m[1]!, port: Number(m[2] ?? 3478) };
+  }
+  return undefined;
+}
