@@ -487,6 +487,7 @@ export function consoleHandler(
               jwks_url: field("jwks_url"),
               audience: field("audience"),
               ...(field("taints_claim") ? { taints_claim: field("taints_claim") } : {}),
+              admins: list("admins"),
             });
           }
           return redirect("/realms");
@@ -527,7 +528,7 @@ interface RealmView {
   name: string;
   cidr4: string;
   cidr6: string;
-  oidc?: { issuer: string; jwks_url: string; audience: string; taints_claim?: string };
+  oidc?: { issuer: string; jwks_url: string; audience: string; taints_claim?: string; admins?: string[] };
 }
 
 async function realmNames(get: (p: string) => Promise<unknown>): Promise<string[]> {
@@ -735,6 +736,9 @@ function realmsPage(s: Session, realms: RealmView[]): string {
     `<input name="jwks_url" placeholder="JWKS URL" value="${esc(r.oidc?.jwks_url ?? "")}">` +
     `<input name="audience" placeholder="audience" value="${esc(r.oidc?.audience ?? "")}">` +
     `<input name="taints_claim" placeholder="taints claim" value="${esc(r.oidc?.taints_claim ?? "")}">` +
+    `<input name="admins" placeholder="administrators (sub or e-mail, ...)" value="${
+      esc(r.oidc?.admins?.join(",") ?? "")
+    }">` +
     `<button>Save OIDC</button></form></td></tr>`
   ).join("");
   return page(

@@ -55,6 +55,20 @@ Deno.test("console: a change without the session's CSRF token or from another si
   assertEquals(g.guardian.store.realms().some((r) => r.name === "forged"), false);
   assertEquals((await post(`name=made&csrf=${csrf}`, { origin: ORIGIN })).status, 303);
   assert(g.guardian.store.realms().some((r) => r.name === "made"));
+  // The realm's OIDC settings, administrators included, are set from its row.
+  const oidc = new URLSearchParams({
+    csrf,
+    issuer: "https://idp.test",
+    jwks_url: "https://idp.test/jwks",
+    audience: "veilnet-console",
+    admins: "alice@example.com, bob",
+  });
+  const set = await request("/realms/made/oidc", { method: "POST", cookie: session, body: oidc.toString() });
+  assertEquals(set.status, 303);
+  assertEquals(g.guardian.store.realmByName("made")!.oidc!.admins, ["alice@example.com", "bob"]);
+  assert(
+    (await (await request("/realms", { cookie: session })).text()).includes('value="alice@example.com,bob"'),
+  );
 });
 
 Deno.test("console: a token made in the console is an API token, shown with its install line; an API error is shown", async () => {
