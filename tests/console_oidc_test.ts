@@ -6,20 +6,21 @@
  */
 
 import Provider from "oidc-provider";
-import puppeteer, { type Page } from "puppeteer-core";
+import type { Page } from "puppeteer-core";
 import { assert, assertEquals } from "./assert.ts";
 import { freePort, GuardianProc, tempDir } from "./harness.ts";
-import { CHROMIUM, chromiumMissing } from "./browser.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { chromiumMissing, launchBrowser } from "./browser.ts";
 
-/** A real OIDC issuer on localhost (another site than the console's 127.0.0.1), whose users are the login names. */
-async function issuer(consolePort: number) {
+/** A real OIDC issuer at `host` (another site than the console's), whose users are the login names. */
+async function issuer(consoleOrigin: string, host: string) {
   const port = freePort();
-  const url = `http://localhost:${port}`;
+  const url = `http://${host}:${port}`;
   const provider = new Provider(url, {
     clients: [{
       client_id: "veilnet-console",
       token_endpoint_auth_method: "none",
-      redirect_uris: [`https://127.0.0.1:${consolePort}/signin/return`],
+      redirect_uris: [`${consoleOrigin}/signin/return`],
       grant_types: ["authorization_code"],
       response_types: ["code"],
     }],
@@ -32,7 +33,7 @@ async function issuer(consolePort: number) {
       claims: () => ({ sub, email: `${sub}@example.com`, email_verified: true }),
     }),
   });
-  const server = provider.listen(port);
+  const server = provider.listen(port, host);
   await new Promise((resolve) => server.once("listening", resolve));
   return {
     url,
@@ -54,16 +55,19 @@ async function signInAtIssuer(page: Page, login: string): Promise<void> {
 Deno.test({
   name:
     "console: a realm's administrator signs in through the realm's issuer and administers that realm only",
-  ignore: chromiumMissing(),
+  ignore: netnsUnavailable() !== undefined || chromiumMissing(),
   async fn() {
+    // The console by name, the issuer by address: two sites, as in the field.
+    await using isolated = await launchBrowser(["console.test"]);
+    const { browser, host } = isolated;
     const consolePort = freePort();
-    const origin = `https://127.0.0.1:${consolePort}`;
-    await using idp = await issuer(consolePort);
+    const origin = `https://console.test:${consolePort}`;
+    await using idp = await issuer(origin, host);
     await using dir = await tempDir("console-oidc");
     await using g = new GuardianProc(`${dir.path}/guardian`, {
       embeddedMaster: true,
       natsPort: freePort(),
-      flags: ["--console", `127.0.0.1:${consolePort}`],
+      flags: ["--console", `${host}:${consolePort}`],
     });
     await g.start();
     await g.admin([
@@ -82,13 +86,6 @@ Deno.test({
     await g.admin(["realm", "create", "lab", "--cidr", "10.129.0.0/16"]);
     await g.admin(["token", "create", "--realm", "lab"]);
 
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox"],
-      acceptInsecureCerts: true,
-    });
-    await using _browser = { [Symbol.asyncDispose]: () => browser.close() };
     /** Signs in as `login` at the issuer, in a browser context of its own (its own cookies at both sites). */
     const signIn = async (login: string) => {
       const context = await browser.createBrowserContext();

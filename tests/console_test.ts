@@ -7,12 +7,12 @@
  * With VEILNET_SCREENSHOTS=DIR the main pages are saved there as PNG (the README's pictures).
  */
 
-import puppeteer, { type Page } from "puppeteer-core";
+import type { Page } from "puppeteer-core";
 import { assert, assertEquals } from "./assert.ts";
 import { freePort, NodeProc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { realmOnTestbed } from "./testbed.ts";
-import { CHROMIUM, chromiumMissing } from "./browser.ts";
+import { chromiumMissing, launchBrowser } from "./browser.ts";
 
 const SHOTS = Deno.env.get("VEILNET_SCREENSHOTS");
 
@@ -27,20 +27,15 @@ Deno.test({
     "console: sign in, create a token, a node registers with it, shows online and tethered; revoked, its peer drops it",
   ignore: netnsUnavailable() !== undefined || chromiumMissing(),
   async fn() {
+    // The browser first: the console listens on this host's address as the browser reaches it.
+    await using isolated = await launchBrowser();
+    const { browser } = isolated;
     const port = freePort();
-    const origin = `https://127.0.0.1:${port}`;
+    const origin = `https://${isolated.host}:${port}`;
     await using realm = await realmOnTestbed(["b"], [], {}, ["a"], {
-      guardianFlags: ["--console", `127.0.0.1:${port}`],
+      guardianFlags: ["--console", `${isolated.host}:${port}`],
     });
     const g = realm.guardian;
-    const browser = await puppeteer.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: ["--no-sandbox"],
-      // The console's certificate is from the realm CA, which this throwaway browser profile does not hold.
-      acceptInsecureCerts: true,
-    });
-    await using _browser = { [Symbol.asyncDispose]: () => browser.close() };
     const page = await browser.newPage();
     await page.setViewport({ width: 1100, height: 800 });
     const visit = async (path: string) => {
