@@ -274,6 +274,7 @@ export function guardianHandler(
           taints: stringList(b, "taints"),
           anyTaints: optional(b, "any_taints", "boolean"),
           subnets: stringList(b, "subnets"),
+          user: optional(b, "user", "string"),
         }),
       );
     }),
@@ -325,6 +326,68 @@ export function guardianHandler(
       const tag = optional<string>(await ctx.body(), "tag", "string");
       if (!tag) throw new HttpError(400, "tag is required");
       return json(200, await guardian.setNodeTag(id, tag));
+    }),
+
+    // Users and teams of a realm (issue 21).
+    "GET /admin/realms/:realm/users": admin(({ params }, scope) => {
+      inScope(scope, params.realm);
+      return Promise.resolve(json(200, guardian.people.users(params.realm!)));
+    }),
+
+    "POST /admin/realms/:realm/users": admin(async ({ params, body }, scope) => {
+      inScope(scope, params.realm);
+      const b = await body();
+      const name = optional<string>(b, "name", "string");
+      if (!name) throw new HttpError(400, "name is required");
+      const issuer = optional<string>(b, "issuer", "string");
+      const subject = optional<string>(b, "subject", "string");
+      if ((issuer === undefined) !== (subject === undefined)) {
+        throw new HttpError(400, "issuer and subject go together");
+      }
+      return json(
+        201,
+        await guardian.people.createUser(
+          params.realm!,
+          name,
+          issuer ? { issuer, subject: subject! } : undefined,
+        ),
+      );
+    }),
+
+    "DELETE /admin/realms/:realm/users/:user": admin(async ({ params }, scope) => {
+      inScope(scope, params.realm);
+      await guardian.people.removeUser(params.realm!, params.user!);
+      return json(200, { ok: true });
+    }),
+
+    "GET /admin/realms/:realm/teams": admin(({ params }, scope) => {
+      inScope(scope, params.realm);
+      return Promise.resolve(json(200, guardian.people.teams(params.realm!)));
+    }),
+
+    "POST /admin/realms/:realm/teams": admin(async ({ params, body }, scope) => {
+      inScope(scope, params.realm);
+      const b = await body();
+      const name = optional<string>(b, "name", "string");
+      const owner = optional<string>(b, "owner", "string");
+      if (!name || !owner) throw new HttpError(400, "name and owner are required");
+      return json(201, await guardian.people.createTeam(params.realm!, name, owner));
+    }),
+
+    "DELETE /admin/realms/:realm/teams/:team": admin(async ({ params }, scope) => {
+      inScope(scope, params.realm);
+      await guardian.people.deleteTeam(params.realm!, params.team!);
+      return json(200, { ok: true });
+    }),
+
+    "PUT /admin/realms/:realm/teams/:team/members/:user": admin(async ({ params }, scope) => {
+      inScope(scope, params.realm);
+      return json(200, await guardian.people.addMember(params.realm!, params.team!, params.user!));
+    }),
+
+    "DELETE /admin/realms/:realm/teams/:team/members/:user": admin(async ({ params }, scope) => {
+      inScope(scope, params.realm);
+      return json(200, await guardian.people.removeMember(params.realm!, params.team!, params.user!));
     }),
 
     "PUT /admin/nodes/:ref/subnets": admin(async (ctx, scope) => {
@@ -455,5 +518,6 @@ export function tokenList(guardian: Guardian): { realm: string | undefined }[] {
     uses_left: t.usesLeft,
     expires_at: t.expiresAt,
     revoked: t.revoked,
+    ...(t.userId ? { user: guardian.store.userById(t.userId)?.name } : {}),
   }));
 }

@@ -28,6 +28,7 @@ import {
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
 import { claimedIssuer, isAdministrator, verifyIdentity } from "./oidc.ts";
+import { People } from "./people.ts";
 import { tokenPin } from "./tls.ts";
 import {
   base64,
@@ -130,6 +131,8 @@ export interface NodeView {
   created_at: number;
   /** What the node last reported it sees (its version, and the peers it has traffic with), and when. */
   report?: NodeReport;
+  /** The user it belongs to. */
+  owner?: string;
 }
 
 /** What an admin credential may act on: everything (`all`), or the named realms. */
@@ -181,7 +184,11 @@ export class Guardian {
   /** What nodes report they see (from the Master's report subjects, once the Guardian listens to them). */
   readonly reports: Reports;
 
+  /** The realms' users and teams. */
+  readonly people: People;
+
   constructor(readonly store: Store, readonly options: GuardianOptions) {
+    this.people = new People(store, options.clock, (name) => this.#realm(name));
     this.reports = new Reports({
       realmKey: async (realmId) => {
         const realm = store.realmById(realmId);
@@ -327,9 +334,15 @@ export class Guardian {
       taints?: string[];
       anyTaints?: boolean;
       subnets?: string[];
+      /** The user whose nodes it registers. */
+      user?: string;
     },
   ): Promise<{ id: string; token: string }> {
     const realm = this.#realm(o.realm);
+    const user = o.user === undefined ? undefined : this.store.userByName(realm.id, o.user);
+    if (o.user !== undefined && !user) {
+      throw new GuardianError(404, `no user "${o.user}" in realm ${realm.name}`);
+    }
     if (o.uses !== undefined && (!Number.isInteger(o.uses) || o.uses < 1)) {
       throw new GuardianError(400, `uses must be a positive integer, got ${o.uses}`);
     }
@@ -347,6 +360,7 @@ export class Guardian {
       expiresAt: o.ttlMs === undefined ? null : now + o.ttlMs,
       revoked: false,
       createdAt: now,
+      userId: user?.id ?? null,
     };
     await this.store.transaction(() => this.store.addToken(row));
     // With the Guardian's own realm CA, the token names it: `register` verifies the Guardian by it.
@@ -469,6 +483,8 @@ export class Guardian {
         certExpires: 0,
         revokedAt: null,
         createdAt: now,
+        // The token's user, else whoever signed in at the realm's issuer.
+        ownerId: row.userId ?? (identity ? this.people.userFor(realm.id, identity).id : null),
       });
     });
     const realmKey = await this.#realmKey(realm);
@@ -848,6 +864,7 @@ export class Guardian {
       ...(lastSeen > 0 ? { last_seen: lastSeen } : {}),
       ...(r.certExpires > 0 ? { certificate_expires_at: r.certExpires } : {}),
       ...(r.revokedAt !== null ? { revoked_at: r.revokedAt } : {}),
+      ...(r.ownerId ? { owner: this.store.userById(r.ownerId)?.name ?? r.ownerId } : {}),
       created_at: r.createdAt,
       ...(this.reports.get(r.id) ? { report: this.reports.get(r.id) } : {}),
     };

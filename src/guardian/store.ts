@@ -43,6 +43,28 @@ export interface RegistrationTokenRow {
   expiresAt: number | null;
   revoked: boolean;
   createdAt: number;
+  /** The user a node registered with this token belongs to, if the token names one. */
+  userId?: string | null;
+}
+
+/** A user of a realm: owns the nodes registered for them; a member or owner of teams. */
+export interface UserRow {
+  id: string;
+  realmId: string;
+  name: string;
+  /** The identity they sign in with at the realm's issuer, if any. */
+  issuer: string | null;
+  subject: string | null;
+  createdAt: number;
+}
+
+/** A team of a realm: created and owned by a user, with members (users). */
+export interface TeamRow {
+  id: string;
+  realmId: string;
+  name: string;
+  ownerId: string;
+  createdAt: number;
 }
 
 /** A registered node. */
@@ -72,6 +94,8 @@ export interface ConfluxRow {
   /** When the administrator revoked it (it can no longer log in), or null. */
   revokedAt: number | null;
   createdAt: number;
+  /** The user who registered it (by a token for them, or by signing in at the realm's issuer), if known. */
+  ownerId?: string | null;
 }
 
 /** A verified identity: who registered a node, according to the realm's OIDC issuer. */
@@ -263,6 +287,24 @@ const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
   (db) => {
     db.exec("CREATE TABLE login_nonces (key TEXT PRIMARY KEY, until INTEGER NOT NULL);");
   },
+  // 2 -> 3, users and teams: users of a realm (who own nodes), teams they own and belong to. Tokens may name the
+  // user their nodes belong to. Nodes and tokens written before belong to nobody.
+  (db) => {
+    db.exec(`
+      CREATE TABLE users (
+        id TEXT PRIMARY KEY, realm_id TEXT NOT NULL REFERENCES realms(id), name TEXT NOT NULL, issuer TEXT,
+        subject TEXT, created_at INTEGER NOT NULL, UNIQUE (realm_id, name));
+      CREATE UNIQUE INDEX users_identity ON users (realm_id, issuer, subject) WHERE subject IS NOT NULL;
+      CREATE TABLE teams (
+        id TEXT PRIMARY KEY, realm_id TEXT NOT NULL REFERENCES realms(id), name TEXT NOT NULL,
+        owner_id TEXT NOT NULL REFERENCES users(id), created_at INTEGER NOT NULL, UNIQUE (realm_id, name));
+      CREATE TABLE team_members (
+        team_id TEXT NOT NULL REFERENCES teams(id), user_id TEXT NOT NULL REFERENCES users(id),
+        PRIMARY KEY (team_id, user_id));
+      ALTER TABLE registration_tokens ADD COLUMN user_id TEXT;
+      ALTER TABLE confluxes ADD COLUMN owner_id TEXT;
+    `);
+  },
 ];
 
 /** Every table, parents before children (foreign keys): what a dump holds and a load fills. */
@@ -275,6 +317,9 @@ const TABLES = [
   "retired_addresses",
   "revocations",
   "login_nonces",
+  "users",
+  "teams",
+  "team_members",
 ] as const;
 
 /** A column name from a dump: it is spliced into SQL, so nothing but a plain identifier passes. */
@@ -336,7 +381,12 @@ type Column =
   | "before"
   | "until"
   | "cut_master"
-  | "key";
+  | "key"
+  | "user_id"
+  | "owner_id"
+  | "issuer"
+  | "subject"
+  | "team_id";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -363,6 +413,28 @@ function token(r: Row): RegistrationTokenRow {
     expiresAt: r.expires_at === null ? null : Number(r.expires_at),
     revoked: Number(r.revoked) === 1,
     createdAt: Number(r.created_at),
+    userId: r.user_id === null || r.user_id === undefined ? null : String(r.user_id),
+  };
+}
+
+function user(r: Row): UserRow {
+  return {
+    id: String(r.id),
+    realmId: String(r.realm_id),
+    name: String(r.name),
+    issuer: r.issuer === null ? null : String(r.issuer),
+    subject: r.subject === null ? null : String(r.subject),
+    createdAt: Number(r.created_at),
+  };
+}
+
+function team(r: Row): TeamRow {
+  return {
+    id: String(r.id),
+    realmId: String(r.realm_id),
+    name: String(r.name),
+    ownerId: String(r.owner_id),
+    createdAt: Number(r.created_at),
   };
 }
 
@@ -385,6 +457,7 @@ function conflux(r: Row): ConfluxRow {
     certExpires: Number(r.cert_expires),
     revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
     createdAt: Number(r.created_at),
+    ownerId: r.owner_id === null || r.owner_id === undefined ? null : String(r.owner_id),
   };
 }
 
@@ -634,7 +707,7 @@ export class Store implements Disposable {
   addToken(t: RegistrationTokenRow): void {
     this.#write(
       "INSERT INTO registration_tokens (id, realm_id, secret_hash, taints, any_taints, subnets, uses_left, " +
-        "expires_at, revoked, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "expires_at, revoked, created_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       t.id,
       t.realmId,
       t.secretHash,
@@ -645,6 +718,7 @@ export class Store implements Disposable {
       t.expiresAt,
       t.revoked ? 1 : 0,
       t.createdAt,
+      t.userId ?? null,
     );
   }
 
@@ -688,8 +762,8 @@ export class Store implements Disposable {
     }
     this.#write(
       "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, any_taints, portal, " +
-        "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at, owner_id) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       c.id,
       c.realmId,
       c.secretHash,
@@ -707,7 +781,107 @@ export class Store implements Disposable {
       c.certExpires,
       c.revokedAt,
       c.createdAt,
+      c.ownerId ?? null,
     );
+  }
+
+  // ---- Users and teams -------------------------------------------------------------------------------------
+
+  addUser(u: UserRow): void {
+    if (this.userByName(u.realmId, u.name)) throw new ConflictError(`user "${u.name}" already exists`);
+    this.#write(
+      "INSERT INTO users (id, realm_id, name, issuer, subject, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      u.id,
+      u.realmId,
+      u.name,
+      u.issuer,
+      u.subject,
+      u.createdAt,
+    );
+  }
+
+  userByName(realmId: string, name: string): UserRow | undefined {
+    const row = this.#prepare("SELECT * FROM users WHERE realm_id = ? AND name = ?").get(realmId, name);
+    return row ? user(row as Row) : undefined;
+  }
+
+  userById(id: string): UserRow | undefined {
+    const row = this.#prepare("SELECT * FROM users WHERE id = ?").get(id);
+    return row ? user(row as Row) : undefined;
+  }
+
+  userByIdentity(realmId: string, issuer: string, subject: string): UserRow | undefined {
+    const row = this.#prepare("SELECT * FROM users WHERE realm_id = ? AND issuer = ? AND subject = ?").get(
+      realmId,
+      issuer,
+      subject,
+    );
+    return row ? user(row as Row) : undefined;
+  }
+
+  users(realmId?: string): UserRow[] {
+    const rows = realmId === undefined
+      ? this.#prepare("SELECT * FROM users ORDER BY name").all()
+      : this.#prepare("SELECT * FROM users WHERE realm_id = ? ORDER BY name").all(realmId);
+    return (rows as Row[]).map(user);
+  }
+
+  /** Removes a user with their memberships; false if there is none. (Their teams and nodes are the caller's.) */
+  removeUser(id: string): boolean {
+    this.#write("DELETE FROM team_members WHERE user_id = ?", id);
+    return Number(this.#write("DELETE FROM users WHERE id = ?", id).changes) === 1;
+  }
+
+  addTeam(t: TeamRow): void {
+    if (this.teamByName(t.realmId, t.name)) throw new ConflictError(`team "${t.name}" already exists`);
+    this.#write(
+      "INSERT INTO teams (id, realm_id, name, owner_id, created_at) VALUES (?, ?, ?, ?, ?)",
+      t.id,
+      t.realmId,
+      t.name,
+      t.ownerId,
+      t.createdAt,
+    );
+  }
+
+  teamByName(realmId: string, name: string): TeamRow | undefined {
+    const row = this.#prepare("SELECT * FROM teams WHERE realm_id = ? AND name = ?").get(realmId, name);
+    return row ? team(row as Row) : undefined;
+  }
+
+  teams(realmId?: string): TeamRow[] {
+    const rows = realmId === undefined
+      ? this.#prepare("SELECT * FROM teams ORDER BY name").all()
+      : this.#prepare("SELECT * FROM teams WHERE realm_id = ? ORDER BY name").all(realmId);
+    return (rows as Row[]).map(team);
+  }
+
+  /** Deletes a team and its memberships; false if there is none. */
+  removeTeam(id: string): boolean {
+    this.#write("DELETE FROM team_members WHERE team_id = ?", id);
+    return Number(this.#write("DELETE FROM teams WHERE id = ?", id).changes) === 1;
+  }
+
+  /** Adds a member; false if they already were one. */
+  addMember(teamId: string, userId: string): boolean {
+    return Number(
+      this.#write("INSERT OR IGNORE INTO team_members (team_id, user_id) VALUES (?, ?)", teamId, userId)
+        .changes,
+    ) === 1;
+  }
+
+  /** Removes a member; false if they were not one. */
+  removeMember(teamId: string, userId: string): boolean {
+    return Number(
+      this.#write("DELETE FROM team_members WHERE team_id = ? AND user_id = ?", teamId, userId).changes,
+    ) === 1;
+  }
+
+  /** The user ids of a team's members, by name. */
+  members(teamId: string): string[] {
+    return (this.#prepare(
+      "SELECT u.id FROM team_members m JOIN users u ON u.id = m.user_id WHERE m.team_id = ? ORDER BY u.name",
+    ).all(teamId) as Row[]).map((r) => String(r.id));
   }
 
   confluxByTag(realmId: string, tag: string): ConfluxRow | undefined {

@@ -260,6 +260,14 @@ Deno.test("trust: an OIDC realm takes its issuer from the administrator and keep
   assertEquals([cert.subject, cert.email, cert.taints], ["alice", "alice@example.com", ["dev", "ops"]]);
   const node = (await call("GET", `/admin/nodes/${r.json.conflux_id}`, { token: admin })).json;
   assertEquals(node.identity, { issuer: iss, subject: "alice", email: "alice@example.com" });
+  // The node belongs to the user who signs in as that identity, made on first sight, and is theirs again after.
+  assertEquals(node.owner, "alice@example.com");
+  const again = await register(await sign({}), { taints: ["dev"] });
+  assertEquals(
+    (await call("GET", `/admin/nodes/${again.json.conflux_id}`, { token: admin })).json.owner,
+    node.owner,
+  );
+  assertEquals(guardian.store.users().length, 1);
   // Groups the user is not in grant nothing.
   const greedy = await register(await sign({ groups: ["ops"] }), { taints: ["finance"] });
   assertEquals(greedy.status, 403);
