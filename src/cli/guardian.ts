@@ -81,8 +81,11 @@ interface Admin {
       taints: string[];
       anyTaints: boolean;
       subnets: string[];
+      user?: string;
     },
   ): Promise<{ id: string; token: string }>;
+  /** Users and teams of a realm. */
+  people(op: PeopleOp): Promise<unknown>;
   listTokens(): Promise<unknown[]>;
   revokeToken(id: string): Promise<void>;
   nodes(realm?: string): Promise<NodeView[]>;
@@ -94,6 +97,14 @@ interface Admin {
   grantNodeSubnets(ref: string, realm: string | undefined, subnets: string[]): Promise<NodeView>;
   close(): void;
 }
+
+/** One operation on a realm's users and teams. */
+type PeopleOp =
+  | { what: "users" | "teams"; realm: string }
+  | { what: "createUser"; realm: string; name: string; issuer?: string; subject?: string }
+  | { what: "removeUser" | "deleteTeam"; realm: string; name: string }
+  | { what: "createTeam"; realm: string; name: string; owner: string }
+  | { what: "addMember" | "removeMember"; realm: string; team: string; user: string };
 
 /** A Guardian over a local store, for admin commands (it serves nothing, so the serving options are empty). */
 function localGuardian(store: Store): Guardian {
@@ -148,6 +159,31 @@ function localAdmin(dataDir: string): Admin {
     setNodeTaints: (ref, realm, taints, any) => g.setNodeTaints(id(ref, realm), { taints, any }),
     setNodeTag: (ref, realm, tag) => g.setNodeTag(id(ref, realm), tag),
     grantNodeSubnets: (ref, realm, subnets) => g.grantNodeSubnets(id(ref, realm), subnets),
+    people: async (op) => {
+      const p = g.people;
+      switch (op.what) {
+        case "users":
+          return p.users(op.realm);
+        case "teams":
+          return p.teams(op.realm);
+        case "createUser":
+          return await p.createUser(
+            op.realm,
+            op.name,
+            op.issuer ? { issuer: op.issuer, subject: op.subject! } : undefined,
+          );
+        case "removeUser":
+          return await p.removeUser(op.realm, op.name);
+        case "deleteTeam":
+          return await p.deleteTeam(op.realm, op.name);
+        case "createTeam":
+          return await p.createTeam(op.realm, op.name, op.owner);
+        case "addMember":
+          return await p.addMember(op.realm, op.team, op.user);
+        case "removeMember":
+          return await p.removeMember(op.realm, op.team, op.user);
+      }
+    },
     close: () => store.close(),
   };
 }
@@ -183,6 +219,27 @@ function remoteAdmin(base: string, token: string): Admin {
     setNodeTaints: (ref, realm, taints, any) => call("PUT", node(ref, realm, "/taints"), { taints, any }),
     setNodeTag: (ref, realm, tag) => call("PUT", node(ref, realm, "/tag"), { tag }),
     grantNodeSubnets: (ref, realm, subnets) => call("PUT", node(ref, realm, "/subnets"), { subnets }),
+    people: (op) => {
+      const at = (...parts: string[]) =>
+        `/admin/realms/${[op.realm, ...parts].map(encodeURIComponent).join("/")}`;
+      switch (op.what) {
+        case "users":
+        case "teams":
+          return call("GET", at(op.what));
+        case "createUser":
+          return call("POST", at("users"), { name: op.name, issuer: op.issuer, subject: op.subject });
+        case "removeUser":
+          return call("DELETE", at("users", op.name));
+        case "deleteTeam":
+          return call("DELETE", at("teams", op.name));
+        case "createTeam":
+          return call("POST", at("teams"), { name: op.name, owner: op.owner });
+        case "addMember":
+          return call("PUT", at("teams", op.team, "members", op.user));
+        case "removeMember":
+          return call("DELETE", at("teams", op.team, "members", op.user));
+      }
+    },
     close: () => {},
   };
 }
@@ -252,6 +309,12 @@ const USAGE = `usage:
                                         [--subnets CIDR,...]
       a node holds only the taints and portal subnets its token grants (no --taints: no taints)
   veilnet-conflux guardian token list | token revoke ID
+      token create --user NAME: the nodes it registers belong to that user (see guardian user)
+  veilnet-conflux guardian user list|create|remove [NAME] --realm NAME [--issuer URL --subject SUB]
+      users of a realm own nodes (registered with a token for them, or by signing in at the realm's issuer,
+      which makes the user on first sight); --issuer/--subject: who they sign in as there
+  veilnet-conflux guardian team list|create|delete [TEAM] --realm NAME [--owner USER]
+  veilnet-conflux guardian team add|remove TEAM USER --realm NAME      (members; the owner is one by owning it)
   veilnet-conflux guardian node list [--realm NAME] [--json]
   veilnet-conflux guardian node show|revoke|remove NODE          (NODE: conflux id or tag; --realm NAME if ambiguous)
   veilnet-conflux guardian node taints NODE a,b [--any]          (what it is granted and holds; "" for none)
@@ -662,6 +725,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         taints: { type: "string" },
         "any-taints": { type: "boolean", default: false },
         subnets: { type: "string" },
+        user: { type: "string" },
       });
       if (!values.realm) throw new UsageError("token create needs --realm NAME");
       if (values["any-taints"] && values.taints !== undefined) {
@@ -676,6 +740,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
           taints: list(values.taints),
           anyTaints: values["any-taints"],
           subnets: list(values.subnets),
+          ...(values.user !== undefined ? { user: values.user } : {}),
         });
         io.out(created.token); // only the token on stdout, so scripts can capture it
       });
@@ -729,5 +794,55 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       }
     });
   }
+  if (sub === "user" || sub === "team") return await peopleCommand(sub, rest, io);
   throw new UsageError(`guardian: unknown subcommand "${sub}" (see guardian --help)`);
+}
+
+/** `guardian user ...` and `guardian team ...`: a realm's users and teams. */
+async function peopleCommand(sub: "user" | "team", rest: string[], io: Output): Promise<number> {
+  const [action, ...more] = rest;
+  const counts: Record<string, Record<string, number>> = {
+    user: { list: 0, create: 1, remove: 1 },
+    team: { list: 0, create: 1, delete: 1, add: 2, remove: 2 },
+  };
+  const args = counts[sub]![action ?? ""];
+  if (args === undefined) {
+    throw new UsageError(
+      `guardian ${sub}: expected ${Object.keys(counts[sub]!).join(", ")}, got "${action ?? ""}"`,
+    );
+  }
+  const { values, positionals } = parse(more, {
+    ...ADMIN_FLAGS,
+    realm: { type: "string" },
+    owner: { type: "string" },
+    issuer: { type: "string" },
+    subject: { type: "string" },
+  }, { min: args, max: args });
+  if (!values.realm) throw new UsageError(`guardian ${sub} ${action} needs --realm NAME`);
+  if ((values.issuer === undefined) !== (values.subject === undefined)) {
+    throw new UsageError("--issuer and --subject go together");
+  }
+  const realm = values.realm;
+  const [name, user] = positionals as [string, string];
+  const op: PeopleOp = sub === "user"
+    ? action === "list"
+      ? { what: "users", realm }
+      : action === "create"
+      ? { what: "createUser", realm, name, issuer: values.issuer, subject: values.subject }
+      : { what: "removeUser", realm, name }
+    : action === "list"
+    ? { what: "teams", realm }
+    : action === "create"
+    ? { what: "createTeam", realm, name, owner: values.owner ?? usage("team create needs --owner USER") }
+    : action === "delete"
+    ? { what: "deleteTeam", realm, name }
+    : { what: action === "add" ? "addMember" : "removeMember", realm, team: name, user };
+  return await withAdmin(values, io, async (a) => {
+    const result = await a.people(op);
+    if (result !== undefined && !("ok" in (result as object))) io.out(JSON.stringify(result, null, 2));
+  });
+}
+
+function usage(message: string): never {
+  throw new UsageError(message);
 }
