@@ -414,6 +414,14 @@ export function consoleHandler(
           return html(200, tokensPage(s, (await get("/admin/tokens")) as TokenView[], await realmNames(get)));
         }
         if (path === "/realms") return html(200, realmsPage(s, (await get("/admin/realms")) as RealmView[]));
+        const people = /^\/realms\/([A-Za-z0-9_.-]{1,64})\/people$/.exec(path)?.[1];
+        if (people) {
+          const [users, teams] = await Promise.all([
+            get(`/admin/realms/${people}/users`),
+            get(`/admin/realms/${people}/teams`),
+          ]);
+          return html(200, peoplePage(s, people, users as UserView[], teams as TeamView[]));
+        }
         if (path === "/topology") {
           return html(200, topologyPage(s, (await get("/admin/nodes")) as NodeView[]));
         }
@@ -478,7 +486,30 @@ export function consoleHandler(
           });
           return redirect("/realms");
         }
-        const oidc = /^\/realms\/([a-z0-9-]{1,63})\/oidc$/.exec(path)?.[1];
+        // A realm's users and teams: each form is one admin API call.
+        const change =
+          /^\/realms\/([A-Za-z0-9_.-]{1,64})\/(users|teams)(?:\/([^/]+))?(?:\/(remove|delete|members))?(?:\/([^/]+)\/remove)?$/
+            .exec(path);
+        if (change) {
+          const [, realm, kind, rawName, verb, rawMember] = change;
+          const base = `/admin/realms/${realm}/${kind}`;
+          const name = rawName === undefined ? undefined : encodeURIComponent(decodeURIComponent(rawName));
+          const member = rawMember === undefined
+            ? undefined
+            : encodeURIComponent(decodeURIComponent(rawMember));
+          if (name === undefined) {
+            await call(s, info, "POST", base, {
+              name: field("name"),
+              ...(kind === "teams" ? { owner: field("owner") } : {}),
+            });
+          } else if (verb === "remove" || verb === "delete") await call(s, info, "DELETE", `${base}/${name}`);
+          else if (verb === "members" && member === undefined) {
+            await call(s, info, "PUT", `${base}/${name}/members/${encodeURIComponent(field("user"))}`);
+          } else if (verb === "members") await call(s, info, "DELETE", `${base}/${name}/members/${member}`);
+          else return html(404, page("Not found", "<p>No such action.</p>", s));
+          return redirect(`/realms/${realm}/people`);
+        }
+        const oidc = /^\/realms\/([A-Za-z0-9_.-]{1,64})\/oidc$/.exec(path)?.[1];
         if (oidc) {
           if (field("issuer") === "") await call(s, info, "DELETE", `/admin/realms/${oidc}/oidc`);
           else {
@@ -728,9 +759,69 @@ function createdPage(s: Session, created: { id: string; token: string }, o: Cons
   );
 }
 
+interface UserView {
+  name: string;
+  issuer?: string;
+  subject?: string;
+  nodes: string[];
+}
+
+interface TeamView {
+  name: string;
+  owner: string;
+  members: string[];
+}
+
+function peoplePage(s: Session, realm: string, users: UserView[], teams: TeamView[]): string {
+  const at = (...parts: string[]) =>
+    `/realms/${esc(realm)}/${parts.map((p) => esc(encodeURIComponent(p))).join("/")}`;
+  const post = (action: string, inner: string, cls = "") =>
+    `<form method="post" action="${action}" class="${cls}">${csrf(s)}${inner}</form>`;
+  const userRows = users.map((u) =>
+    `<tr><td>${esc(u.name)}</td><td>${esc(u.subject ? `${u.subject} at ${u.issuer}` : "-")}</td>` +
+    `<td>${esc(u.nodes.join(", ") || "-")}</td>` +
+    `<td>${post(at("users", u.name, "remove"), `<button class="danger">Remove</button>`)}</td></tr>`
+  ).join("");
+  const teamRows = teams.map((t) =>
+    `<tr><td>${esc(t.name)}</td><td>${esc(t.owner)}</td><td>${
+      t.members.map((m) =>
+        post(at("teams", t.name, "members", m, "remove"), `${esc(m)} <button class="danger">Remove</button>`)
+      ).join("") || "-"
+    }${
+      post(
+        at("teams", t.name, "members"),
+        `<input name="user" placeholder="user" required><button>Add member</button>`,
+        "create",
+      )
+    }</td><td>${post(at("teams", t.name, "delete"), `<button class="danger">Delete</button>`)}</td></tr>`
+  ).join("");
+  return page(
+    `Users and teams of ${realm}`,
+    `<h2>Users</h2>` +
+      post(
+        at("users"),
+        `<label>Name <input name="name" required></label><button>Create user</button>`,
+        "create",
+      ) +
+      `<div class="scroll"><table><thead><tr><th>User</th><th>Signs in as</th><th>Nodes</th><th></th></tr>` +
+      `</thead><tbody>${userRows}</tbody></table></div>` +
+      `<h2>Teams</h2>` +
+      post(
+        at("teams"),
+        `<label>Name <input name="name" required></label><label>Owner <input name="owner" required></label>` +
+          `<button>Create team</button>`,
+        "create",
+      ) +
+      `<div class="scroll"><table><thead><tr><th>Team</th><th>Owner</th><th>Members</th><th></th></tr></thead>` +
+      `<tbody>${teamRows}</tbody></table></div>`,
+    s,
+  );
+}
+
 function realmsPage(s: Session, realms: RealmView[]): string {
   const rows = realms.map((r) =>
-    `<tr><td>${esc(r.name)}</td><td>${esc(r.cidr4)}<br>${esc(r.cidr6)}</td><td>` +
+    `<tr><td>${esc(r.name)}<br><a href="/realms/${esc(r.name)}/people">Users and teams</a></td>` +
+    `<td>${esc(r.cidr4)}<br>${esc(r.cidr6)}</td><td>` +
     `<form method="post" action="/realms/${esc(r.name)}/oidc">${csrf(s)}` +
     `<input name="issuer" placeholder="issuer (empty: none)" value="${esc(r.oidc?.issuer ?? "")}">` +
     `<input name="jwks_url" placeholder="JWKS URL" value="${esc(r.oidc?.jwks_url ?? "")}">` +

@@ -132,3 +132,45 @@ Deno.test("console: what nodes report is escaped, and the topology draws an edge
   assertEquals(svg.match(/class="edge direct"/g)?.length, 1);
   assertEquals(topologySvg([node(a, "a", [b]), node(b, "b", [a])], 200_000).includes("edge"), false, "stale");
 });
+
+Deno.test("console: a realm's users and teams are made and changed on its page, each form an admin API call", async () => {
+  const { g, request, signIn } = await setup();
+  const { session, csrf } = await signIn();
+  const post = async (path: string, fields: Record<string, string> = {}) => {
+    const res = await request(path, {
+      method: "POST",
+      cookie: session,
+      body: new URLSearchParams({ csrf, ...fields }).toString(),
+      headers: { origin: ORIGIN },
+    });
+    return res.status;
+  };
+  assertEquals(await post("/realms/home/users", { name: "james" }), 303);
+  assertEquals(await post("/realms/home/users", { name: "ben@example.com" }), 303);
+  assertEquals(await post("/realms/home/users", { name: "james" }), 409);
+  assertEquals(await post("/realms/home/teams", { name: "lab", owner: "ben@example.com" }), 303);
+  assertEquals(await post("/realms/home/teams/lab/members", { user: "james" }), 303);
+  const people = g.guardian.people;
+  assertEquals(people.teams("home").map((t) => [t.name, t.owner, t.members]), [["lab", "ben@example.com", [
+    "james",
+  ]]]);
+  const shown = await (await request("/realms/home/people", { cookie: session })).text();
+  assert(
+    shown.includes("ben@example.com") &&
+      shown.includes('action="/realms/home/teams/lab/members/james/remove"'),
+  );
+  assertEquals(await post("/realms/home/teams/lab/members/james/remove"), 303);
+  assertEquals(people.teams("home")[0]!.members, []);
+  assertEquals(await post("/realms/home/teams/lab/delete"), 303);
+  assertEquals(await post(`/realms/home/users/${encodeURIComponent("ben@example.com")}/remove`), 303);
+  assertEquals(people.users("home").map((u) => u.name), ["james"]);
+  // Without the session's CSRF token, nothing changes.
+  const forged = await request("/realms/home/users", {
+    method: "POST",
+    cookie: session,
+    body: "name=mallory",
+    headers: { origin: ORIGIN },
+  });
+  assertEquals(forged.status, 403);
+  assertEquals(people.users("home").map((u) => u.name), ["james"]);
+});
