@@ -25,6 +25,8 @@ export function nodeCertificateFields(
     subnets: [],
     subject: "",
     email: "",
+    access: 0,
+    identities: [],
     ...o,
   };
 }

@@ -3,6 +3,7 @@ import { ipPacket } from "../../tests/packets.ts";
 import { parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";
 import { subnetToBytes } from "../portal/subnets.ts";
 import { type AddressFacts, admitPacket, mayCommunicate } from "./access.ts";
+import { identityTag } from "../crypto/identity_tags.ts";
 
 const R1 = new Uint8Array(16).fill(1);
 const R2 = new Uint8Array(16).fill(2);
@@ -27,6 +28,34 @@ Deno.test("access: the taint rule, row by row, holds both ways", () => {
     assertEquals(mayCommunicate(a, b), expected, `row ${n}`);
     assertEquals(mayCommunicate(b, a), expected, `row ${n} reversed`);
   }
+});
+
+Deno.test("access: by teams, a peer must hold one of this node's identities; taints count for nothing", () => {
+  const lab = new Uint8Array(32).fill(1); // a team's secret
+  const james = new Uint8Array(32).fill(2); // a user's
+  const peerKey = new Uint8Array(1952).fill(9);
+  const self = { realm: R1, taints: [], access: 1 };
+  const peer = (identities: Uint8Array[], o: { realm?: Uint8Array; access?: number } = {}) => ({
+    realm: o.realm ?? R1,
+    taints: ["dev"],
+    access: o.access ?? 1,
+    nodeKey: peerKey,
+    identities,
+  });
+  const rows: [n: number, secrets: Uint8Array[], b: ReturnType<typeof peer>, expected: boolean][] = [
+    [1, [james, lab], peer([identityTag(lab, peerKey)]), true], // a shared team
+    [2, [james], peer([identityTag(james, peerKey)]), true], // the same owner
+    [3, [james], peer([identityTag(lab, peerKey)]), false], // a team this node does not hold
+    [4, [lab], peer([]), false], // no identity at all
+    [5, [lab], peer([identityTag(lab, new Uint8Array(1952))]), false], // another key's tag
+    [6, [lab], peer([identityTag(lab, peerKey)], { access: 0 }), false], // a certificate of the other model
+    [7, [lab], peer([identityTag(lab, peerKey)], { realm: R2 }), false],
+  ];
+  for (const [n, secrets, b, expected] of rows) {
+    assertEquals(mayCommunicate(self, b, secrets), expected, `row ${n}`);
+  }
+  // Taints, even the same ones, do not open a realm whose access is by teams.
+  assertEquals(mayCommunicate({ ...self, taints: ["dev"] }, peer([]), [lab]), false);
 });
 
 function node(ip4: string, ip6: string, subnets: string[] = []): AddressFacts {

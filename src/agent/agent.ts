@@ -27,6 +27,7 @@ import {
   REPORT_MS,
 } from "../tuning.ts";
 import { VERSION } from "../spec.ts";
+import { ACCESS_TEAMS } from "../wire/certificate.ts";
 import { type AnyControlMessage, BROADCAST, ControlKind } from "../wire/control.ts";
 import { Anchor } from "../anchor/anchor.ts";
 import { Streams } from "../anchor/streams.ts";
@@ -163,6 +164,7 @@ export class Agent implements AsyncDisposable {
     this.#membership = new Membership({
       identity,
       self: () => this.#session.cert,
+      secrets: () => this.#secrets,
       realm: this.#realm,
       realmKey: this.#realmKey,
       subjects: this.#subjects,
@@ -221,6 +223,7 @@ export class Agent implements AsyncDisposable {
       `joined realm ${this.#session.login.realm.name} as ${this.#session.cert.tag} ` +
         `(${formatAddress(this.#session.cert.ipv4)}, node ${nodeId})`,
     );
+    this.#sayIgnoredTeams();
     await this.#membership.join();
     this.#findPortals();
     this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
@@ -401,11 +404,33 @@ export class Agent implements AsyncDisposable {
     void this.#channel?.reconnect();
   }
 
-  /** Whether this node may carry traffic between two of its peers: both known, and allowed to talk. */
+  /**
+   * Whether this node may carry traffic between two of its peers: both known, and allowed to talk. By teams, this
+   * node cannot tell whether two others share an identity (it lacks their secrets): it carries only between peers
+   * it may talk with itself, and the two ends check each other.
+   */
   #mayCarry(from: string, dest: string): boolean {
     const a = this.peers.get(from)?.cert;
     const b = this.peers.get(dest)?.cert;
-    return a !== undefined && b !== undefined && mayCommunicate(a, b);
+    if (a === undefined || b === undefined) return false;
+    if (this.#session.cert.access !== ACCESS_TEAMS) return mayCommunicate(a, b);
+    return true; // both are in the table, which holds only peers this node may talk with
+  }
+
+  /** Says which teams this node asks for but does not hold (its owner is not in them), once per change. */
+  #sayIgnoredTeams(): void {
+    const ignored = (this.#session.login.ignored_teams ?? []).join(", ");
+    if (ignored === this.#ignoredSaid) return;
+    this.#ignoredSaid = ignored;
+    if (ignored) {
+      this.#o.log(`teams ignored: ${ignored} (this node's owner neither owns nor is a member of them)`);
+    }
+  }
+  #ignoredSaid = "";
+
+  /** The secrets of this node's identities, from its latest login (a realm whose access is by teams). */
+  get #secrets(): Uint8Array[] {
+    return (this.#session.login.identity_secrets ?? []).map((s) => fromBase64(s)!);
   }
 
   /** The learner's candidates for a destination: itself, and the relays that answered. */
@@ -623,6 +648,7 @@ export class Agent implements AsyncDisposable {
       this.#data?.anchor.retryTethers();
     }
     this.#session = session;
+    this.#sayIgnoredTeams();
     void this.#portals.refresh(); // the login answer may name other Masters
     this.#o.log(`session renewed until ${new Date(session.cert.notAfter).toISOString()}`);
     this.peers.recheck();

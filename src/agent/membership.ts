@@ -49,6 +49,8 @@ export interface MembershipOptions {
   identity: Identity;
   /** This node's current certificate (it changes on renewal and taint changes). */
   self: () => VerifiedCertificate;
+  /** The secrets of this node's identities (realms whose access is by teams). */
+  secrets?: () => readonly Uint8Array[];
   realm: Uint8Array;
   realmKey: Uint8Array;
   subjects: RealmSubjects;
@@ -109,6 +111,7 @@ export class Membership {
     this.#o = o;
     this.peers = new PeerTable({
       self: o.self,
+      secrets: o.secrets,
       realm: o.realm,
       realmKey: o.realmKey,
       clock: o.clock,

@@ -68,6 +68,8 @@ export type DropReason =
 export interface PeerTableOptions {
   /** This node's current certificate (it changes on renewal and taint changes). */
   self: () => VerifiedCertificate;
+  /** The secrets of this node's identities (realms whose access is by teams). */
+  secrets?: () => readonly Uint8Array[];
   realm: Uint8Array;
   realmKey: Uint8Array;
   clock: () => number;
@@ -225,7 +227,7 @@ export class PeerTable {
     this.#releaseHeld(id);
     const known = this.#peers.get(id);
     const leaving = m.kind === ControlKind.Announce && m.body.leaving === 1;
-    if (leaving || !mayCommunicate(self, cert)) {
+    if (leaving || !mayCommunicate(self, cert, this.#o.secrets?.())) {
       if (known) this.#remove(id);
       return leaving ? undefined : this.#drop("forbidden");
     }
@@ -339,7 +341,9 @@ export class PeerTable {
   /** Re-applies access control after this node's own taints changed. */
   recheck(): void {
     const self = this.#o.self();
-    for (const [id, p] of this.#peers) if (!mayCommunicate(self, p.cert)) this.#remove(id);
+    for (const [id, p] of this.#peers) {
+      if (!mayCommunicate(self, p.cert, this.#o.secrets?.())) this.#remove(id);
+    }
   }
 }
 

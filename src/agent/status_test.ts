@@ -23,6 +23,8 @@ async function certificate(identity: { subject: string; email: string }) {
     portal: 0,
     subnets: [],
     ...identity,
+    access: 0,
+    identities: [],
     nodeKey: node.publicKey,
     notBefore: Date.now() - 1000,
     notAfter: Date.now() + 3_600_000,

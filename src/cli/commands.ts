@@ -65,7 +65,7 @@ export const COMMANDS: readonly Command[] = [
     name: "register",
     usage:
       "register (-t REG | -t - | --token-file FILE) [--guardian URL] [--guardian-ca FILE] [--tag T] [--ip A] " +
-      "[--taints a,b] " +
+      "[--taints a,b] [--teams a,b] " +
       "[--portal] [--subnets C,...] [--jwt J | --jwt - | --jwt-file FILE] [--no-service] [--force]",
     summary: "register with a Guardian, save conflux.json, install and start the service",
     details: [
@@ -80,6 +80,9 @@ export const COMMANDS: readonly Command[] = [
       "--tag T             name: T.veilnet (env VEILNET_CONFLUX_TAG; default node-<id>)",
       "--ip A              ask for this overlay IPv4 address (env VEILNET_CONFLUX_IP)",
       "--taints a,b        taints within what the token grants (env VEILNET_CONFLUX_TAINTS; default: all it grants)",
+      "--teams a,b         teams to be associated with, in a realm whose access is by teams (env",
+      "                    VEILNET_CONFLUX_TEAMS): held only if the node's owner owns or is a member of each; the",
+      "                    node says which it does not get",
       "-p, --portal        portal mode, kept by the Guardian (env VEILNET_CONFLUX_PORTAL=true; see `run --help`)",
       "--subnets C,...     the networks the portal offers, inside what the token grants (env VEILNET_CONFLUX_SUBNETS;",
       "                    implies --portal; default: every subnet the token grants)",

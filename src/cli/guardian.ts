@@ -73,6 +73,8 @@ interface Admin {
   createRealm(name: string, cidr?: string, oidc?: RealmOidc): Promise<RealmInfo>;
   listRealms(): Promise<RealmInfo[]>;
   setRealmOidc(name: string, oidc: RealmOidc | null): Promise<RealmInfo>;
+  setRealmAccess(name: string, access: "taints" | "teams"): Promise<RealmInfo>;
+  setNodeTeams(ref: string, realm: string | undefined, teams: string[]): Promise<NodeView>;
   createToken(
     o: {
       realm: string;
@@ -118,12 +120,13 @@ function localGuardian(store: Store): Guardian {
 }
 
 const realmInfo = (
-  r: { id: string; name: string; cidr4: string; cidr6: string; oidc: RealmOidc | null },
+  r: { id: string; name: string; cidr4: string; cidr6: string; oidc: RealmOidc | null; access?: string },
 ) => ({
   id: r.id,
   name: r.name,
   cidr4: r.cidr4,
   cidr6: r.cidr6,
+  access: r.access ?? "taints",
   ...(r.oidc ? { oidc: r.oidc } : {}),
 });
 
@@ -148,6 +151,8 @@ function localAdmin(dataDir: string): Admin {
     createRealm: async (name, cidr, oidc) => realmInfo(await g.createRealm(name, cidr, oidc ?? null)),
     listRealms: () => Promise.resolve(store.realms().map(realmInfo)),
     setRealmOidc: async (name, oidc) => realmInfo(await g.setRealmOidc(name, oidc)),
+    setRealmAccess: async (name, access) => realmInfo(await g.setRealmAccess(name, access)),
+    setNodeTeams: (ref, realm, teams) => g.setNodeTeams(id(ref, realm), teams),
     createToken: (o) =>
       g.createToken({ ...o, ttlMs: o.ttl === undefined ? undefined : parseDuration(o.ttl) }),
     listTokens: () => Promise.resolve(tokenList(g)),
@@ -208,6 +213,9 @@ function remoteAdmin(base: string, token: string): Admin {
       oidc === null
         ? call("DELETE", `/admin/realms/${encodeURIComponent(name)}/oidc`)
         : call("PUT", `/admin/realms/${encodeURIComponent(name)}/oidc`, oidcBody(oidc)),
+    setRealmAccess: (name, access) =>
+      call("PUT", `/admin/realms/${encodeURIComponent(name)}/access`, { access }),
+    setNodeTeams: (ref, realm, teams) => call("PUT", node(ref, realm, "/teams"), { teams }),
     createToken: (o) =>
       call("POST", "/admin/tokens", { ...o, any_taints: o.anyTaints, anyTaints: undefined }),
     listTokens: () => call<unknown[]>("GET", "/admin/tokens"),
@@ -299,7 +307,9 @@ const USAGE = `usage:
             --oidc-admins); every action in it is an admin API call. --release-url: where install.sh is
             served, for the install line it shows with a new token
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
-  veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear)
+  veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear) | realm access NAME taints|teams
+      access: who may talk to whom, by taints (one's set within the other's) or by teams (a shared identity:
+      the same owner, or a team both nodes hold); the realm's nodes log in again at a change
       OIDC flags: --oidc-issuer URL --oidc-jwks-url URL --oidc-audience AUD [--oidc-taints-claim CLAIM]
                   [--oidc-admins SUBJECT_OR_EMAIL,...]
       (registering in such a realm needs a valid identity token from that issuer: register --jwt)
@@ -320,6 +330,7 @@ const USAGE = `usage:
   veilnet-conflux guardian node taints NODE a,b [--any]          (what it is granted and holds; "" for none)
   veilnet-conflux guardian node tag NODE NEW_TAG
   veilnet-conflux guardian node subnets NODE CIDR,...            (portal subnets it is granted; "" for none)
+  veilnet-conflux guardian node teams NODE a,b                   (teams it asks for; held if its owner is in them)
       revoke and remove take effect across the realm within seconds; remove also forgets the node
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
                                        [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
@@ -712,7 +723,20 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       const { values } = parse(more, ADMIN_FLAGS);
       return await withAdmin(values, io, async (a) => io.out(JSON.stringify(await a.listRealms(), null, 2)));
     }
-    throw new UsageError(`guardian realm: expected create, list or oidc, got "${action ?? ""}"`);
+    if (action === "access") {
+      const { values, positionals } = parse(more, ADMIN_FLAGS, { min: 2, max: 2 });
+      const access = positionals[1];
+      if (access !== "taints" && access !== "teams") {
+        throw new UsageError(`realm access NAME taints|teams, got "${access}"`);
+      }
+      return await withAdmin(values, io, async (a) => {
+        const realm = await a.setRealmAccess(positionals[0]!, access);
+        io.out(
+          `realm ${realm.name}: access by ${access}; its nodes log in again for certificates that say so`,
+        );
+      });
+    }
+    throw new UsageError(`guardian realm: expected create, list, oidc or access, got "${action ?? ""}"`);
   }
   if (sub === "token") {
     const [action, ...more] = rest;
@@ -756,10 +780,14 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
   }
   if (sub === "node") {
     const [action, ...more] = rest;
-    const args = { list: 0, show: 1, revoke: 1, remove: 1, taints: 2, tag: 2, subnets: 2 }[action ?? ""];
+    const args = { list: 0, show: 1, revoke: 1, remove: 1, taints: 2, tag: 2, subnets: 2, teams: 2 }[
+      action ?? ""
+    ];
     if (args === undefined) {
       throw new UsageError(
-        `guardian node: expected list, show, revoke, remove, taints, tag or subnets, got "${action ?? ""}"`,
+        `guardian node: expected list, show, revoke, remove, taints, tag, subnets or teams, got "${
+          action ?? ""
+        }"`,
       );
     }
     const { values, positionals } = parse(more, {
@@ -791,6 +819,8 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
           return show(await a.setNodeTag(ref, values.realm, arg));
         case "subnets":
           return show(await a.grantNodeSubnets(ref, values.realm, list(arg)));
+        case "teams":
+          return show(await a.setNodeTeams(ref, values.realm, list(arg)));
       }
     });
   }

@@ -81,6 +81,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     tag: { type: "string" },
     ip: { type: "string" },
     taints: { type: "string" },
+    teams: { type: "string" },
     portal: { type: "boolean", short: "p" },
     subnets: { type: "string" },
     jwt: { type: "string" },
@@ -127,6 +128,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
   if (ip !== undefined && !parseIPv4(ip)) throw new UsageError(`--ip must be an IPv4 address, got "${ip}"`);
   const subnets = cidrList(values.subnets ?? env("VEILNET_CONFLUX_SUBNETS"), "--subnets");
   const taints = values.taints ?? env("VEILNET_CONFLUX_TAINTS");
+  const teams = values.teams ?? env("VEILNET_CONFLUX_TEAMS");
   if ([values["jwks-url"], values.issuer, values.audience].some((v) => v !== undefined)) {
     throw new UsageError(
       "--jwks-url, --issuer and --audience are set by the administrator on the realm now " +
@@ -150,6 +152,7 @@ export async function registerCommand(args: string[], io: Output): Promise<numbe
     tag,
     ip,
     taints: taints === undefined ? undefined : list(taints),
+    teams: teams === undefined ? undefined : list(teams),
     portal: values.portal || env("VEILNET_CONFLUX_PORTAL") === "true" || subnets !== undefined || undefined,
     subnets,
     jwt,

@@ -29,6 +29,8 @@ async function sample(overrides: Partial<CertificateFields> = {}) {
     subnets: [Uint8Array.of(10, 50, 0, 0, 24)],
     subject: "",
     email: "",
+    access: 0,
+    identities: [],
     nodeKey: node.publicKey,
     notBefore: NOW - 1000,
     notAfter: NOW + 3_600_000,
@@ -68,13 +70,13 @@ Deno.test("certificate: a 256-byte subject is refused at issue, before anything 
   assertEquals(error.message, "certificate: subject is 256 bytes, the limit is 255");
 });
 
-Deno.test("certificate: a version 1 certificate, even genuinely signed, is refused as malformed naming both versions", async () => {
+Deno.test("certificate: a version 2 certificate, even genuinely signed, is refused as malformed naming both versions", async () => {
   const { realmKey, bytes } = await sample();
-  // Version 1 had no subject and email (two empty strings here, just before the node key and validity).
+  // Version 2 had no access and identities (a zero byte and an empty list here, just before the node key).
   const unsigned = decodeCertificate(bytes).signed;
-  const at = unsigned.length - 16 - 1952 - 4;
-  const v1 = Uint8Array.of(1, ...unsigned.subarray(1, at), ...unsigned.subarray(at + 4));
-  const signed = withSignature(v1, await realmKey.key.sign(domainSeparated(CONTEXT, v1)));
+  const at = unsigned.length - 16 - 1952 - 3;
+  const v2 = Uint8Array.of(2, ...unsigned.subarray(1, at), ...unsigned.subarray(at + 3));
+  const signed = withSignature(v2, await realmKey.key.sign(domainSeparated(CONTEXT, v2)));
   const error = await assertRejects(
     () => verifyCertificate(signed, { realm: REALM, realmKey: realmKey.publicKey, now: NOW }),
     CertificateRejected,
@@ -82,7 +84,7 @@ Deno.test("certificate: a version 1 certificate, even genuinely signed, is refus
   assertEquals(error.reason, "malformed");
   assertEquals(
     error.message,
-    "certificate: version 1 is no longer read, this node reads only version 2 (upgrade the Guardian that issued it)",
+    "certificate: version 2 is no longer read, this node reads only version 3 (upgrade the Guardian that issued it)",
   );
 });
 

@@ -205,6 +205,7 @@ export function guardianHandler(
         portal: optional(b, "portal", "boolean"),
         subnets: stringList(b, "subnets"),
         identityToken: optional(b, "jwt", "string"),
+        teams: stringList(b, "teams"),
       };
       return json(201, await guardian.register(token, req));
     }),
@@ -252,6 +253,15 @@ export function guardianHandler(
     "PUT /admin/realms/:name/oidc": admin(async ({ params, body }, scope) => {
       inScope(scope, params.name);
       return json(200, realmView(await guardian.setRealmOidc(params.name!, oidcOf(await body()) ?? null)));
+    }),
+
+    "PUT /admin/realms/:name/access": admin(async ({ params, body }, scope) => {
+      inScope(scope, params.name);
+      const access = optional<string>(await body(), "access", "string");
+      if (access !== "taints" && access !== "teams") {
+        throw new HttpError(400, 'access is "taints" or "teams"');
+      }
+      return json(200, realmView(await guardian.setRealmAccess(params.name!, access)));
     }),
 
     "DELETE /admin/realms/:name/oidc": admin(async ({ params }, scope) => {
@@ -390,6 +400,11 @@ export function guardianHandler(
       return json(200, await guardian.people.removeMember(params.realm!, params.team!, params.user!));
     }),
 
+    "PUT /admin/nodes/:ref/teams": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      return json(200, await guardian.setNodeTeams(id, stringList(await ctx.body(), "teams") ?? []));
+    }),
+
     "PUT /admin/nodes/:ref/subnets": admin(async (ctx, scope) => {
       const id = nodeOf(ctx, scope).id;
       const subnets = stringList(await ctx.body(), "subnets") ?? [];
@@ -468,6 +483,7 @@ function realmView(r: RealmRow): Record<string, unknown> {
     name: r.name,
     cidr4: r.cidr4,
     cidr6: r.cidr6,
+    access: r.access ?? "taints",
     ...(r.oidc
       ? {
         oidc: {

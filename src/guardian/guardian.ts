@@ -17,7 +17,7 @@ import { pq, type SigningKey } from "../crypto/pq.ts";
 import { SeenIds } from "../crypto/control_signing.ts";
 import { LOGIN_MAX_SKEW_MS, ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
-import { identityProblem, isTag, MAX_TAG_BYTES } from "../wire/certificate.ts";
+import { ACCESS_TAINTS, ACCESS_TEAMS, identityProblem, isTag, MAX_TAG_BYTES } from "../wire/certificate.ts";
 import { subnetToBytes } from "../portal/subnets.ts";
 import {
   completeKeys,
@@ -28,7 +28,8 @@ import {
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
 import { claimedIssuer, isAdministrator, verifyIdentity } from "./oidc.ts";
-import { People } from "./people.ts";
+import { checkTeams, People } from "./people.ts";
+import { identityTag } from "../crypto/identity_tags.ts";
 import { tokenPin } from "./tls.ts";
 import {
   base64,
@@ -68,6 +69,8 @@ export interface RegisterRequest {
   subnets?: string[];
   /** An identity token from the realm's OIDC issuer; required when the realm has one. */
   identityToken?: string;
+  /** Teams to be associated with (held only if the node's owner owns or is a member of each). */
+  teams?: string[];
 }
 
 /** A login request: the body the node signed, and the signature (header `Veilnet-Signature`). */
@@ -106,6 +109,13 @@ export interface LoginResponse {
    * subnets are routed before any packet needs them (portals that come later announce themselves).
    */
   portals: string[];
+  /**
+   * The secrets of the identities this node holds (base64; its owner and its teams), to recognise the same
+   * identities in its peers' certificates; only in a realm whose access is by teams.
+   */
+  identity_secrets?: string[];
+  /** Teams it asks for but does not get (its owner neither owns nor is a member of them, or they do not exist). */
+  ignored_teams?: string[];
 }
 
 /** What the Guardian says about a node to its administrator. */
@@ -133,6 +143,8 @@ export interface NodeView {
   report?: NodeReport;
   /** The user it belongs to. */
   owner?: string;
+  /** Teams it asks for (it holds those its owner owns or is a member of). */
+  teams?: string[];
 }
 
 /** What an admin credential may act on: everything (`all`), or the named realms. */
@@ -188,7 +200,12 @@ export class Guardian {
   readonly people: People;
 
   constructor(readonly store: Store, readonly options: GuardianOptions) {
-    this.people = new People(store, options.clock, (name) => this.#realm(name));
+    this.people = new People(
+      store,
+      options.clock,
+      (name) => this.#realm(name),
+      (id) => this.#revoke(id, false),
+    );
     this.reports = new Reports({
       realmKey: async (realmId) => {
         const realm = store.realmById(realmId);
@@ -455,6 +472,7 @@ export class Guardian {
     }
     const portal = req.portal === true;
     const subnets = portal ? this.#offer(req.subnets, row.subnets, realm) : [];
+    const teams = checkTeams(req.teams ?? []);
     const id = crypto.randomUUID();
     const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
     const secretHash = await hashSecret(secret);
@@ -485,6 +503,7 @@ export class Guardian {
         createdAt: now,
         // The token's user, else whoever signed in at the realm's issuer.
         ownerId: row.userId ?? (identity ? this.people.userFor(realm.id, identity).id : null),
+        teams,
       });
     });
     const realmKey = await this.#realmKey(realm);
@@ -740,6 +759,9 @@ export class Guardian {
       }
       return current;
     });
+    // In a realm whose access is by teams: the identities the node holds now, as tags in its certificate.
+    const teamsRealm = realm.access === "teams";
+    const held = teamsRealm ? this.people.identitiesOf(current) : { secrets: [], ignored: [] };
     // Taints in a certificate are always inside the node's grant, whatever the row says.
     const taints = current.anyTaints
       ? current.taints
@@ -759,6 +781,8 @@ export class Guardian {
       subnets: current.subnets.map((s) => subnetToBytes(parseCidr(s))),
       subject: current.identity?.subject ?? "",
       email: current.identity?.email ?? "",
+      access: teamsRealm ? ACCESS_TEAMS : ACCESS_TAINTS,
+      identities: held.secrets.map((s) => identityTag(fromBase64(s)!, key)),
       nodeKey: key,
       notBefore,
       notAfter: expiresAt,
@@ -786,7 +810,33 @@ export class Guardian {
           this.store.sessions(c.id, now).length > 0
         )
         .map((c) => formatAddress(intToIp(c.ip4))),
+      ...(teamsRealm ? { identity_secrets: held.secrets, ignored_teams: held.ignored } : {}),
     };
+  }
+
+  /** Sets a realm's access model: by taints, or by teams (a shared identity); its nodes log in again. */
+  async setRealmAccess(name: string, access: "taints" | "teams"): Promise<RealmRow> {
+    const realm = this.#realm(name);
+    if (access !== "taints" && access !== "teams") {
+      throw new GuardianError(400, `access is "taints" or "teams", got "${access}"`);
+    }
+    await this.store.transaction(() => {
+      this.store.setRealmAccess(realm.id, access);
+      for (const c of this.store.confluxes(realm.id)) this.#revoke(c.id, false);
+    });
+    return { ...realm, access };
+  }
+
+  /** Sets the teams a node asks for (it holds those its owner owns or is a member of); it logs in again. */
+  async setNodeTeams(id: string, teams: string[]): Promise<NodeView> {
+    const row = this.#existing(id);
+    const checked = checkTeams(teams);
+    await this.store.transaction(() => {
+      this.#existing(row.id);
+      this.store.setConfluxTeams(row.id, checked);
+      this.#revoke(row.id, false);
+    });
+    return this.#view(this.#existing(row.id));
   }
 
   /**
@@ -865,6 +915,7 @@ export class Guardian {
       ...(r.certExpires > 0 ? { certificate_expires_at: r.certExpires } : {}),
       ...(r.revokedAt !== null ? { revoked_at: r.revokedAt } : {}),
       ...(r.ownerId ? { owner: this.store.userById(r.ownerId)?.name ?? r.ownerId } : {}),
+      ...(r.teams?.length ? { teams: r.teams } : {}),
       created_at: r.createdAt,
       ...(this.reports.get(r.id) ? { report: this.reports.get(r.id) } : {}),
     };

@@ -6,13 +6,27 @@
  */
 
 import { ConflictError, type Store, type TeamRow, type UserRow } from "./store.ts";
-import { GuardianError, randomHex } from "./rules.ts";
+import { base64, GuardianError, randomHex } from "./rules.ts";
 import type { NodeIdentity } from "./store.ts";
+import { MAX_IDENTITIES } from "../wire/certificate.ts";
 
 /** A user's name: letters, digits and `@ . _ -` (an e-mail address fits), 1-64 characters. */
 export const USER_NAME = /^[A-Za-z0-9][A-Za-z0-9@._-]{0,63}$/;
 /** A team's name: lower-case letters, digits and `-`, 1-63 characters (like a tag). */
 export const TEAM_NAME = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Checks the team names a node asks for: each a team name, at most MAX_IDENTITIES - 1 (one is its owner). */
+export function checkTeams(teams: string[]): string[] {
+  const bad = teams.find((t) => !TEAM_NAME.test(t));
+  if (bad !== undefined) {
+    throw new GuardianError(400, `bad team name "${bad}": lower-case letters, digits and -`);
+  }
+  const unique = [...new Set(teams)];
+  if (unique.length > MAX_IDENTITIES - 1) {
+    throw new GuardianError(400, `at most ${MAX_IDENTITIES - 1} teams per node, got ${unique.length}`);
+  }
+  return unique;
+}
 
 /** A user as the admin API shows them. */
 export interface UserView {
@@ -34,6 +48,11 @@ export interface TeamView {
   created_at: number;
 }
 
+/** A new identity secret (base64 of 32 random bytes). */
+function newSecret(): string {
+  return base64(crypto.getRandomValues(new Uint8Array(32)));
+}
+
 /** The realm's users and teams, over the Guardian's store. */
 export class People {
   constructor(
@@ -41,7 +60,36 @@ export class People {
     readonly clock: () => number,
     /** A realm by name (404 if there is none). */
     readonly realm: (name: string) => { id: string; name: string },
+    /** Makes a node log in again (within a transaction): its certificate then carries what it holds now. */
+    readonly reissue: (confluxId: string) => void,
   ) {}
+
+  /** Nodes of realm `realmId` that ask for team `team`, owned by `userId` (any owner when undefined). */
+  #asking(realmId: string, team: string, userId?: string): string[] {
+    return this.store.confluxes(realmId)
+      .filter((c) => c.teams?.includes(team) && (userId === undefined || c.ownerId === userId))
+      .map((c) => c.id);
+  }
+
+  /**
+   * The identities a node holds (its owner, and each team it asks for whose owner or member its owner is), as
+   * secrets, and the teams it asks for but does not get.
+   */
+  identitiesOf(node: { realmId: string; ownerId?: string | null; teams?: string[] }): {
+    secrets: string[];
+    ignored: string[];
+  } {
+    const owner = node.ownerId ? this.store.userById(node.ownerId) : undefined;
+    const secrets = owner ? [owner.secret] : [];
+    const ignored: string[] = [];
+    for (const name of node.teams ?? []) {
+      const t = this.store.teamByName(node.realmId, name);
+      const holds = t && owner && (t.ownerId === owner.id || this.store.members(t.id).includes(owner.id));
+      if (holds) secrets.push(t.secret);
+      else ignored.push(name);
+    }
+    return { secrets, ignored };
+  }
 
   #user(realmId: string, name: string): UserRow {
     const u = this.store.userByName(realmId, name);
@@ -92,6 +140,7 @@ export class People {
       name,
       issuer: identity?.issuer ?? null,
       subject: identity?.subject ?? null,
+      secret: newSecret(),
       createdAt: this.clock(),
     };
     await this.#change(() => this.store.addUser(row));
@@ -140,6 +189,7 @@ export class People {
       name,
       issuer: identity.issuer,
       subject: identity.subject,
+      secret: newSecret(),
       createdAt: this.clock(),
     };
     this.store.addUser(row);
@@ -156,6 +206,7 @@ export class People {
       realmId: realm.id,
       name,
       ownerId: this.#user(realm.id, owner).id,
+      secret: newSecret(),
       createdAt: this.clock(),
     };
     await this.#change(() => this.store.addTeam(row));
@@ -168,7 +219,10 @@ export class People {
 
   async deleteTeam(realmName: string, name: string): Promise<void> {
     const t = this.#team(this.realm(realmName).id, name);
-    await this.store.transaction(() => this.store.removeTeam(t.id));
+    await this.store.transaction(() => {
+      this.store.removeTeam(t.id);
+      for (const id of this.#asking(t.realmId, t.name)) this.reissue(id);
+    });
   }
 
   /** Adds a member (the owner is one already, as owner). */
@@ -177,7 +231,11 @@ export class People {
     const t = this.#team(realm.id, teamName);
     const u = this.#user(realm.id, userName);
     if (u.id === t.ownerId) throw new GuardianError(409, `${userName} owns team ${teamName}`);
-    await this.store.transaction(() => this.store.addMember(t.id, u.id));
+    await this.store.transaction(() => {
+      if (this.store.addMember(t.id, u.id)) {
+        for (const id of this.#asking(realm.id, t.name, u.id)) this.reissue(id);
+      }
+    });
     return this.teamView(t);
   }
 
@@ -185,7 +243,12 @@ export class People {
     const realm = this.realm(realmName);
     const t = this.#team(realm.id, teamName);
     const u = this.#user(realm.id, userName);
-    if (!await this.store.transaction(() => this.store.removeMember(t.id, u.id))) {
+    const removed = await this.store.transaction(() => {
+      const was = this.store.removeMember(t.id, u.id);
+      if (was) { for (const id of this.#asking(realm.id, t.name, u.id)) this.reissue(id); }
+      return was;
+    });
+    if (!removed) {
       throw new GuardianError(404, `${userName} is not a member of team ${teamName}`);
     }
     return this.teamView(t);

@@ -1,7 +1,10 @@
 // Users and teams at the Guardian (issue 21): made and changed by an administrator only, through the admin API.
 
-import { assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
 import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
+import { sharesIdentity } from "../crypto/identity_tags.ts";
+import { decodeCertificate } from "../wire/certificate.ts";
+import { fromBase64 } from "./rules.ts";
 
 Deno.test("people: users own the nodes registered with their tokens; teams have an owner and members", async () => {
   const { call, admin } = await setup();
@@ -62,4 +65,62 @@ Deno.test("people: users own the nodes registered with their tokens; teams have 
   for (const [method, path, body] of tries) {
     assertEquals((await call(method, path, { token: own, body })).status, 401, `${method} ${path}`);
   }
+});
+
+Deno.test("people: by teams, a node's certificate carries tags of what its owner holds, and only that", async () => {
+  const { call, admin, login, store } = await setup();
+  const as = (method: string, path: string, body?: unknown) => call(method, path, { token: admin, body });
+  assertEquals((await as("PUT", "/admin/realms/home/access", { access: "teams" })).json.access, "teams");
+  assertEquals((await as("PUT", "/admin/realms/home/access", { access: "friends" })).status, 400);
+  for (const name of ["james", "ben", "mallory"]) await as("POST", "/admin/realms/home/users", { name });
+  const nodeOf = async (user: string) => {
+    const token = (await as("POST", "/admin/tokens", { realm: "home", user })).json.token;
+    const r = await call("POST", "/conflux/register", { token, body: { teams: ["lab"] } });
+    assertEquals(r.status, 201, JSON.stringify(r.json));
+    return r.json as { conflux_id: string; token: string };
+  };
+  const [j, b, m] = [await nodeOf("james"), await nodeOf("ben"), await nodeOf("mallory")];
+  const held = async (node: { token: string }) => {
+    const r = (await login(node.token)).json;
+    const cert = decodeCertificate(fromBase64(r.certificate)!);
+    const secrets = (r.identity_secrets as string[]).map((s) => fromBase64(s)!);
+    return { cert, secrets, ignored: r.ignored_teams as string[] };
+  };
+  // No team yet: each holds its owner alone, and says lab is ignored.
+  const j1 = await held(j);
+  assertEquals([j1.cert.access, j1.cert.identities.length, j1.secrets.length, j1.ignored], [1, 1, 1, [
+    "lab",
+  ]]);
+  const b1 = await held(b);
+  assertEquals(sharesIdentity(j1.secrets, b1.cert), false); // james's node does not recognise ben's
+  // Ben makes lab and adds James: both hold it, and recognise each other; Mallory asks for it and does not get it.
+  await as("POST", "/admin/realms/home/teams", { name: "lab", owner: "ben" });
+  const revokedBefore = store.revocations(store.realmByName("home")!.id, Date.now()).length;
+  await as("PUT", "/admin/realms/home/teams/lab/members/james");
+  // James's node was told to log in again (a revocation of its older certificates).
+  assert(store.revocations(store.realmByName("home")!.id, Date.now()).length > revokedBefore);
+  const [j2, b2, m2] = [await held(j), await held(b), await held(m)];
+  assertEquals([j2.cert.identities.length, b2.cert.identities.length, j2.ignored, b2.ignored], [
+    2,
+    2,
+    [],
+    [],
+  ]);
+  assert(sharesIdentity(j2.secrets, b2.cert) && sharesIdentity(b2.secrets, j2.cert));
+  assertEquals([m2.cert.identities.length, m2.ignored], [1, ["lab"]]);
+  assertEquals(sharesIdentity(m2.secrets, j2.cert) || sharesIdentity(j2.secrets, m2.cert), false);
+  // The secrets a node gets are its own identities' only: nothing of lab for Mallory.
+  assertEquals(m2.secrets.some((s) => j2.secrets.some((t) => s.every((x, i) => x === t[i]))), false);
+  // Removed, James's next certificate holds lab no more.
+  await as("DELETE", "/admin/realms/home/teams/lab/members/james");
+  const j3 = await held(j);
+  assertEquals([j3.cert.identities.length, j3.ignored], [1, ["lab"]]);
+  assertEquals(sharesIdentity(b2.secrets, j3.cert), false);
+  // A node's teams are the administrator's to change (a node's own token cannot).
+  assertEquals(
+    (await call("PUT", `/admin/nodes/${m.conflux_id}/teams`, { token: m.token, body: { teams: [] } })).status,
+    401,
+  );
+  assertEquals((await as("PUT", `/admin/nodes/${m.conflux_id}/teams`, { teams: ["Bad!"] })).status, 400);
+  assertEquals((await as("PUT", `/admin/nodes/${m.conflux_id}/teams`, { teams: [] })).json.teams, undefined);
 });

@@ -25,6 +25,8 @@ export interface RealmRow {
   /** OIDC settings: when set, registering needs a valid identity token from this issuer. */
   oidc: RealmOidc | null;
   createdAt: number;
+  /** Who may talk to whom: by taints (subset rule) or by teams (a shared identity). */
+  access?: "taints" | "teams";
 }
 
 /** A registration token (its secret is not stored). */
@@ -55,6 +57,8 @@ export interface UserRow {
   /** The identity they sign in with at the realm's issuer, if any. */
   issuer: string | null;
   subject: string | null;
+  /** Base64 of the 32-byte secret their identity tags are made with. */
+  secret: string;
   createdAt: number;
 }
 
@@ -64,6 +68,8 @@ export interface TeamRow {
   realmId: string;
   name: string;
   ownerId: string;
+  /** Base64 of the 32-byte secret its identity tags are made with. */
+  secret: string;
   createdAt: number;
 }
 
@@ -96,6 +102,8 @@ export interface ConfluxRow {
   createdAt: number;
   /** The user who registered it (by a token for them, or by signing in at the realm's issuer), if known. */
   ownerId?: string | null;
+  /** Teams it asks to be associated with (it holds those its owner owns or is a member of). */
+  teams?: string[];
 }
 
 /** A verified identity: who registered a node, according to the realm's OIDC issuer. */
@@ -287,22 +295,26 @@ const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
   (db) => {
     db.exec("CREATE TABLE login_nonces (key TEXT PRIMARY KEY, until INTEGER NOT NULL);");
   },
-  // 2 -> 3, users and teams: users of a realm (who own nodes), teams they own and belong to. Tokens may name the
-  // user their nodes belong to. Nodes and tokens written before belong to nobody.
+  // 2 -> 3, users and teams: users of a realm (who own nodes), teams they own and belong to, each with the secret
+  // its identity tags are made with. Tokens may name the user their nodes belong to; nodes ask for teams. A realm
+  // chooses its access model. Nodes and tokens written before belong to nobody; realms keep taints.
   (db) => {
     db.exec(`
       CREATE TABLE users (
         id TEXT PRIMARY KEY, realm_id TEXT NOT NULL REFERENCES realms(id), name TEXT NOT NULL, issuer TEXT,
-        subject TEXT, created_at INTEGER NOT NULL, UNIQUE (realm_id, name));
+        subject TEXT, secret TEXT NOT NULL, created_at INTEGER NOT NULL, UNIQUE (realm_id, name));
       CREATE UNIQUE INDEX users_identity ON users (realm_id, issuer, subject) WHERE subject IS NOT NULL;
       CREATE TABLE teams (
         id TEXT PRIMARY KEY, realm_id TEXT NOT NULL REFERENCES realms(id), name TEXT NOT NULL,
-        owner_id TEXT NOT NULL REFERENCES users(id), created_at INTEGER NOT NULL, UNIQUE (realm_id, name));
+        owner_id TEXT NOT NULL REFERENCES users(id), secret TEXT NOT NULL, created_at INTEGER NOT NULL,
+        UNIQUE (realm_id, name));
       CREATE TABLE team_members (
         team_id TEXT NOT NULL REFERENCES teams(id), user_id TEXT NOT NULL REFERENCES users(id),
         PRIMARY KEY (team_id, user_id));
       ALTER TABLE registration_tokens ADD COLUMN user_id TEXT;
       ALTER TABLE confluxes ADD COLUMN owner_id TEXT;
+      ALTER TABLE confluxes ADD COLUMN teams TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE realms ADD COLUMN access TEXT NOT NULL DEFAULT 'taints';
     `);
   },
 ];
@@ -386,7 +398,10 @@ type Column =
   | "owner_id"
   | "issuer"
   | "subject"
-  | "team_id";
+  | "team_id"
+  | "secret"
+  | "access"
+  | "teams";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -398,6 +413,7 @@ function realm(r: Row): RealmRow {
     keySeed: String(r.key_seed),
     oidc: r.oidc === null || r.oidc === undefined ? null : JSON.parse(String(r.oidc)),
     createdAt: Number(r.created_at),
+    access: r.access === "teams" ? "teams" : "taints",
   };
 }
 
@@ -424,6 +440,7 @@ function user(r: Row): UserRow {
     name: String(r.name),
     issuer: r.issuer === null ? null : String(r.issuer),
     subject: r.subject === null ? null : String(r.subject),
+    secret: String(r.secret),
     createdAt: Number(r.created_at),
   };
 }
@@ -434,6 +451,7 @@ function team(r: Row): TeamRow {
     realmId: String(r.realm_id),
     name: String(r.name),
     ownerId: String(r.owner_id),
+    secret: String(r.secret),
     createdAt: Number(r.created_at),
   };
 }
@@ -458,6 +476,7 @@ function conflux(r: Row): ConfluxRow {
     revokedAt: r.revoked_at === null ? null : Number(r.revoked_at),
     createdAt: Number(r.created_at),
     ownerId: r.owner_id === null || r.owner_id === undefined ? null : String(r.owner_id),
+    teams: r.teams === null || r.teams === undefined ? [] : JSON.parse(String(r.teams)),
   };
 }
 
@@ -685,6 +704,14 @@ export class Store implements Disposable {
     );
   }
 
+  setRealmAccess(id: string, access: "taints" | "teams"): void {
+    this.#write("UPDATE realms SET access = ? WHERE id = ?", access, id);
+  }
+
+  setConfluxTeams(id: string, teams: string[]): void {
+    this.#write("UPDATE confluxes SET teams = ? WHERE id = ?", JSON.stringify(teams), id);
+  }
+
   /** Sets (or, with null, clears) a realm's OIDC settings. */
   setRealmOidc(id: string, oidc: RealmOidc | null): void {
     this.#write("UPDATE realms SET oidc = ? WHERE id = ?", oidc === null ? null : JSON.stringify(oidc), id);
@@ -762,8 +789,8 @@ export class Store implements Disposable {
     }
     this.#write(
       "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, any_taints, portal, " +
-        "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at, owner_id) " +
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at, owner_id, " +
+        "teams) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       c.id,
       c.realmId,
       c.secretHash,
@@ -782,6 +809,7 @@ export class Store implements Disposable {
       c.revokedAt,
       c.createdAt,
       c.ownerId ?? null,
+      JSON.stringify(c.teams ?? []),
     );
   }
 
@@ -790,12 +818,13 @@ export class Store implements Disposable {
   addUser(u: UserRow): void {
     if (this.userByName(u.realmId, u.name)) throw new ConflictError(`user "${u.name}" already exists`);
     this.#write(
-      "INSERT INTO users (id, realm_id, name, issuer, subject, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+      "INSERT INTO users (id, realm_id, name, issuer, subject, secret, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
       u.id,
       u.realmId,
       u.name,
       u.issuer,
       u.subject,
+      u.secret,
       u.createdAt,
     );
   }
@@ -835,11 +864,12 @@ export class Store implements Disposable {
   addTeam(t: TeamRow): void {
     if (this.teamByName(t.realmId, t.name)) throw new ConflictError(`team "${t.name}" already exists`);
     this.#write(
-      "INSERT INTO teams (id, realm_id, name, owner_id, created_at) VALUES (?, ?, ?, ?, ?)",
+      "INSERT INTO teams (id, realm_id, name, owner_id, secret, created_at) VALUES (?, ?, ?, ?, ?, ?)",
       t.id,
       t.realmId,
       t.name,
       t.ownerId,
+      t.secret,
       t.createdAt,
     );
   }

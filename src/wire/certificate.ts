@@ -4,16 +4,19 @@
  * ML-DSA-65 public key, for a short validity, signed by the realm's ML-DSA-65 key.
  *
  * ```
- * version u8 (2) | serial 16 | conflux 16 | realm 16 | realmName str ≤64 | tag str ≤63 | ipv4 4 | prefix4 u8
+ * version u8 (3) | serial 16 | conflux 16 | realm 16 | realmName str ≤64 | tag str ≤63 | ipv4 4 | prefix4 u8
  * | ipv6 16 | prefix6 u8 | taints [str ≤64] ≤32 | portal u8 | subnets [bytes 5|17] ≤64
- * | subject str ≤255 | email str ≤254 | nodeKey 1952 | notBefore u64 ms | notAfter u64 ms
+ * | subject str ≤255 | email str ≤254 | access u8 | identities [32] ≤16
+ * | nodeKey 1952 | notBefore u64 ms | notAfter u64 ms
  * | signature 3309 (realm key, over CERTIFICATE_SIGNATURE_CONTEXT || everything before it)
  * ```
  * `str` is a u16 byte length then UTF-8; `[x]` a u16 count then the items. A subnet is 4 or 16 address bytes
  * followed by one prefix-length byte. `subject` and `email` are the OIDC `sub` and `email` claims the Guardian
  * verified at registration; both are empty when the realm asks for no identity, and an email never comes without a
- * subject. Version 1 (without `subject` and `email`) is no longer read: no release spoke it, and every login
- * brings a fresh certificate.
+ * subject. `access` is the realm's access model (0: taints, 1: teams); `identities` are the node's identity tags
+ * (issue 21): for each identity it holds (its owner, its teams), HMAC-SHA-256 keyed by that identity's secret
+ * over the node's key (crypto/identity_tags.ts), which only holders of the same identity can recognise. Versions
+ * 1 and 2 (without `access` and `identities`) are no longer read: every login brings a fresh certificate.
  * @module
  */
 
@@ -21,8 +24,13 @@ import { ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.t
 import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
 import { bytes, fixed, list, readRecord, type RecordOf, string, u64, u8, writeRecord } from "./schema.ts";
 
-/** Version byte of certificates: 2 added `subject` and `email`. Only this version is read. */
-export const CERTIFICATE_VERSION = 2;
+/** Version byte of certificates: 2 added `subject` and `email`, 3 `access` and `identities`. Only 3 is read. */
+export const CERTIFICATE_VERSION = 3;
+/** Most identities (an owner and teams) one node holds. */
+export const MAX_IDENTITIES = 16;
+/** The realm's access model as a certificate says it. */
+export const ACCESS_TAINTS = 0;
+export const ACCESS_TEAMS = 1;
 /** Most taints on one node. */
 export const MAX_TAINTS = 32;
 /** Most portal subnets one node advertises. */
@@ -54,6 +62,8 @@ const FIELDS = {
   subnets: list(bytes(17, [5, 17]), MAX_SUBNETS),
   subject: string(MAX_SUBJECT_BYTES),
   email: string(MAX_EMAIL_BYTES),
+  access: u8(0, 1),
+  identities: list(fixed(32), MAX_IDENTITIES),
   nodeKey: fixed(ML_DSA_65_PUBLIC_KEY_BYTES),
   notBefore: u64,
   notAfter: u64,

@@ -32,6 +32,8 @@ const BASE: CertificateFields = {
   subnets: [Uint8Array.of(10, 50, 0, 0, 24), new Uint8Array(17).fill(0xfd)],
   subject: "",
   email: "",
+  access: 0,
+  identities: [],
   nodeKey: NODE_KEY,
   notBefore: 1_800_000_000_000,
   notAfter: 1_800_003_600_000,
@@ -44,7 +46,7 @@ const encode = (fields: CertificateFields) => withSignature(encodeCertificateUns
 /** Offset of `subject` in an encoding of BASE with `identity`: right before nodeKey, notBefore and notAfter. */
 function subjectOffset(bytes: Uint8Array, identity: { subject: string; email: string }): number {
   const utf8 = (s: string) => new TextEncoder().encode(s).length;
-  return bytes.length - SIGNATURE.length - 16 - NODE_KEY.length - (2 + utf8(identity.subject)) -
+  return bytes.length - SIGNATURE.length - 16 - NODE_KEY.length - 3 - (2 + utf8(identity.subject)) -
     (2 + utf8(identity.email));
 }
 
@@ -66,10 +68,10 @@ Deno.test("certificate wire: round-trips field for field, with and without an id
   }
 });
 
-Deno.test("certificate wire: the layout is as documented (version 2, subject and email after subnets)", () => {
+Deno.test("certificate wire: the layout is as documented (version 3, subject, email, access, identities)", () => {
   const bytes = encode({ ...BASE, ...ALICE });
   assertEquals(bytes[0], CERTIFICATE_VERSION);
-  assertEquals(CERTIFICATE_VERSION, 2);
+  assertEquals(CERTIFICATE_VERSION, 3);
   // version, serial, conflux, realm, then realmName as a u16 length and UTF-8.
   assertEquals(bytes.subarray(1, 17), BASE.serial);
   assertEquals(Array.from(bytes.subarray(49, 55)), [0, 4, ...new TextEncoder().encode("home")]);
@@ -81,7 +83,16 @@ Deno.test("certificate wire: the layout is as documented (version 2, subject and
   assertEquals(new TextDecoder().decode(bytes.subarray(at + 2, at + 2 + 12)), ALICE.subject);
   assertEquals(view.getUint16(at + 14), ALICE.email.length);
   assertEquals(new TextDecoder().decode(bytes.subarray(at + 16, at + 16 + 17)), ALICE.email);
-  assertEquals(bytes.subarray(at + 33, at + 33 + NODE_KEY.length), NODE_KEY);
+  // access (taints: 0), then no identities (a zero count), then the node key.
+  assertEquals(Array.from(bytes.subarray(at + 33, at + 36)), [0, 0, 0]);
+  assertEquals(bytes.subarray(at + 36, at + 36 + NODE_KEY.length), NODE_KEY);
+  // By teams, with two identity tags: 32 bytes each after their count.
+  const tags = [new Uint8Array(32).fill(7), new Uint8Array(32).fill(8)];
+  const teams = encode({ ...BASE, ...ALICE, access: 1, identities: tags });
+  assertEquals(Array.from(teams.subarray(at + 33, at + 36)), [1, 0, 2]);
+  assertEquals(teams.subarray(at + 36, at + 68), tags[0]);
+  const { signed: _s, signature: _g, ...decoded } = decodeCertificate(teams);
+  assertEquals([decoded.access, decoded.identities], [1, tags]);
   // Without an identity, the two fields are two zero lengths.
   const none = encode(BASE);
   const at0 = subjectOffset(none, BASE);
@@ -127,8 +138,8 @@ Deno.test("certificate wire: decoding refuses each malformed certificate with a 
   const escape = edit(good, (b) => b[at + 2] = 0x1b);
   const badUtf8 = edit(good, (b) => b[at + 16] = 0xff);
   const cases: [n: number, bytes: Uint8Array, reason: string, text: string][] = [
-    [1, version1, "version", "version 1 is no longer read, this node reads only version 2"],
-    [2, edit(good, (b) => b[0] = 3), "version", "version 3 is newer than this node reads (version 2)"],
+    [1, version1, "version", "version 1 is no longer read, this node reads only version 3"],
+    [2, edit(good, (b) => b[0] = 4), "version", "version 4 is newer than this node reads (version 3)"],
     [3, edit(good, (b) => b[0] = 0), "version", "version 0 is no longer read"],
     [4, longSubject, "oversize", "subject is 256 bytes, the limit is 255"],
     [5, longEmail, "oversize", "email is 255 bytes, the limit is 254"],
