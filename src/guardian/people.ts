@@ -209,7 +209,11 @@ export class People {
       secret: newSecret(),
       createdAt: this.clock(),
     };
-    await this.#change(() => this.store.addTeam(row));
+    await this.#change(() => {
+      this.store.addTeam(row);
+      // The owner's nodes that asked for it hold it from now on.
+      for (const id of this.#asking(realm.id, name, row.ownerId)) this.reissue(id);
+    });
     return this.teamView(row);
   }
 

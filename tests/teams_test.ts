@@ -1,0 +1,72 @@
+/**
+ * Access by teams end to end (issue 21): real nodes in namespaces, a realm whose access is by teams. James's node
+ * cannot reach Ben's until Ben makes a team, adds James, and both nodes ask for it; then it can. Mallory's node
+ * asks for the team too and does not get it. Removing James cuts his node off within seconds.
+ */
+
+import { assert, assertEquals } from "./assert.ts";
+import { NodeProc, waitFor } from "./harness.ts";
+import { netnsUnavailable } from "./netns.ts";
+import { realmOnTestbed } from "./testbed.ts";
+
+Deno.test({
+  name:
+    "teams: James reaches Ben's node only through a team both hold; removed, he is cut off; Mallory never",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    await using realm = await realmOnTestbed([], [], {}, ["j", "b", "m"]);
+    const g = realm.guardian;
+    await g.admin(["realm", "access", "home", "teams"]);
+    const nodes: Record<string, NodeProc> = {};
+    for (const [host, user] of [["j", "james"], ["b", "ben"], ["m", "mallory"]] as const) {
+      await g.admin(["user", "create", user, "--realm", "home"]);
+      const token = await g.admin(["token", "create", "--realm", "home", "--user", user]);
+      const node = new NodeProc(host, `${g.dataDir}/../${host}`, { netns: realm.bed.host(host).ns.name });
+      realm.nodes.set(host, node);
+      await node.register(g.url, token, ["--teams", "lab"]);
+      await node.start();
+      nodes[host] = node;
+    }
+    const { j, b, m } = nodes as { j: NodeProc; b: NodeProc; m: NodeProc };
+    const ns = realm.bed.host("j").ns;
+    const bAddress = "10.128.0.2"; // b registered second
+    const ping = async () =>
+      (await ns.exec("ping", ["-c", "1", "-W", "1", bAddress], { allowFailure: true })).success;
+
+    // No team yet: each node says it does not hold lab, and James's node finds and reaches nothing of Ben's.
+    await waitFor("j to say lab is ignored", 10_000, () => j.proc!.output.includes("teams ignored: lab"));
+    assertEquals(await j.resolve("b"), []);
+    assertEquals(await ping(), false);
+
+    // Ben makes lab and adds James: both nodes log in again, and James reaches Ben.
+    await g.admin(["team", "create", "lab", "--owner", "ben", "--realm", "home"]);
+    const added = Date.now();
+    await g.admin(["team", "add", "lab", "james", "--realm", "home"]);
+    await waitFor("j to reach b through the team", 20_000, async () => (await j.resolve("b")).length === 1);
+    await waitFor("j's first ping to b", 20_000, ping);
+    console.log(`j reached b ${((Date.now() - added) / 1000).toFixed(1)} s after James was added to lab`);
+
+    // Mallory's node asked for lab too: it holds it not, and finds neither.
+    assert(m.proc!.output.includes("teams ignored: lab"), m.proc!.output);
+    assertEquals(await m.resolve("b"), []);
+    assertEquals(await m.resolve("j"), []);
+
+    // James removed from lab: his node is cut off from Ben's.
+    const pinging = ns.exec("ping", ["-D", "-i", "0.1", "-c", "60", "-W", "1", bAddress], {
+      allowFailure: true,
+    });
+    await new Promise((r) => setTimeout(r, 1_000));
+    const removed = Date.now();
+    await g.admin(["team", "remove", "lab", "james", "--realm", "home"]);
+    const out = (await pinging).text;
+    const replies = [...out.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from/gm)].map((r) => Number(r[1]) * 1000);
+    const last = Math.max(...replies);
+    const cut = (last - removed) / 1000;
+    console.log(
+      `the last reply came ${cut.toFixed(1)} s after James was removed from lab (${replies.length} replies)`,
+    );
+    assert(replies.length >= 5, `pings answered before the removal:\n${out}`);
+    assert(cut <= 2, `b still answered ${cut.toFixed(1)} s after the removal\n${out}\n${b.proc!.output}`);
+    assertEquals(await j.resolve("b"), []);
+  },
+});
