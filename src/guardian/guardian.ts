@@ -779,8 +779,9 @@ export class Guardian {
       taints,
       portal: current.portal ? 1 : 0,
       subnets: current.subnets.map((s) => subnetToBytes(parseCidr(s))),
-      subject: current.identity?.subject ?? "",
-      email: current.identity?.email ?? "",
+      // By teams, who a node belongs to is not said on the network: its identities are tags only.
+      subject: teamsRealm ? "" : current.identity?.subject ?? "",
+      email: teamsRealm ? "" : current.identity?.email ?? "",
       access: teamsRealm ? ACCESS_TEAMS : ACCESS_TAINTS,
       identities: held.secrets.map((s) => identityTag(fromBase64(s)!, key)),
       nodeKey: key,

@@ -108,6 +108,9 @@ Deno.test("people: by teams, a node's certificate carries tags of what its owner
   ]);
   assert(sharesIdentity(j2.secrets, b2.cert) && sharesIdentity(b2.secrets, j2.cert));
   assertEquals([m2.cert.identities.length, m2.ignored], [1, ["lab"]]);
+  // What peers see of a node (its certificate) names neither the team nor its members.
+  const text = new TextDecoder("latin1").decode(j2.cert.signed);
+  for (const name of ["lab", "james", "ben"]) assert(!text.includes(name), `the certificate names ${name}`);
   assertEquals(sharesIdentity(m2.secrets, j2.cert) || sharesIdentity(j2.secrets, m2.cert), false);
   // The secrets a node gets are its own identities' only: nothing of lab for Mallory.
   assertEquals(m2.secrets.some((s) => j2.secrets.some((t) => s.every((x, i) => x === t[i]))), false);
