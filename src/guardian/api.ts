@@ -8,7 +8,7 @@ import type { AdminScope, Guardian, RegisterRequest } from "./guardian.ts";
 import { StateUnavailable } from "./replication.ts";
 import { GuardianError, parseDuration } from "./rules.ts";
 import { SourceLimits, type SourceLimitsOptions, sourceOf } from "./source_limits.ts";
-import type { RealmOidc, RealmRow } from "./store.ts";
+import type { RealmOidc, RealmRow, UserRow } from "./store.ts";
 
 /** Largest request body accepted (an administrator's); node endpoints take less, see BODY_CAPS. */
 export const MAX_BODY_BYTES = 64 * 1024;
@@ -166,7 +166,35 @@ export function guardianHandler(
     await guardian.sync();
     return await handler(ctx, scope);
   };
+  /**
+   * A route administrators use, and users too for their own teams and nodes: the handler gets the admin scope,
+   * or else the user an identity token from a realm's issuer belongs to.
+   */
+  const adminOrUser = (
+    handler: (ctx: Context, who: { scope: AdminScope } | { user: UserRow }) => Promise<Response>,
+  ): Handler =>
+  async (ctx) => {
+    let who: { scope: AdminScope } | { user: UserRow };
+    try {
+      who = { scope: await guardian.adminScope(ctx.token) };
+    } catch (error) {
+      const user = await guardian.userOf(ctx.token);
+      if (!user) throw error;
+      who = { user };
+    }
+    await guardian.sync();
+    return await handler(ctx, who);
+  };
+  /** For a user: their realm must be the one named (403), and what they act on must be theirs (`mine`, else 403). */
+  const userMay = (user: UserRow, realm: string | undefined, mine: boolean, what: string) => {
+    if (guardian.store.realmById(user.realmId)?.name !== realm) {
+      throw new HttpError(403, `${user.name} is a user of another realm`);
+    }
+    if (!mine) throw new HttpError(403, `${user.name} may not ${what}`);
+  };
   const realmParam = (url: URL) => url.searchParams.get("realm") ?? undefined;
+  const owns = (user: UserRow, team: string) =>
+    guardian.store.teamByName(user.realmId, team)?.ownerId === user.id;
   const scoped = (scope: AdminScope, realmId: string) =>
     scope.all || scope.realms.has(guardian.store.realmById(realmId)?.name ?? "");
   /**
@@ -370,38 +398,74 @@ export function guardianHandler(
       return json(200, { ok: true });
     }),
 
-    "GET /admin/realms/:realm/teams": admin(({ params }, scope) => {
-      inScope(scope, params.realm);
-      return Promise.resolve(json(200, guardian.people.teams(params.realm!)));
+    // Teams: administrators manage all of a realm's; a user sees the teams they own or belong to, and manages
+    // the ones they own (and may leave one).
+    "GET /admin/realms/:realm/teams": adminOrUser(({ params }, who) => {
+      if ("scope" in who) inScope(who.scope, params.realm);
+      else userMay(who.user, params.realm, true, "");
+      const teams = guardian.people.teams(params.realm!);
+      if ("scope" in who) return Promise.resolve(json(200, teams));
+      const name = who.user.name;
+      return Promise.resolve(json(200, teams.filter((t) => t.owner === name || t.members.includes(name))));
     }),
 
-    "POST /admin/realms/:realm/teams": admin(async ({ params, body }, scope) => {
-      inScope(scope, params.realm);
+    "POST /admin/realms/:realm/teams": adminOrUser(async ({ params, body }, who) => {
       const b = await body();
       const name = optional<string>(b, "name", "string");
-      const owner = optional<string>(b, "owner", "string");
+      let owner = optional<string>(b, "owner", "string");
+      if ("scope" in who) inScope(who.scope, params.realm);
+      else {
+        userMay(
+          who.user,
+          params.realm,
+          owner === undefined || owner === who.user.name,
+          "make a team for another",
+        );
+        owner = who.user.name;
+      }
       if (!name || !owner) throw new HttpError(400, "name and owner are required");
       return json(201, await guardian.people.createTeam(params.realm!, name, owner));
     }),
 
-    "DELETE /admin/realms/:realm/teams/:team": admin(async ({ params }, scope) => {
-      inScope(scope, params.realm);
+    "DELETE /admin/realms/:realm/teams/:team": adminOrUser(async ({ params }, who) => {
+      if ("scope" in who) inScope(who.scope, params.realm);
+      else userMay(who.user, params.realm, owns(who.user, params.team!), `delete team ${params.team}`);
       await guardian.people.deleteTeam(params.realm!, params.team!);
       return json(200, { ok: true });
     }),
 
-    "PUT /admin/realms/:realm/teams/:team/members/:user": admin(async ({ params }, scope) => {
-      inScope(scope, params.realm);
+    "PUT /admin/realms/:realm/teams/:team/members/:user": adminOrUser(async ({ params }, who) => {
+      if ("scope" in who) inScope(who.scope, params.realm);
+      else {userMay(
+          who.user,
+          params.realm,
+          owns(who.user, params.team!),
+          `add members to team ${params.team}`,
+        );}
       return json(200, await guardian.people.addMember(params.realm!, params.team!, params.user!));
     }),
 
-    "DELETE /admin/realms/:realm/teams/:team/members/:user": admin(async ({ params }, scope) => {
-      inScope(scope, params.realm);
+    "DELETE /admin/realms/:realm/teams/:team/members/:user": adminOrUser(async ({ params }, who) => {
+      if ("scope" in who) inScope(who.scope, params.realm);
+      else {
+        const mine = owns(who.user, params.team!) || params.user === who.user.name; // or leaving it
+        userMay(who.user, params.realm, mine, `remove members of team ${params.team}`);
+      }
       return json(200, await guardian.people.removeMember(params.realm!, params.team!, params.user!));
     }),
 
-    "PUT /admin/nodes/:ref/teams": admin(async (ctx, scope) => {
-      const id = nodeOf(ctx, scope).id;
+    "PUT /admin/nodes/:ref/teams": adminOrUser(async (ctx, who) => {
+      let id: string;
+      if ("scope" in who) id = nodeOf(ctx, who.scope).id;
+      else {
+        // A user's own nodes only: another's is not found.
+        const node = guardian.store.confluxById(ctx.params.ref!) ??
+          guardian.store.confluxByTag(who.user.realmId, ctx.params.ref!);
+        if (!node || node.ownerId !== who.user.id) {
+          throw new HttpError(404, `no node "${ctx.params.ref}" of yours`);
+        }
+        id = node.id;
+      }
       return json(200, await guardian.setNodeTeams(id, stringList(await ctx.body(), "teams") ?? []));
     }),
 

@@ -58,6 +58,7 @@ import {
   type RealmRow,
   type RegistrationTokenRow,
   type Store,
+  type UserRow,
 } from "./store.ts";
 
 /** What a node asks for at registration. */
@@ -279,6 +280,25 @@ export class Guardian {
       "this needs the admin token (Authorization: Bearer vadm....) or an identity token of a realm's " +
         `administrator${refused ? `: ${refused}` : ""}`,
     );
+  }
+
+  /**
+   * The user an identity token from a realm's issuer belongs to (one the realm knows by issuer and subject), or
+   * undefined: a user's credential for their own teams and nodes.
+   */
+  async userOf(token: string | undefined): Promise<UserRow | undefined> {
+    const issuer = token === undefined ? undefined : claimedIssuer(token);
+    for (const realm of this.store.realms()) {
+      if (!realm.oidc || realm.oidc.issuer !== issuer) continue;
+      try {
+        const { identity } = await verifyIdentity(token!, realm.oidc);
+        const user = this.store.userByIdentity(realm.id, identity.issuer, identity.subject);
+        if (user) return user;
+      } catch {
+        // not this realm's
+      }
+    }
+    return undefined;
   }
 
   /** Throws 401 unless `token` is the admin token. */

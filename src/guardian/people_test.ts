@@ -1,5 +1,6 @@
 // Users and teams at the Guardian (issue 21): made and changed by an administrator only, through the admin API.
 
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { assert, assertEquals } from "../../tests/assert.ts";
 import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
 import { sharesIdentity } from "../crypto/identity_tags.ts";
@@ -126,4 +127,74 @@ Deno.test("people: by teams, a node's certificate carries tags of what its owner
   );
   assertEquals((await as("PUT", `/admin/nodes/${m.conflux_id}/teams`, { teams: ["Bad!"] })).status, 400);
   assertEquals((await as("PUT", `/admin/nodes/${m.conflux_id}/teams`, { teams: [] })).json.teams, undefined);
+});
+
+Deno.test("people: a user, by their identity token, manages the teams they own and their own nodes' teams, no more", async () => {
+  const issuerKey = await generateKeyPair("ES256");
+  const jwk = { ...await exportJWK(issuerKey.publicKey), kid: "k1", alg: "ES256" };
+  await using idp = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
+  const iss = "https://idp.test";
+  const tokenOf = (sub: string) =>
+    new SignJWT({ sub }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss).setAudience("veilnet")
+      .setIssuedAt().setExpirationTime("5m").sign(issuerKey.privateKey);
+  const { call, admin } = await setup();
+  const as = (method: string, path: string, body?: unknown) => call(method, path, { token: admin, body });
+  await as("PUT", "/admin/realms/home/oidc", {
+    issuer: iss,
+    jwks_url: `http://127.0.0.1:${idp.addr.port}/jwks`,
+    audience: "veilnet",
+  });
+  for (const name of ["james", "ben", "mallory"]) {
+    await as("POST", "/admin/realms/home/users", { name, issuer: iss, subject: `sub-${name}` });
+  }
+  const [james, ben, mallory] = await Promise.all(
+    ["james", "ben", "mallory"].map((n) => tokenOf(`sub-${n}`)),
+  );
+  const by = (token: string, method: string, path: string, body?: unknown) =>
+    call(method, path, { token, body });
+
+  // Ben makes a team of his own and adds James; each sees it, Mallory does not.
+  const made = await by(ben, "POST", "/admin/realms/home/teams", { name: "lab" });
+  assertEquals([made.status, made.json.owner], [201, "ben"]);
+  assertEquals((await by(ben, "PUT", "/admin/realms/home/teams/lab/members/james")).status, 200);
+  const seen = async (token: string) =>
+    (await by(token, "GET", "/admin/realms/home/teams")).json.map((t: { name: string }) => t.name);
+  assertEquals([await seen(ben), await seen(james), await seen(mallory)], [["lab"], ["lab"], []]);
+  // What they may not do.
+  const refused: [n: number, token: string, method: string, path: string, body: unknown, status: number][] = [
+    [1, mallory, "PUT", "/admin/realms/home/teams/lab/members/mallory", undefined, 403], // joining by herself
+    [2, james, "PUT", "/admin/realms/home/teams/lab/members/mallory", undefined, 403], // a member, not the owner
+    [3, mallory, "DELETE", "/admin/realms/home/teams/lab", undefined, 403],
+    [4, mallory, "DELETE", "/admin/realms/home/teams/lab/members/james", undefined, 403],
+    [5, mallory, "POST", "/admin/realms/home/teams", { name: "other", owner: "ben" }, 403], // one for another
+    [6, mallory, "GET", "/admin/realms/other/teams", undefined, 403], // another realm
+    [7, mallory, "GET", "/admin/realms/home/users", undefined, 401], // the directory is the administrator's
+    [8, mallory, "POST", "/admin/realms/home/users", { name: "eve" }, 401],
+    [9, mallory, "GET", "/admin/nodes", undefined, 401],
+    [10, await tokenOf("sub-nobody"), "GET", "/admin/realms/home/teams", undefined, 401], // not a user here
+  ];
+  for (const [n, token, method, path, body, status] of refused) {
+    assertEquals((await by(token, method, path, body)).status, status, `case ${n}`);
+  }
+  assertEquals((await as("GET", "/admin/realms/home/teams")).json[0].members, ["james"]);
+  // James may leave; then he sees it no more.
+  assertEquals((await by(james, "DELETE", "/admin/realms/home/teams/lab/members/james")).status, 200);
+  assertEquals(await seen(james), []);
+
+  // A user sets the teams of their own nodes, not another's.
+  const nodeOf = async (user: string) => {
+    const token = (await as("POST", "/admin/tokens", { realm: "home", user })).json.token;
+    return (await call("POST", "/conflux/register", { token, body: { jwt: await tokenOf(`sub-${user}`) } }))
+      .json.conflux_id as string;
+  };
+  const [benNode, malloryNode] = [await nodeOf("ben"), await nodeOf("mallory")];
+  assertEquals((await by(ben, "PUT", `/admin/nodes/${benNode}/teams`, { teams: ["lab"] })).json.teams, [
+    "lab",
+  ]);
+  assertEquals((await by(mallory, "PUT", `/admin/nodes/${benNode}/teams`, { teams: [] })).status, 404);
+  assertEquals(
+    (await by(mallory, "PUT", `/admin/nodes/${malloryNode}/teams`, { teams: ["lab"] })).status,
+    200,
+  );
+  assertEquals((await as("GET", `/admin/nodes/${benNode}`)).json.teams, ["lab"]);
 });
