@@ -443,7 +443,7 @@ export function consoleHandler(
       }
       const field = (name: string) => fields.get(name)?.trim() ?? "";
       const list = (name: string) => field(name).split(",").map((t) => t.trim()).filter(Boolean);
-      const action = /^\/nodes\/([0-9a-f-]{36})\/(revoke|remove|taints|tag|subnets)$/.exec(path);
+      const action = /^\/nodes\/([0-9a-f-]{36})\/(revoke|remove|taints|tag|subnets|teams)$/.exec(path);
       try {
         if (action) {
           const [, ref, what] = action;
@@ -461,6 +461,7 @@ export function consoleHandler(
           }
           if (what === "tag") await call(s, info, "PUT", `${node}/tag`, { tag: field("tag") });
           if (what === "subnets") await call(s, info, "PUT", `${node}/subnets`, { subnets: list("subnets") });
+          if (what === "teams") await call(s, info, "PUT", `${node}/teams`, { teams: list("teams") });
           return redirect(`/nodes/${ref}`);
         }
         if (path === "/tokens") {
@@ -508,6 +509,11 @@ export function consoleHandler(
           } else if (verb === "members") await call(s, info, "DELETE", `${base}/${name}/members/${member}`);
           else return html(404, page("Not found", "<p>No such action.</p>", s));
           return redirect(`/realms/${realm}/people`);
+        }
+        const access = /^\/realms\/([A-Za-z0-9_.-]{1,64})\/access$/.exec(path)?.[1];
+        if (access) {
+          await call(s, info, "PUT", `/admin/realms/${access}/access`, { access: field("access") });
+          return redirect("/realms");
         }
         const oidc = /^\/realms\/([A-Za-z0-9_.-]{1,64})\/oidc$/.exec(path)?.[1];
         if (oidc) {
@@ -560,6 +566,7 @@ interface RealmView {
   cidr4: string;
   cidr6: string;
   oidc?: { issuer: string; jwks_url: string; audience: string; taints_claim?: string; admins?: string[] };
+  access?: "taints" | "teams";
 }
 
 async function realmNames(get: (p: string) => Promise<unknown>): Promise<string[]> {
@@ -666,6 +673,8 @@ function nodePage(s: Session, n: NodeView): string {
     ["Addresses", esc(n.ips.join(" "))],
     ["Taints (held / granted)", `${esc(n.taints.join(", ") || "-")} / ${esc(n.granted_taints)}`],
     ["Identity", esc(n.identity ? (n.identity.email ?? n.identity.subject) : "-")],
+    ["Owner", esc(n.owner ?? "-")],
+    ["Teams it asks for", esc(n.teams?.join(", ") || "-")],
     [
       "Portal subnets (offered / granted)",
       `${esc(n.subnets.join(", ") || "-")} / ${esc(n.granted_subnets.join(", ") || "-")}`,
@@ -699,6 +708,11 @@ function nodePage(s: Session, n: NodeView): string {
         "subnets",
         `<label>Portal subnets <input name="subnets" value="${esc(n.granted_subnets.join(","))}"></label>` +
           `<button>Grant</button>`,
+      ) +
+      action(
+        "teams",
+        `<label>Teams <input name="teams" value="${esc(n.teams?.join(",") ?? "")}"></label>` +
+          `<button>Set teams</button>`,
       ) +
       action("revoke", `<button class="danger">Revoke</button>`) +
       action("remove", `<button class="danger">Remove</button>`) +
@@ -821,7 +835,14 @@ function peoplePage(s: Session, realm: string, users: UserView[], teams: TeamVie
 function realmsPage(s: Session, realms: RealmView[]): string {
   const rows = realms.map((r) =>
     `<tr><td>${esc(r.name)}<br><a href="/realms/${esc(r.name)}/people">Users and teams</a></td>` +
-    `<td>${esc(r.cidr4)}<br>${esc(r.cidr6)}</td><td>` +
+    `<td>${esc(r.cidr4)}<br>${esc(r.cidr6)}</td><td><form method="post" action="/realms/${
+      esc(r.name)
+    }/access">` +
+    `${csrf(s)}<select name="access">${
+      (["taints", "teams"] as const).map((a) =>
+        `<option${(r.access ?? "taints") === a ? " selected" : ""}>${a}</option>`
+      ).join("")
+    }</select><button>Set access</button></form></td><td>` +
     `<form method="post" action="/realms/${esc(r.name)}/oidc">${csrf(s)}` +
     `<input name="issuer" placeholder="issuer (empty: none)" value="${esc(r.oidc?.issuer ?? "")}">` +
     `<input name="jwks_url" placeholder="JWKS URL" value="${esc(r.oidc?.jwks_url ?? "")}">` +
@@ -837,7 +858,7 @@ function realmsPage(s: Session, realms: RealmView[]): string {
     `<form method="post" action="/realms" class="create">${csrf(s)}<label>Name <input name="name" required ` +
       `pattern="[a-z0-9-]{1,63}"></label><label>IPv4 range <input name="cidr" placeholder="10.128.0.0/16"></label>` +
       `<button>Create realm</button></form><div class="scroll"><table><thead><tr><th>Realm</th><th>Addresses</th>` +
-      `<th>OIDC</th></tr></thead><tbody>${rows}</tbody></table></div>`,
+      `<th>Access</th><th>OIDC</th></tr></thead><tbody>${rows}</tbody></table></div>`,
     s,
   );
 }

@@ -164,6 +164,20 @@ Deno.test("console: a realm's users and teams are made and changed on its page, 
   assertEquals(await post("/realms/home/teams/lab/delete"), 303);
   assertEquals(await post(`/realms/home/users/${encodeURIComponent("ben@example.com")}/remove`), 303);
   assertEquals(people.users("home").map((u) => u.name), ["james"]);
+  // The realm's access model, and a node's teams.
+  assertEquals(await post("/realms/home/access", { access: "teams" }), 303);
+  assertEquals(g.guardian.store.realmByName("home")!.access, "teams");
+  assert(
+    (await (await request("/realms", { cookie: session })).text()).includes(
+      "<option selected>teams</option>",
+    ),
+  );
+  const token = (await g.guardian.createToken({ realm: "home", user: "james" })).token;
+  const node = (await g.call("POST", "/conflux/register", { token, body: {} })).json.conflux_id;
+  assertEquals(await post(`/nodes/${node}/teams`, { teams: "lab, ops" }), 303);
+  assertEquals(g.guardian.store.confluxById(node)!.teams, ["lab", "ops"]);
+  const page = await (await request(`/nodes/${node}`, { cookie: session })).text();
+  assert(page.includes("<dd>james</dd>") && page.includes("<dd>lab, ops</dd>"), page);
   // Without the session's CSRF token, nothing changes.
   const forged = await request("/realms/home/users", {
     method: "POST",
