@@ -37,6 +37,8 @@ Deno.test({
     await waitFor("j to say lab is ignored", 10_000, () => j.proc!.output.includes("teams ignored: lab"));
     assertEquals(await j.resolve("b"), []);
     assertEquals(await ping(), false);
+    const access = async () => (await j.status()).json.access;
+    assertEquals(await access(), { model: "teams", identities: 1, ignoredTeams: ["lab"] });
 
     // Ben makes lab and adds James: both nodes log in again, and James reaches Ben.
     await g.admin(["team", "create", "lab", "--owner", "ben", "--realm", "home"]);
@@ -45,6 +47,7 @@ Deno.test({
     await waitFor("j to reach b through the team", 20_000, async () => (await j.resolve("b")).length === 1);
     await waitFor("j's first ping to b", 20_000, ping);
     console.log(`j reached b ${((Date.now() - added) / 1000).toFixed(1)} s after James was added to lab`);
+    assertEquals(await access(), { model: "teams", identities: 2, ignoredTeams: [] });
 
     // Mallory's node asked for lab too: it holds it not, and finds neither.
     assert(m.proc!.output.includes("teams ignored: lab"), m.proc!.output);

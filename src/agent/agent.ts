@@ -724,6 +724,11 @@ export class Agent implements AsyncDisposable {
       ips: [formatAddress(cert.ipv4), formatAddress(cert.ipv6)],
       realm: this.#session.login.realm.name,
       taints: cert.taints,
+      access: {
+        model: cert.access === ACCESS_TEAMS ? "teams" : "taints",
+        identities: cert.identities.length,
+        ignoredTeams: this.#session.login.ignored_teams ?? [],
+      },
       ...identityStatus(cert),
       connected: { guardian: this.#clock() < cert.notAfter, master: this.#channel?.state === "connected" },
       certificateExpiresAt: cert.notAfter,

@@ -55,6 +55,8 @@ export interface NodeStatus {
   ips: string[];
   realm: string;
   taints: string[];
+  /** The realm's access model; by teams, how many identities this node holds and which teams it was denied. */
+  access?: { model: "taints" | "teams"; identities: number; ignoredTeams: string[] };
   /** Who registered this node, from its certificate (absent when the realm asks for no identity). */
   identity?: IdentityStatus;
   connected: {

@@ -356,7 +356,14 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       ["node", `${s.tag} (${s.id})`],
       ["addresses", s.ips.join(", ")],
       ["realm", s.realm],
-      ["taints", s.taints.join(",") || "(none: no peers)"],
+      s.access?.model === "teams"
+        ? [
+          "access",
+          `by teams: ${s.access.identities} identities held${
+            s.access.ignoredTeams.length ? `; not held: ${s.access.ignoredTeams.join(", ")}` : ""
+          }`,
+        ]
+        : ["taints", s.taints.join(",") || "(none: no peers)"],
       ["identity", identityLine(s.identity)],
       [
         "guardian",
