@@ -188,6 +188,22 @@ export class GuardianProc implements AsyncDisposable {
     return r.stdout.trim();
   }
 
+  /** A `guardian` admin command through this Guardian's API (what only the serving Guardian knows: reports). */
+  async viaApi(args: string[]): Promise<string> {
+    const r = await cli([
+      "guardian",
+      ...args,
+      "--guardian",
+      this.url,
+      "--admin-token-file",
+      `${this.dataDir}/admin.token`,
+      "--guardian-ca",
+      `${this.dataDir}/ca.pem`,
+    ]);
+    if (r.code !== 0) throw new Error(`guardian ${args.join(" ")} failed: ${r.stderr}`);
+    return r.stdout;
+  }
+
   async stop(): Promise<void> {
     await this.proc?.stop();
   }

@@ -16,7 +16,7 @@
 
 import type { PeerStatus } from "../src/agent/status.ts";
 import { assert } from "./assert.ts";
-import { cli, freePort, GuardianProc, NodeProc, tempDir, waitFor } from "./harness.ts";
+import { freePort, GuardianProc, NodeProc, tempDir, waitFor } from "./harness.ts";
 import {
   behindNat,
   coturn,
@@ -356,19 +356,7 @@ async function matrix(turn: boolean): Promise<Row[]> {
     let last: string[] = [];
     await waitFor("every node's NAT kind in its report", 15_000, async () => {
       // Reports live in the serving Guardian: asked through its API, not its data directory.
-      const list = await cli([
-        "guardian",
-        "node",
-        "list",
-        "--json",
-        "--guardian",
-        guardian.url,
-        "--admin-token-file",
-        `${guardian.dataDir}/admin.token`,
-        "--guardian-ca",
-        `${guardian.dataDir}/ca.pem`,
-      ]);
-      last = wrong(JSON.parse(list.stdout));
+      last = wrong(JSON.parse(await guardian.viaApi(["node", "list", "--json"])));
       return last.length === 0;
     }).catch((e) => {
       throw new Error(`${e.message}: ${last.join("; ")}`);

@@ -5,7 +5,7 @@
  */
 
 import { assert, assertEquals } from "./assert.ts";
-import { cli, waitFor } from "./harness.ts";
+import { waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { reachingRealm } from "./faults.ts";
 
@@ -16,22 +16,7 @@ Deno.test({
     const { realm, a } = await reachingRealm(["a", "b"]);
     await using _realm = realm;
     const g = realm.guardian;
-    const list = async (json: boolean) => {
-      const r = await cli([
-        "guardian",
-        "node",
-        "list",
-        ...(json ? ["--json"] : []),
-        "--guardian",
-        g.url,
-        "--admin-token-file",
-        `${g.dataDir}/admin.token`,
-        "--guardian-ca",
-        `${g.dataDir}/ca.pem`,
-      ]);
-      assertEquals(r.code, 0, r.stderr);
-      return r.stdout;
-    };
+    const list = (json: boolean) => g.viaApi(["node", "list", ...(json ? ["--json"] : [])]);
     const bId = ((await realm.node("b").status()).json.id) as string;
     type Listed = {
       tag: string;

@@ -849,16 +849,26 @@ export class Store implements Disposable {
   }
 
   users(realmId?: string): UserRow[] {
+    return this.#byName("users", realmId).map(user);
+  }
+
+  /** Rows of `table` (of one realm, or all), by name. */
+  #byName(table: "users" | "teams", realmId?: string): Row[] {
     const rows = realmId === undefined
-      ? this.#prepare("SELECT * FROM users ORDER BY name").all()
-      : this.#prepare("SELECT * FROM users WHERE realm_id = ? ORDER BY name").all(realmId);
-    return (rows as Row[]).map(user);
+      ? this.#prepare(`SELECT * FROM ${table} ORDER BY name`).all()
+      : this.#prepare(`SELECT * FROM ${table} WHERE realm_id = ? ORDER BY name`).all(realmId);
+    return rows as Row[];
+  }
+
+  /** Deletes a user or a team with its memberships; false if there is none. */
+  #removeWithMembers(table: "users" | "teams", id: string): boolean {
+    this.#write(`DELETE FROM team_members WHERE ${table === "users" ? "user_id" : "team_id"} = ?`, id);
+    return Number(this.#write(`DELETE FROM ${table} WHERE id = ?`, id).changes) === 1;
   }
 
   /** Removes a user with their memberships; false if there is none. (Their teams and nodes are the caller's.) */
   removeUser(id: string): boolean {
-    this.#write("DELETE FROM team_members WHERE user_id = ?", id);
-    return Number(this.#write("DELETE FROM users WHERE id = ?", id).changes) === 1;
+    return this.#removeWithMembers("users", id);
   }
 
   addTeam(t: TeamRow): void {
@@ -880,16 +890,12 @@ export class Store implements Disposable {
   }
 
   teams(realmId?: string): TeamRow[] {
-    const rows = realmId === undefined
-      ? this.#prepare("SELECT * FROM teams ORDER BY name").all()
-      : this.#prepare("SELECT * FROM teams WHERE realm_id = ? ORDER BY name").all(realmId);
-    return (rows as Row[]).map(team);
+    return this.#byName("teams", realmId).map(team);
   }
 
   /** Deletes a team and its memberships; false if there is none. */
   removeTeam(id: string): boolean {
-    this.#write("DELETE FROM team_members WHERE team_id = ?", id);
-    return Number(this.#write("DELETE FROM teams WHERE id = ?", id).changes) === 1;
+    return this.#removeWithMembers("teams", id);
   }
 
   /** Adds a member; false if they already were one. */
