@@ -114,7 +114,10 @@ Deno.test({
     const cookie = (await cookies()).find((c) => c.name === "vc_console")!;
     assertEquals([cookie.httpOnly, cookie.secure, cookie.sameSite], [true, true, "Strict"]);
     await page.goto(`${origin}/realms`);
-    assertEquals(await page.$$eval("tbody tr td:first-child", (c) => c.map((e) => e.textContent)), ["home"]);
+    assertEquals(
+      await page.$$eval("tbody tr td:first-child", (c) => c.map((e) => e.childNodes[0]!.textContent)),
+      ["home"],
+    );
     await page.goto(`${origin}/tokens`);
     assertEquals(await page.$$eval("tbody tr", (rows) => rows.length), 0, "lab's token is not shown");
     assertEquals(await page.$$eval("select[name=realm] option", (o) => o.map((e) => e.textContent)), [
@@ -129,6 +132,28 @@ Deno.test({
     await page.type("form.create input[name=name]", "mine");
     await Promise.all([page.waitForNavigation(), page.click("form.create button")]);
     assertEquals(JSON.parse(await g.admin(["realm", "list"])).length, 2);
+
+    // A user of the realm (not an administrator) signs in the same way and manages their own teams only.
+    for (const user of ["ben", "james"]) {
+      await g.admin(["user", "create", user, "--realm", "home", "--issuer", idp.url, "--subject", user]);
+    }
+    const ben = await signIn("ben");
+    assertEquals(new URL(ben.page.url()).pathname, "/teams");
+    await ben.page.type("form.create input[name=name]", "lab");
+    await Promise.all([ben.page.waitForNavigation(), ben.page.click("form.create button")]);
+    await ben.page.type("form[action$='/members'] input[name=user]", "james");
+    await Promise.all([ben.page.waitForNavigation(), ben.page.click("form[action$='/members'] button")]);
+    const teams = JSON.parse(await g.admin(["team", "list", "--realm", "home"])) as {
+      name: string;
+      owner: string;
+      members: string[];
+    }[];
+    assertEquals(teams.map((t) => [t.name, t.owner, t.members]), [["lab", "ben", ["james"]]]);
+    assertEquals(
+      (await ben.page.goto(`${origin}/nodes`))?.status(),
+      401,
+      "a user sees no administrator's page",
+    );
 
     // Login CSRF: alice starts a sign-in and stops her browser at the return to the console; the return URL (a
     // valid code and state) opened in another browser, which did not start that sign-in, is refused.

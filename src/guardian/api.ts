@@ -398,6 +398,17 @@ export function guardianHandler(
       return json(200, { ok: true });
     }),
 
+    "GET /admin/whoami": adminOrUser((_, who) =>
+      Promise.resolve(
+        json(
+          200,
+          "scope" in who
+            ? { administrator: who.scope.all ? "all" : [...who.scope.realms] }
+            : { user: who.user.name, realm: guardian.store.realmById(who.user.realmId)?.name },
+        ),
+      )
+    ),
+
     // Teams: administrators manage all of a realm's; a user sees the teams they own or belong to, and manages
     // the ones they own (and may leave one).
     "GET /admin/realms/:realm/teams": adminOrUser(({ params }, who) => {

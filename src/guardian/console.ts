@@ -62,6 +62,10 @@ interface Session {
   expires: number;
   /** Who signed in through an issuer, and for which realm. */
   who?: string;
+  /** A user of this realm (not an administrator): the console shows them their teams only. */
+  userRealm?: string;
+  /** That user's name. */
+  userName?: string;
 }
 
 /** A sign-in at an issuer, between the redirect there and the return. */
@@ -193,7 +197,8 @@ export function consoleHandler(
     info: { remoteAddr: Deno.Addr } | undefined,
   ): Promise<{ cookie: string } | { refused: Response }> => {
     try {
-      await call(candidate, info, "GET", "/admin/realms");
+      const probe = candidate.userRealm ? `/admin/realms/${candidate.userRealm}/teams` : "/admin/realms";
+      await call(candidate, info, "GET", probe);
     } catch (error) {
       const e = error as ApiError;
       return { refused: html(e.status === 429 ? 429 : 401, signinPage(`Not signed in: ${e.message}`)) };
@@ -207,9 +212,7 @@ export function consoleHandler(
   const startSignin = async (url: URL): Promise<Response> => {
     const realm = url.searchParams.get("realm")?.trim() ?? "";
     const oidc = o.realmOidc?.(realm);
-    if (!oidc?.admins?.length) {
-      return html(400, signinPage(`Realm "${realm}" has no administrators who sign in through an issuer.`));
-    }
+    if (!oidc) return html(400, signinPage(`Realm "${realm}" has no identity provider to sign in with.`));
     let at: Endpoints;
     try {
       at = await endpointsOf(oidc.issuer);
@@ -325,13 +328,24 @@ export function consoleHandler(
     } catch (error) {
       return html(401, signinPage(`Not signed in: ${(error as Error).message}`), clear);
     }
-    const opened = await open({ token: idToken, csrf: random(), expires, who }, info);
+    // An administrator of the realm, else one of its users (who sees their teams only).
+    let opened = await open({ token: idToken, csrf: random(), expires, who }, info);
+    let home = "/nodes";
+    if ("refused" in opened) {
+      const me = await call({ token: idToken, csrf: "", expires }, info, "GET", "/admin/whoami")
+        .catch(() => ({})) as { user?: string };
+      opened = await open(
+        { token: idToken, csrf: random(), expires, who, userRealm: flow.realm, userName: me.user },
+        info,
+      );
+      home = "/teams";
+    }
     if ("refused" in opened) return opened.refused;
     // A page, not a redirect: the session cookie is SameSite=Strict, and the browser would not send it on a
     // redirect that is still part of the navigation the issuer's site started.
-    return html(200, page("Signed in", `<p>Signed in as ${esc(who)}. <a href="/nodes">Continue</a>.</p>`), {
+    return html(200, page("Signed in", `<p>Signed in as ${esc(who)}. <a href="${home}">Continue</a>.</p>`), {
       "set-cookie": opened.cookie,
-      refresh: "0; url=/nodes",
+      refresh: `0; url=${home}`,
     });
   };
 
@@ -406,6 +420,10 @@ export function consoleHandler(
       const [id, s] = current;
       const get = (p: string) => call(s, info, "GET", p);
       if (req.method === "GET") {
+        if (s.userRealm !== undefined && (path === "/" || path === "/teams")) {
+          const teams = await get(`/admin/realms/${s.userRealm}/teams`) as TeamView[];
+          return html(200, userTeamsPage(s, s.userRealm, teams));
+        }
         if (path === "/") return redirect("/nodes");
         if (path === "/nodes") return html(200, nodesPage(s, (await get("/admin/nodes")) as NodeView[]));
         const node = /^\/nodes\/([0-9a-f-]{36})$/.exec(path)?.[1];
@@ -501,14 +519,14 @@ export function consoleHandler(
           if (name === undefined) {
             await call(s, info, "POST", base, {
               name: field("name"),
-              ...(kind === "teams" ? { owner: field("owner") } : {}),
+              ...(kind === "teams" && field("owner") ? { owner: field("owner") } : {}),
             });
           } else if (verb === "remove" || verb === "delete") await call(s, info, "DELETE", `${base}/${name}`);
           else if (verb === "members" && member === undefined) {
             await call(s, info, "PUT", `${base}/${name}/members/${encodeURIComponent(field("user"))}`);
           } else if (verb === "members") await call(s, info, "DELETE", `${base}/${name}/members/${member}`);
           else return html(404, page("Not found", "<p>No such action.</p>", s));
-          return redirect(`/realms/${realm}/people`);
+          return redirect(s.userRealm !== undefined ? "/teams" : `/realms/${realm}/people`);
         }
         const access = /^\/realms\/([A-Za-z0-9_.-]{1,64})\/access$/.exec(path)?.[1];
         if (access) {
@@ -532,7 +550,7 @@ export function consoleHandler(
         return html(404, page("Not found", "<p>No such action.</p>", s));
       } catch (error) {
         if (!(error instanceof ApiError)) throw error;
-        const back = `/${path.split("/")[1]}`;
+        const back = s.userRealm !== undefined ? "/teams" : `/${path.split("/")[1]}`;
         return html(
           error.status,
           page(
@@ -582,7 +600,10 @@ function csrf(s: Session): string {
 }
 
 function page(title: string, body: string, s?: Session): string {
-  const nav = s
+  const nav = s?.userRealm !== undefined
+    ? `<nav><a href="/teams">My teams</a><span class="who">${esc(s.who ?? "")}</span>` +
+      `<form method="post" action="/signout">${csrf(s)}<button>Sign out</button></form></nav>`
+    : s
     ? `<nav><a href="/nodes">Nodes</a><a href="/topology">Topology</a><a href="/tokens">Tokens</a>` +
       `<a href="/realms">Realms</a><span class="who">${esc(s.who ?? "administrator")}</span>` +
       `<form method="post" action="/signout">${csrf(s)}<button>Sign out</button></form></nav>`
@@ -784,6 +805,41 @@ interface TeamView {
   name: string;
   owner: string;
   members: string[];
+}
+
+/** A user's own page: the teams they own or belong to; they manage the ones they own and may leave the others. */
+function userTeamsPage(s: Session, realm: string, teams: TeamView[]): string {
+  const me = s.userName;
+  const at = (...parts: string[]) =>
+    `/realms/${esc(realm)}/${parts.map((p) => esc(encodeURIComponent(p))).join("/")}`;
+  const post = (action: string, inner: string, cls = "") =>
+    `<form method="post" action="${action}" class="${cls}">${csrf(s)}${inner}</form>`;
+  const rows = teams.map((t) => {
+    const mine = t.owner === me;
+    const members = t.members.map((m) =>
+      mine ? post(at("teams", t.name, "members", m, "remove"), `${esc(m)} <button>Remove</button>`) : esc(m)
+    ).join(mine ? "" : ", ") || "-";
+    const change = mine
+      ? post(
+        at("teams", t.name, "members"),
+        `<input name="user" placeholder="user" required><button>Add</button>`,
+      ) +
+        post(at("teams", t.name, "delete"), `<button class="danger">Delete team</button>`)
+      : post(at("teams", t.name, "members", me ?? "", "remove"), `<button>Leave</button>`);
+    return `<tr><td>${esc(t.name)}</td><td>${esc(t.owner)}</td><td>${members}</td><td>${change}</td></tr>`;
+  }).join("");
+  return page(
+    "My teams",
+    post(
+      at("teams"),
+      `<label>Name <input name="name" required></label><button>Create team</button>`,
+      "create",
+    ) +
+      `<div class="scroll"><table><thead><tr><th>Team</th><th>Owner</th><th>Members</th><th></th></tr></thead>` +
+      `<tbody>${rows}</tbody></table></div>` +
+      (teams.length === 0 ? "<p>No team yet: create one, and add the users you work with.</p>" : ""),
+    s,
+  );
 }
 
 function peoplePage(s: Session, realm: string, users: UserView[], teams: TeamView[]): string {
