@@ -73,6 +73,12 @@ Deno.test({
     assert(m.proc!.output.includes("teams ignored: skunkworks"), m.proc!.output);
     assertEquals(await m.resolve("b"), []);
     assertEquals(await m.resolve("j"), []);
+    // DNS answers follow too: b.veilnet is known to James's node and not to Mallory's.
+    const dig = async (host: string, own: string) =>
+      (await realm.bed.host(host).ns.exec("dig", [`@${own}`, "b.veilnet", "+short", "+tries=1", "+time=3"]))
+        .text.trim();
+    assertEquals(await dig("j", "10.128.0.1"), bAddress);
+    assertEquals(await dig("m", "10.128.0.3"), "");
 
     // James removed from the team: his node is cut off from Ben's.
     const pinging = ns.exec("ping", ["-D", "-i", "0.1", "-c", "60", "-W", "1", bAddress], {
