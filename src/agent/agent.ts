@@ -245,7 +245,12 @@ export class Agent implements AsyncDisposable {
   async #checkNat(): Promise<void> {
     const stun = firstStun(this.#session.login.ice_servers);
     if (!stun || this.#closed) return;
-    const mappings = await probeStun(stun.host, { ports: [stun.port, stun.port + 1] });
+    let mappings;
+    try {
+      mappings = await probeStun(stun.host, { ports: [stun.port, stun.port + 1] });
+    } catch (error) {
+      return this.#o.log(`NAT check with ${stun.host}: ${(error as Error).message}`);
+    }
     const local = Deno.networkInterfaces().map((i) => i.address);
     const seen = {
       nat: natBehaviour(mappings, local),
