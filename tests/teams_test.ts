@@ -115,3 +115,57 @@ Deno.test({
     }
   },
 });
+
+Deno.test({
+  name:
+    "teams: a relay carries only between peers it shares an identity with, and carries between them when it does",
+  ignore: netnsUnavailable() !== undefined,
+  async fn() {
+    await using realm = await realmOnTestbed([], [], {}, ["j", "b", "x", "r"]);
+    const g = realm.guardian;
+    await g.admin(["realm", "access", "home", "teams"]);
+    for (const user of ["james.wood", "ben.smith"]) {
+      await g.admin(["user", "create", user, "--realm", "home"]);
+    }
+    await g.admin(["team", "create", "skunkworks", "--owner", "ben.smith", "--realm", "home"]);
+    await g.admin(["team", "add", "skunkworks", "james.wood", "--realm", "home"]);
+    // j and b share the team; x is James's with no team (it shares only James with j); r is Ben's in the team.
+    const start = async (host: string, user: string, teams: string[]) => {
+      const token = await g.admin(["token", "create", "--realm", "home", "--user", user]);
+      const node = new NodeProc(host, `${g.dataDir}/../${host}`, { netns: realm.bed.host(host).ns.name });
+      realm.nodes.set(host, node);
+      await node.register(g.url, token, teams.length ? ["--teams", teams.join(",")] : []);
+      await node.start();
+      return node;
+    };
+    const j = await start("j", "james.wood", ["skunkworks"]);
+    const b = await start("b", "ben.smith", ["skunkworks"]);
+    const x = await start("x", "james.wood", []);
+    await realm.bed.cutUdp("j", "b");
+    const found = await j.find("b");
+    assertEquals((await x.resolve("b")).length, 0, "x does not share an identity with b");
+    const ns = realm.bed.host("j").ns;
+    const ping = (count: number) =>
+      ns.exec("ping", ["-c", String(count), "-i", "0.1", "-W", "2", found.ips[0]!], { allowFailure: true });
+    const pathToB = async () =>
+      ((await j.peers()) as unknown as { tag: string; path: string; via?: string }[]).find((p) =>
+        p.tag === "b"
+      );
+    // Only x could relay: it may not (it does not know b), so the traffic takes the backup pipeline.
+    const backup = await ping(20);
+    assert(backup.text.includes(" 0% packet loss"), backup.text);
+    assertEquals((await pathToB())?.path, "backup");
+    assertEquals(((await x.status()).json.relayed as { messages: number }).messages, 0);
+    // r shares the team with j and Ben with b: it relays.
+    const r = await start("r", "ben.smith", ["skunkworks"]);
+    await waitFor("j's traffic to b to go through r", 30_000, async () => {
+      await ping(1);
+      const p = await pathToB();
+      return p?.path === "relay" && p.via === "r";
+    });
+    const relayed = await ping(20);
+    assert(relayed.text.includes(" 0% packet loss"), relayed.text);
+    assert(((await r.status()).json.relayed as { messages: number }).messages > 0);
+    assertEquals(((await x.status()).json.relayed as { messages: number }).messages, 0);
+  },
+});
