@@ -139,7 +139,7 @@ Deno.test({
       return node;
     };
     const j = await start("j", "james.wood", ["skunkworks"]);
-    const b = await start("b", "ben.smith", ["skunkworks"]);
+    await start("b", "ben.smith", ["skunkworks"]);
     const x = await start("x", "james.wood", []);
     await realm.bed.cutUdp("j", "b");
     const found = await j.find("b");
