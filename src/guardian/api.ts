@@ -50,13 +50,18 @@ type Handler = (ctx: Context) => Promise<Response>;
  * acts on that realm only; the admin token on all.
  */
 function inScope(scope: AdminScope, name: string | undefined): void {
-  if (scope.all || (name !== undefined && scope.realms.has(name))) return;
+  if (sees(scope, name)) return;
   throw new HttpError(
     403,
     `${scope.who ?? "this identity"} administers realm ${[...scope.realms].join(", ")}, not ${
       name === undefined ? "the whole Guardian" : name
     }`,
   );
+}
+
+/** Whether `scope` may see and act on realm `name`. */
+function sees(scope: AdminScope, name: string | undefined): boolean {
+  return scope.all || (name !== undefined && scope.realms.has(name));
 }
 
 function json(status: number, value: unknown): Response {
@@ -195,8 +200,7 @@ export function guardianHandler(
   const realmParam = (url: URL) => url.searchParams.get("realm") ?? undefined;
   const owns = (user: UserRow, team: string) =>
     guardian.store.teamByName(user.realmId, team)?.ownerId === user.id;
-  const scoped = (scope: AdminScope, realmId: string) =>
-    scope.all || scope.realms.has(guardian.store.realmById(realmId)?.name ?? "");
+  const scoped = (scope: AdminScope, realmId: string) => sees(scope, guardian.store.realmById(realmId)?.name);
   /**
    * The node named in the path, within the `realm` parameter and the credential's realms: a node outside them is
    * not found, as if it did not exist.
@@ -273,7 +277,7 @@ export function guardianHandler(
       Promise.resolve(
         json(
           200,
-          guardian.store.realms().filter((r) => scope.all || scope.realms.has(r.name)).map(realmView),
+          guardian.store.realms().filter((r) => sees(scope, r.name)).map(realmView),
         ),
       )
     ),
@@ -319,7 +323,7 @@ export function guardianHandler(
 
     "GET /admin/tokens": admin((_, scope) =>
       Promise.resolve(
-        json(200, tokenList(guardian).filter((t) => scope.all || scope.realms.has(t.realm ?? ""))),
+        json(200, tokenList(guardian).filter((t) => sees(scope, t.realm))),
       )
     ),
 
@@ -334,7 +338,7 @@ export function guardianHandler(
       const realm = realmParam(url);
       if (realm !== undefined) inScope(scope, realm);
       const nodes = await guardian.nodes(realm);
-      return json(200, nodes.filter((n) => scope.all || scope.realms.has(n.realm)));
+      return json(200, nodes.filter((n) => sees(scope, n.realm)));
     }),
 
     "GET /admin/nodes/:ref": admin(async (ctx, scope) =>

@@ -21,6 +21,7 @@
 import { toHex } from "../crypto/identity.ts";
 import type { NodeView } from "./guardian.ts";
 import { verifyIdentity } from "./oidc.ts";
+import type { TeamView, UserView } from "./people.ts";
 import type { ReportedPeer } from "./reports.ts";
 import type { RealmOidc } from "./store.ts";
 
@@ -600,13 +601,14 @@ function csrf(s: Session): string {
 }
 
 function page(title: string, body: string, s?: Session): string {
-  const nav = s?.userRealm !== undefined
-    ? `<nav><a href="/teams">My teams</a><span class="who">${esc(s.who ?? "")}</span>` +
-      `<form method="post" action="/signout">${csrf(s)}<button>Sign out</button></form></nav>`
-    : s
-    ? `<nav><a href="/nodes">Nodes</a><a href="/topology">Topology</a><a href="/tokens">Tokens</a>` +
-      `<a href="/realms">Realms</a><span class="who">${esc(s.who ?? "administrator")}</span>` +
-      `<form method="post" action="/signout">${csrf(s)}<button>Sign out</button></form></nav>`
+  // A realm's user sees their teams only; an administrator, everything.
+  const links = s?.userRealm !== undefined
+    ? `<a href="/teams">My teams</a>`
+    : `<a href="/nodes">Nodes</a><a href="/topology">Topology</a><a href="/tokens">Tokens</a>` +
+      `<a href="/realms">Realms</a>`;
+  const nav = s
+    ? `<nav>${links}<span class="who">${esc(s.who ?? "administrator")}</span>` +
+      `${postForm(s, "/signout", "<button>Sign out</button>")}</nav>`
     : "";
   return `<!doctype html><html lang="en"><head><meta charset="utf-8">` +
     `<meta name="viewport" content="width=device-width, initial-scale=1">` +
@@ -686,7 +688,7 @@ function rate(bitsPerSecond: number): string {
 
 function nodePage(s: Session, n: NodeView): string {
   const action = (what: string, inner: string, cls = "") =>
-    `<form method="post" action="/nodes/${esc(n.id)}/${what}" class="${cls}">${csrf(s)}${inner}</form>`;
+    postForm(s, `/nodes/${esc(n.id)}/${what}`, inner, cls);
   const facts: [string, string][] = [
     ["State", state(n)],
     ["Realm", esc(n.realm)],
@@ -794,26 +796,21 @@ function createdPage(s: Session, created: { id: string; token: string }, o: Cons
   );
 }
 
-interface UserView {
-  name: string;
-  issuer?: string;
-  subject?: string;
-  nodes: string[];
+/** The console path of a realm's users and teams: `/realms/REALM/PART/...`, each part escaped. */
+function realmPath(realm: string, ...parts: string[]): string {
+  return `/realms/${esc(realm)}/${parts.map((p) => esc(encodeURIComponent(p))).join("/")}`;
 }
 
-interface TeamView {
-  name: string;
-  owner: string;
-  members: string[];
+/** A form that posts to `action` with the session's CSRF token. */
+function postForm(s: Session, action: string, inner: string, cls = ""): string {
+  return `<form method="post" action="${action}" class="${cls}">${csrf(s)}${inner}</form>`;
 }
 
 /** A user's own page: the teams they own or belong to; they manage the ones they own and may leave the others. */
 function userTeamsPage(s: Session, realm: string, teams: TeamView[]): string {
   const me = s.userName;
-  const at = (...parts: string[]) =>
-    `/realms/${esc(realm)}/${parts.map((p) => esc(encodeURIComponent(p))).join("/")}`;
-  const post = (action: string, inner: string, cls = "") =>
-    `<form method="post" action="${action}" class="${cls}">${csrf(s)}${inner}</form>`;
+  const at = (...parts: string[]) => realmPath(realm, ...parts);
+  const post = (action: string, inner: string, cls = "") => postForm(s, action, inner, cls);
   const rows = teams.map((t) => {
     const mine = t.owner === me;
     const members = t.members.map((m) =>
@@ -843,10 +840,8 @@ function userTeamsPage(s: Session, realm: string, teams: TeamView[]): string {
 }
 
 function peoplePage(s: Session, realm: string, users: UserView[], teams: TeamView[]): string {
-  const at = (...parts: string[]) =>
-    `/realms/${esc(realm)}/${parts.map((p) => esc(encodeURIComponent(p))).join("/")}`;
-  const post = (action: string, inner: string, cls = "") =>
-    `<form method="post" action="${action}" class="${cls}">${csrf(s)}${inner}</form>`;
+  const at = (...parts: string[]) => realmPath(realm, ...parts);
+  const post = (action: string, inner: string, cls = "") => postForm(s, action, inner, cls);
   const userRows = users.map((u) =>
     `<tr><td>${esc(u.name)}</td><td>${esc(u.subject ? `${u.subject} at ${u.issuer}` : "-")}</td>` +
     `<td>${esc(u.nodes.join(", ") || "-")}</td>` +

@@ -27,7 +27,7 @@ import {
   nodeCredentials,
 } from "./nats_auth.ts";
 import { loginIceServers, type TurnConfig } from "./ice.ts";
-import { claimedIssuer, isAdministrator, verifyIdentity } from "./oidc.ts";
+import { claimedIssuer, isAdministrator, type VerifiedIdentity, verifyIdentity } from "./oidc.ts";
 import { checkTeams, People } from "./people.ts";
 import { identityTag } from "../crypto/identity_tags.ts";
 import { tokenPin } from "./tls.ts";
@@ -255,24 +255,15 @@ export class Guardian {
       await this.checkAdmin(token);
       return { all: true, realms: new Set() };
     }
-    const issuer = token === undefined ? undefined : claimedIssuer(token);
     const realms = new Set<string>();
     let who: string | undefined;
     let refused: string | undefined;
-    for (const realm of this.store.realms()) {
-      const oidc = realm.oidc;
-      if (!oidc?.admins?.length || oidc.issuer !== issuer) continue;
-      try {
-        const verified = await verifyIdentity(token!, oidc);
-        if (isAdministrator(verified, oidc.admins)) {
-          realms.add(realm.name);
-          who = verified.identity.email ?? verified.identity.subject;
-        } else {refused ??= `${
-            verified.identity.email ?? verified.identity.subject
-          } administers no realm here`;}
-      } catch (error) {
-        refused ??= (error as Error).message;
-      }
+    for await (const { realm, verified, error } of this.#verifiedAt(token, (r) => !!r.oidc?.admins?.length)) {
+      const name = verified && (verified.identity.email ?? verified.identity.subject);
+      if (verified && isAdministrator(verified, realm.oidc!.admins!)) {
+        realms.add(realm.name);
+        who = name;
+      } else refused ??= error ?? `${name} administers no realm here`;
     }
     if (realms.size > 0) return { all: false, realms, who };
     throw new GuardianError(
@@ -287,18 +278,31 @@ export class Guardian {
    * undefined: a user's credential for their own teams and nodes.
    */
   async userOf(token: string | undefined): Promise<UserRow | undefined> {
-    const issuer = token === undefined ? undefined : claimedIssuer(token);
-    for (const realm of this.store.realms()) {
-      if (!realm.oidc || realm.oidc.issuer !== issuer) continue;
-      try {
-        const { identity } = await verifyIdentity(token!, realm.oidc);
-        const user = this.store.userByIdentity(realm.id, identity.issuer, identity.subject);
-        if (user) return user;
-      } catch {
-        // not this realm's
-      }
+    for await (const { realm, verified } of this.#verifiedAt(token, () => true)) {
+      const user = verified &&
+        this.store.userByIdentity(realm.id, verified.identity.issuer, verified.identity.subject);
+      if (user) return user;
     }
     return undefined;
+  }
+
+  /**
+   * An identity token checked against each realm (that `wanted` picks) whose issuer is the one it claims: the
+   * verified identity, or why it was refused.
+   */
+  async *#verifiedAt(
+    token: string | undefined,
+    wanted: (realm: RealmRow) => boolean,
+  ): AsyncGenerator<{ realm: RealmRow; verified?: VerifiedIdentity; error?: string }> {
+    const issuer = token === undefined ? undefined : claimedIssuer(token);
+    for (const realm of this.store.realms()) {
+      if (!realm.oidc || realm.oidc.issuer !== issuer || !wanted(realm)) continue;
+      try {
+        yield { realm, verified: await verifyIdentity(token!, realm.oidc) };
+      } catch (error) {
+        yield { realm, error: (error as Error).message };
+      }
+    }
   }
 
   /** Throws 401 unless `token` is the admin token. */

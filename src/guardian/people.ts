@@ -91,6 +91,24 @@ export class People {
     return { secrets, ignored };
   }
 
+  /** The nodes a user owns. */
+  #nodesOf(u: UserRow) {
+    return this.store.confluxes(u.realmId).filter((c) => c.ownerId === u.id);
+  }
+
+  /** A new user's row (not yet stored), with a fresh identity secret. */
+  #newUser(realmId: string, name: string, identity?: NodeIdentity): UserRow {
+    return {
+      id: randomHex(16),
+      realmId,
+      name,
+      issuer: identity?.issuer ?? null,
+      subject: identity?.subject ?? null,
+      secret: newSecret(),
+      createdAt: this.clock(),
+    };
+  }
+
   #user(realmId: string, name: string): UserRow {
     const u = this.store.userByName(realmId, name);
     if (!u) throw new GuardianError(404, `no user "${name}"`);
@@ -109,7 +127,7 @@ export class People {
       realm: this.store.realmById(u.realmId)?.name ?? "",
       ...(u.issuer ? { issuer: u.issuer } : {}),
       ...(u.subject ? { subject: u.subject } : {}),
-      nodes: this.store.confluxes(u.realmId).filter((c) => c.ownerId === u.id).map((c) => c.tag),
+      nodes: this.#nodesOf(u).map((c) => c.tag),
       created_at: u.createdAt,
     };
   }
@@ -134,15 +152,7 @@ export class People {
     if (identity && this.store.userByIdentity(realm.id, identity.issuer, identity.subject)) {
       throw new GuardianError(409, `another user signs in as ${identity.subject} at ${identity.issuer}`);
     }
-    const row: UserRow = {
-      id: randomHex(16),
-      realmId: realm.id,
-      name,
-      issuer: identity?.issuer ?? null,
-      subject: identity?.subject ?? null,
-      secret: newSecret(),
-      createdAt: this.clock(),
-    };
+    const row = this.#newUser(realm.id, name, identity);
     await this.#change(() => this.store.addUser(row));
     return this.userView(row);
   }
@@ -155,7 +165,7 @@ export class People {
   async removeUser(realmName: string, name: string): Promise<void> {
     const realm = this.realm(realmName);
     const u = this.#user(realm.id, name);
-    const nodes = this.store.confluxes(realm.id).filter((c) => c.ownerId === u.id);
+    const nodes = this.#nodesOf(u);
     if (nodes.length > 0) {
       throw new GuardianError(
         409,
@@ -183,15 +193,7 @@ export class People {
       "user";
     let name = USER_NAME.test(base) ? base : `u-${base}`.slice(0, 55);
     if (this.store.userByName(realmId, name)) name = `${name}-${randomHex(3)}`;
-    const row: UserRow = {
-      id: randomHex(16),
-      realmId,
-      name,
-      issuer: identity.issuer,
-      subject: identity.subject,
-      secret: newSecret(),
-      createdAt: this.clock(),
-    };
+    const row = this.#newUser(realmId, name, identity);
     this.store.addUser(row);
     return row;
   }
