@@ -24,12 +24,16 @@ const TCP_RATE = 1_000_000;
 const UDP_RATE = 100;
 const TCP_PORT = 5310;
 const UDP_PORT = 5311;
+/** Resource samples, one a second, at the end of each quiet part (after its tethers dissolved). */
+const QUIET_SAMPLES = 10;
 const HERE = (file: string) => new URL(file, import.meta.url).pathname;
 
 /** One process's resources at one time. */
 interface Resources {
   rssMiB: number;
   fds: number;
+  /** The descriptors by kind ("socket", "pipe", "anon_inode:[eventfd]", a file's path...), for a failure's line. */
+  kinds: Record<string, number>;
 }
 
 /** What the soak measured, and whether it held. */
@@ -38,7 +42,7 @@ export interface SoakReport {
   tcp: { sent: number; received?: number; intact: boolean };
   udp: { sent: number; received: number; duplicates: number; corrupt: number };
   pings: { sent: number; answered: number };
-  /** Per process: at the end of the warm-up and at the end. */
+  /** Per process: after the warm-up and at the end (fewest descriptors over two cycles, see fewest()). */
   resources: Record<string, { start: Resources; end: Resources }>;
   tetherOpens: number;
   streamsFormed: number;
@@ -52,7 +56,26 @@ export interface SoakReport {
 function resources(pid: number): Resources {
   const status = Deno.readTextFileSync(`/proc/${pid}/status`);
   const rssKiB = Number(/^VmRSS:\s+(\d+)/m.exec(status)?.[1] ?? 0);
-  return { rssMiB: rssKiB / 1024, fds: [...Deno.readDirSync(`/proc/${pid}/fd`)].length };
+  const kinds: Record<string, number> = {};
+  for (const fd of Deno.readDirSync(`/proc/${pid}/fd`)) {
+    let target = "gone";
+    try {
+      target = Deno.readLinkSync(`/proc/${pid}/fd/${fd.name}`).replace(/:\[\d+\]$/, "");
+    } catch { /* closed while listed */ }
+    kinds[target] = (kinds[target] ?? 0) + 1;
+  }
+  return { rssMiB: rssKiB / 1024, fds: Object.values(kinds).reduce((a, b) => a + b, 0), kinds };
+}
+
+/** Per process, the sample with the fewest descriptors, with the RSS of the first or last sample. */
+function fewest(samples: Record<string, Resources>[], rssOf: "first" | "last"): Record<string, Resources> {
+  const out: Record<string, Resources> = {};
+  for (const name of Object.keys(samples[0] ?? {})) {
+    const all = samples.map((s) => s[name]!);
+    const least = all.reduce((a, b) => b.fds < a.fds ? b : a);
+    out[name] = { ...least, rssMiB: (rssOf === "first" ? all[0] : all.at(-1))!.rssMiB };
+  }
+  return out;
 }
 
 /** The processes the soak watches: each node, the Guardian, and the Master (the Guardian's nats-server). */
@@ -133,8 +156,10 @@ export async function soak(minutes: number, log: (line: string) => void = consol
   );
   const started = Date.now();
   const pings = { sent: 0, answered: 0 };
-  let start: Record<string, Resources> = {};
-  let end: Record<string, Resources> = {};
+  /** Pingers that did not send what they were asked to (they failed to start, or died): a line each. */
+  const pingerFailures: string[] = [];
+  /** Per cycle, each process's resources at the end of its quiet part. */
+  const seen: Record<string, Resources>[] = [];
   for (let i = 0; i < cycles; i++) {
     const pingers = [
       new Proc(
@@ -148,23 +173,41 @@ export async function soak(minutes: number, log: (line: string) => void = consol
         inNs("b", ["ping", "-D", "-i", "0.5", "-W", "2", "-c", String(ON_S * 2), aAddress]),
       ),
     ];
-    for (const p of pingers) {
+    for (const [p, count] of [[pingers[0]!, ON_S * 5], [pingers[1]!, ON_S * 2]] as const) {
       await p.done;
       const f = pingFigures(p.output);
       pings.sent += f.sent;
       pings.answered += f.answered;
+      if (f.sent !== count) {
+        pingerFailures.push(
+          `cycle ${i + 1}: ${p.name} sent ${f.sent} of ${count}: ${p.output.trim().slice(-300)}`,
+        );
+      }
     }
-    await new Promise((r) => setTimeout(r, started + (i + 1) * (ON_S + OFF_S) * 1000 - Date.now()));
-    const now = Object.fromEntries(
-      Object.entries(await processes(realm)).map(([name, pid]) => [name, resources(pid)]),
-    );
-    if (i + 1 === warm) start = now;
+    // The last seconds of the quiet part, sampled each second: a leaked descriptor is in every sample, one
+    // still closing (a tether's sockets, a report's connection) is not, so each process counts its fewest.
+    const cycleEnd = started + (i + 1) * (ON_S + OFF_S) * 1000;
+    const pids = await processes(realm);
+    const now: Record<string, Resources> = {};
+    for (let s = QUIET_SAMPLES; s > 0; s--) {
+      await new Promise((r) => setTimeout(r, cycleEnd - (s - 1) * 1000 - Date.now()));
+      for (const [name, pid] of Object.entries(pids)) {
+        const r = resources(pid);
+        const fewest = now[name] && now[name].fds <= r.fds ? now[name] : r;
+        now[name] = { ...fewest, rssMiB: r.rssMiB };
+      }
+    }
     log(
       `cycle ${i + 1}/${cycles}: pings ${pings.answered}/${pings.sent}; ` +
         Object.entries(now).map(([n, r]) => `${n} ${r.rssMiB.toFixed(0)} MiB ${r.fds} fds`).join(", "),
     );
-    end = now;
+    seen.push(now);
   }
+  // Flat means the same at the end as after the warm-up, compared over two cycles at each end: a tether kept
+  // open through a quiet part holds its sockets at that cycle's samples, a leak holds them at every cycle's.
+  const span = Math.max(1, Math.min(2, Math.floor((cycles - warm) / 2)));
+  const start = fewest(seen.slice(warm - 1, warm - 1 + span), "first");
+  const end = fewest(seen.slice(-span), "last");
   await waitFor("the transfer to end", 120_000, async () => (await tcp.done, true));
   await waitFor("the udp flow to end", 30_000, async () => (await udp.done, true));
   await tcpSink.done.catch(() => {});
@@ -215,10 +258,17 @@ export async function soak(minutes: number, log: (line: string) => void = consol
     fail(`UDP: ${u.received}/${u.sent} datagrams, ${u.duplicates} duplicated, ${u.corrupt} corrupt`);
   }
   if (pings.answered !== pings.sent) fail(`pings: ${pings.answered}/${pings.sent} answered`);
+  for (const f of pingerFailures) fail(f);
   for (const [name, { start, end }] of Object.entries(report.resources)) {
     // Flat: within what a garbage-collected heap wanders by, and not one descriptor more than a handful.
     if (end.rssMiB > start.rssMiB * 1.2 + 10) fail(`${name}: RSS ${start.rssMiB} -> ${end.rssMiB} MiB`);
-    if (end.fds > start.fds + 4) fail(`${name}: ${start.fds} -> ${end.fds} open file descriptors`);
+    if (end.fds > start.fds + 4) {
+      fail(
+        `${name}: ${start.fds} -> ${end.fds} open file descriptors (${JSON.stringify(start.kinds)} -> ${
+          JSON.stringify(end.kinds)
+        })`,
+      );
+    }
   }
   // Each busy part forms the tethers again; each stream lives two minutes.
   if (report.tetherOpens < cycles) fail(`only ${report.tetherOpens} tethers formed in ${cycles} cycles`);
