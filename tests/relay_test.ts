@@ -7,6 +7,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { realmOnTestbed } from "./testbed.ts";
+import type { PeerStatus } from "../src/agent/status.ts";
 
 const ignore = netnsUnavailable() !== undefined;
 
@@ -34,10 +35,12 @@ Deno.test({
     const run = await ping(100);
     assert(run.text.includes(" 0% packet loss"), run.text);
 
-    const seen = (await a.peers() as unknown as { tag: string; path: string; via?: string }[]).find((p) =>
-      p.tag === "c"
-    )!;
+    const seen = (await a.peers() as unknown as PeerStatus[]).find((p) => p.tag === "c")!;
     assertEquals([seen.path, seen.via], ["relay", "b"]);
+    // peers --json shows the paths the learner weighs: the relay carried (nearly) everything lately.
+    const viaB = seen.routes?.find((r) => r.via === "b");
+    assert(viaB && viaB.share > 0.9 && viaB.rttMs !== undefined, JSON.stringify(seen.routes));
+    assert(seen.routes?.some((r) => r.via === "direct"), JSON.stringify(seen.routes));
     const relay = (await b.status()).json;
     const relayed = relay.relayed as { messages: number; bytes: number };
     // The very first pings may have crossed the backup pipeline while the relay's tethers formed.
@@ -157,6 +160,8 @@ Deno.test({
       p.tag === "b"
     )!.txBytes;
     const share = viaC / total;
+    const routes = (await a.peers() as unknown as PeerStatus[]).find((p) => p.tag === "b")!.routes;
+    console.log(`a's paths to b at the end (peers --json): ${JSON.stringify(routes)}`);
     console.log(
       `150 MB A→B in ${seconds.toFixed(1)} s (${(size * 8 / seconds / 1e6).toFixed(0)} Mbit/s); ` +
         `${(100 * share).toFixed(0)}% of it relayed by C (direct link shaped to 10 Mbit/s)`,

@@ -42,7 +42,7 @@ import { Membership, type Owner } from "./membership.ts";
 import type { PeerTable } from "./peers.ts";
 import { confluxIdBytes } from "./revocations.ts";
 import { PortalRoutes } from "./portal_routes.ts";
-import { identityStatus, type NodeStatus, type PeerStatus } from "./status.ts";
+import { identityStatus, type NodeStatus, type PeerStatus, type RouteStatus } from "./status.ts";
 import { firstStun, type NatBehaviour, natBehaviour } from "../netcheck/report.ts";
 import { probeStun } from "../netcheck/stun_probe.ts";
 
@@ -440,7 +440,9 @@ export class Agent implements AsyncDisposable {
 
   /** The learner's candidates for a destination: itself, and the relays that answered. */
   #candidates(dest: string): void {
-    this.#learner.setCandidates(dest, [dest, ...(this.#relays.get(dest)?.keys() ?? [])]);
+    // Each relay's answer carries its own round trip to `dest`: the learner's prior for the path through it.
+    const relays = this.#relays.get(dest);
+    this.#learner.setCandidates(dest, [dest, ...(relays?.keys() ?? [])], relays);
   }
 
   /**
@@ -782,6 +784,7 @@ export class Agent implements AsyncDisposable {
         ...(via !== undefined ? { via } : {}),
         ...(tether?.state === "open" && tether.link ? { link: tether.link } : {}),
         ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
+        ...this.#routesTo(id),
         txBytes: traffic?.txBytes ?? 0,
         rxBytes: traffic?.rxBytes ?? 0,
         taints: cert.taints,
@@ -789,6 +792,25 @@ export class Agent implements AsyncDisposable {
         pq: true,
       };
     });
+  }
+
+  /** The paths to `peer` the learner weighs, with their recent shares: `routes` of `peers --json`, if any. */
+  #routesTo(peer: string): { routes?: RouteStatus[] } {
+    const shares = this.#data?.anchor.shares(peer) ?? new Map<string, number>();
+    const stats = this.#learner.stats(peer);
+    if (stats.length === 0 && shares.size === 0) return {};
+    const round = (x: number, places: number) => Math.round(x * 10 ** places) / 10 ** places;
+    const routes: RouteStatus[] = stats.map((s) => ({
+      via: s.hop === peer ? "direct" : this.peers.get(s.hop)?.cert.tag ?? s.hop.slice(0, 8),
+      ...(s.hop !== peer ? { nodeId: s.hop } : {}),
+      share: round(shares.get(s.hop) ?? 0, 3),
+      ...(s.rttMs !== undefined ? { rttMs: round(s.rttMs, 1), loss: round(s.loss, 3) } : {}),
+      ...(s.priorMs !== undefined ? { sharedMs: s.priorMs } : {}),
+      ...(s.benchedUntil > this.#clock() ? { benchedUntil: s.benchedUntil } : {}),
+    }));
+    const backup = round(shares.get("backup") ?? 0, 3);
+    if (backup > 0) routes.push({ via: "backup", share: backup });
+    return { routes };
   }
 
   /** Says goodbye to the realm and leaves the Master. Idempotent. */

@@ -39,12 +39,35 @@ export interface PeerStatus {
   /** What carries the tether to the next hop: a direct TCP connection, or WebRTC (SCTP over DTLS over UDP). */
   link?: "tcp" | "webrtc";
   rttMs?: number;
+  /**
+   * With recent traffic: the paths the route learner weighs (the direct one, each relay that offered, the backup
+   * pipeline when it carried some), what it measured of each, and the share of recent batches each carried.
+   */
+  routes?: RouteStatus[];
   txBytes: number;
   rxBytes: number;
   taints: string[];
   pq: true;
   /** Who registered the peer, from its certificate (absent when its realm asks for no identity). */
   identity?: IdentityStatus;
+}
+
+/** One path to a peer, as the route learner sees it (`peers --json`). */
+export interface RouteStatus {
+  /** "direct", a relay's tag, or "backup" (the pipeline over the Master). */
+  via: string;
+  /** The relay's node id (hex), for a relay. */
+  nodeId?: string;
+  /** Share of the batches of about the last 10 s that took this path (0..1). */
+  share: number;
+  /** Round trip through this path, smoothed (ms), once measured. */
+  rttMs?: number;
+  /** Share of messages not acknowledged, smoothed (0..1). */
+  loss?: number;
+  /** For a relay: its own round trip to the peer, as it shared it when it offered (ms): the learner's prior. */
+  sharedMs?: number;
+  /** Benched after a failure: until when (ms since the epoch). */
+  benchedUntil?: number;
 }
 
 /** The node, as `status --json` prints it. */

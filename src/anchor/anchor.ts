@@ -129,6 +129,13 @@ class Egress {
   hop: string;
   /** Until when status shows this destination's traffic on the backup pipeline (ms). */
   backupUntil = 0;
+  /** Batches sent per next hop ("backup" for the pipeline), halved every 5 s: the recent shares of each path. */
+  readonly perHop = new Map<string, number>();
+
+  /** One batch left through `hop`. */
+  took(hop: string): void {
+    this.perHop.set(hop, (this.perHop.get(hop) ?? 0) + 1);
+  }
 
   constructor(readonly peer: string, now: number) {
     this.lastUsed = now;
@@ -336,11 +343,13 @@ export class Anchor {
     if (sent) {
       e.hop = hop;
       e.backupUntil = 0;
+      e.took(hop);
       return this.#countTx(e.peer, bytes, count);
     }
     this.#form(e.peer, hop);
     e.hop = hop;
     e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
+    e.took("backup");
     this.#backup(e.peer, message, bytes, count);
   }
 
@@ -502,6 +511,10 @@ export class Anchor {
       if (now - e.lastUsed > EGRESS_IDLE_MS && e.inflight.size === 0 && e.builder.count === 0) {
         this.#egress.delete(peer);
       }
+      for (const [hop, n] of e.perHop) {
+        if (n < 0.5) e.perHop.delete(hop);
+        else e.perHop.set(hop, n / 2);
+      }
     }
   }
 
@@ -518,6 +531,17 @@ export class Anchor {
   /** The next hop traffic to `peer` last took, if there is recent traffic to it. */
   lastHop(peer: string): string | undefined {
     return this.#egress.get(peer)?.hop;
+  }
+
+  /**
+   * The share of recent batches to `peer` (about the last 10 s) that each next hop carried, "backup" for the
+   * pipeline; empty without recent traffic.
+   */
+  shares(peer: string): Map<string, number> {
+    const perHop = this.#egress.get(peer)?.perHop ?? new Map<string, number>();
+    let total = 0;
+    for (const n of perHop.values()) total += n;
+    return new Map([...perHop].map(([hop, n]) => [hop, n / total]));
   }
 
   /** Whether traffic to `peer` goes over the backup pipeline now. */

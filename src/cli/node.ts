@@ -390,6 +390,12 @@ function pathText(p: PeerStatus): string {
   return p.path === "relay" && p.via ? `relay via ${p.via}` : p.path;
 }
 
+/** The paths that carried recent traffic to a peer, busiest first: "direct 97%, relay-b 3%". */
+function sharesText(p: PeerStatus): string {
+  const used = (p.routes ?? []).filter((r) => r.share > 0).sort((a, b) => b.share - a.share);
+  return used.length === 0 ? "-" : used.map((r) => `${r.via} ${Math.round(100 * r.share)}%`).join(", ");
+}
+
 /** Who registered a peer, in one cell: the email when the provider gave one, else the subject. */
 function identityCell(identity: IdentityStatus | undefined): string {
   return identity?.email ?? identity?.subject ?? "-";
@@ -403,12 +409,13 @@ export async function peersCommand(args: string[], io: Output): Promise<number> 
   else if (peers.length === 0) io.out("no peers");
   else {
     io.out(table([
-      ["TAG", "IPV4", "IPV6", "PATH", "RTT", "TX", "RX", "TAINTS", "IDENTITY"],
+      ["TAG", "IPV4", "IPV6", "PATH", "SHARES", "RTT", "TX", "RX", "TAINTS", "IDENTITY"],
       ...peers.map((p) => [
         p.tag,
         p.ips[0] ?? "",
         p.ips[1] ?? "",
         pathText(p),
+        sharesText(p),
         p.rttMs === undefined ? "-" : `${p.rttMs.toFixed(1)} ms`,
         String(p.txBytes),
         String(p.rxBytes),

@@ -99,20 +99,25 @@ Deno.test("cli: status shows who registered the node, in --json as the node repo
   }
 });
 
-Deno.test("cli: peers shows who registered each peer in an IDENTITY column, and --json carries it", async () => {
+Deno.test("cli: peers shows the paths' shares and who registered each peer, and --json carries both", async () => {
+  const routes = [
+    { via: "direct", share: 0.06, rttMs: 40, loss: 0 },
+    { via: "c", nodeId: "ab".repeat(16), share: 0.94, rttMs: 5, loss: 0, sharedMs: 2 },
+    { via: "d", nodeId: "cd".repeat(16), share: 0, sharedMs: 90 },
+  ];
   const peers = [
-    peer("alpha", 1, { identity: ALICE }),
+    peer("alpha", 1, { identity: ALICE, routes }),
     peer("beta", 2, { identity: { subject: "bob-subject" } }),
     peer("gamma", 3),
   ];
   const human = await ask({ status: nodeStatus(), peers }, peersCommand, []);
   assertEquals(human.code, 0);
   const rows = human.out.split("\n").map((r) => r.split(/ {2,}/));
-  assertEquals(rows.map((r) => [r[0], r[7], r[8]]), [
-    ["TAG", "TAINTS", "IDENTITY"],
-    ["alpha", "dev", "alice@example.com"],
-    ["beta", "dev", "bob-subject"],
-    ["gamma", "dev", "-"],
+  assertEquals(rows.map((r) => [r[0], r[4], r[8], r[9]]), [
+    ["TAG", "SHARES", "TAINTS", "IDENTITY"],
+    ["alpha", "c 94%, direct 6%", "dev", "alice@example.com"],
+    ["beta", "-", "dev", "bob-subject"],
+    ["gamma", "-", "dev", "-"],
   ]);
   const json = JSON.parse((await ask({ status: nodeStatus(), peers }, peersCommand, ["--json"])).out);
   assertEquals(json, peers);

@@ -7,10 +7,17 @@
  * the hop it came from).
  *
  * The policy is ε-greedy over an estimated cost, with optimistic starts and a bias for the direct path:
- * - cost(hop) = smoothed round-trip time × (1 + LOSS_WEIGHT × smoothed loss); a hop never tried costs 0, so each gets
- *   tried once, and one tried but never acknowledged costs as a very slow path;
+ * - cost(hop) = smoothed round-trip time × (1 + LOSS_WEIGHT × smoothed loss); a hop never tried costs its prior, so
+ *   each gets tried once unless its prior alone is worse than what is known, and one tried but never acknowledged
+ *   costs as a very slow path;
+ * - the prior is what other nodes measured and shared (cooperative learning): a relay's answer carries its own
+ *   round-trip time to the destination, a lower bound of the path through it, since the leg to the relay only
+ *   adds. A relay whose onward leg is slower than a path already measured is not worth a tether to try it. A
+ *   hop with no prior costs 0 (optimism). A prior decides only until the hop's first sample: a relay that
+ *   understates its leg is tried once, measured, and judged by that;
  * - the direct path is kept while it is healthy and not clearly worse (within DIRECT_BIAS of the best relay);
- * - with probability EPSILON another healthy candidate is tried, so a hop that got better is noticed;
+ * - with probability EPSILON another healthy candidate is tried, so a hop that got better is noticed (but not one
+ *   whose prior alone is above the best cost: the prior is refreshed by each answer, so it follows the relay);
  * - a failure (a tether that cannot form, a delivery that timed out) benches the hop at once for a backoff that
  *   doubles up to MAX_BACKOFF_MS and resets on the next success.
  * Why ε-greedy and not UCB: links degrade and recover, so rewards are not stationary. Exponentially weighted
@@ -51,6 +58,8 @@ export interface HopStats {
   /** Smoothed share of messages not acknowledged (0..1). */
   loss: number;
   samples: number;
+  /** What others measured (ms, a lower bound of the round trip): the cost until the first sample. */
+  priorMs?: number;
   /** Until when the hop is benched after a failure (ms). */
   benchedUntil: number;
   backoffMs: number;
@@ -67,12 +76,18 @@ export class RouteLearner {
     this.#random = options.random;
   }
 
-  /** Sets the candidate next hops for `destination` (include the destination itself when direct is possible). */
-  setCandidates(destination: string, hops: Iterable<string>): void {
+  /**
+   * Sets the candidate next hops for `destination` (include the destination itself when direct is possible), with
+   * the round-trip time others measured for some of them (`priors`, ms: see the module's notes).
+   */
+  setCandidates(destination: string, hops: Iterable<string>, priors?: ReadonlyMap<string, number>): void {
     const old = this.#routes.get(destination) ?? new Map<string, HopStats>();
     const next = new Map<string, HopStats>();
     for (const hop of hops) {
-      next.set(hop, old.get(hop) ?? { hop, loss: 0, samples: 0, benchedUntil: 0, backoffMs: 0 });
+      const s = old.get(hop) ?? { hop, loss: 0, samples: 0, benchedUntil: 0, backoffMs: 0 };
+      const prior = priors?.get(hop);
+      if (prior !== undefined && prior > 0) s.priorMs = prior;
+      next.set(hop, s);
     }
     this.#routes.set(destination, next);
   }
@@ -84,7 +99,7 @@ export class RouteLearner {
 
   #cost(s: HopStats): number {
     const lossFactor = 1 + LEARNER.LOSS_WEIGHT * s.loss;
-    if (s.rttMs === undefined) return s.samples === 0 ? 0 : NEVER_ANSWERED_COST * lossFactor;
+    if (s.rttMs === undefined) return s.samples === 0 ? s.priorMs ?? 0 : NEVER_ANSWERED_COST * lossFactor;
     return s.rttMs * lossFactor;
   }
 
@@ -104,11 +119,14 @@ export class RouteLearner {
       s.hop !== exclude && s.benchedUntil <= now && ready(s.hop)
     );
     if (usable.length === 0) return undefined;
-    if (usable.length > 1 && this.#random() < LEARNER.EPSILON) {
-      return usable[Math.floor(this.#random() * usable.length)]!.hop;
-    }
     let best = usable[0]!;
     for (const s of usable) if (this.#cost(s) < this.#cost(best)) best = s;
+    if (usable.length > 1 && this.#random() < LEARNER.EPSILON) {
+      // Exploring skips a hop whose shared onward leg alone is slower than the best path: it cannot be better.
+      const bound = this.#cost(best);
+      const worth = usable.filter((s) => s === best || (s.priorMs ?? 0) < bound);
+      return worth[Math.floor(this.#random() * worth.length)]!.hop;
+    }
     const direct = usable.find((s) => s.hop === destination);
     if (
       direct && direct !== best && direct.loss < LEARNER.UNHEALTHY_LOSS &&

@@ -92,3 +92,56 @@ Deno.test("learner simulation: 1000 nodes with 5% churn a minute deliver, never 
   assertEquals(r.recoveriesCutShort, 0, "no flow that lost its relay was still without one when it ended");
   assert(r.recoveries.at(-1)! <= 1_000, `a flow took ${r.recoveries.at(-1)} ms to deliver again`);
 });
+
+Deno.test("learner simulation: cooperative learning (relays share their measured onward legs) beats learning alone", () => {
+  const options = {
+    nodes: 1000,
+    flows: 1000,
+    minutes: 2.5,
+    warmupMinutes: 0.5,
+    churnPerMinute: 0.05,
+    seed: 7,
+    prng,
+  };
+  const alone = simulate({ ...options, cooperative: false });
+  const together = simulate({ ...options, cooperative: true });
+  const near = (xs: Float64Array) => xs.filter((x) => x <= NEAR).length / xs.length;
+  const line = (name: string, r: typeof alone) =>
+    `${name}: delivery ${(100 * r.delivered / r.messages).toFixed(2)}%, within 20% of the oracle ` +
+    `${(100 * near(r.ratios)).toFixed(1)}% (p95 ${
+      quantile(r.ratios, 0.95).toFixed(2)
+    }), in a flow's first 10 s ` +
+    `${(100 * near(r.earlyRatios)).toFixed(1)}% (p90 ${quantile(r.earlyRatios, 0.9).toFixed(2)}), ` +
+    `${r.tethersFormed} tethers formed, ${
+      r.controlPerNodeMinute.toFixed(1)
+    } route messages per node and minute`;
+  console.log(`${line("alone", alone)}\n${line("together", together)}`);
+  assert(together.delivered / together.messages >= alone.delivered / alone.messages - 0.001, "delivery kept");
+  assert(near(together.ratios) > near(alone.ratios), "more messages near the oracle");
+  assert(quantile(together.ratios, 0.95) < quantile(alone.ratios, 0.95), "a shorter tail");
+  assert(quantile(together.earlyRatios, 0.9) < quantile(alone.earlyRatios, 0.9), "newcomers route better");
+  assert(together.tethersFormed < 0.75 * alone.tethersFormed, "far fewer tethers formed only to explore");
+  // Sharing rides the answers that exist anyway: no message more per node.
+  assert(together.controlPerNodeMinute <= alone.controlPerNodeMinute * 1.02, "no more control messages");
+});
+
+Deno.test("learner: a relay's shared onward leg is its cost until measured, and keeps a hopeless relay unexplored", () => {
+  const l = new RouteLearner({ clock: () => 0, random: () => 0.99 });
+  l.setCandidates("d", ["d", "near", "far"], new Map([["near", 5], ["far", 80]]));
+  assertEquals(l.choose("d"), "d"); // no prior: optimism, tried first
+  l.observe("d", "d", 40);
+  assertEquals(l.choose("d"), "near"); // 5 < 40: worth a try; "far" (80 > 40) is not
+  l.observe("d", "near", 60); // it understated: judged by what was measured
+  assertEquals(l.choose("d"), "d");
+  // Exploring (random below ε) picks among the direct path and "near", never "far".
+  const picks = new Set<string>();
+  for (let i = 0; i < 50; i++) {
+    const draws = [0, i / 50];
+    const explorer = new RouteLearner({ clock: () => 0, random: () => draws.shift() ?? 0.99 });
+    explorer.setCandidates("d", ["d", "near", "far"], new Map([["near", 5], ["far", 80]]));
+    explorer.observe("d", "d", 40);
+    explorer.observe("d", "near", 60);
+    picks.add(explorer.choose("d")!);
+  }
+  assertEquals(picks, new Set(["d", "near"]));
+});

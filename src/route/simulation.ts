@@ -16,6 +16,9 @@
  * - Discovery, as the agent does it: a node asks who relays to a destination when a flow starts, every 30 s, and
  *   (at most every 3 s) when the direct path failed or no hop is left; up to 8 random live nodes that can reach the destination answer.
  *   Whether the asker can reach them is found out by trying. A node remembers the last MAX_RELAYS answers.
+ * - Cooperation (`cooperative`, as the agent does it): each answer carries the relay's own measured round trip to
+ *   the destination, which the asker's learner takes as the relay's prior cost (src/route/learner.ts). Without it
+ *   (independent learning), every relay starts at cost 0 and is tried once.
  * - Tethers, as the agent's #nextHop: a message goes on the learner's choice among open tethers; the learner's
  *   unrestricted choice, if not open, is formed (at once if the link is up, else `learner.fail`). A message with no
  *   open tether to take would ride the backup pipeline, which is not modelled: it counts as not delivered.
@@ -43,6 +46,8 @@ const ANSWERS_PER_QUERY = 8;
 const MAX_RELAYS = 12;
 /** Ratio of a path's latency to the oracle's best below which it counts as near the best. */
 export const NEAR = 1.2;
+/** A flow's first messages, those graded as `earlyRatios`: how well a newcomer routes. */
+const EARLY_MS = 10_000;
 
 /** What a run is asked to do. */
 export interface SimulationOptions {
@@ -58,6 +63,8 @@ export interface SimulationOptions {
   seed: number;
   /** A seeded random source (say tests/fuzz.ts' prng): the run is deterministic. */
   prng: (seed: number) => () => number;
+  /** Whether relays' answers carry their measured round trip to the destination as a prior (default true). */
+  cooperative?: boolean;
 }
 
 /** What a run measured, after the warm-up. */
@@ -86,6 +93,12 @@ export interface SimulationReport {
   recoveriesCutShort: number;
   /** Flows whose incrementally kept oracle disagreed with a recomputation from scratch (checked each minute). */
   oracleErrors: number;
+  /** The same as `ratios`, for the messages of each flow's first EARLY_MS (flows started after the warm-up). */
+  earlyRatios: Float64Array;
+  /** Tethers formed after the warm-up (each one a handshake in the agent): what exploring costs. */
+  tethersFormed: number;
+  /** Route queries and answers after the warm-up, per node and minute. */
+  controlPerNodeMinute: number;
 }
 
 interface SimNode {
@@ -105,6 +118,9 @@ interface Flow {
   dst: SimNode;
   /** Relays that answered, oldest first (names). */
   relays: string[];
+  /** Each answering relay's round trip to the destination, as it measured it (ms). */
+  onward: Map<string, number>;
+  startedAt: number;
   lastQuery: number;
   /** The direct path failed, or no hop was left: ask again (answers arrive by the flow's next message). */
   askSoon: boolean;
@@ -173,7 +189,13 @@ export function simulate(o: SimulationOptions): SimulationReport {
     recoveries: [],
     recoveriesCutShort: 0,
     oracleErrors: 0,
+    earlyRatios: new Float64Array(0),
+    tethersFormed: 0,
+    controlPerNodeMinute: 0,
   };
+  const cooperative = o.cooperative ?? true;
+  let controlMessages = 0;
+  const early: number[] = [];
   // One entry per delivered message at most: flows × measured rounds.
   const capacity = o.flows * Math.ceil((endMs - warmupMs) / ROUND_MS);
   const ratios = new Float64Array(capacity);
@@ -213,7 +235,7 @@ export function simulate(o: SimulationOptions): SimulationReport {
   // ---- Discovery and candidates ---------------------------------------------------------------------------------
 
   const refreshCandidates = (f: Flow) => {
-    f.src.learner.setCandidates(f.dst.name, [f.dst.name, ...f.relays]);
+    f.src.learner.setCandidates(f.dst.name, [f.dst.name, ...f.relays], cooperative ? f.onward : undefined);
     f.candidateBestMs = pathMs(f.src, f.dst, f.dst);
     for (const r of f.relays) {
       f.candidateBestMs = Math.min(f.candidateBestMs, pathMs(f.src, byName.get(r)!, f.dst));
@@ -225,19 +247,22 @@ export function simulate(o: SimulationOptions): SimulationReport {
     if (now - f.lastQuery < QUERY_AGAIN_MS) return;
     f.lastQuery = now;
     f.askSoon = false;
+    if (measuring()) controlMessages++;
     let answers = 0;
     for (let tries = 0; tries < 4 * ANSWERS_PER_QUERY && answers < ANSWERS_PER_QUERY; tries++) {
       const r = randomLive();
       if (r === f.src || r === f.dst || !linkUp(r, f.dst)) continue;
       answers++;
+      if (measuring()) controlMessages++;
       const at = f.relays.indexOf(r.name);
       if (at >= 0) f.relays.splice(at, 1);
       f.relays.push(r.name);
+      f.onward.set(r.name, 2 * latency(r, f.dst) * (1 + 0.1 * rand()));
     }
     // Forget the oldest answers beyond MAX_RELAYS, but not the relay in use.
     for (let i = 0; f.relays.length > MAX_RELAYS && i < f.relays.length;) {
       if (f.relays[i] === f.hop?.name) i++;
-      else f.relays.splice(i, 1);
+      else f.onward.delete(f.relays.splice(i, 1)[0]!);
     }
     refreshCandidates(f);
   };
@@ -251,6 +276,8 @@ export function simulate(o: SimulationOptions): SimulationReport {
         src,
         dst,
         relays: [],
+        onward: new Map(),
+        startedAt: now,
         lastQuery: -Infinity,
         askSoon: false,
         oracle: bestFromScratch(src, dst),
@@ -306,6 +333,7 @@ export function simulate(o: SimulationOptions): SimulationReport {
       const at = f.relays.indexOf(node.name);
       if (at < 0) continue;
       f.relays.splice(at, 1);
+      f.onward.delete(node.name);
       refreshCandidates(f);
     }
   };
@@ -336,6 +364,7 @@ export function simulate(o: SimulationOptions): SimulationReport {
       const hop = byName.get(wanted);
       if (hop && linkUp(f.src, hop)) {
         tethers.add(wanted);
+        if (measuring()) report.tethersFormed++;
         chosen ??= wanted;
       } else {
         learner.fail(d, wanted);
@@ -393,6 +422,7 @@ export function simulate(o: SimulationOptions): SimulationReport {
       candidateRatios[graded++] = ms / f.candidateBestMs;
       f.graded++;
       if (ratio <= NEAR) f.near++;
+      if (f.startedAt >= warmupMs && now - f.startedAt < EARLY_MS) early.push(ratio);
     }
   };
 
@@ -418,6 +448,8 @@ export function simulate(o: SimulationOptions): SimulationReport {
   report.ratios = ratios.subarray(0, graded).sort();
   report.candidateRatios = candidateRatios.subarray(0, graded).sort();
   report.recoveries.sort((a, b) => a - b);
+  report.earlyRatios = Float64Array.from(early).sort();
+  report.controlPerNodeMinute = controlMessages / o.nodes / (o.minutes - o.warmupMinutes);
   return report;
 }
 
