@@ -27,6 +27,8 @@ export function nodeCertificateFields(
     email: "",
     access: 0,
     identities: [],
+    region: "",
+    regions: [],
     ...o,
   };
 }

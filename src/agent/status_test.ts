@@ -25,6 +25,8 @@ async function certificate(identity: { subject: string; email: string }) {
     ...identity,
     access: 0,
     identities: [],
+    region: "",
+    regions: [],
     nodeKey: node.publicKey,
     notBefore: Date.now() - 1000,
     notAfter: Date.now() + 3_600_000,

@@ -31,6 +31,8 @@ async function sample(overrides: Partial<CertificateFields> = {}) {
     email: "",
     access: 0,
     identities: [],
+    region: "",
+    regions: [],
     nodeKey: node.publicKey,
     notBefore: NOW - 1000,
     notAfter: NOW + 3_600_000,
@@ -70,13 +72,13 @@ Deno.test("certificate: a 256-byte subject is refused at issue, before anything 
   assertEquals(error.message, "certificate: subject is 256 bytes, the limit is 255");
 });
 
-Deno.test("certificate: a version 2 certificate, even genuinely signed, is refused as malformed naming both versions", async () => {
+Deno.test("certificate: a version 3 certificate, even genuinely signed, is refused as malformed naming both versions", async () => {
   const { realmKey, bytes } = await sample();
-  // Version 2 had no access and identities (a zero byte and an empty list here, just before the node key).
+  // Version 3 had no region and regions (an empty string and an empty list here, just before the node key).
   const unsigned = decodeCertificate(bytes).signed;
-  const at = unsigned.length - 16 - 1952 - 3;
-  const v2 = Uint8Array.of(2, ...unsigned.subarray(1, at), ...unsigned.subarray(at + 3));
-  const signed = withSignature(v2, await realmKey.key.sign(domainSeparated(CONTEXT, v2)));
+  const at = unsigned.length - 16 - 1952 - 4;
+  const v3 = Uint8Array.of(3, ...unsigned.subarray(1, at), ...unsigned.subarray(at + 4));
+  const signed = withSignature(v3, await realmKey.key.sign(domainSeparated(CONTEXT, v3)));
   const error = await assertRejects(
     () => verifyCertificate(signed, { realm: REALM, realmKey: realmKey.publicKey, now: NOW }),
     CertificateRejected,
@@ -84,7 +86,7 @@ Deno.test("certificate: a version 2 certificate, even genuinely signed, is refus
   assertEquals(error.reason, "malformed");
   assertEquals(
     error.message,
-    "certificate: version 2 is no longer read, this node reads only version 3 (upgrade the Guardian that issued it)",
+    "certificate: version 3 is no longer read, this node reads only version 4 (upgrade the Guardian that issued it)",
   );
 });
 

@@ -808,6 +808,8 @@ export class Guardian {
       email: teamsRealm ? "" : current.identity?.email ?? "",
       access: teamsRealm ? ACCESS_TEAMS : ACCESS_TAINTS,
       identities: held.secrets.map((s) => identityTag(fromBase64(s)!, key)),
+      region: "",
+      regions: [],
       nodeKey: key,
       notBefore,
       notAfter: expiresAt,

@@ -7,7 +7,7 @@
  * version u8 (3) | serial 16 | conflux 16 | realm 16 | realmName str ≤64 | tag str ≤63 | ipv4 4 | prefix4 u8
  * | ipv6 16 | prefix6 u8 | taints [str ≤64] ≤32 | portal u8 | subnets [bytes 5|17] ≤64
  * | subject str ≤255 | email str ≤254 | access u8 | identities [32] ≤16
- * | nodeKey 1952 | notBefore u64 ms | notAfter u64 ms
+ * | region str ≤32 | regions [str ≤32] ≤16 | nodeKey 1952 | notBefore u64 ms | notAfter u64 ms
  * | signature 3309 (realm key, over CERTIFICATE_SIGNATURE_CONTEXT || everything before it)
  * ```
  * `str` is a u16 byte length then UTF-8; `[x]` a u16 count then the items. A subnet is 4 or 16 address bytes
@@ -15,8 +15,11 @@
  * verified at registration; both are empty when the realm asks for no identity, and an email never comes without a
  * subject. `access` is the realm's access model (0: taints, 1: teams); `identities` are the node's identity tags
  * (issue 21): for each identity it holds (its owner, its teams), HMAC-SHA-256 keyed by that identity's secret
- * over the node's key (crypto/identity_tags.ts), which only holders of the same identity can recognise. Versions
- * 1 and 2 (without `access` and `identities`) are no longer read: every login brings a fresh certificate.
+ * over the node's key (crypto/identity_tags.ts), which only holders of the same identity can recognise.
+ * `region` is where the administrator placed the node (empty: nowhere said), and `regions` where this node's
+ * traffic may travel through a third party, a relay or the Master (empty: anywhere); both are region names
+ * (isRegion) the administrator granted (issue 22). Versions 1 to 3 are no longer read: every login brings a fresh
+ * certificate.
  * @module
  */
 
@@ -24,8 +27,15 @@ import { ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.t
 import { ByteReader, ByteWriter, WireError } from "./bytes.ts";
 import { bytes, fixed, list, readRecord, type RecordOf, string, u64, u8, writeRecord } from "./schema.ts";
 
-/** Version byte of certificates: 2 added `subject` and `email`, 3 `access` and `identities`. Only 3 is read. */
-export const CERTIFICATE_VERSION = 3;
+/**
+ * Version byte of certificates: 2 added `subject` and `email`, 3 `access` and `identities`, 4 `region` and
+ * `regions`. Only 4 is read.
+ */
+export const CERTIFICATE_VERSION = 4;
+/** A region name is at most this many bytes. */
+export const MAX_REGION_BYTES = 32;
+/** Most regions a node's traffic may be allowed through. */
+export const MAX_REGIONS = 16;
 /** Most identities (an owner and teams) one node holds. */
 export const MAX_IDENTITIES = 16;
 /** The realm's access model as a certificate says it. */
@@ -41,6 +51,11 @@ export const MAX_TAG_BYTES = 63;
 export const MAX_SUBJECT_BYTES = 255;
 /** An email address is at most 254 bytes (RFC 5321 path limit, less the angle brackets). */
 export const MAX_EMAIL_BYTES = 254;
+
+/** True for a valid region name: like a tag (a-z, 0-9, inner hyphens), at most MAX_REGION_BYTES: "eu-west". */
+export function isRegion(s: string): boolean {
+  return s.length <= MAX_REGION_BYTES && isTag(s);
+}
 
 /** True for a valid tag: one DNS label of a-z, 0-9 and inner hyphens (the name is `<tag>.veilnet`). */
 export function isTag(s: string): boolean {
@@ -64,6 +79,8 @@ const FIELDS = {
   email: string(MAX_EMAIL_BYTES),
   access: u8(0, 1),
   identities: list(fixed(32), MAX_IDENTITIES),
+  region: string(MAX_REGION_BYTES),
+  regions: list(string(MAX_REGION_BYTES), MAX_REGIONS),
   nodeKey: fixed(ML_DSA_65_PUBLIC_KEY_BYTES),
   notBefore: u64,
   notAfter: u64,
@@ -103,12 +120,19 @@ export function identityProblem(identity: { subject: string; email: string }): s
   return undefined;
 }
 
+/** Why a certificate's `region` or `regions` is not valid, or undefined. */
+function regionProblem(fields: { region: string; regions: string[] }): string | undefined {
+  if (fields.region !== "" && !isRegion(fields.region)) return `bad region "${fields.region}"`;
+  const bad = fields.regions.find((r) => !isRegion(r));
+  return bad === undefined ? undefined : `bad region "${bad}" in regions`;
+}
+
 /**
  * Encodes everything the realm signature covers. Throws RangeError when a field breaks its limits (see also
  * identityProblem).
  */
 export function encodeCertificateUnsigned(fields: CertificateFields): Uint8Array {
-  const problem = identityProblem(fields);
+  const problem = identityProblem(fields) ?? regionProblem(fields);
   if (problem) throw new RangeError(`certificate: ${problem}`);
   const w = new ByteWriter("certificate", 2400).u8(CERTIFICATE_VERSION, "version");
   writeRecord(w, FIELDS, fields as unknown as Record<string, unknown>);
@@ -127,7 +151,7 @@ export function decodeCertificate(bytes: Uint8Array): Certificate {
   if (fields.notAfter <= fields.notBefore) {
     throw new WireError("value", "certificate: notAfter is not after notBefore");
   }
-  const problem = identityProblem(fields);
+  const problem = identityProblem(fields) ?? regionProblem(fields);
   if (problem) throw new WireError("value", `certificate: ${problem}`);
   return { ...fields, signed, signature };
 }

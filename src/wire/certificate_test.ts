@@ -34,6 +34,8 @@ const BASE: CertificateFields = {
   email: "",
   access: 0,
   identities: [],
+  region: "",
+  regions: [],
   nodeKey: NODE_KEY,
   notBefore: 1_800_000_000_000,
   notAfter: 1_800_003_600_000,
@@ -46,7 +48,8 @@ const encode = (fields: CertificateFields) => withSignature(encodeCertificateUns
 /** Offset of `subject` in an encoding of BASE with `identity`: right before nodeKey, notBefore and notAfter. */
 function subjectOffset(bytes: Uint8Array, identity: { subject: string; email: string }): number {
   const utf8 = (s: string) => new TextEncoder().encode(s).length;
-  return bytes.length - SIGNATURE.length - 16 - NODE_KEY.length - 3 - (2 + utf8(identity.subject)) -
+  // From the end: signature, validity, node key, empty regions and region (4), access and no identities (3).
+  return bytes.length - SIGNATURE.length - 16 - NODE_KEY.length - 4 - 3 - (2 + utf8(identity.subject)) -
     (2 + utf8(identity.email));
 }
 
@@ -68,10 +71,10 @@ Deno.test("certificate wire: round-trips field for field, with and without an id
   }
 });
 
-Deno.test("certificate wire: the layout is as documented (version 3, subject, email, access, identities)", () => {
+Deno.test("certificate wire: the layout is as documented (version 4, subject, email, access, identities, regions)", () => {
   const bytes = encode({ ...BASE, ...ALICE });
   assertEquals(bytes[0], CERTIFICATE_VERSION);
-  assertEquals(CERTIFICATE_VERSION, 3);
+  assertEquals(CERTIFICATE_VERSION, 4);
   // version, serial, conflux, realm, then realmName as a u16 length and UTF-8.
   assertEquals(bytes.subarray(1, 17), BASE.serial);
   assertEquals(Array.from(bytes.subarray(49, 55)), [0, 4, ...new TextEncoder().encode("home")]);
@@ -83,9 +86,15 @@ Deno.test("certificate wire: the layout is as documented (version 3, subject, em
   assertEquals(new TextDecoder().decode(bytes.subarray(at + 2, at + 2 + 12)), ALICE.subject);
   assertEquals(view.getUint16(at + 14), ALICE.email.length);
   assertEquals(new TextDecoder().decode(bytes.subarray(at + 16, at + 16 + 17)), ALICE.email);
-  // access (taints: 0), then no identities (a zero count), then the node key.
-  assertEquals(Array.from(bytes.subarray(at + 33, at + 36)), [0, 0, 0]);
-  assertEquals(bytes.subarray(at + 36, at + 36 + NODE_KEY.length), NODE_KEY);
+  // access (taints: 0), then no identities (a zero count), no region, no regions, then the node key.
+  assertEquals(Array.from(bytes.subarray(at + 33, at + 40)), [0, 0, 0, 0, 0, 0, 0]);
+  assertEquals(bytes.subarray(at + 40, at + 40 + NODE_KEY.length), NODE_KEY);
+  // A region and the regions the node's traffic may cross: a string, then a list of strings.
+  const placed = encode({ ...BASE, ...ALICE, region: "eu-west", regions: ["eu-west", "eu-north"] });
+  assertEquals(Array.from(placed.subarray(at + 36, at + 45)), [0, 7, ...new TextEncoder().encode("eu-west")]);
+  assertEquals(Array.from(placed.subarray(at + 45, at + 47)), [0, 2]);
+  const { signed: _p, signature: _q, ...placedFields } = decodeCertificate(placed);
+  assertEquals([placedFields.region, placedFields.regions], ["eu-west", ["eu-west", "eu-north"]]);
   // By teams, with two identity tags: 32 bytes each after their count.
   const tags = [new Uint8Array(32).fill(7), new Uint8Array(32).fill(8)];
   const teams = encode({ ...BASE, ...ALICE, access: 1, identities: tags });
@@ -136,10 +145,13 @@ Deno.test("certificate wire: decoding refuses each malformed certificate with a 
   // An email with an empty subject: the subject's 12 bytes removed and its length zeroed.
   const emailOnly = Uint8Array.of(...good.subarray(0, at), 0, 0, ...good.subarray(at + 14));
   const escape = edit(good, (b) => b[at + 2] = 0x1b);
+  const placed = encode({ ...BASE, ...ALICE, region: "eu", regions: ["us"] });
+  const upperRegion = edit(placed, (b) => b[at + 38] = 0x45); // "Eu"
+  const upperInList = edit(placed, (b) => b[at + 44] = 0x55); // "Us"
   const badUtf8 = edit(good, (b) => b[at + 16] = 0xff);
   const cases: [n: number, bytes: Uint8Array, reason: string, text: string][] = [
-    [1, version1, "version", "version 1 is no longer read, this node reads only version 3"],
-    [2, edit(good, (b) => b[0] = 4), "version", "version 4 is newer than this node reads (version 3)"],
+    [1, version1, "version", "version 1 is no longer read, this node reads only version 4"],
+    [2, edit(good, (b) => b[0] = 5), "version", "version 5 is newer than this node reads (version 4)"],
     [3, edit(good, (b) => b[0] = 0), "version", "version 0 is no longer read"],
     [4, longSubject, "oversize", "subject is 256 bytes, the limit is 255"],
     [5, longEmail, "oversize", "email is 255 bytes, the limit is 254"],
@@ -149,6 +161,8 @@ Deno.test("certificate wire: decoding refuses each malformed certificate with a 
     [9, good.subarray(0, at + 1), "truncated", "truncated at subject"],
     [10, Uint8Array.of(...good, 0), "trailing", "1 unexpected trailing bytes"],
     [11, new Uint8Array(0), "truncated", "truncated at version"],
+    [12, upperRegion, "value", 'bad region "Eu"'],
+    [13, upperInList, "value", 'bad region "Us" in regions'],
   ];
   for (const [n, bytes, reason, text] of cases) {
     const error = assertThrows(() => decodeCertificate(bytes), WireError, text);
