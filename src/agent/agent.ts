@@ -37,6 +37,7 @@ import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
 import { RouteLearner } from "../route/learner.ts";
 import { admitPacket, mayCommunicate } from "./access.ts";
+import { mayCross, type Placed, whyNoPath } from "./regions.ts";
 import { guardianClient, worthRetrying } from "./guardian_client.ts";
 import { Membership, type Owner } from "./membership.ts";
 import type { PeerTable } from "./peers.ts";
@@ -360,7 +361,10 @@ export class Agent implements AsyncDisposable {
       },
       backup: (dest, message) => this.#channel?.publish(this.#subjects.data(dest), message),
       backupFlush: () => this.#channel?.flush() ?? Promise.resolve(),
-      mayRelay: (from, dest) => this.#mayCarry(from, dest),
+      // This node carries others' traffic only if both may talk and its own region is one both allow.
+      mayRelay: (from, dest) =>
+        this.#mayCarry(from, dest) && this.#thirdMay(this.#session.cert.region, from, dest),
+      mayBackup: (from, dest) => this.#thirdMay(this.#masterRegion, from ?? this.#identity.id, dest),
       clock,
       log,
     });
@@ -422,6 +426,29 @@ export class Agent implements AsyncDisposable {
     return true; // both are in the table, which holds only peers this node may talk with
   }
 
+  /** Where the Master is (the backup pipeline crosses it), as the Guardian said at login; "" when unsaid. */
+  get #masterRegion(): string {
+    return (this.#session.login as { master_region?: string }).master_region ?? "";
+  }
+
+  /** The certificate of `id`: this node's own, or a peer's. */
+  #placed(id: string): Placed | undefined {
+    return id === this.#identity.id ? this.#session.cert : this.peers.get(id)?.cert;
+  }
+
+  /** Whether a third party in `region` may carry traffic between nodes `a` and `b` (src/agent/regions.ts). */
+  #thirdMay(region: string, a: string, b: string): boolean {
+    const [x, y] = [this.#placed(a), this.#placed(b)];
+    return x !== undefined && y !== undefined && mayCross(region, x, y);
+  }
+
+  /** Whether `hop` may carry this node's traffic to `dest`: the direct path always, a relay in an allowed region. */
+  #hopAllowed(hop: string, dest: string): boolean {
+    if (hop === dest) return true;
+    const relay = this.peers.get(hop)?.cert;
+    return relay !== undefined && this.#thirdMay(relay.region, this.#identity.id, dest);
+  }
+
   /** Says which teams this node asks for but does not hold (its owner is not in them), once per change. */
   #sayIgnoredTeams(): void {
     const ignored = (this.#session.login.ignored_teams ?? []).join(", ");
@@ -453,9 +480,10 @@ export class Agent implements AsyncDisposable {
   #nextHop(dest: string): string {
     if (this.#clock() - (this.#lastQuery.get(dest) ?? 0) > 30_000) this.#askForRelays(dest);
     const tethers = this.#data?.tethers;
-    const open = (hop: string) => tethers?.info(hop)?.state === "open";
+    const allowed = (hop: string) => this.#hopAllowed(hop, dest);
+    const open = (hop: string) => tethers?.info(hop)?.state === "open" && allowed(hop);
     const ready = this.#learner.choose(dest, undefined, open);
-    const wanted = this.#learner.choose(dest);
+    const wanted = this.#learner.choose(dest, undefined, allowed);
     // The learner may want a hop with no tether yet (to explore it, or because it is now the best): form it in
     // the background, and meanwhile keep the traffic on a hop that is open.
     if (ready && wanted && wanted !== ready && !tethers?.info(wanted)) {
@@ -567,6 +595,8 @@ export class Agent implements AsyncDisposable {
         this.#lastAnswer.set(asker, now);
         if (!this.peers.get(dest)) await this.#membership.identify(m.body.destination);
         if (!this.#mayCarry(asker, dest)) return;
+        // Nor if this node is in a region the asker or the destination keeps its traffic out of.
+        if (!this.#thirdMay(this.#session.cert.region, asker, dest)) return;
         if (data.tethers.info(dest)?.state !== "open" && !await data.tethers.ensure(dest)) return;
         const answer = await signControl(this.#identity, {
           kind: ControlKind.RouteAnswer,
@@ -586,6 +616,7 @@ export class Agent implements AsyncDisposable {
           return this.peers.count("route:unasked");
         }
         if (!this.#mayCarry(relay, dest)) return this.peers.count("route:forbidden-relay");
+        if (!this.#hopAllowed(relay, dest)) return this.peers.count("route:outside-regions");
         let relays = this.#relays.get(dest);
         if (!relays) this.#relays.set(dest, relays = new Map());
         relays.set(relay, m.body.rttMs);
@@ -737,6 +768,9 @@ export class Agent implements AsyncDisposable {
         ignoredTeams: this.#session.login.ignored_teams ?? [],
       },
       ...identityStatus(cert),
+      ...(cert.region !== "" ? { region: cert.region } : {}),
+      ...(cert.regions.length > 0 ? { regions: cert.regions } : {}),
+      ...(this.#masterRegion !== "" ? { masterRegion: this.#masterRegion } : {}),
       connected: { guardian: this.#clock() < cert.notAfter, master: this.#channel?.state === "connected" },
       certificateExpiresAt: cert.notAfter,
       peers: this.peers.list().length,
@@ -771,6 +805,7 @@ export class Agent implements AsyncDisposable {
       const tether = this.#data?.tethers.info(hop);
       const traffic = this.#data?.anchor.traffic.get(id);
       const via = hop !== id && tether?.state === "open" ? this.peers.get(hop)?.cert.tag : undefined;
+      const blocked = this.#data?.anchor.blocked(id) === true;
       return {
         id: formatUuid(cert.conflux),
         nodeId: id,
@@ -784,6 +819,8 @@ export class Agent implements AsyncDisposable {
         ...(via !== undefined ? { via } : {}),
         ...(tether?.state === "open" && tether.link ? { link: tether.link } : {}),
         ...(tether?.rttMs !== undefined ? { rttMs: tether.rttMs } : {}),
+        ...(cert.region !== "" ? { region: cert.region } : {}),
+        ...(blocked ? { waiting: whyNoPath(this.#session.cert, cert, this.#masterRegion) } : {}),
         ...this.#routesTo(id),
         txBytes: traffic?.txBytes ?? 0,
         rxBytes: traffic?.rxBytes ?? 0,

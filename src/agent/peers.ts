@@ -54,9 +54,11 @@ export type DropReason =
   | "forbidden"
   /** A certificate the realm revoked (its conflux's certificates issued at or before a time are void). */
   | "revoked"
-  /** A route answer nobody asked for, or from a relay that may not carry traffic to that destination. */
+  /** A route answer nobody asked for, from a relay that may not carry traffic to that destination, or from one in
+   * a region that traffic may not cross. */
   | "route:unasked"
   | "route:forbidden-relay"
+  | "route:outside-regions"
   /** More messages of a kind from one sender than it may send (see SenderLimits). */
   | "rate-limited"
   /** A certificate older than one this node holds for the same node (or another session of its conflux). */

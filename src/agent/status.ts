@@ -39,6 +39,13 @@ export interface PeerStatus {
   /** What carries the tether to the next hop: a direct TCP connection, or WebRTC (SCTP over DTLS over UDP). */
   link?: "tcp" | "webrtc";
   rttMs?: number;
+  /** Where the administrator placed the peer, when it did. */
+  region?: string;
+  /**
+   * Why traffic to the peer has no path now: its direct tether is not open and no relay or backup pipeline it may
+   * cross (geo-location control) is there. Its packets are dropped meanwhile.
+   */
+  waiting?: string;
   /**
    * With recent traffic: the paths the route learner weighs (the direct one, each relay that offered, the backup
    * pipeline when it carried some), what it measured of each, and the share of recent batches each carried.
@@ -82,6 +89,12 @@ export interface NodeStatus {
   access?: { model: "taints" | "teams"; identities: number; ignoredTeams: string[] };
   /** Who registered this node, from its certificate (absent when the realm asks for no identity). */
   identity?: IdentityStatus;
+  /** Where the administrator placed this node, when it did. */
+  region?: string;
+  /** The regions its traffic may cross through a relay or the Master, when restricted. */
+  regions?: string[];
+  /** Where the Master (the backup pipeline) is, when the Guardian says. */
+  masterRegion?: string;
   connected: {
     /** The session certificate is valid (the Guardian may be down meanwhile). */
     guardian: boolean;

@@ -59,7 +59,8 @@ export type DataDrop =
   | "relay-reflection"
   | "ttl-expired"
   | "spoofed-source"
-  | "foreign-destination";
+  | "foreign-destination"
+  | "region";
 
 /**
  * Where the data plane's thread spends its time, cumulative milliseconds by stage (for `status --json` and the
@@ -111,6 +112,12 @@ export interface AnchorOptions {
   mayRelay: (from: string, destination: string) => boolean;
   /** Sends a sealed message over the control channel (the backup pipeline), when no tether can carry it. */
   backup: (destination: string, message: Uint8Array) => void;
+  /**
+   * Whether the backup pipeline (the Master, a third party) may carry traffic from `from` (undefined: this node)
+   * to `destination` (geo-location control); without it, always. When it may not, a message with no open tether
+   * is dropped ("region") and the tether forms: the traffic waits for a path it may take.
+   */
+  mayBackup?: (from: string | undefined, destination: string) => boolean;
   /** Resolves once the control channel has handed what was published to the Master (backpressure). */
   backupFlush: () => Promise<void>;
   clock: () => number;
@@ -129,6 +136,8 @@ class Egress {
   hop: string;
   /** Until when status shows this destination's traffic on the backup pipeline (ms). */
   backupUntil = 0;
+  /** When a batch last found no path it may take (geo-location control), ms; 0 if never. */
+  blockedAt = 0;
   /** Batches sent per next hop ("backup" for the pipeline), halved every 5 s: the recent shares of each path. */
   readonly perHop = new Map<string, number>();
 
@@ -348,6 +357,10 @@ export class Anchor {
     }
     this.#form(e.peer, hop);
     e.hop = hop;
+    if (this.#o.mayBackup?.(undefined, e.peer) === false) {
+      e.blockedAt = this.#o.clock();
+      return this.#drop("region", count);
+    }
     e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
     e.took("backup");
     this.#backup(e.peer, message, bytes, count);
@@ -498,8 +511,9 @@ export class Anchor {
     };
     const { tethers } = this.#o;
     if (tethers.send(destination, message)) return count();
-    // No tether to the destination (yet): the backup pipeline carries it while one forms.
+    // No tether to the destination (yet): the backup pipeline carries it while one forms, if it may.
     this.#form(destination, destination);
+    if (this.#o.mayBackup?.(from, destination) === false) return this.#drop("region");
     this.#o.backup(destination, message);
     this.#backupUnflushed += message.length;
     count();
@@ -542,6 +556,13 @@ export class Anchor {
     let total = 0;
     for (const n of perHop.values()) total += n;
     return new Map([...perHop].map(([hop, n]) => [hop, n / total]));
+  }
+
+  /** Whether traffic to `peer` found no path it may take lately (geo-location control). */
+  blocked(peer: string): boolean {
+    const e = this.#egress.get(peer);
+    return e !== undefined && e.blockedAt > this.#o.clock() - 5_000 &&
+      this.#o.tethers.info(e.hop)?.state !== "open";
   }
 
   /** Whether traffic to `peer` goes over the backup pipeline now. */

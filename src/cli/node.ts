@@ -365,6 +365,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
         ]
         : ["taints", s.taints.join(",") || "(none: no peers)"],
       ["identity", identityLine(s.identity)],
+      ...(s.region || s.regions ? [["region", regionLine(s)]] : []),
       [
         "guardian",
         s.connected.guardian
@@ -386,7 +387,15 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
   return s.connected.guardian && s.connected.master ? 0 : 1;
 }
 
+/** Where the node is and where its traffic may go: "eu; traffic crosses only eu, ch (Master in eu)". */
+function regionLine(s: NodeStatus): string {
+  const where = s.region ?? "unplaced";
+  const master = s.masterRegion ? ` (Master in ${s.masterRegion})` : " (the Master has no region)";
+  return s.regions ? `${where}; traffic crosses only ${s.regions.join(", ")}${master}` : where;
+}
+
 function pathText(p: PeerStatus): string {
+  if (p.waiting) return "none: no allowed path yet";
   return p.path === "relay" && p.via ? `relay via ${p.via}` : p.path;
 }
 
