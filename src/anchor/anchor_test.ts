@@ -191,6 +191,8 @@ function sender(
   seal: (b: Uint8Array) => Promise<Uint8Array> = (b) => Promise.resolve(b.slice()),
   /** Batches up to this size are "sealed" on the spot (sealNow), as a real stream does small ones. */
   sealsNowUpTo = -1,
+  /** Whether the backup pipeline may carry this node's traffic (geo-location control). */
+  mayBackup?: () => boolean,
 ) {
   const tun = new MemoryTun();
   let now = 0;
@@ -224,6 +226,7 @@ function sender(
     hopFailed: (_, hop) => failed.push(hop),
     mayRelay: () => true,
     backup: (_, m) => onBackup.push(m),
+    mayBackup,
     backupFlush: () => Promise.resolve(),
     clock: () => now,
     log: () => {},
@@ -269,6 +272,22 @@ Deno.test("anchor egress: no batch waits for a tether: the backup pipeline carri
   await s.send();
   assertEquals([s.onBackup.length, s.onTether.length], [2, 1], "the tether takes over once open");
   assertEquals(s.anchor.inBackup(A), false);
+  await s.anchor.close();
+});
+
+Deno.test("anchor egress: where the backup pipeline may not carry the traffic, a batch waits for the tether", async () => {
+  const s = sender(undefined, -1, () => false);
+  await s.send();
+  assertEquals(
+    [s.onBackup.length, s.onTether.length, s.attempts.length],
+    [0, 0, 1],
+    "dropped, tether forming",
+  );
+  assertEquals([s.anchor.drops.get("region"), s.anchor.blocked(A), s.anchor.inBackup(A)], [1, true, false]);
+  await s.settle(true);
+  await s.send();
+  assertEquals([s.onBackup.length, s.onTether.length], [0, 1], "the tether carries it once open");
+  assertEquals(s.anchor.blocked(A), false);
   await s.anchor.close();
 });
 
