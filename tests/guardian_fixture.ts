@@ -15,7 +15,7 @@ export const b64 = (b: Uint8Array): string => btoa(String.fromCharCode(...b));
 
 /** The Guardian, its store and handler, the admin token, a registration token, and request helpers. */
 // deno-lint-ignore explicit-module-boundary-types -- a test fixture; its inferred type is its documentation
-export async function guardianSetup(clock = () => Date.now()) {
+export async function guardianSetup(clock = () => Date.now(), options: { masterRegion?: string } = {}) {
   const store = new Store(":memory:");
   const guardian = new Guardian(store, {
     certTtlMs: 60_000,
@@ -23,6 +23,7 @@ export async function guardianSetup(clock = () => Date.now()) {
     natsPort: 4222,
     iceServers: [],
     clock,
+    ...options,
   });
   const admin = (await guardian.ensureAdminToken())!;
   const handler = guardianHandler(guardian);

@@ -16,6 +16,7 @@ import { realmCa, realmServerTls, saveCa, savedCa, type TlsMode } from "../guard
 import type { RealmOidc, Store } from "../guardian/store.ts";
 import { guardianRequest, trustGuardianCa } from "../agent/guardian_client.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
+import { isRegion } from "../wire/certificate.ts";
 import type { Output } from "./main.ts";
 import { readCaFile } from "./node.ts";
 import { readSecret, secretInput } from "./secret.ts";
@@ -66,7 +67,14 @@ type AdminFlags = {
   "admin-token-file"?: string;
 };
 
-type RealmInfo = { id: string; name: string; cidr4: string; cidr6: string; oidc?: unknown };
+type RealmInfo = {
+  id: string;
+  name: string;
+  cidr4: string;
+  cidr6: string;
+  oidc?: unknown;
+  regions?: string[];
+};
 
 /** The admin operations, done locally on the store or remotely over HTTP. */
 interface Admin {
@@ -74,6 +82,9 @@ interface Admin {
   listRealms(): Promise<RealmInfo[]>;
   setRealmOidc(name: string, oidc: RealmOidc | null): Promise<RealmInfo>;
   setRealmAccess(name: string, access: "taints" | "teams"): Promise<RealmInfo>;
+  setRealmRegions(name: string, regions: string[]): Promise<RealmInfo>;
+  setNodeRegion(ref: string, realm: string | undefined, region: string): Promise<NodeView>;
+  setNodeRegions(ref: string, realm: string | undefined, regions: string[] | null): Promise<NodeView>;
   setNodeTeams(ref: string, realm: string | undefined, teams: string[]): Promise<NodeView>;
   createToken(
     o: {
@@ -84,6 +95,7 @@ interface Admin {
       anyTaints: boolean;
       subnets: string[];
       user?: string;
+      region?: string;
     },
   ): Promise<{ id: string; token: string }>;
   /** Users and teams of a realm. */
@@ -120,13 +132,22 @@ function localGuardian(store: Store): Guardian {
 }
 
 const realmInfo = (
-  r: { id: string; name: string; cidr4: string; cidr6: string; oidc: RealmOidc | null; access?: string },
+  r: {
+    id: string;
+    name: string;
+    cidr4: string;
+    cidr6: string;
+    oidc: RealmOidc | null;
+    access?: string;
+    regions?: string[];
+  },
 ) => ({
   id: r.id,
   name: r.name,
   cidr4: r.cidr4,
   cidr6: r.cidr6,
   access: r.access ?? "taints",
+  regions: r.regions ?? [],
   ...(r.oidc ? { oidc: r.oidc } : {}),
 });
 
@@ -152,6 +173,9 @@ function localAdmin(dataDir: string): Admin {
     listRealms: () => Promise.resolve(store.realms().map(realmInfo)),
     setRealmOidc: async (name, oidc) => realmInfo(await g.setRealmOidc(name, oidc)),
     setRealmAccess: async (name, access) => realmInfo(await g.setRealmAccess(name, access)),
+    setRealmRegions: async (name, regions) => realmInfo(await g.setRealmRegions(name, regions)),
+    setNodeRegion: (ref, realm, region) => g.setNodeRegion(id(ref, realm), region),
+    setNodeRegions: (ref, realm, regions) => g.setNodeRegions(id(ref, realm), regions),
     setNodeTeams: (ref, realm, teams) => g.setNodeTeams(id(ref, realm), teams),
     createToken: (o) =>
       g.createToken({ ...o, ttlMs: o.ttl === undefined ? undefined : parseDuration(o.ttl) }),
@@ -215,6 +239,10 @@ function remoteAdmin(base: string, token: string): Admin {
         : call("PUT", `/admin/realms/${encodeURIComponent(name)}/oidc`, oidcBody(oidc)),
     setRealmAccess: (name, access) =>
       call("PUT", `/admin/realms/${encodeURIComponent(name)}/access`, { access }),
+    setRealmRegions: (name, regions) =>
+      call("PUT", `/admin/realms/${encodeURIComponent(name)}/regions`, { regions }),
+    setNodeRegion: (ref, realm, region) => call("PUT", node(ref, realm, "/region"), { region }),
+    setNodeRegions: (ref, realm, regions) => call("PUT", node(ref, realm, "/regions"), { regions }),
     setNodeTeams: (ref, realm, teams) => call("PUT", node(ref, realm, "/teams"), { teams }),
     createToken: (o) =>
       call("POST", "/admin/tokens", { ...o, any_taints: o.anyTaints, anyTaints: undefined }),
@@ -289,7 +317,7 @@ const USAGE = `usage:
                                  [--ice stun:host:port,...] [--stun-port 3478|off]
                                  [--turn turn:host:port,... --turn-secret-file FILE]
                                  [--tls-name NAME,... | --tls-cert FILE --tls-key FILE | --plaintext]
-                                 [--console HOST:PORT [--release-url URL]]
+                                 [--console HOST:PORT [--release-url URL]] [--region NAME]
       TLS (default): the API is HTTPS and the embedded Master TLS, with a certificate from the realm CA made at
             first start (DATA_DIR/ca.pem) for this host's name, its addresses and --tls-name; every
             registration token carries the CA's SHA-256, so register verifies the Guardian with nothing else.
@@ -306,6 +334,8 @@ const USAGE = `usage:
             with the admin token, or as a realm's administrator through its OIDC issuer (realm oidc
             --oidc-admins); every action in it is an admin API call. --release-url: where install.sh is
             served, for the install line it shows with a new token
+      --region: the region the Master (NATS, the backup path) is in, told to nodes at login, so a node whose
+            traffic must stay within given regions knows whether it may go through the Master
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
   veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear) | realm access NAME taints|teams
       access: who may talk to whom, by taints (one's set within the other's) or by teams (a shared identity:
@@ -315,9 +345,13 @@ const USAGE = `usage:
       (registering in such a realm needs a valid identity token from that issuer: register --jwt)
       --oidc-admins: who administers this realm, and only it, by signing in to the console through its issuer
       (the audience is the console's OIDC client id); their identity token also works as --admin-token
+  veilnet-conflux guardian realm regions NAME (--allow a,b | --anywhere)
+      where the realm's nodes' traffic may cross a third party (a relay or the Master), unless a node has its
+      own (node regions); --anywhere: no limit. The nodes that follow the realm log in again at a change
   veilnet-conflux guardian token create --realm NAME [--ttl 24h] [--uses N] [--taints a,b | --any-taints]
-                                        [--subnets CIDR,...]
-      a node holds only the taints and portal subnets its token grants (no --taints: no taints)
+                                        [--subnets CIDR,...] [--region R]
+      a node holds only the taints and portal subnets its token grants (no --taints: no taints);
+      --region: the region the nodes it registers are placed in (a node never says its own)
   veilnet-conflux guardian token list | token revoke ID
       token create --user NAME: the nodes it registers belong to that user (see guardian user)
   veilnet-conflux guardian user list|create|remove [NAME] --realm NAME [--issuer URL --subject SUB]
@@ -331,6 +365,10 @@ const USAGE = `usage:
   veilnet-conflux guardian node tag NODE NEW_TAG
   veilnet-conflux guardian node subnets NODE CIDR,...            (portal subnets it is granted; "" for none)
   veilnet-conflux guardian node teams NODE a,b                   (teams it asks for; held if its owner is in them)
+  veilnet-conflux guardian node region NODE (REGION | --none)    (where it is; --none: unplaced)
+  veilnet-conflux guardian node regions NODE (--allow a,b | --anywhere | --follow-realm)
+      where its traffic may cross a third party (a relay or the Master); --follow-realm: as its realm says
+      (realm regions); a region is a-z, 0-9 and inner hyphens, at most 32 characters, e.g. eu-west
       revoke and remove take effect across the realm within seconds; remove also forgets the node
   veilnet-conflux guardian nats-config [--port 4222] [--cluster-name N --cluster-listen HOST:PORT --routes URL,...]
                                        [--resolver-dir ${DEFAULT_RESOLVER_DIR}] (the server's own JWT directory)
@@ -403,7 +441,28 @@ function nodeLine(n: NodeView): string {
     : "";
   return `${n.tag.padEnd(20)} ${n.ips[0]!.padEnd(15)} ${state.padEnd(8)} last seen ${seen}  taints ${
     n.taints.join(",") || "-"
-  }${n.portal ? `  portal ${n.subnets.join(",")}` : ""}${who}${report}  ${n.id}`;
+  }${n.portal ? `  portal ${n.subnets.join(",")}` : ""}${
+    n.region ? `  region ${n.region}` : ""
+  }${who}${report}  ${n.id}`;
+}
+
+/**
+ * `--allow a,b` or one of the `others` flags (exactly one): the regions --allow names (at least one), or
+ * undefined for one of the others.
+ */
+function allowFlags(values: Record<string, unknown>, ...others: string[]): string[] | undefined {
+  const given = [
+    ...(values.allow !== undefined ? ["--allow"] : []),
+    ...others.filter((f) => values[f.slice(2)] === true),
+  ];
+  const all = ["--allow a,b", ...others].join(", ");
+  if (given.length !== 1) {
+    throw new UsageError(`give one of ${all}${given.length > 1 ? `, not ${given.join(" and ")}` : ""}`);
+  }
+  if (values.allow === undefined) return undefined;
+  const regions = list(values.allow as string);
+  if (regions.length === 0) throw new UsageError("--allow names at least one region (or --anywhere)");
+  return regions;
 }
 
 /** Runs `fn` with the admin the flags name, and closes it; returns exit code 0. */
@@ -566,9 +625,15 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       "turn-secret-file": { type: "string" },
       console: { type: "string" },
       "release-url": { type: "string" },
+      region: { type: "string" },
       ...TLS_FLAGS,
     });
     const tls = tlsFlags(values);
+    if (values.region !== undefined && !isRegion(values.region)) {
+      throw new UsageError(
+        `--region is a region name (a-z, 0-9 and inner hyphens, at most 32 characters), got "${values.region}"`,
+      );
+    }
     const consoleAt = values.console === undefined ? undefined : hostPort(values.console, "--console");
     if (values["release-url"] !== undefined && !/^https?:\/\/\S+$/.test(values["release-url"])) {
       throw new UsageError(`--release-url is an http(s) URL, got "${values["release-url"]}"`);
@@ -632,6 +697,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         certTtlMs: certTtl,
         iceServers: list(values.ice),
         console: consoleAt && { ...consoleAt, releaseUrl: values["release-url"]?.replace(/\/+$/, "") },
+        ...(values.region !== undefined ? { masterRegion: values.region } : {}),
         signal: abort.signal,
         log: io.err,
       });
@@ -736,7 +802,25 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         );
       });
     }
-    throw new UsageError(`guardian realm: expected create, list, oidc or access, got "${action ?? ""}"`);
+    if (action === "regions") {
+      const { values, positionals } = parse(more, {
+        ...ADMIN_FLAGS,
+        allow: { type: "string" },
+        anywhere: { type: "boolean", default: false },
+      }, { min: 1, max: 1 });
+      const regions = allowFlags(values, "--anywhere");
+      return await withAdmin(values, io, async (a) => {
+        const realm = await a.setRealmRegions(positionals[0]!, regions ?? []);
+        io.out(
+          `realm ${realm.name}: traffic may cross a third party ${
+            realm.regions?.length ? `in ${realm.regions.join(", ")}` : "anywhere"
+          }; its nodes that follow it log in again`,
+        );
+      });
+    }
+    throw new UsageError(
+      `guardian realm: expected create, list, oidc, access or regions, got "${action ?? ""}"`,
+    );
   }
   if (sub === "token") {
     const [action, ...more] = rest;
@@ -750,6 +834,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         "any-taints": { type: "boolean", default: false },
         subnets: { type: "string" },
         user: { type: "string" },
+        region: { type: "string" },
       });
       if (!values.realm) throw new UsageError("token create needs --realm NAME");
       if (values["any-taints"] && values.taints !== undefined) {
@@ -765,6 +850,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
           anyTaints: values["any-taints"],
           subnets: list(values.subnets),
           ...(values.user !== undefined ? { user: values.user } : {}),
+          ...(values.region !== undefined ? { region: values.region } : {}),
         });
         io.out(created.token); // only the token on stdout, so scripts can capture it
       });
@@ -780,14 +866,22 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
   }
   if (sub === "node") {
     const [action, ...more] = rest;
-    const args = { list: 0, show: 1, revoke: 1, remove: 1, taints: 2, tag: 2, subnets: 2, teams: 2 }[
-      action ?? ""
-    ];
+    const counts: Record<string, [min: number, max: number]> = {
+      list: [0, 0],
+      show: [1, 1],
+      revoke: [1, 1],
+      remove: [1, 1],
+      taints: [2, 2],
+      tag: [2, 2],
+      subnets: [2, 2],
+      teams: [2, 2],
+      region: [1, 2],
+      regions: [1, 1],
+    };
+    const args = counts[action ?? ""];
     if (args === undefined) {
       throw new UsageError(
-        `guardian node: expected list, show, revoke, remove, taints, tag, subnets or teams, got "${
-          action ?? ""
-        }"`,
+        `guardian node: expected ${Object.keys(counts).join(", ")}, got "${action ?? ""}"`,
       );
     }
     const { values, positionals } = parse(more, {
@@ -795,7 +889,19 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       realm: { type: "string" },
       json: { type: "boolean", default: false },
       any: { type: "boolean", default: false },
-    }, { min: args, max: args });
+      none: { type: "boolean", default: false },
+      allow: { type: "string" },
+      anywhere: { type: "boolean", default: false },
+      "follow-realm": { type: "boolean", default: false },
+    }, { min: args[0], max: args[1] });
+    if (action !== "region" && values.none) throw new UsageError("--none belongs to node region");
+    if (action !== "regions" && (values.allow !== undefined || values.anywhere || values["follow-realm"])) {
+      throw new UsageError("--allow, --anywhere and --follow-realm belong to node regions");
+    }
+    if (action === "region" && (positionals.length === 2) === values.none) {
+      throw new UsageError("node region NODE REGION, or node region NODE --none");
+    }
+    const regions = action === "regions" ? allowFlags(values, "--anywhere", "--follow-realm") : undefined;
     const [ref, arg] = positionals as [string, string];
     const show = (n: NodeView) => io.out(JSON.stringify(n, null, 2));
     return await withAdmin(values, io, async (a) => {
@@ -821,6 +927,13 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
           return show(await a.grantNodeSubnets(ref, values.realm, list(arg)));
         case "teams":
           return show(await a.setNodeTeams(ref, values.realm, list(arg)));
+        case "region":
+          return show(await a.setNodeRegion(ref, values.realm, values.none ? "" : arg));
+        case "regions":
+          // --follow-realm: null (its realm's); --anywhere: [] (no limit of its own).
+          return show(
+            await a.setNodeRegions(ref, values.realm, values["follow-realm"] ? null : regions ?? []),
+          );
       }
     });
   }

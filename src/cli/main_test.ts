@@ -97,11 +97,16 @@ Deno.test("cli: every guardian subcommand answers --help", async () => {
       "token list",
       "node list",
       "node revoke",
+      "realm regions",
+      "node region",
+      "node regions",
     ]
   ) {
     const r = await cli("guardian", ...sub.split(" "), "--help");
     assertEquals(r.code, 0, sub);
     assert(r.out.includes("guardian node taints NODE") && r.out.includes("--any-taints"), sub);
+    assert(r.out.includes("guardian node regions NODE") && r.out.includes("--follow-realm"), sub);
+    assert(r.out.includes("guardian realm regions NAME") && r.out.includes("[--region NAME]"), sub);
   }
 });
 
@@ -165,4 +170,108 @@ Deno.test("cli: guardian node administration on a data directory", async () => {
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("cli: guardian regions on a data directory: realm regions, node region and regions, token create --region", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "vc-cli-regions-" });
+  const d = ["--data-dir", dir];
+  const run = (...argv: string[]) => cli("guardian", ...argv, ...d);
+  const ok = async (...argv: string[]) => {
+    const r = await run(...argv);
+    assertEquals(r.code, 0, `${argv.join(" ")}: ${r.err}`);
+    return r.out;
+  };
+  try {
+    await ok("realm", "create", "home", "--cidr", "10.141.0.0/24");
+    const token = await ok("token", "create", "--realm", "home", "--region", "eu-west");
+    assertEquals(JSON.parse(await ok("token", "list"))[0].region, "eu-west");
+    const { Guardian } = await import("../guardian/guardian.ts");
+    const { openStore } = await import("../guardian/server.ts");
+    {
+      using store = openStore(dir);
+      const g = new Guardian(store, {
+        certTtlMs: 60_000,
+        natsUrls: [],
+        natsPort: 0,
+        iceServers: [],
+        clock: Date.now,
+      });
+      await g.register(token, { tag: "web" });
+    }
+    assert(
+      (await ok("node", "list")).split("\n").some((l) =>
+        l.startsWith("web ") && l.includes("region eu-west")
+      ),
+    );
+    assert(
+      (await ok("realm", "regions", "home", "--allow", "eu-west,eu-north")).includes("eu-west, eu-north"),
+    );
+    assertEquals(JSON.parse(await ok("realm", "list"))[0].regions, ["eu-west", "eu-north"]);
+    const follows = JSON.parse(await ok("node", "show", "web"));
+    assertEquals([follows.regions, follows.regions_follow_realm], [["eu-west", "eu-north"], true]);
+    assertEquals(JSON.parse(await ok("node", "region", "web", "us-east")).region, "us-east");
+    assertEquals(JSON.parse(await ok("node", "region", "web", "--none")).region, "");
+    assert(!(await ok("node", "list")).includes("region"));
+    const own = JSON.parse(await ok("node", "regions", "web", "--allow", "us-east"));
+    assertEquals([own.regions, own.regions_follow_realm], [["us-east"], false]);
+    const anywhere = JSON.parse(await ok("node", "regions", "web", "--anywhere"));
+    assertEquals([anywhere.regions, anywhere.regions_follow_realm], [[], false]);
+    const back = JSON.parse(await ok("node", "regions", "web", "--follow-realm"));
+    assertEquals([back.regions, back.regions_follow_realm], [["eu-west", "eu-north"], true]);
+    assert((await ok("realm", "regions", "home", "--anywhere")).includes("anywhere"));
+    // Refusals: the command line (2), and the Guardian's checks (1, naming the value).
+    const refused: [argv: string[], code: number, says: string][] = [
+      [["realm", "regions", "home"], 2, "--allow"],
+      [["realm", "regions", "home", "--allow", "eu", "--anywhere"], 2, "not --allow and --anywhere"],
+      [["realm", "regions", "home", "--allow", ""], 2, "at least one region"],
+      [["node", "region", "web"], 2, "--none"],
+      [["node", "region", "web", "eu", "--none"], 2, "--none"],
+      [["node", "regions", "web"], 2, "--follow-realm"],
+      [["node", "regions", "web", "--anywhere", "--follow-realm"], 2, "not --anywhere and --follow-realm"],
+      [["node", "tag", "web", "www", "--none"], 2, "--none belongs to node region"],
+      [["node", "region", "web", "EU"], 1, 'bad region "EU"'],
+      [["node", "regions", "web", "--allow", "eu,eu"], 1, 'region "eu" is in regions twice'],
+      [["realm", "regions", "home", "--allow", "a b"], 1, 'bad region "a b"'],
+      [["token", "create", "--realm", "home", "--region", "Mars"], 1, 'bad region "Mars"'],
+      [["serve", "--region", "Mars"], 2, "--region"],
+    ];
+    for (const [argv, code, says] of refused) {
+      const r = await run(...argv);
+      assertEquals(r.code, code, `${argv.join(" ")}: ${r.err}`);
+      assert(r.err.includes(says), `${argv.join(" ")}: ${r.err}`);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli: guardian regions through the admin API (--guardian URL)", async () => {
+  const { guardianSetup } = await import("../../tests/guardian_fixture.ts");
+  const { handler, admin, reg, guardian, store } = await guardianSetup();
+  await using server = Deno.serve({ port: 0, hostname: "127.0.0.1", onListen() {} }, (req) => handler(req));
+  const g = ["--guardian", `http://127.0.0.1:${server.addr.port}`, "--admin-token", admin];
+  const ok = async (...argv: string[]) => {
+    const r = await cli("guardian", ...argv, ...g);
+    assertEquals(r.code, 0, `${argv.join(" ")}: ${r.err}`);
+    return r.out;
+  };
+  const { conflux_id: id } = await guardian.register(reg, { tag: "web" });
+  assert((await ok("realm", "regions", "home", "--allow", "eu-west")).includes("eu-west"));
+  assertEquals(JSON.parse(await ok("node", "region", "web", "eu-north")).region, "eu-north");
+  assertEquals(JSON.parse(await ok("node", "regions", "web", "--allow", "eu-north,eu-west")).regions, [
+    "eu-north",
+    "eu-west",
+  ]);
+  assertEquals([store.confluxById(id)!.region, store.confluxById(id)!.regions], ["eu-north", [
+    "eu-north",
+    "eu-west",
+  ]]);
+  assertEquals(JSON.parse(await ok("node", "regions", "web", "--follow-realm")).regions_follow_realm, true);
+  assertEquals(store.confluxById(id)!.regions, null);
+  assertEquals(JSON.parse(await ok("node", "region", "web", "--none")).region, "");
+  await ok("token", "create", "--realm", "home", "--region", "us-east");
+  assertEquals(store.tokens().at(-1)!.region, "us-east");
+  assertEquals(store.realmByName("home")!.regions, ["eu-west"]);
+  const bad = await cli("guardian", "node", "region", "web", "EU", ...g);
+  assertEquals([bad.code, bad.err.includes('bad region "EU"')], [1, true]);
 });

@@ -296,6 +296,16 @@ export function guardianHandler(
       return json(200, realmView(await guardian.setRealmAccess(params.name!, access)));
     }),
 
+    // Geo-location (issue 22): where a realm's nodes' traffic may cross a third party ([] anywhere).
+    "PUT /admin/realms/:name/regions": admin(async ({ params, body }, scope) => {
+      inScope(scope, params.name);
+      const regions = stringList(await body(), "regions");
+      if (regions === undefined) {
+        throw new HttpError(400, "regions is required: a list of regions, [] for anywhere");
+      }
+      return json(200, realmView(await guardian.setRealmRegions(params.name!, regions)));
+    }),
+
     "DELETE /admin/realms/:name/oidc": admin(async ({ params }, scope) => {
       inScope(scope, params.name);
       return json(200, realmView(await guardian.setRealmOidc(params.name!, null)));
@@ -317,6 +327,7 @@ export function guardianHandler(
           anyTaints: optional(b, "any_taints", "boolean"),
           subnets: stringList(b, "subnets"),
           user: optional(b, "user", "string"),
+          region: optional(b, "region", "string"),
         }),
       );
     }),
@@ -484,6 +495,29 @@ export function guardianHandler(
       return json(200, await guardian.setNodeTeams(id, stringList(await ctx.body(), "teams") ?? []));
     }),
 
+    // Where the administrator places a node ("" for nowhere), and where its traffic may go (null: as its realm).
+    "PUT /admin/nodes/:ref/region": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      const region = optional<string>(await ctx.body(), "region", "string");
+      if (region === undefined) throw new HttpError(400, 'region is required: a region name, or "" for none');
+      return json(200, await guardian.setNodeRegion(id, region));
+    }),
+
+    "PUT /admin/nodes/:ref/regions": admin(async (ctx, scope) => {
+      const id = nodeOf(ctx, scope).id;
+      const b = await ctx.body();
+      if (!("regions" in b)) {
+        throw new HttpError(
+          400,
+          "regions is required: a list of regions ([] for anywhere), or null for the realm's",
+        );
+      }
+      return json(
+        200,
+        await guardian.setNodeRegions(id, b.regions === null ? null : stringList(b, "regions")!),
+      );
+    }),
+
     "PUT /admin/nodes/:ref/subnets": admin(async (ctx, scope) => {
       const id = nodeOf(ctx, scope).id;
       const subnets = stringList(await ctx.body(), "subnets") ?? [];
@@ -563,6 +597,7 @@ function realmView(r: RealmRow): Record<string, unknown> {
     cidr4: r.cidr4,
     cidr6: r.cidr6,
     access: r.access ?? "taints",
+    regions: r.regions ?? [],
     ...(r.oidc
       ? {
         oidc: {
@@ -613,6 +648,7 @@ export function tokenList(guardian: Guardian): { realm: string | undefined }[] {
     uses_left: t.usesLeft,
     expires_at: t.expiresAt,
     revoked: t.revoked,
+    region: t.region ?? "",
     ...(t.userId ? { user: guardian.store.userById(t.userId)?.name } : {}),
   }));
 }

@@ -586,6 +586,8 @@ interface RealmView {
   cidr6: string;
   oidc?: { issuer: string; jwks_url: string; audience: string; taints_claim?: string; admins?: string[] };
   access?: "taints" | "teams";
+  /** Where its nodes' traffic may cross a third party ([] anywhere). */
+  regions?: string[];
 }
 
 async function realmNames(get: (p: string) => Promise<unknown>): Promise<string[]> {
@@ -698,6 +700,11 @@ function nodePage(s: Session, n: NodeView): string {
     ["Identity", esc(n.identity ? (n.identity.email ?? n.identity.subject) : "-")],
     ["Owner", esc(n.owner ?? "-")],
     ["Teams it asks for", esc(n.teams?.join(", ") || "-")],
+    ["Region", esc(n.region || "-")],
+    [
+      "Traffic may cross a third party in",
+      `${esc(n.regions?.join(", ") || "any region")}${n.regions_follow_realm ? " (the realm's)" : ""}`,
+    ],
     [
       "Portal subnets (offered / granted)",
       `${esc(n.subnets.join(", ") || "-")} / ${esc(n.granted_subnets.join(", ") || "-")}`,
@@ -885,7 +892,8 @@ function peoplePage(s: Session, realm: string, users: UserView[], teams: TeamVie
 
 function realmsPage(s: Session, realms: RealmView[]): string {
   const rows = realms.map((r) =>
-    `<tr><td>${esc(r.name)}<br><a href="/realms/${esc(r.name)}/people">Users and teams</a></td>` +
+    `<tr><td>${esc(r.name)}<br><a href="/realms/${esc(r.name)}/people">Users and teams</a>` +
+    `<br><span class="hint">regions: ${esc(r.regions?.join(", ") || "any")}</span></td>` +
     `<td>${esc(r.cidr4)}<br>${esc(r.cidr6)}</td><td><form method="post" action="/realms/${
       esc(r.name)
     }/access">` +

@@ -35,6 +35,8 @@ import {
   base64,
   base64url,
   checkOidc,
+  checkRegion,
+  checkRegions,
   checkSubnets,
   checkTaints,
   fromBase64,
@@ -117,6 +119,11 @@ export interface LoginResponse {
   identity_secrets?: string[];
   /** Teams it asks for but does not get (its owner neither owns nor is a member of them, or they do not exist). */
   ignored_teams?: string[];
+  /**
+   * The region the Master (the backup pipeline over NATS) is in, as the Guardian's administrator said
+   * (`guardian serve --region`); "" when unsaid. Optional: Guardians before issue 22 do not send it.
+   */
+  master_region?: string;
 }
 
 /** What the Guardian says about a node to its administrator. */
@@ -146,6 +153,12 @@ export interface NodeView {
   owner?: string;
   /** Teams it asks for (it holds those its owner owns or is a member of). */
   teams?: string[];
+  /** The region the administrator placed it in ("" for none). Always sent by this Guardian. */
+  region?: string;
+  /** Where its traffic may cross a third party (its own setting, else its realm's); [] for anywhere. */
+  regions?: string[];
+  /** Whether `regions` are its realm's (it has no setting of its own). */
+  regions_follow_realm?: boolean;
 }
 
 /** What an admin credential may act on: everything (`all`), or the named realms. */
@@ -176,6 +189,8 @@ export interface GuardianOptions {
   stunPort?: number;
   /** TURN servers sharing a secret with the Guardian: each login gets credentials until its certificate ends. */
   turn?: TurnConfig;
+  /** The region the Master is in (`--region`), told to nodes at login; none when undefined. */
+  masterRegion?: string;
   clock: () => number;
 }
 
@@ -377,6 +392,8 @@ export class Guardian {
       subnets?: string[];
       /** The user whose nodes it registers. */
       user?: string;
+      /** The region the nodes it registers are placed in. */
+      region?: string;
     },
   ): Promise<{ id: string; token: string }> {
     const realm = this.#realm(o.realm);
@@ -387,6 +404,7 @@ export class Guardian {
     if (o.uses !== undefined && (!Number.isInteger(o.uses) || o.uses < 1)) {
       throw new GuardianError(400, `uses must be a positive integer, got ${o.uses}`);
     }
+    const region = checkRegion(o.region ?? "");
     const id = randomHex(8);
     const secret = base64url(crypto.getRandomValues(new Uint8Array(32)));
     const now = this.options.clock();
@@ -402,6 +420,7 @@ export class Guardian {
       revoked: false,
       createdAt: now,
       userId: user?.id ?? null,
+      region,
     };
     await this.store.transaction(() => this.store.addToken(row));
     // With the Guardian's own realm CA, the token names it: `register` verifies the Guardian by it.
@@ -528,6 +547,9 @@ export class Guardian {
         // The token's user, else whoever signed in at the realm's issuer.
         ownerId: row.userId ?? (identity ? this.people.userFor(realm.id, identity).id : null),
         teams,
+        // Where it is, as its token says: never what the node says of itself. Its regions follow the realm.
+        region: row.region ?? "",
+        regions: null,
       });
     });
     const realmKey = await this.#realmKey(realm);
@@ -781,7 +803,9 @@ export class Guardian {
       if (!current || current.revokedAt !== null) {
         throw new GuardianError(403, "this node was revoked or removed");
       }
-      return current;
+      // The realm's regions as they are now: a change made while this login was on its way voids nothing of a
+      // node with no live certificate, so the certificate must carry the newest.
+      return { ...current, regions: this.#regionsOf(current) };
     });
     // In a realm whose access is by teams: the identities the node holds now, as tags in its certificate.
     const teamsRealm = realm.access === "teams";
@@ -808,8 +832,9 @@ export class Guardian {
       email: teamsRealm ? "" : current.identity?.email ?? "",
       access: teamsRealm ? ACCESS_TEAMS : ACCESS_TAINTS,
       identities: held.secrets.map((s) => identityTag(fromBase64(s)!, key)),
-      region: "",
-      regions: [],
+      // Where the administrator placed it and where its traffic may go: nothing the node said of itself.
+      region: current.region ?? "",
+      regions: current.regions,
       nodeKey: key,
       notBefore,
       notAfter: expiresAt,
@@ -838,7 +863,13 @@ export class Guardian {
         )
         .map((c) => formatAddress(intToIp(c.ip4))),
       ...(teamsRealm ? { identity_secrets: held.secrets, ignored_teams: held.ignored } : {}),
+      master_region: this.options.masterRegion ?? "",
     };
+  }
+
+  /** Where a node's traffic may cross a third party: its own setting, else its realm's. */
+  #regionsOf(row: ConfluxRow): string[] {
+    return row.regions ?? this.store.realmById(row.realmId)?.regions ?? [];
   }
 
   /** Sets a realm's access model: by taints, or by teams (a shared identity); its nodes log in again. */
@@ -861,6 +892,46 @@ export class Guardian {
     await this.store.transaction(() => {
       this.#existing(row.id);
       this.store.setConfluxTeams(row.id, checked);
+      this.#revoke(row.id, false);
+    });
+    return this.#view(this.#existing(row.id));
+  }
+
+  /**
+   * Sets a realm's default regions (where its nodes' traffic may cross a third party; [] for anywhere). Its nodes
+   * that follow the realm log in again to carry them.
+   */
+  async setRealmRegions(name: string, regions: string[]): Promise<RealmRow> {
+    const realm = this.#realm(name);
+    const checked = checkRegions(regions);
+    await this.store.transaction(() => {
+      this.store.setRealmRegions(realm.id, checked);
+      for (const c of this.store.confluxes(realm.id)) {
+        if (c.regions === null || c.regions === undefined) this.#revoke(c.id, false);
+      }
+    });
+    return { ...realm, regions: checked };
+  }
+
+  /** Places a node in a region ("" for none); it logs in again to carry it. */
+  async setNodeRegion(id: string, region: string): Promise<NodeView> {
+    const row = this.#existing(id);
+    const checked = checkRegion(region);
+    await this.store.transaction(() => {
+      this.#existing(row.id);
+      this.store.setConfluxRegion(row.id, checked);
+      this.#revoke(row.id, false);
+    });
+    return this.#view(this.#existing(row.id));
+  }
+
+  /** Sets where a node's traffic may cross a third party, or with null makes it follow its realm; it logs in again. */
+  async setNodeRegions(id: string, regions: string[] | null): Promise<NodeView> {
+    const row = this.#existing(id);
+    const checked = regions === null ? null : checkRegions(regions);
+    await this.store.transaction(() => {
+      this.#existing(row.id);
+      this.store.setConfluxRegions(row.id, checked);
       this.#revoke(row.id, false);
     });
     return this.#view(this.#existing(row.id));
@@ -943,6 +1014,9 @@ export class Guardian {
       ...(r.revokedAt !== null ? { revoked_at: r.revokedAt } : {}),
       ...(r.ownerId ? { owner: this.store.userById(r.ownerId)?.name ?? r.ownerId } : {}),
       ...(r.teams?.length ? { teams: r.teams } : {}),
+      region: r.region ?? "",
+      regions: r.regions ?? realm.regions ?? [],
+      regions_follow_realm: r.regions === null || r.regions === undefined,
       created_at: r.createdAt,
       ...(this.reports.get(r.id) ? { report: this.reports.get(r.id) } : {}),
     };

@@ -8,7 +8,7 @@
 import { sha256, toHex } from "../crypto/identity.ts";
 import { MAX_CERTIFICATE_TTL_MS } from "../spec.ts";
 import { parseCidr } from "../tun/ip.ts";
-import { MAX_SUBNETS, MAX_TAINTS } from "../wire/certificate.ts";
+import { isRegion, MAX_REGION_BYTES, MAX_REGIONS, MAX_SUBNETS, MAX_TAINTS } from "../wire/certificate.ts";
 import { contains, formatCidr, overlaps } from "../portal/subnets.ts";
 import { checkJwksUrl } from "./oidc.ts";
 import type { RealmOidc, RealmRow } from "./store.ts";
@@ -43,6 +43,45 @@ export function fromBase64(text: string): Uint8Array | undefined {
 
 export const TAINT = /^[A-Za-z0-9_.:-]{1,64}$/;
 export const REALM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+
+/** A region an administrator places a node in: a region name (isRegion), or "" for none. 400 otherwise. */
+export function checkRegion(region: unknown): string {
+  if (region === "") return "";
+  if (typeof region !== "string" || !isRegion(region)) {
+    throw new GuardianError(
+      400,
+      `bad region ${JSON.stringify(region)}: a-z, 0-9 and inner hyphens, at most ${MAX_REGION_BYTES} ` +
+        'characters (e.g. "eu-west"), or "" for none',
+    );
+  }
+  return region;
+}
+
+/**
+ * Regions a node's traffic may cross a third party in: region names (isRegion), each once, at most MAX_REGIONS;
+ * [] for anywhere. 400 naming the bad value otherwise.
+ */
+export function checkRegions(regions: unknown): string[] {
+  if (!Array.isArray(regions)) throw new GuardianError(400, "regions must be a list of region names");
+  const seen = new Set<string>();
+  for (const r of regions) {
+    if (typeof r !== "string" || !isRegion(r)) {
+      throw new GuardianError(
+        400,
+        `bad region ${
+          JSON.stringify(r)
+        } in regions: a-z, 0-9 and inner hyphens, at most ${MAX_REGION_BYTES} ` +
+          'characters (e.g. "eu-west")',
+      );
+    }
+    if (seen.has(r)) throw new GuardianError(400, `region "${r}" is in regions twice`);
+    seen.add(r);
+  }
+  if (seen.size > MAX_REGIONS) {
+    throw new GuardianError(400, `at most ${MAX_REGIONS} regions, got ${seen.size}`);
+  }
+  return [...seen];
+}
 
 export function checkTaints(taints: unknown): string[] {
   if (!Array.isArray(taints) || taints.some((t) => typeof t !== "string" || !TAINT.test(t))) {

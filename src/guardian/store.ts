@@ -27,6 +27,8 @@ export interface RealmRow {
   createdAt: number;
   /** Who may talk to whom: by taints (subset rule) or by teams (a shared identity). */
   access?: "taints" | "teams";
+  /** Where its nodes' traffic may cross a third party (a relay or the Master), unless a node has its own; [] anywhere. */
+  regions?: string[];
 }
 
 /** A registration token (its secret is not stored). */
@@ -47,6 +49,8 @@ export interface RegistrationTokenRow {
   createdAt: number;
   /** The user a node registered with this token belongs to, if the token names one. */
   userId?: string | null;
+  /** The region a node registered with this token is placed in ("" for none). */
+  region?: string;
 }
 
 /** A user of a realm: owns the nodes registered for them; a member or owner of teams. */
@@ -104,6 +108,10 @@ export interface ConfluxRow {
   ownerId?: string | null;
   /** Teams it asks to be associated with (it holds those its owner owns or is a member of). */
   teams?: string[];
+  /** The region the administrator placed it in ("" for none). */
+  region?: string;
+  /** Where its traffic may cross a third party, as the administrator set for it; null: as its realm says. */
+  regions?: string[] | null;
 }
 
 /** A verified identity: who registered a node, according to the realm's OIDC issuer. */
@@ -317,6 +325,18 @@ const MIGRATIONS: ((db: DatabaseSync) => void)[] = [
       ALTER TABLE realms ADD COLUMN access TEXT NOT NULL DEFAULT 'taints';
     `);
   },
+  // 3 -> 4, geo-location (issue 22): the administrator places a node in a region (on the node, or on the token
+  // that registers it) and says where traffic may cross a third party: a realm's default list, and a node's own
+  // list (NULL: the realm's). Everything written before is unplaced, its realm allows anywhere ('[]'), and its
+  // nodes follow their realm.
+  (db) => {
+    db.exec(`
+      ALTER TABLE realms ADD COLUMN regions TEXT NOT NULL DEFAULT '[]';
+      ALTER TABLE confluxes ADD COLUMN region TEXT NOT NULL DEFAULT '';
+      ALTER TABLE confluxes ADD COLUMN regions TEXT;
+      ALTER TABLE registration_tokens ADD COLUMN region TEXT NOT NULL DEFAULT '';
+    `);
+  },
 ];
 
 /** Every table, parents before children (foreign keys): what a dump holds and a load fills. */
@@ -401,7 +421,9 @@ type Column =
   | "team_id"
   | "secret"
   | "access"
-  | "teams";
+  | "teams"
+  | "region"
+  | "regions";
 type Row = Record<Column, unknown>;
 
 function realm(r: Row): RealmRow {
@@ -414,6 +436,7 @@ function realm(r: Row): RealmRow {
     oidc: r.oidc === null || r.oidc === undefined ? null : JSON.parse(String(r.oidc)),
     createdAt: Number(r.created_at),
     access: r.access === "teams" ? "teams" : "taints",
+    regions: r.regions === null || r.regions === undefined ? [] : JSON.parse(String(r.regions)),
   };
 }
 
@@ -430,6 +453,7 @@ function token(r: Row): RegistrationTokenRow {
     revoked: Number(r.revoked) === 1,
     createdAt: Number(r.created_at),
     userId: r.user_id === null || r.user_id === undefined ? null : String(r.user_id),
+    region: r.region === null || r.region === undefined ? "" : String(r.region),
   };
 }
 
@@ -477,6 +501,8 @@ function conflux(r: Row): ConfluxRow {
     createdAt: Number(r.created_at),
     ownerId: r.owner_id === null || r.owner_id === undefined ? null : String(r.owner_id),
     teams: r.teams === null || r.teams === undefined ? [] : JSON.parse(String(r.teams)),
+    region: r.region === null || r.region === undefined ? "" : String(r.region),
+    regions: r.regions === null || r.regions === undefined ? null : JSON.parse(String(r.regions)),
   };
 }
 
@@ -693,7 +719,8 @@ export class Store implements Disposable {
   addRealm(r: RealmRow): void {
     if (this.realmByName(r.name)) throw new ConflictError(`realm "${r.name}" already exists`);
     this.#write(
-      "INSERT INTO realms (id, name, cidr4, cidr6, key_seed, oidc, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+      "INSERT INTO realms (id, name, cidr4, cidr6, key_seed, oidc, created_at, regions) " +
+        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
       r.id,
       r.name,
       r.cidr4,
@@ -701,6 +728,7 @@ export class Store implements Disposable {
       r.keySeed,
       r.oidc === null ? null : JSON.stringify(r.oidc),
       r.createdAt,
+      JSON.stringify(r.regions ?? []),
     );
   }
 
@@ -710,6 +738,25 @@ export class Store implements Disposable {
 
   setConfluxTeams(id: string, teams: string[]): void {
     this.#write("UPDATE confluxes SET teams = ? WHERE id = ?", JSON.stringify(teams), id);
+  }
+
+  /** Sets a realm's default regions: where its nodes' traffic may cross a third party ([] anywhere). */
+  setRealmRegions(id: string, regions: string[]): void {
+    this.#write("UPDATE realms SET regions = ? WHERE id = ?", JSON.stringify(regions), id);
+  }
+
+  /** Places a node in a region ("" for none). */
+  setConfluxRegion(id: string, region: string): void {
+    this.#write("UPDATE confluxes SET region = ? WHERE id = ?", region, id);
+  }
+
+  /** Sets a node's own regions, or with null makes it follow its realm's. */
+  setConfluxRegions(id: string, regions: string[] | null): void {
+    this.#write(
+      "UPDATE confluxes SET regions = ? WHERE id = ?",
+      regions === null ? null : JSON.stringify(regions),
+      id,
+    );
   }
 
   /** Sets (or, with null, clears) a realm's OIDC settings. */
@@ -734,7 +781,7 @@ export class Store implements Disposable {
   addToken(t: RegistrationTokenRow): void {
     this.#write(
       "INSERT INTO registration_tokens (id, realm_id, secret_hash, taints, any_taints, subnets, uses_left, " +
-        "expires_at, revoked, created_at, user_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "expires_at, revoked, created_at, user_id, region) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       t.id,
       t.realmId,
       t.secretHash,
@@ -746,6 +793,7 @@ export class Store implements Disposable {
       t.revoked ? 1 : 0,
       t.createdAt,
       t.userId ?? null,
+      t.region ?? "",
     );
   }
 
@@ -790,7 +838,7 @@ export class Store implements Disposable {
     this.#write(
       "INSERT INTO confluxes (id, realm_id, secret_hash, tag, ip4, taints, allowed_taints, any_taints, portal, " +
         "subnets, granted_subnets, identity, node_id, last_login, cert_expires, revoked_at, created_at, owner_id, " +
-        "teams) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        "teams, region, regions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
       c.id,
       c.realmId,
       c.secretHash,
@@ -810,6 +858,8 @@ export class Store implements Disposable {
       c.createdAt,
       c.ownerId ?? null,
       JSON.stringify(c.teams ?? []),
+      c.region ?? "",
+      c.regions === undefined || c.regions === null ? null : JSON.stringify(c.regions),
     );
   }
 

@@ -46,6 +46,10 @@ Deno.test("store: a version 0 database migrates to the trust model without losin
   assertEquals([store.tokenById("t1")!.taints, store.tokenById("t1")!.anyTaints], [[], false]);
   // Tags are unique from now on.
   assertThrows(() => store.setTag("cccc-3", "db"), ConflictError, "held by another node");
+  // Geo-location (3 -> 4): every older node is unplaced and follows its realm, which allows anywhere.
+  assertEquals(store.schema, 4);
+  assertEquals(nodes.map((n) => [n.region, n.regions]), [["", null], ["", null], ["", null]]);
+  assertEquals([store.realmById("r1")!.regions, store.tokenById("t1")!.region], [[], ""]);
   // Opening it again changes nothing.
   store.close();
   using again = new Store(path);
@@ -70,4 +74,56 @@ Deno.test("store: a token's last use is taken once, in one statement", () => {
   assertEquals([store.consumeToken("late", 99), store.consumeToken("late", 100)], [true, false]);
   store.revokeToken("late");
   assertEquals(store.consumeToken("late", 0), false);
+});
+
+Deno.test("store: regions of realms, nodes and tokens are kept, and travel in a dump to another store", () => {
+  using store = new Store(":memory:");
+  const realm = {
+    id: "r",
+    name: "r",
+    cidr4: "10.0.0.0/24",
+    cidr6: "fd00::/64",
+    keySeed: "",
+    oidc: null,
+    createdAt: 0,
+  };
+  store.addRealm(realm);
+  const token = { realmId: "r", secretHash: "", taints: [], anyTaints: false, subnets: [], revoked: false };
+  store.addToken({ ...token, id: "t", usesLeft: null, expiresAt: null, createdAt: 0, region: "eu-west" });
+  const node = {
+    realmId: "r",
+    secretHash: "",
+    taints: [],
+    allowedTaints: [],
+    anyTaints: false,
+    portal: false,
+    subnets: [],
+    grantedSubnets: [],
+    identity: null,
+    nodeId: null,
+    lastLogin: null,
+    certExpires: 0,
+    revokedAt: null,
+    createdAt: 0,
+  };
+  store.addConflux({ ...node, id: "a", tag: "a", ip4: 1, region: "eu-west" });
+  store.addConflux({ ...node, id: "b", tag: "b", ip4: 2, regions: ["us-east"] });
+  store.setRealmRegions("r", ["eu-west", "eu-north"]);
+  store.setConfluxRegion("b", "us-east");
+  store.setConfluxRegions("a", ["eu-west"]);
+  store.setConfluxRegions("b", null);
+  const seen = (s: Store) => [
+    s.realmById("r")!.regions,
+    s.tokenById("t")!.region,
+    s.confluxes("r").map((n) => [n.id, n.region, n.regions]),
+  ];
+  const expected = [["eu-west", "eu-north"], "eu-west", [["a", "eu-west", ["eu-west"]], [
+    "b",
+    "us-east",
+    null,
+  ]]];
+  assertEquals(seen(store), expected);
+  using replica = new Store(":memory:");
+  replica.load(store.dump());
+  assertEquals(seen(replica), expected);
 });
