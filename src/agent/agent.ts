@@ -428,7 +428,7 @@ export class Agent implements AsyncDisposable {
 
   /** Where the Master is (the backup pipeline crosses it), as the Guardian said at login; "" when unsaid. */
   get #masterRegion(): string {
-    return (this.#session.login as { master_region?: string }).master_region ?? "";
+    return this.#session.login.master_region ?? "";
   }
 
   /** The certificate of `id`: this node's own, or a peer's. */
