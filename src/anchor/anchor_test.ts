@@ -380,3 +380,41 @@ Deno.test("anchor: time per stage is counted, and the TUN's own reads and writes
   assertEquals(stages.batch + stages.seal + stages.linkSend > 0, true, "sending took some time");
   await s.anchor.close();
 });
+
+Deno.test("anchor: what the host answers at once to a write to the TUN leaves in the same turn, not a wake-up later", async () => {
+  const tun = new MemoryTun();
+  const onTether: Uint8Array[] = [];
+  const builder = new BatchBuilder();
+  builder.push(udpPacket(PEER_IP, SELF_IP, { sport: 1, dport: 2 }, new Uint8Array(8)));
+  const batch = builder.plaintext().slice();
+  const opener = { secrets: { peer: fromHex(A) }, opensNow: () => true, openNow: () => batch.slice() };
+  const sealer = { sealsNow: () => true, sealNow: (b: Uint8Array) => b.slice() };
+  const anchor = new Anchor({
+    tun,
+    self: fromHex(SELF),
+    streams: { opener: () => opener, ready: () => sealer } as unknown as Streams,
+    tethers: {
+      info: () => ({ state: "open", txBytes: 0, rxBytes: 0 }),
+      send: (_: string, m: Uint8Array) => onTether.push(m) > 0,
+      drained: () => Promise.resolve(),
+    } as unknown as Tethers,
+    route: () => A,
+    nextHop: (d) => d,
+    hopFailed: () => {},
+    mayRelay: () => true,
+    backup: () => {},
+    backupFlush: () => Promise.resolve(),
+    clock: () => 0,
+    log: () => {},
+  });
+  anchor.start();
+  await new Promise((r) => setTimeout(r, 0)); // the read loop now waits for the device
+  // The host's answer is queued as the write happens (as the kernel does with an echo reply)...
+  tun.host.send(udpPacket(SELF_IP, PEER_IP, { sport: 2, dport: 1 }, new Uint8Array(8)));
+  anchor.receive(A, message(SELF, 8));
+  // ...and has left before receive() returned: no turn of the event loop in between.
+  assertEquals(onTether.length, 1);
+  assertEquals((await tun.host.receive())?.length, 36, "the packet that came in was written");
+  await anchor.close();
+  assertEquals(onTether.length, 1, "and the read loop did not send it twice");
+});
