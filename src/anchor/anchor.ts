@@ -47,14 +47,6 @@ import {
 import { NO_OFFLOAD, OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
 import { readBytes, type Tun } from "../tun/tun.ts";
 
-/** Packets #readAnswers takes at a time: answers to one write, a few. */
-const ANSWER_SLOTS = 8;
-/**
- * Only a batch this small (a ping, an acknowledgement, a keystroke) has its answers read at once: a bulk flow's
- * answers wait for the read loop, which waits for room to send them.
- */
-const ANSWER_AFTER_BYTES = 4096;
-
 /** Why a packet or message was dropped (a metrics dimension). */
 export type DataDrop =
   | "no-peer"
@@ -182,10 +174,6 @@ export class Anchor {
   #backupUnflushed = 0;
   #backupFlush: Promise<void> | undefined;
   #reading: Promise<void> | undefined;
-  /** The read loop waits for the device (not for room to send). */
-  #waitingForTun = false;
-  /** Buffers of #readAnswers, its own: the read loop's may be in use. */
-  #answers: { slots: Uint8Array[]; sizes: number[] } | undefined;
   readonly #retire: ReturnType<typeof setInterval>;
 
   constructor(options: AnchorOptions) {
@@ -210,58 +198,33 @@ export class Anchor {
 
   async #readLoop(): Promise<void> {
     const { tun } = this.#o;
+    const offload = tun.offload === true;
     const slots = Array.from({ length: 64 }, () => new Uint8Array(readBytes(tun)));
     const sizes = new Array<number>(slots.length).fill(0);
-    for (;;) {
-      this.#waitingForTun = true;
-      const n = await tun.readBatch(slots, sizes, 0);
-      this.#waitingForTun = false;
-      if (n === 0) return;
-      for (const e of this.#send(slots, sizes, n)) await this.#room(e);
-    }
-  }
-
-  /**
-   * Routes, batches and sends `n` packets read into `slots`; returns the egresses they went to. Whatever was
-   * read goes out now: batching never waits for more packets.
-   */
-  #send(slots: Uint8Array[], sizes: number[], n: number): Set<Egress> {
-    const offload = this.#o.tun.offload === true;
     const touched = new Set<Egress>();
-    const started = performance.now();
-    const sealing = this.#stages.seal; // a batch filled on the way is sealed in this loop: counted as sealing
-    const now = this.#o.clock();
-    for (let i = 0; i < n; i++) {
-      const data = slots[i]!.subarray(0, sizes[i]);
-      // With offload the packet comes after its header, and may be a TCP super-packet: it travels whole.
-      const header = offload ? data.subarray(0, OFFLOAD_HEADER_BYTES) : NO_OFFLOAD;
-      const packet = offload ? data.subarray(OFFLOAD_HEADER_BYTES) : data;
-      const destination = destinationOf(packet);
-      const peer = destination && this.#o.route(destination);
-      if (peer) touched.add(this.#enqueue(peer, packet, header, now));
-      else if (destination) this.#hold(destination, packet, header);
-      else this.#drop("no-peer");
+    for (;;) {
+      const n = await tun.readBatch(slots, sizes, 0);
+      if (n === 0) return;
+      const started = performance.now();
+      const sealing = this.#stages.seal; // a batch filled on the way is sealed in this loop: counted as sealing
+      const now = this.#o.clock();
+      for (let i = 0; i < n; i++) {
+        const data = slots[i]!.subarray(0, sizes[i]);
+        // With offload the packet comes after its header, and may be a TCP super-packet: it travels whole.
+        const header = offload ? data.subarray(0, OFFLOAD_HEADER_BYTES) : NO_OFFLOAD;
+        const packet = offload ? data.subarray(OFFLOAD_HEADER_BYTES) : data;
+        const destination = destinationOf(packet);
+        const peer = destination && this.#o.route(destination);
+        if (peer) touched.add(this.#enqueue(peer, packet, header, now));
+        else if (destination) this.#hold(destination, packet, header);
+        else this.#drop("no-peer");
+      }
+      this.#stages.batch += performance.now() - started - (this.#stages.seal - sealing);
+      // Whatever was read goes out now: batching never waits for more packets.
+      for (const e of touched) this.#flush(e);
+      for (const e of touched) await this.#room(e);
+      touched.clear();
     }
-    this.#stages.batch += performance.now() - started - (this.#stages.seal - sealing);
-    for (const e of touched) this.#flush(e);
-    return touched;
-  }
-
-  /**
-   * Right after a write to the TUN: what the host answered at once (an echo reply, often an acknowledgement, is
-   * queued before the write returns) is read and sent now, which saves the read loop's wake-up (a poll on
-   * another thread, then this thread woken: about a third of a millisecond here, each way). Only after a small
-   * batch, and while the loop waits for the device, never while it waits for room, so backpressure holds.
-   */
-  #readAnswers(): void {
-    const { tun } = this.#o;
-    if (!this.#waitingForTun || !tun.readReady) return;
-    const k = this.#answers ??= {
-      slots: Array.from({ length: ANSWER_SLOTS }, () => new Uint8Array(readBytes(tun))),
-      sizes: new Array<number>(ANSWER_SLOTS).fill(0),
-    };
-    const n = tun.readReady(k.slots, k.sizes, 0);
-    if (n > 0) this.#send(k.slots, k.sizes, n);
   }
 
   #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
@@ -505,7 +468,6 @@ export class Anchor {
     const written = tun.writeBatch(packets, 0);
     this.#stages.open += writing - started;
     this.#stages.tunWrite += performance.now() - writing;
-    if (plain.length <= ANSWER_AFTER_BYTES) this.#readAnswers();
     const t = this.#traffic(peer);
     t.rxPackets += written;
     for (const e of entries) t.rxBytes += e.packet.length;

@@ -4,9 +4,7 @@
  * Reading: synchronous `read()` calls (about 0.4 µs each) until the device is empty (EAGAIN), and only then one
  * `poll()` on a worker thread (about 50 µs) to wait for more. Under load the device is rarely empty, so the cost
  * per packet is the synchronous call. The poll also watches an eventfd, which close() signals, because closing
- * an fd does not wake a thread already polling it. `readReady` is the same synchronous reads without the poll:
- * the data plane calls it right after a write, when the host's answer (an echo reply, an acknowledgement) is
- * usually already queued, and so saves the poll's wake-up.
+ * an fd does not wake a thread already polling it.
  * @module
  */
 
@@ -155,9 +153,31 @@ export class LinuxTun implements Tun {
     this.#reading = true;
     try {
       const c = libc();
+      // Consecutive reads that failed with something other than "empty": errno can be disturbed by the runtime
+      // between two calls, so one odd errno only sends us to poll(); a second in a row is a real failure.
+      let strikes = 0;
       while (!this.#closed) {
-        const n = this.#readNow(bufs, sizes, offset);
-        if (n > 0) return n;
+        let n = 0;
+        const started = performance.now();
+        while (n < bufs.length) {
+          const buf = bufs[n]!;
+          const got = Number(c.read(this.#fd, buf.subarray(offset), BigInt(buf.length - offset)));
+          if (got > 0) {
+            sizes[n++] = got;
+            strikes = 0;
+            continue;
+          }
+          const code = got < 0 ? errno() : LINUX.EAGAIN;
+          if (code !== LINUX.EAGAIN && code !== LINUX.EINTR && ++strikes >= 2) {
+            throw new SyscallError(`reading from TUN "${this.name}"`, code);
+          }
+          break;
+        }
+        this.stats.readMs += performance.now() - started;
+        if (n > 0) {
+          this.stats.readPackets += n;
+          return n;
+        }
         // A result of -1 is EINTR, or a failure the next read reports precisely: either way, read again.
         this.#polling = c.poll(this.#pollfds, 2n, -1);
         await this.#polling;
@@ -167,41 +187,6 @@ export class LinuxTun implements Tun {
     } finally {
       this.#reading = false;
     }
-  }
-
-  readReady(bufs: Uint8Array[], sizes: number[], offset: number): number {
-    checkReadBuffers(bufs, sizes, offset, readBytes(this));
-    return this.#closed ? 0 : this.#readNow(bufs, sizes, offset);
-  }
-
-  /**
-   * Consecutive reads that failed with something other than "empty": errno can be disturbed by the runtime
-   * between two calls, so one odd errno only ends a read (readBatch then polls); a second in a row is a failure.
-   */
-  #strikes = 0;
-
-  /** Synchronous reads until the device is empty or the buffers are full; the number of packets read. */
-  #readNow(bufs: Uint8Array[], sizes: number[], offset: number): number {
-    const c = libc();
-    let n = 0;
-    const started = performance.now();
-    while (n < bufs.length) {
-      const buf = bufs[n]!;
-      const got = Number(c.read(this.#fd, buf.subarray(offset), BigInt(buf.length - offset)));
-      if (got > 0) {
-        sizes[n++] = got;
-        this.#strikes = 0;
-        continue;
-      }
-      const code = got < 0 ? errno() : LINUX.EAGAIN;
-      if (code !== LINUX.EAGAIN && code !== LINUX.EINTR && ++this.#strikes >= 2) {
-        throw new SyscallError(`reading from TUN "${this.name}"`, code);
-      }
-      break;
-    }
-    this.stats.readMs += performance.now() - started;
-    this.stats.readPackets += n;
-    return n;
   }
 
   writeBatch(bufs: Uint8Array[], offset: number): number {

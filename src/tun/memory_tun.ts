@@ -77,19 +77,10 @@ export class MemoryTun implements Tun {
 
   async readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number> {
     checkReadBuffers(bufs, sizes, offset, this.mtu);
-    for (;;) {
-      while (this.#toDevice.length === 0) {
-        if (this.#closed) return 0;
-        await this.#toDevice.wait();
-      }
-      // readReady may have taken them meanwhile: then wait again.
-      const n = this.readReady(bufs, sizes, offset);
-      if (n > 0 || this.#closed) return n;
+    while (this.#toDevice.length === 0) {
+      if (this.#closed) return 0;
+      await this.#toDevice.wait();
     }
-  }
-
-  readReady(bufs: Uint8Array[], sizes: number[], offset: number): number {
-    checkReadBuffers(bufs, sizes, offset, this.mtu);
     if (this.#closed) return 0;
     let n = 0;
     for (let p; n < bufs.length && (p = this.#toDevice.shift()); n++) {

@@ -46,13 +46,6 @@ export interface Tun extends AsyncDisposable {
   readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number>;
 
   /**
-   * Reads the packets ready now, like readBatch but without waiting: 0 when there are none or the device is
-   * closed. It may run while a readBatch waits (both on the one thread that reads). Optional: a device without it
-   * is read by readBatch only.
-   */
-  readReady?(bufs: Uint8Array[], sizes: number[], offset: number): number;
-
-  /**
    * Hands `bufs[i][offset ..]` to the host's network stack, for every i. Never waits. Returns how many were
    * accepted; a bad packet is counted in `stats.writeErrors` and skipped without affecting the others.
    * Throws only if the device is closed.
