@@ -5,6 +5,7 @@
  * @module
  */
 
+import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { Identity } from "../src/crypto/identity.ts";
 import { signLogin } from "../src/crypto/login_proof.ts";
 import { guardianHandler } from "../src/guardian/api.ts";
@@ -83,4 +84,31 @@ export async function guardianSetup(clock = () => Date.now(), options: { masterR
     return { status: res.status, json: await res.json(), body, headers };
   };
   return { store, guardian, admin, call, login, reg, snapshot, handler };
+}
+
+/**
+ * A real OIDC issuer, as far as the Guardian sees one: a web server publishing a JWKS, and identity tokens signed
+ * with its key (`tokenOf(sub)`, audience "veilnet", valid 5 minutes). `oidc` is the realm setting naming it.
+ */
+export async function testIssuer(): Promise<
+  {
+    iss: string;
+    oidc: { issuer: string; jwks_url: string; audience: string };
+    tokenOf(sub: string): Promise<string>;
+  } & AsyncDisposable
+> {
+  const key = await generateKeyPair("ES256");
+  const jwk = { ...await exportJWK(key.publicKey), kid: "k1", alg: "ES256" };
+  const server = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
+  const iss = "https://idp.test";
+  return {
+    iss,
+    oidc: { issuer: iss, jwks_url: `http://127.0.0.1:${server.addr.port}/jwks`, audience: "veilnet" },
+    tokenOf: (sub) =>
+      new SignJWT({ sub }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss).setAudience(
+        "veilnet",
+      )
+        .setIssuedAt().setExpirationTime("5m").sign(key.privateKey),
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
 }

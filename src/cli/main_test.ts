@@ -11,6 +11,21 @@ async function cli(...argv: string[]) {
   return { code, out: out.join("\n"), err: err.join("\n") };
 }
 
+/** Registers nodes with `token` straight into the Guardian's data directory `dir`, as `register` would. */
+async function registerIn(dir: string, token: string, ...nodes: { tag: string; taints?: string[] }[]) {
+  const { Guardian } = await import("../guardian/guardian.ts");
+  const { openStore } = await import("../guardian/server.ts");
+  using store = openStore(dir);
+  const g = new Guardian(store, {
+    certTtlMs: 60_000,
+    natsUrls: [],
+    natsPort: 0,
+    iceServers: [],
+    clock: Date.now,
+  });
+  for (const node of nodes) await g.register(token, node);
+}
+
 Deno.test("cli: --help lists every contract command with its usage; COMMAND --help its flags", async () => {
   const { code, out } = await cli("--help");
   assertEquals(code, 0);
@@ -130,20 +145,7 @@ Deno.test("cli: guardian node administration on a data directory", async () => {
       "--subnets",
       "10.50.0.0/16",
     );
-    const { Guardian } = await import("../guardian/guardian.ts");
-    const { openStore } = await import("../guardian/server.ts");
-    {
-      using store = openStore(dir);
-      const g = new Guardian(store, {
-        certTtlMs: 60_000,
-        natsUrls: [],
-        natsPort: 0,
-        iceServers: [],
-        clock: Date.now,
-      });
-      await g.register(token, { tag: "web", taints: ["lab"] });
-      await g.register(token, { tag: "db" });
-    }
+    await registerIn(dir, token, { tag: "web", taints: ["lab"] }, { tag: "db" });
     assert(
       (await ok("node", "list")).split("\n").some((l) => l.startsWith("web ") && l.includes("taints lab")),
     );
@@ -185,19 +187,7 @@ Deno.test("cli: guardian regions on a data directory: realm regions, node region
     await ok("realm", "create", "home", "--cidr", "10.141.0.0/24");
     const token = await ok("token", "create", "--realm", "home", "--region", "eu-west");
     assertEquals(JSON.parse(await ok("token", "list"))[0].region, "eu-west");
-    const { Guardian } = await import("../guardian/guardian.ts");
-    const { openStore } = await import("../guardian/server.ts");
-    {
-      using store = openStore(dir);
-      const g = new Guardian(store, {
-        certTtlMs: 60_000,
-        natsUrls: [],
-        natsPort: 0,
-        iceServers: [],
-        clock: Date.now,
-      });
-      await g.register(token, { tag: "web" });
-    }
+    await registerIn(dir, token, { tag: "web" });
     assert(
       (await ok("node", "list")).split("\n").some((l) =>
         l.startsWith("web ") && l.includes("region eu-west")

@@ -1,8 +1,7 @@
 // Users and teams at the Guardian (issue 21): made and changed by an administrator only, through the admin API.
 
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { assert, assertEquals } from "../../tests/assert.ts";
-import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
+import { guardianSetup as setup, testIssuer } from "../../tests/guardian_fixture.ts";
 import { sharesIdentity } from "../crypto/identity_tags.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
 import { fromBase64 } from "./rules.ts";
@@ -130,20 +129,11 @@ Deno.test("people: by teams, a node's certificate carries tags of what its owner
 });
 
 Deno.test("people: a user, by their identity token, manages the teams they own and their own nodes' teams, no more", async () => {
-  const issuerKey = await generateKeyPair("ES256");
-  const jwk = { ...await exportJWK(issuerKey.publicKey), kid: "k1", alg: "ES256" };
-  await using idp = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
-  const iss = "https://idp.test";
-  const tokenOf = (sub: string) =>
-    new SignJWT({ sub }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss).setAudience("veilnet")
-      .setIssuedAt().setExpirationTime("5m").sign(issuerKey.privateKey);
+  await using issuer = await testIssuer();
+  const { iss, tokenOf } = issuer;
   const { call, admin } = await setup();
   const as = (method: string, path: string, body?: unknown) => call(method, path, { token: admin, body });
-  await as("PUT", "/admin/realms/home/oidc", {
-    issuer: iss,
-    jwks_url: `http://127.0.0.1:${idp.addr.port}/jwks`,
-    audience: "veilnet",
-  });
+  await as("PUT", "/admin/realms/home/oidc", issuer.oidc);
   for (const name of ["james", "ben", "mallory"]) {
     await as("POST", "/admin/realms/home/users", { name, issuer: iss, subject: `sub-${name}` });
   }

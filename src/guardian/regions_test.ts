@@ -1,9 +1,8 @@
 // Geo-location at the Guardian (issue 22): the administrator places each node in a region and says where its
 // traffic may cross a third party (a realm's default, or the node's own). Nothing a node says of itself counts.
 
-import { exportJWK, generateKeyPair, SignJWT } from "jose";
 import { assert, assertEquals } from "../../tests/assert.ts";
-import { guardianSetup as setup } from "../../tests/guardian_fixture.ts";
+import { guardianSetup as setup, testIssuer } from "../../tests/guardian_fixture.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
 import { fromBase64 } from "./rules.ts";
 
@@ -177,16 +176,11 @@ Deno.test("regions: the login answer says where the Master is (serve --region)",
 });
 
 Deno.test("regions: a realm's administrator sets regions in that realm only; a user's identity token sets none", async () => {
-  const issuerKey = await generateKeyPair("ES256");
-  const jwk = { ...await exportJWK(issuerKey.publicKey), kid: "k1", alg: "ES256" };
-  await using idp = Deno.serve({ port: 0, onListen() {} }, () => Response.json({ keys: [jwk] }));
-  const iss = "https://idp.test";
-  const tokenOf = (sub: string) =>
-    new SignJWT({ sub }).setProtectedHeader({ alg: "ES256", kid: "k1" }).setIssuer(iss).setAudience("veilnet")
-      .setIssuedAt().setExpirationTime("5m").sign(issuerKey.privateKey);
+  await using issuer = await testIssuer();
+  const { iss, tokenOf } = issuer;
   const { call, admin, guardian } = await setup();
   const as = (method: string, path: string, body?: unknown) => call(method, path, { token: admin, body });
-  const oidc = { issuer: iss, jwks_url: `http://127.0.0.1:${idp.addr.port}/jwks`, audience: "veilnet" };
+  const { oidc } = issuer;
   await as("PUT", "/admin/realms/home/oidc", { ...oidc, admins: ["alice"] });
   await as("PUT", "/admin/realms/other/oidc", { ...oidc, admins: ["bob"] });
   await as("POST", "/admin/realms/home/users", { name: "ben", issuer: iss, subject: "sub-ben" });

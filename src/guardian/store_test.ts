@@ -56,17 +56,20 @@ Deno.test("store: a version 0 database migrates to the trust model without losin
   assertEquals(again.confluxes("r1").map((n) => n.tag), ["db", "db-bbbb-2", "gw"]);
 });
 
+/** A realm row for the tests that need one. */
+const REALM_R = {
+  id: "r",
+  name: "r",
+  cidr4: "10.0.0.0/24",
+  cidr6: "fd00::/64",
+  keySeed: "",
+  oidc: null,
+  createdAt: 0,
+};
+
 Deno.test("store: a token's last use is taken once, in one statement", () => {
   using store = new Store(":memory:");
-  store.addRealm({
-    id: "r",
-    name: "r",
-    cidr4: "10.0.0.0/24",
-    cidr6: "fd00::/64",
-    keySeed: "",
-    oidc: null,
-    createdAt: 0,
-  });
+  store.addRealm(REALM_R);
   const token = { realmId: "r", secretHash: "", taints: [], anyTaints: false, subnets: [], revoked: false };
   store.addToken({ ...token, id: "one", usesLeft: 1, expiresAt: null, createdAt: 0 });
   store.addToken({ ...token, id: "late", usesLeft: null, expiresAt: 100, createdAt: 0 });
@@ -78,15 +81,7 @@ Deno.test("store: a token's last use is taken once, in one statement", () => {
 
 Deno.test("store: regions of realms, nodes and tokens are kept, and travel in a dump to another store", () => {
   using store = new Store(":memory:");
-  const realm = {
-    id: "r",
-    name: "r",
-    cidr4: "10.0.0.0/24",
-    cidr6: "fd00::/64",
-    keySeed: "",
-    oidc: null,
-    createdAt: 0,
-  };
+  const realm = REALM_R;
   store.addRealm(realm);
   const token = { realmId: "r", secretHash: "", taints: [], anyTaints: false, subnets: [], revoked: false };
   store.addToken({ ...token, id: "t", usesLeft: null, expiresAt: null, createdAt: 0, region: "eu-west" });
