@@ -3,7 +3,7 @@
 #   bash setup.sh deno task demo     # the local demo
 #   bash setup.sh deno task ok       # format check, lint, type check and every test
 # Installs only what is missing: Deno (from npm); nats-server, iproute2, iputils-ping, dnsutils, nftables, curl and
-# coturn (from apt), and for the tests chromium. Needs root for apt and npm -g; without root it says exactly what is missing instead.
+# coturn (from apt), and for the tests chromium, geoip-database and libgeoip1. Needs root for apt and npm -g; without root it says exactly what is missing instead.
 set -euo pipefail
 
 DENO_VERSION=2.9.6
@@ -36,9 +36,14 @@ command -v dig >/dev/null 2>&1 || missing+=(dnsutils)
 command -v nft >/dev/null 2>&1 || missing+=(nftables)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v turnserver >/dev/null 2>&1 || missing+=(coturn)
-# Chromium (headless) drives the web console's end-to-end test: only for the tests, not the demo.
+# Only for the tests, not the demo: Chromium (headless) drives the web console's end-to-end test; Debian's
+# offline country databases and libGeoIP serve `guardian serve --geoip`'s tests.
 case " $* " in
-  *" ok "* | *" test "*) command -v chromium >/dev/null 2>&1 || missing+=(chromium) ;;
+  *" ok "* | *" test "*)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    [ -e /usr/share/GeoIP/GeoIP.dat ] || missing+=(geoip-database)
+    ldconfig -p 2>/dev/null | grep -q 'libGeoIP\.so\.1 ' || missing+=(libgeoip1)
+    ;;
 esac
 if [ ${#missing[@]} -gt 0 ]; then
   command -v apt-get >/dev/null 2>&1 || fail "missing: ${missing[*]}. This is not a Debian-like system: install them with your package manager."

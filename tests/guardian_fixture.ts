@@ -16,7 +16,10 @@ export const b64 = (b: Uint8Array): string => btoa(String.fromCharCode(...b));
 
 /** The Guardian, its store and handler, the admin token, a registration token, and request helpers. */
 // deno-lint-ignore explicit-module-boundary-types -- a test fixture; its inferred type is its documentation
-export async function guardianSetup(clock = () => Date.now(), options: { masterRegion?: string } = {}) {
+export async function guardianSetup(
+  clock = () => Date.now(),
+  options: { masterRegion?: string; countryOf?: (address: string) => string | undefined } = {},
+) {
   const store = new Store(":memory:");
   const guardian = new Guardian(store, {
     certTtlMs: 60_000,
@@ -62,6 +65,8 @@ export async function guardianSetup(clock = () => Date.now(), options: { masterR
       identity?: Identity;
       fields?: Record<string, unknown>;
       sign?: { identity?: Identity; confluxId?: string; body?: Uint8Array } | false;
+      /** The address the login comes from, as the Guardian's socket would see it. */
+      from?: string;
     } = {},
   ) => {
     const identity = o.identity ?? await Identity.generate();
@@ -80,6 +85,7 @@ export async function guardianSetup(clock = () => Date.now(), options: { masterR
     }
     const res = await handler(
       new Request("http://guardian.test:8080/conflux/session/login", { method: "POST", headers, body }),
+      o.from === undefined ? undefined : { remoteAddr: { transport: "tcp", hostname: o.from, port: 40000 } },
     );
     return { status: res.status, json: await res.json(), body, headers };
   };

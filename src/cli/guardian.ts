@@ -20,6 +20,7 @@ import { isRegion } from "../wire/certificate.ts";
 import type { Output } from "./main.ts";
 import { readCaFile } from "./node.ts";
 import { readSecret, secretInput } from "./secret.ts";
+import { type CountryOf, openCountryDatabase } from "../guardian/geoip.ts";
 
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
 /** Where a nats-server of the Master keeps its account JWTs (revocations included); one per server. */
@@ -317,7 +318,7 @@ const USAGE = `usage:
                                  [--ice stun:host:port,...] [--stun-port 3478|off]
                                  [--turn turn:host:port,... --turn-secret-file FILE]
                                  [--tls-name NAME,... | --tls-cert FILE --tls-key FILE | --plaintext]
-                                 [--console HOST:PORT [--release-url URL]] [--region NAME]
+                                 [--console HOST:PORT [--release-url URL]] [--region NAME] [--geoip DIR]
       TLS (default): the API is HTTPS and the embedded Master TLS, with a certificate from the realm CA made at
             first start (DATA_DIR/ca.pem) for this host's name, its addresses and --tls-name; every
             registration token carries the CA's SHA-256, so register verifies the Guardian with nothing else.
@@ -336,6 +337,9 @@ const USAGE = `usage:
             served, for the install line it shows with a new token
       --region: the region the Master (NATS, the backup path) is in, told to nodes at login, so a node whose
             traffic must stay within given regions knows whether it may go through the Master
+      --geoip DIR: Debian's offline country databases (geoip-database: /usr/share/GeoIP); a node not placed by
+            node region or its token is placed at each login in its country's code ("fr"), from the address
+            its login came from as this Guardian saw it
   veilnet-conflux guardian realm create NAME [--cidr 10.128.0.0/16] [OIDC flags]      (admin flags below)
   veilnet-conflux guardian realm list | realm oidc NAME (OIDC flags | --clear) | realm access NAME taints|teams
       access: who may talk to whom, by taints (one's set within the other's) or by teams (a shared identity:
@@ -626,6 +630,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
       console: { type: "string" },
       "release-url": { type: "string" },
       region: { type: "string" },
+      geoip: { type: "string" },
       ...TLS_FLAGS,
     });
     const tls = tlsFlags(values);
@@ -676,6 +681,12 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
     } catch (error) {
       throw new UsageError(`--cert-ttl: ${(error as Error).message}`);
     }
+    let countryOf: CountryOf | undefined;
+    try {
+      countryOf = values.geoip === undefined ? undefined : openCountryDatabase(values.geoip);
+    } catch (error) {
+      throw new UsageError((error as Error).message);
+    }
     const stun = stunFlag(values["stun-port"]);
     const turn = turnFlags({ servers: values.turn, secretFile: values["turn-secret-file"] }, io);
     const abort = new AbortController();
@@ -698,6 +709,7 @@ export async function guardianCommand(args: string[], io: Output): Promise<numbe
         iceServers: list(values.ice),
         console: consoleAt && { ...consoleAt, releaseUrl: values["release-url"]?.replace(/\/+$/, "") },
         ...(values.region !== undefined ? { masterRegion: values.region } : {}),
+        ...(countryOf !== undefined ? { countryOf } : {}),
         signal: abort.signal,
         log: io.err,
       });

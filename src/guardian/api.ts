@@ -41,6 +41,14 @@ interface Context {
   body: () => Promise<Record<string, unknown>>;
   /** The exact body bytes (read once, shared with `body`). */
   raw: () => Promise<Uint8Array>;
+  /** The address the request came from, as the socket saw it; undefined when not over a socket (tests). */
+  remote?: string;
+}
+
+/** A remote address as text: IPv4 as itself, an IPv4-mapped IPv6 address as its IPv4 address. */
+function unmapped(host: string): string {
+  const bare = host.replace(/^\[|\]$/g, "");
+  return /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(bare)?.[1] ?? bare;
 }
 
 type Handler = (ctx: Context) => Promise<Response>;
@@ -247,7 +255,7 @@ export function guardianHandler(
       return json(200, { ok: true });
     }),
 
-    "POST /conflux/session/login": needs("vcfx", async ({ req, token, body, raw, url }) => {
+    "POST /conflux/session/login": needs("vcfx", async ({ req, token, body, raw, url, remote }) => {
       const fields = await body();
       return json(
         200,
@@ -256,6 +264,7 @@ export function guardianHandler(
           fields,
           signature: req.headers.get("veilnet-signature") ?? undefined,
           host: req.headers.get("host") ?? url.host,
+          ...(remote !== undefined ? { from: remote } : {}),
         }),
       );
     }),
@@ -560,6 +569,7 @@ export function guardianHandler(
       return await route.handler({
         req,
         url,
+        remote: info && "hostname" in info.remoteAddr ? unmapped(info.remoteAddr.hostname) : undefined,
         params,
         token,
         failing,

@@ -17,6 +17,7 @@ import { pq, type SigningKey } from "../crypto/pq.ts";
 import { SeenIds } from "../crypto/control_signing.ts";
 import { LOGIN_MAX_SKEW_MS, ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
+import type { CountryOf } from "./geoip.ts";
 import { ACCESS_TAINTS, ACCESS_TEAMS, identityProblem, isTag, MAX_TAG_BYTES } from "../wire/certificate.ts";
 import { subnetToBytes } from "../portal/subnets.ts";
 import {
@@ -86,6 +87,8 @@ export interface LoginRequest {
   signature: string | undefined;
   /** The Host the node used to reach the Guardian (the default NATS URL uses it). */
   host: string;
+  /** The address the login came from, as this Guardian's socket saw it (not as the node says). */
+  from?: string;
 }
 
 /** What a node gets at login. */
@@ -191,6 +194,11 @@ export interface GuardianOptions {
   turn?: TurnConfig;
   /** The region the Master is in (`--region`), told to nodes at login; none when undefined. */
   masterRegion?: string;
+  /**
+   * The country of an address (`--geoip`, src/guardian/geoip.ts): a node the administrator did not place is
+   * placed, at each login, in the region named by its login's country.
+   */
+  countryOf?: CountryOf;
   clock: () => number;
 }
 
@@ -832,8 +840,9 @@ export class Guardian {
       email: teamsRealm ? "" : current.identity?.email ?? "",
       access: teamsRealm ? ACCESS_TEAMS : ACCESS_TAINTS,
       identities: held.secrets.map((s) => identityTag(fromBase64(s)!, key)),
-      // Where the administrator placed it and where its traffic may go: nothing the node said of itself.
-      region: current.region ?? "",
+      // Where the administrator placed it (else where its login came from, with --geoip) and where its traffic
+      // may go: nothing the node said of itself.
+      region: current.region || (req.from && this.options.countryOf?.(req.from)) || "",
       regions: current.regions,
       nodeKey: key,
       notBefore,

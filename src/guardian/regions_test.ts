@@ -5,6 +5,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { guardianSetup as setup, testIssuer } from "../../tests/guardian_fixture.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
 import { fromBase64 } from "./rules.ts";
+import { openCountryDatabase } from "./geoip.ts";
 
 const certOf = (login: { json: { certificate: string } }) =>
   decodeCertificate(fromBase64(login.json.certificate)!);
@@ -236,4 +237,27 @@ Deno.test("regions: a realm's administrator sets regions in that realm only; a u
   assertEquals([bensNode.region, bensNode.regions, bensNode.regions_follow_realm], ["eu-west", [
     "eu-west",
   ], true]);
+});
+
+Deno.test("regions: with --geoip, an unplaced node is placed where its login came from, as the Guardian saw it", async () => {
+  // Debian's database (geoip-database, which setup.sh installs for the tests), through libGeoIP.
+  const { call, login, admin, reg } = await setup(undefined, {
+    countryOf: openCountryDatabase("/usr/share/GeoIP"),
+  });
+  const node = (await call("POST", "/conflux/register", { token: reg, body: {} })).json;
+  const region = async (o: { from?: string; fields?: Record<string, unknown> }) =>
+    certOf(await login(node.token, o)).region;
+  assertEquals(await region({ from: "81.2.69.160" }), "gb");
+  assertEquals(await region({ from: "::ffff:193.51.224.1" }), "fr", "an IPv4-mapped address counts as IPv4");
+  assertEquals(await region({ from: "10.1.2.3" }), "", "a private address places nowhere");
+  assertEquals(await region({}), "", "no socket address, no place");
+  // What the node says of where it is counts for nothing.
+  assertEquals(
+    await region({ from: "10.1.2.3", fields: { region: "gb", address: "81.2.69.160" } }),
+    "",
+    "placed by its own word",
+  );
+  // The administrator's placement wins over the address.
+  await call("PUT", `/admin/nodes/${node.conflux_id}/region`, { token: admin, body: { region: "eu" } });
+  assertEquals(await region({ from: "81.2.69.160" }), "eu");
 });
