@@ -98,6 +98,30 @@ Deno.test({
       `b or mallory is among a's paths: ${JSON.stringify(toCNow.routes)}`,
     );
 
+    // b itself refuses to carry traffic for c, which keeps its traffic in eu: Mallory sends it 20 messages for c
+    // over a tether of her own (b knows c: it pinged it, directly, which no region forbids).
+    const bNs = w.bed.host("b").ns;
+    await waitFor(
+      "b to reach c directly",
+      20_000,
+      async () => (await bNs.exec("ping", ["-c", "1", "-W", "1", c.ips[0]!], { allowFailure: true })).success,
+    );
+    assert((await mallory.do<{ found: boolean }>("lookup", { tag: "b" })).found, "b did not answer mallory");
+    const bDropsBefore =
+      ((await w.node("b").status()).json.dropped as Record<string, number>)["data:relay-forbidden"] ??
+        0;
+    const sent = await mallory.do<{ tether: boolean; sent: number }>("relay", {
+      via: "b",
+      destination: cId,
+      count: 20,
+    });
+    assert(sent.tether && sent.sent === 20, JSON.stringify(sent));
+    await waitFor("b to refuse all 20", 5_000, async () => {
+      const d = (await w.node("b").status()).json.dropped as Record<string, number>;
+      return (d["data:relay-forbidden"] ?? 0) - bDropsBefore >= 20;
+    });
+    assertEquals(await relayedBy("b"), 0, "b carried traffic kept out of its region");
+
     // Without the eu relay, only b (us) and the Master (us) could carry it: the traffic waits.
     await w.node("d").stop();
     await waitFor("a to see that no allowed path is left", 30_000, async () => {
