@@ -1,11 +1,12 @@
 /**
- * Opens libc once, and libcrypto when asked (the only `Deno.dlopen`s in the project), and turns C failures into
- * Errors that say which call failed, with which errno, and what to do about the common ones.
+ * Opens libc once, and libcrypto and libGeoIP when asked (the only `Deno.dlopen`s in the project), and turns C
+ * failures into Errors that say which call failed, with which errno, and what to do about the common ones.
  * @module
  */
 
 import { LIBC_SYMBOLS, LINUX } from "./libc.ts";
 import { LIBCRYPTO_SYMBOLS } from "./libcrypto.ts";
+import { LIBGEOIP_SYMBOLS } from "./libgeoip.ts";
 
 /** The opened library's functions. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
@@ -72,6 +73,17 @@ export function libcrypto(): Libcrypto | undefined {
   }
   return crypto?.symbols;
 }
+
+/** libGeoIP's functions (`guardian serve --geoip`), opened on first use; throws an Error naming the package. */
+export function libgeoip(): Deno.DynamicLibrary<typeof LIBGEOIP_SYMBOLS>["symbols"] {
+  try {
+    geoip ??= Deno.dlopen("libGeoIP.so.1", LIBGEOIP_SYMBOLS);
+  } catch (cause) {
+    throw new Error("--geoip needs libGeoIP (Debian: apt-get install libgeoip1)", { cause });
+  }
+  return geoip.symbols;
+}
+let geoip: Deno.DynamicLibrary<typeof LIBGEOIP_SYMBOLS> | undefined;
 
 /**
  * The calling thread's errno: read it straight after the failed call, with nothing in between. The runtime itself

@@ -150,7 +150,7 @@ export const COMMANDS: readonly Command[] = [
   {
     name: "peers",
     usage: "peers [--json]",
-    summary: "peers with path, RTT and bytes",
+    summary: "peers with path, each path's share of recent traffic, RTT and bytes",
     details: ["--json  an array of peer objects (see README: JSON contract)"],
     run: peersCommand,
   },

@@ -20,7 +20,7 @@ import { isRegion } from "../wire/certificate.ts";
 import type { Output } from "./main.ts";
 import { readCaFile } from "./node.ts";
 import { readSecret, secretInput } from "./secret.ts";
-import { type CountryOf, openCountryDatabase } from "../guardian/geoip.ts";
+import { type CountryOf, openCountryDatabase } from "../../ffi/geoip.ts";
 
 const DEFAULT_DATA_DIR = "/var/lib/veilnet/guardian";
 /** Where a nats-server of the Master keeps its account JWTs (revocations included); one per server. */

@@ -17,7 +17,7 @@ import { pq, type SigningKey } from "../crypto/pq.ts";
 import { SeenIds } from "../crypto/control_signing.ts";
 import { LOGIN_MAX_SKEW_MS, ML_DSA_65_PUBLIC_KEY_BYTES, ML_DSA_65_SIGNATURE_BYTES } from "../spec.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "../tun/ip.ts";
-import type { CountryOf } from "./geoip.ts";
+import type { CountryOf } from "../../ffi/geoip.ts";
 import { ACCESS_TAINTS, ACCESS_TEAMS, identityProblem, isTag, MAX_TAG_BYTES } from "../wire/certificate.ts";
 import { subnetToBytes } from "../portal/subnets.ts";
 import {

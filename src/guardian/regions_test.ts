@@ -5,7 +5,7 @@ import { assert, assertEquals } from "../../tests/assert.ts";
 import { guardianSetup as setup, testIssuer } from "../../tests/guardian_fixture.ts";
 import { decodeCertificate } from "../wire/certificate.ts";
 import { fromBase64 } from "./rules.ts";
-import { openCountryDatabase } from "./geoip.ts";
+import { openCountryDatabase } from "../../ffi/geoip.ts";
 
 const certOf = (login: { json: { certificate: string } }) =>
   decodeCertificate(fromBase64(login.json.certificate)!);

@@ -7,18 +7,11 @@
  * @module
  */
 
-import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { GEOIP_MEMORY_CACHE } from "./libgeoip.ts";
+import { libgeoip } from "./loader.ts";
 
 /** The country code of an address ("us", "fr"), or undefined when the database does not know it. */
 export type CountryOf = (address: string) => string | undefined;
-
-const SYMBOLS = {
-  GeoIP_open: { parameters: ["buffer", "i32"], result: "pointer" },
-  GeoIP_country_code_by_addr: { parameters: ["pointer", "buffer"], result: "pointer" },
-  GeoIP_country_code_by_addr_v6: { parameters: ["pointer", "buffer"], result: "pointer" },
-} as const;
-/** GEOIP_MEMORY_CACHE: the database is read into memory once. */
-const MEMORY_CACHE = 1;
 
 const cString = (s: string) => new TextEncoder().encode(`${s}\0`);
 
@@ -27,32 +20,26 @@ const cString = (s: string) => new TextEncoder().encode(`${s}\0`);
  * database is missing; without GeoIPv6.dat, IPv6 addresses are not placed.
  */
 export function openCountryDatabase(dir: string): CountryOf {
-  let lib: Deno.DynamicLibrary<typeof SYMBOLS>;
-  try {
-    lib = Deno.dlopen("libGeoIP.so.1", SYMBOLS);
-  } catch (cause) {
-    throw new Error("--geoip needs libGeoIP (Debian: apt-get install libgeoip1)", { cause });
-  }
+  const lib = libgeoip();
   const open = (file: string) => {
     try {
       Deno.statSync(`${dir}/${file}`);
     } catch {
       return null;
     }
-    return lib.symbols.GeoIP_open(cString(`${dir}/${file}`), MEMORY_CACHE);
+    return lib.GeoIP_open(cString(`${dir}/${file}`), GEOIP_MEMORY_CACHE);
   };
   const v4 = open("GeoIP.dat");
   if (v4 === null) {
-    lib.close();
     throw new Error(`--geoip: no readable GeoIP.dat in ${dir} (Debian: apt-get install geoip-database)`);
   }
   const v6 = open("GeoIPv6.dat");
   return (address) => {
-    // Only well-formed addresses reach the C library.
-    const code = parseIPv4(address)
-      ? lib.symbols.GeoIP_country_code_by_addr(v4, cString(address))
-      : parseIPv6(address) && v6 !== null
-      ? lib.symbols.GeoIP_country_code_by_addr_v6(v6, cString(address))
+    // Only the characters of an address reach the C library (which parses it with inet_pton).
+    const code = /^\d{1,3}(\.\d{1,3}){3}$/.test(address)
+      ? lib.GeoIP_country_code_by_addr(v4, cString(address))
+      : /^[0-9a-f:.]{2,45}$/i.test(address) && address.includes(":") && v6 !== null
+      ? lib.GeoIP_country_code_by_addr_v6(v6, cString(address))
       : null;
     const country = code === null ? undefined : Deno.UnsafePointerView.getCString(code).toLowerCase();
     // Two letters only: not the database's pseudo-countries (A1 anonymous proxy, A2 satellite, "--").

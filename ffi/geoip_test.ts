@@ -1,4 +1,4 @@
-import { assertEquals, assertThrows } from "../../tests/assert.ts";
+import { assertEquals, assertThrows } from "../tests/assert.ts";
 import { openCountryDatabase } from "./geoip.ts";
 
 Deno.test({
