@@ -195,7 +195,7 @@ export interface GuardianOptions {
   /** The region the Master is in (`--region`), told to nodes at login; none when undefined. */
   masterRegion?: string;
   /**
-   * The country of an address (`--geoip`, src/guardian/geoip.ts): a node the administrator did not place is
+   * The country of an address (`--geoip`, ffi/geoip.ts): a node the administrator did not place is
    * placed, at each login, in the region named by its login's country.
    */
   countryOf?: CountryOf;
