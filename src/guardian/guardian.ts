@@ -203,6 +203,11 @@ export interface GuardianOptions {
 }
 
 /** The Guardian's behaviour over a Store. */
+/** Whether a node's regions are its realm's (it has no setting of its own). */
+function followsRealm(row: ConfluxRow): boolean {
+  return row.regions === null || row.regions === undefined;
+}
+
 export class Guardian {
   /** Set by whoever connects the Guardian to its Master: which node users are connected. */
   presence: Presence | undefined;
@@ -877,8 +882,8 @@ export class Guardian {
   }
 
   /** Where a node's traffic may cross a third party: its own setting, else its realm's. */
-  #regionsOf(row: ConfluxRow): string[] {
-    return row.regions ?? this.store.realmById(row.realmId)?.regions ?? [];
+  #regionsOf(row: ConfluxRow, realm = this.store.realmById(row.realmId)): string[] {
+    return row.regions ?? realm?.regions ?? [];
   }
 
   /** Sets a realm's access model: by taints, or by teams (a shared identity); its nodes log in again. */
@@ -895,12 +900,24 @@ export class Guardian {
   }
 
   /** Sets the teams a node asks for (it holds those its owner owns or is a member of); it logs in again. */
-  async setNodeTeams(id: string, teams: string[]): Promise<NodeView> {
+  setNodeTeams(id: string, teams: string[]): Promise<NodeView> {
+    return this.#changeNode(id, () => checkTeams(teams), (c, t) => this.store.setConfluxTeams(c.id, t));
+  }
+
+  /**
+   * Changes node `id` (404 unless it exists, also inside the transaction): `check` the new value against the node
+   * (400), `write` it to the node's row as it is inside the transaction, and void the node's certificates so it
+   * logs in again to carry the change; returns the node as it is then.
+   */
+  async #changeNode<T>(
+    id: string,
+    check: (row: ConfluxRow) => T,
+    write: (current: ConfluxRow, value: T) => void,
+  ): Promise<NodeView> {
     const row = this.#existing(id);
-    const checked = checkTeams(teams);
+    const value = check(row);
     await this.store.transaction(() => {
-      this.#existing(row.id);
-      this.store.setConfluxTeams(row.id, checked);
+      write(this.#existing(row.id), value);
       this.#revoke(row.id, false);
     });
     return this.#view(this.#existing(row.id));
@@ -916,34 +933,24 @@ export class Guardian {
     await this.store.transaction(() => {
       this.store.setRealmRegions(realm.id, checked);
       for (const c of this.store.confluxes(realm.id)) {
-        if (c.regions === null || c.regions === undefined) this.#revoke(c.id, false);
+        if (followsRealm(c)) this.#revoke(c.id, false);
       }
     });
     return { ...realm, regions: checked };
   }
 
   /** Places a node in a region ("" for none); it logs in again to carry it. */
-  async setNodeRegion(id: string, region: string): Promise<NodeView> {
-    const row = this.#existing(id);
-    const checked = checkRegion(region);
-    await this.store.transaction(() => {
-      this.#existing(row.id);
-      this.store.setConfluxRegion(row.id, checked);
-      this.#revoke(row.id, false);
-    });
-    return this.#view(this.#existing(row.id));
+  setNodeRegion(id: string, region: string): Promise<NodeView> {
+    return this.#changeNode(id, () => checkRegion(region), (c, r) => this.store.setConfluxRegion(c.id, r));
   }
 
   /** Sets where a node's traffic may cross a third party, or with null makes it follow its realm; it logs in again. */
-  async setNodeRegions(id: string, regions: string[] | null): Promise<NodeView> {
-    const row = this.#existing(id);
-    const checked = regions === null ? null : checkRegions(regions);
-    await this.store.transaction(() => {
-      this.#existing(row.id);
-      this.store.setConfluxRegions(row.id, checked);
-      this.#revoke(row.id, false);
-    });
-    return this.#view(this.#existing(row.id));
+  setNodeRegions(id: string, regions: string[] | null): Promise<NodeView> {
+    return this.#changeNode(
+      id,
+      () => regions === null ? null : checkRegions(regions),
+      (c, r) => this.store.setConfluxRegions(c.id, r),
+    );
   }
 
   /**
@@ -1024,8 +1031,8 @@ export class Guardian {
       ...(r.ownerId ? { owner: this.store.userById(r.ownerId)?.name ?? r.ownerId } : {}),
       ...(r.teams?.length ? { teams: r.teams } : {}),
       region: r.region ?? "",
-      regions: r.regions ?? realm.regions ?? [],
-      regions_follow_realm: r.regions === null || r.regions === undefined,
+      regions: this.#regionsOf(r, realm),
+      regions_follow_realm: followsRealm(r),
       created_at: r.createdAt,
       ...(this.reports.get(r.id) ? { report: this.reports.get(r.id) } : {}),
     };
@@ -1061,51 +1068,38 @@ export class Guardian {
   }
 
   /** Sets the taints a node is granted and holds; its current certificates are void (it logs in again). */
-  async setNodeTaints(id: string, o: { taints: string[]; any?: boolean }): Promise<NodeView> {
-    const row = this.#existing(id);
-    const taints = checkTaints(o.taints);
-    await this.store.transaction(() => {
-      this.#existing(row.id);
-      this.store.setGrant(row.id, { allowedTaints: taints, anyTaints: o.any === true });
-      this.store.setTaints(row.id, taints);
-      this.#revoke(row.id, false);
+  setNodeTaints(id: string, o: { taints: string[]; any?: boolean }): Promise<NodeView> {
+    return this.#changeNode(id, () => checkTaints(o.taints), (c, taints) => {
+      this.store.setGrant(c.id, { allowedTaints: taints, anyTaints: o.any === true });
+      this.store.setTaints(c.id, taints);
     });
-    return this.#view(this.#existing(row.id));
   }
 
   /** Renames a node (409 when another node of its realm holds the tag); it logs in again to carry the new tag. */
-  async setNodeTag(id: string, tag: string): Promise<NodeView> {
-    const row = this.#existing(id);
-    if (!isTag(tag)) {
-      throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
-    }
-    const realm = this.store.realmById(row.realmId)!;
-    await this.store.transaction(() => {
-      this.#existing(row.id);
-      const holder = this.store.confluxByTag(realm.id, tag);
-      if (holder && holder.id !== row.id) throw tagTaken(tag, realm);
-      this.store.setTag(row.id, tag);
-      this.#revoke(row.id, false);
+  setNodeTag(id: string, tag: string): Promise<NodeView> {
+    const check = () => {
+      if (!isTag(tag)) {
+        throw new GuardianError(400, `bad tag "${tag}": a DNS label (a-z, 0-9, -, at most ${MAX_TAG_BYTES})`);
+      }
+    };
+    return this.#changeNode(id, check, (c) => {
+      const holder = this.store.confluxByTag(c.realmId, tag);
+      if (holder && holder.id !== c.id) throw tagTaken(tag, this.store.realmById(c.realmId)!);
+      this.store.setTag(c.id, tag);
     });
-    return this.#view(this.#existing(row.id));
   }
 
   /**
    * Sets the portal subnets a node is granted. What it offers shrinks to what stays inside the grant; its
    * current certificates are void (it logs in again).
    */
-  async grantNodeSubnets(id: string, subnets: string[]): Promise<NodeView> {
-    const row = this.#existing(id);
-    const realm = this.store.realmById(row.realmId)!;
-    const granted = checkSubnets(subnets, realm);
-    await this.store.transaction(() => {
-      const current = this.#existing(row.id);
-      const kept = current.subnets.filter((s) => withinGrant([s], granted).length === 0);
-      this.store.setGrant(row.id, { grantedSubnets: granted });
-      this.store.setPortal(row.id, current.portal && kept.length > 0, kept);
-      this.#revoke(row.id, false);
+  grantNodeSubnets(id: string, subnets: string[]): Promise<NodeView> {
+    const check = (row: ConfluxRow) => checkSubnets(subnets, this.store.realmById(row.realmId)!);
+    return this.#changeNode(id, check, (c, granted) => {
+      const kept = c.subnets.filter((s) => withinGrant([s], granted).length === 0);
+      this.store.setGrant(c.id, { grantedSubnets: granted });
+      this.store.setPortal(c.id, c.portal && kept.length > 0, kept);
     });
-    return this.#view(this.#existing(row.id));
   }
 
   #existing(id: string): ConfluxRow {
