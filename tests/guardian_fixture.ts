@@ -15,20 +15,22 @@ import { Store } from "../src/guardian/store.ts";
 export const b64 = (b: Uint8Array): string => btoa(String.fromCharCode(...b));
 
 /** The Guardian, its store and handler, the admin token, a registration token, and request helpers. */
+/** Guardian options for tests: one-minute certificates, no Master URLs or ICE servers, the real clock. */
+export const TEST_GUARDIAN_OPTIONS = {
+  certTtlMs: 60_000,
+  natsUrls: [],
+  natsPort: 4222,
+  iceServers: [],
+  clock: () => Date.now(),
+};
+
 // deno-lint-ignore explicit-module-boundary-types -- a test fixture; its inferred type is its documentation
 export async function guardianSetup(
   clock = () => Date.now(),
   options: { masterRegion?: string; countryOf?: (address: string) => string | undefined } = {},
 ) {
   const store = new Store(":memory:");
-  const guardian = new Guardian(store, {
-    certTtlMs: 60_000,
-    natsUrls: [],
-    natsPort: 4222,
-    iceServers: [],
-    clock,
-    ...options,
-  });
+  const guardian = new Guardian(store, { ...TEST_GUARDIAN_OPTIONS, clock, ...options });
   const admin = (await guardian.ensureAdminToken())!;
   const handler = guardianHandler(guardian);
   const call = async (

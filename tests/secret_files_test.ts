@@ -10,6 +10,7 @@ import { cli, freePort, Proc, tempDir, waitFor } from "./harness.ts";
 import { guardianFetch, trustGuardianCa } from "../src/agent/guardian_client.ts";
 import { Guardian } from "../src/guardian/guardian.ts";
 import { openStore } from "../src/guardian/server.ts";
+import { TEST_GUARDIAN_OPTIONS } from "./guardian_fixture.ts";
 
 const MAIN = new URL("../main.ts", import.meta.url).pathname;
 
@@ -39,13 +40,7 @@ Deno.test("openStore: the database and its -wal and -shm are 0600 in a 0777 dire
   const before = Deno.umask(0);
   try {
     using store = openStore(dir.path);
-    const g = new Guardian(store, {
-      certTtlMs: 60_000,
-      natsUrls: [],
-      natsPort: 0,
-      iceServers: [],
-      clock: Date.now,
-    });
+    const g = new Guardian(store, TEST_GUARDIAN_OPTIONS);
     await g.createRealm("home"); // writes a realm signing seed: into the -wal first
     await g.createToken({ realm: "home", taints: [], anyTaints: false, subnets: [] });
     assertEquals(modes(dir.path), {

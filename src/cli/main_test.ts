@@ -3,6 +3,7 @@ import { COMMANDS } from "./commands.ts";
 import { main } from "./main.ts";
 import { VERSION } from "../spec.ts";
 import { cli as harnessCli } from "../../tests/harness.ts";
+import { TEST_GUARDIAN_OPTIONS } from "../../tests/guardian_fixture.ts";
 
 async function cli(...argv: string[]) {
   const out: string[] = [];
@@ -16,13 +17,7 @@ async function registerIn(dir: string, token: string, ...nodes: { tag: string; t
   const { Guardian } = await import("../guardian/guardian.ts");
   const { openStore } = await import("../guardian/server.ts");
   using store = openStore(dir);
-  const g = new Guardian(store, {
-    certTtlMs: 60_000,
-    natsUrls: [],
-    natsPort: 0,
-    iceServers: [],
-    clock: Date.now,
-  });
+  const g = new Guardian(store, TEST_GUARDIAN_OPTIONS);
   for (const node of nodes) await g.register(token, node);
 }
 

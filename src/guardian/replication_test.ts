@@ -5,6 +5,7 @@
  */
 import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { freePort, Proc, tempDir, waitFor } from "../../tests/harness.ts";
+import { TEST_GUARDIAN_OPTIONS } from "../../tests/guardian_fixture.ts";
 import { Identity } from "../crypto/identity.ts";
 import { signLogin } from "../crypto/login_proof.ts";
 import { Guardian } from "./guardian.ts";
@@ -16,7 +17,6 @@ import { MemoryStateLog, type StateLog } from "./state_log.ts";
 import { Store, type StoreDump } from "./store.ts";
 
 const quiet = () => {};
-const options = { certTtlMs: 60_000, natsUrls: [], natsPort: 4222, iceServers: [], clock: () => Date.now() };
 
 /** Where replicas get their connections to one shared log. */
 interface LogSource extends AsyncDisposable {
@@ -35,7 +35,7 @@ async function seedState(
   tokens: { uses?: number }[],
 ): Promise<{ dump: StoreDump; keys: NatsKeys; tokens: string[] }> {
   using store = new Store(":memory:");
-  const g = new Guardian(store, options);
+  const g = new Guardian(store, TEST_GUARDIAN_OPTIONS);
   const keys = g.natsKeys();
   await g.ensureAdminToken();
   await g.createRealm("home", "10.128.0.0/24");
@@ -56,7 +56,7 @@ async function member(
   return {
     store,
     replica,
-    guardian: new Guardian(store, options),
+    guardian: new Guardian(store, TEST_GUARDIAN_OPTIONS),
     [Symbol.asyncDispose]: async () => {
       await replica.close();
       store.close();
@@ -235,7 +235,7 @@ Deno.test("replication (memory): an unreachable log fails a change as StateUnava
   });
   try {
     logs.log.down = true;
-    const guardian = new Guardian(store, options);
+    const guardian = new Guardian(store, TEST_GUARDIAN_OPTIONS);
     const error = await guardian.register(seed.tokens[0]!, {}).catch((e) => e);
     assertEquals((error as Error).name, "StateUnavailable");
     assertEquals(store.confluxes(), []);
