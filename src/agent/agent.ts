@@ -361,9 +361,7 @@ export class Agent implements AsyncDisposable {
       },
       backup: (dest, message) => this.#channel?.publish(this.#subjects.data(dest), message),
       backupFlush: () => this.#channel?.flush() ?? Promise.resolve(),
-      // This node carries others' traffic only if both may talk and its own region is one both allow.
-      mayRelay: (from, dest) =>
-        this.#mayCarry(from, dest) && this.#thirdMay(this.#session.cert.region, from, dest),
+      mayRelay: (from, dest) => this.#mayRelay(from, dest),
       mayBackup: (from, dest) => this.#thirdMay(this.#masterRegion, from ?? this.#identity.id, dest),
       clock,
       log,
@@ -424,6 +422,11 @@ export class Agent implements AsyncDisposable {
     if (a === undefined || b === undefined) return false;
     if (this.#session.cert.access !== ACCESS_TEAMS) return mayCommunicate(a, b);
     return true; // both are in the table, which holds only peers this node may talk with
+  }
+
+  /** Whether this node may carry traffic between two others: they may talk, and its region is one both allow. */
+  #mayRelay(from: string, dest: string): boolean {
+    return this.#mayCarry(from, dest) && this.#thirdMay(this.#session.cert.region, from, dest);
   }
 
   /** Where the Master is (the backup pipeline crosses it), as the Guardian said at login; "" when unsaid. */
@@ -585,18 +588,16 @@ export class Agent implements AsyncDisposable {
       case ControlKind.TetherSignal:
         return await data.tethers.onSignal(toHex(m.sender), m.body);
       case ControlKind.RouteQuery: {
-        // Answer only for a destination we may carry this asker's traffic to (looked up first if unknown), once a
-        // second per asker, and only once our own tether to it is open: a node that cannot reach the destination
-        // itself (a cut path) must not offer to relay to it. (An rttMs of 0 means "not measured yet".)
+        // Answer only for a destination we may carry this asker's traffic to (#mayRelay; looked up first if
+        // unknown), once a second per asker, and only once our own tether to it is open: a node that cannot reach
+        // the destination itself (a cut path) must not offer to relay to it. (An rttMs of 0 means "not measured yet".)
         const asker = toHex(m.sender);
         const dest = toHex(m.body.destination);
         const now = this.#clock();
         if (dest === this.#identity.id || now - (this.#lastAnswer.get(asker) ?? 0) < 1_000) return;
         this.#lastAnswer.set(asker, now);
         if (!this.peers.get(dest)) await this.#membership.identify(m.body.destination);
-        if (!this.#mayCarry(asker, dest)) return;
-        // Nor if this node is in a region the asker or the destination keeps its traffic out of.
-        if (!this.#thirdMay(this.#session.cert.region, asker, dest)) return;
+        if (!this.#mayRelay(asker, dest)) return;
         if (data.tethers.info(dest)?.state !== "open" && !await data.tethers.ensure(dest)) return;
         const answer = await signControl(this.#identity, {
           kind: ControlKind.RouteAnswer,
