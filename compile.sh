@@ -42,6 +42,6 @@ for t in "${targets[@]}"; do
   [ -n "$triple" ] || { echo "compile: unknown target '$t' (known: ${!TRIPLE[*]})" >&2; exit 2; }
   out="dist/veilnet-conflux-linux-$t"
   echo "compile: $out ($triple, deno $version)" >&2
-  timeout 900 deno compile --quiet --no-check=remote --target "$triple" --output "$out" "${PERMISSIONS[@]}" main.ts
+  timeout 900 deno compile --quiet --no-check=remote --target "$triple" --output "$out" --include src/lane/worker.ts "${PERMISSIONS[@]}" main.ts
   sha256sum "$out" | sed 's# dist/# #' >"$out.sha256"
 done

@@ -47,6 +47,49 @@ export const LIBC_SYMBOLS = {
     parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],
     result: "i32",
   },
+  /** poll on the calling thread: for a thread (the data-plane worker) whose job is to wait here */
+  pollSync: {
+    name: "poll",
+    parameters: ["buffer", /* struct pollfd *fds */ "u64", /* nfds_t nfds */ "i32" /* int timeout (ms) */],
+    result: "i32",
+  },
+  /** int bind(int fd, const struct sockaddr *addr, socklen_t len) */
+  bind: {
+    parameters: ["i32", /* int fd */ "buffer", /* const struct sockaddr *addr */ "u32"],
+    result: "i32",
+  },
+  /** int listen(int fd, int backlog) */
+  listen: { parameters: ["i32", /* int fd */ "i32" /* int backlog */], result: "i32" },
+  /** int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags) */
+  accept4: {
+    parameters: ["i32", /* int fd */ "pointer", /* struct sockaddr *addr */ "pointer", "i32" /* int flags */],
+    result: "i32",
+  },
+  /** int connect(int fd, const struct sockaddr *addr, socklen_t len) */
+  connect: {
+    parameters: ["i32", /* int fd */ "buffer", /* const struct sockaddr *addr */ "u32"],
+    result: "i32",
+  },
+  /** int getsockname(int fd, struct sockaddr *addr, socklen_t *len) */
+  getsockname: {
+    parameters: ["i32", /* int fd */ "buffer", /* addr */ "buffer" /* socklen_t *len */],
+    result: "i32",
+  },
+  /** int getsockopt(int fd, int level, int name, void *value, socklen_t *len) */
+  getsockopt: {
+    parameters: ["i32", /* int fd */ "i32", /* int level */ "i32", /* int name */ "buffer", "buffer"],
+    result: "i32",
+  },
+  /** int setsockopt(int fd, int level, int name, const void *value, socklen_t len) */
+  setsockopt: {
+    parameters: ["i32", /* int fd */ "i32", /* int level */ "i32", /* int name */ "buffer", "u32"],
+    result: "i32",
+  },
+  /** ssize_t send(int fd, const void *buf, size_t len, int flags): with MSG_NOSIGNAL, never SIGPIPE */
+  send: {
+    parameters: ["i32", /* int fd */ "buffer", /* const void *buf */ "usize", /* size_t len */ "i32"],
+    result: "isize",
+  },
   /** int eventfd(unsigned int initval, int flags) */
   eventfd: { parameters: ["u32", /* unsigned int initval */ "i32" /* int flags */], result: "i32" },
   /** int setns(int fd, int nstype): moves the calling thread into another namespace */
@@ -69,12 +112,21 @@ export const LINUX = {
   AF_INET: 2,
   AF_INET6: 10,
   AF_NETLINK: 16,
+  SOCK_STREAM: 1,
   SOCK_DGRAM: 2,
   SOCK_RAW: 3,
+  SOCK_NONBLOCK: 0x800,
   SOCK_CLOEXEC: 0x80000,
+  SOL_SOCKET: 1,
+  SO_ERROR: 4,
+  SO_REUSEADDR: 2,
+  IPPROTO_TCP: 6,
+  TCP_NODELAY: 1,
+  MSG_NOSIGNAL: 0x4000,
   EFD_NONBLOCK: 0x800,
   EFD_CLOEXEC: 0x80000,
   POLLIN: 0x1,
+  POLLOUT: 0x4,
   POLLERR: 0x8,
   POLLHUP: 0x10,
   POLLNVAL: 0x20,
@@ -90,6 +142,8 @@ export const LINUX = {
   EEXIST: 17,
   ENODEV: 19,
   EINVAL: 22,
+  EPIPE: 32,
+  EINPROGRESS: 115,
   EAFNOSUPPORT: 97,
   EADDRNOTAVAIL: 99,
   // <linux/if_tun.h>

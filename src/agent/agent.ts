@@ -35,6 +35,8 @@ import { Handshaker } from "../crypto/handshake.ts";
 import type { SyncAesGcm } from "../crypto/stream.ts";
 import { type Signal, Tethers } from "../tether/tethers.ts";
 import type { Tun } from "../tun/tun.ts";
+import { LinuxTun } from "../tun/linux_tun.ts";
+import { Lane } from "../lane/lane.ts";
 import { RouteLearner } from "../route/learner.ts";
 import { admitPacket, mayCommunicate } from "./access.ts";
 import { mayCross, type Placed, whyNoPath } from "./regions.ts";
@@ -106,6 +108,8 @@ interface DataPlane {
   streams: Streams;
   tethers: Tethers;
   anchor: Anchor;
+  /** The data-plane worker, when it reads the TUN. */
+  lane?: Lane;
 }
 
 /** A running node. */
@@ -216,7 +220,7 @@ export class Agent implements AsyncDisposable {
       inboxPrefix: this.#session.login.nats.inboxPrefix,
       name: `veilnet-${this.#session.cert.tag}`,
     });
-    if (this.#o.openTun) this.#startDataPlane(await this.#o.openTun(this.#session.cert));
+    if (this.#o.openTun) await this.#startDataPlane(await this.#o.openTun(this.#session.cert));
     // The backup pipeline: sealed data messages from peers that cannot form a tether to us. They authenticate
     // end to end like any data message; one not for us is dropped (a "backup" hop may relay nothing).
     this.#channel.subscribe(this.#subjects.data(nodeId), (m) => this.#data?.anchor.receive("backup", m));
@@ -311,9 +315,21 @@ export class Agent implements AsyncDisposable {
     }
   }
 
-  #startDataPlane(tun: Tun): void {
+  async #startDataPlane(device: Tun): Promise<void> {
     const clock = this.#clock;
     const log = this.#o.log;
+    // A real device is read by the data-plane worker, which carries the fast path itself (src/lane/).
+    let lane: Lane | undefined;
+    let tun = device;
+    if (device instanceof LinuxTun && Deno.env.get("VEILNET_CONFLUX_LANE") !== "0") {
+      lane = Lane.acquire();
+      const attached = await lane.ready && lane.attach(device, this.#identity.nodeId);
+      if (attached) tun = attached;
+      else {
+        lane.release();
+        lane = undefined;
+      }
+    }
     const streams = new Streams({
       self: this.#identity.nodeId,
       handshaker: new Handshaker({ identity: this.#identity, certRef: () => this.#session.cert.ref, clock }),
@@ -363,10 +379,14 @@ export class Agent implements AsyncDisposable {
       backupFlush: () => this.#channel?.flush() ?? Promise.resolve(),
       mayRelay: (from, dest) => this.#mayRelay(from, dest),
       mayBackup: (from, dest) => this.#thirdMay(this.#masterRegion, from ?? this.#identity.id, dest),
+      lane,
+      preferredHop: (dest) => this.#preferredHop(dest),
+      facts: (peer) => this.peers.get(peer)?.cert,
+      selfFacts: () => this.#session.cert,
       clock,
       log,
     });
-    this.#data = { streams, tethers, anchor };
+    this.#data = { streams, tethers, anchor, lane };
     this.#timers.push(setInterval(() => streams.expire((p) => !this.peers.get(p)), 5_000));
     this.#timers.push(setInterval(() => this.#routeTick(), 1_000));
     this.#timers.push(setInterval(() => this.#watchUnderlay(tun.name), UNDERLAY_WATCH_MS));
@@ -493,6 +513,13 @@ export class Agent implements AsyncDisposable {
       void tethers?.ensure(wanted).then((ok) => ok || this.#learner.fail(dest, wanted));
     }
     return ready ?? wanted ?? dest;
+  }
+
+  /** The hop the learner prefers for `dest` among open, allowed ones, without exploring (the worker's fast path). */
+  #preferredHop(dest: string): string {
+    const tethers = this.#data?.tethers;
+    const open = (hop: string) => tethers?.info(hop)?.state === "open" && this.#hopAllowed(hop, dest);
+    return this.#learner.choose(dest, undefined, open, false) ?? dest;
   }
 
   /** Asks the nodes tethered to `dest` whether they would relay to it; at most once every 3 s per destination. */
@@ -865,6 +892,7 @@ export class Agent implements AsyncDisposable {
       this.#data.tethers.close();
       await this.#data.anchor.close();
       this.#data.streams.close();
+      this.#data.lane?.release();
     }
     await this.#channel?.close();
   }

@@ -21,9 +21,12 @@
  */
 
 import type { Streams } from "./streams.ts";
+import type { AddressFacts } from "../agent/access.ts";
+import type { Lane } from "../lane/lane.ts";
+import type { LaneStats } from "../lane/protocol.ts";
 import type { Tethers } from "../tether/tethers.ts";
 import { bytesEqual, toHex } from "../crypto/identity.ts";
-import { StreamError, type StreamOpener } from "../crypto/stream.ts";
+import { StreamError, type StreamOpener, type StreamSealer } from "../crypto/stream.ts";
 import { destinationOf } from "../tun/ip.ts";
 import {
   BACKUP_SHOWN_MS,
@@ -118,6 +121,16 @@ export interface AnchorOptions {
    * is dropped ("region") and the tether forms: the traffic waits for a path it may take.
    */
   mayBackup?: (from: string | undefined, destination: string) => boolean;
+  /**
+   * The process's data-plane worker, when it reads the TUN (src/lane/): this data plane hands it the fast path,
+   * traffic to a peer whose preferred hop is its direct connection, with that peer's streams.
+   */
+  lane?: Lane;
+  /** The hop traffic to `destination` should take now, without exploring (needed with `lane`). */
+  preferredHop?: (destination: string) => string;
+  /** A peer's certificate (what it may send us), undefined once it is gone; and this node's (needed with `lane`). */
+  facts?: (peer: string) => AddressFacts | undefined;
+  selfFacts?: () => AddressFacts;
   /** Resolves once the control channel has handed what was published to the Master (backpressure). */
   backupFlush: () => Promise<void>;
   clock: () => number;
@@ -152,6 +165,27 @@ class Egress {
   }
 }
 
+/** How often the data plane tells the worker what changed (a revoked peer's traffic stops within this). */
+const LANE_SYNC_MS = 200;
+
+/** What the data plane handed to the worker. */
+interface LaneState {
+  lane: Lane;
+  /** Peers whose traffic the worker carries: the stream it seals with, and the connection. */
+  handed: Map<string, { sealer: StreamSealer; link: number }>;
+  /** Receiving streams the worker opens, by id (hex). */
+  owned: Map<string, StreamOpener>;
+  /** The certificate last described to the worker, per peer, and this node's. */
+  facts: Map<string, AddressFacts>;
+  self?: AddressFacts;
+  timer: ReturnType<typeof setInterval>;
+}
+
+/** The part of a certificate the worker's packet check reads (a certificate holds much more). */
+function addressFacts(f: AddressFacts): AddressFacts {
+  return { ipv4: f.ipv4, ipv6: f.ipv6, portal: f.portal, subnets: f.subnets };
+}
+
 /** One node's data plane. */
 export class Anchor {
   readonly #o: AnchorOptions;
@@ -175,10 +209,112 @@ export class Anchor {
   #backupFlush: Promise<void> | undefined;
   #reading: Promise<void> | undefined;
   readonly #retire: ReturnType<typeof setInterval>;
+  /** What the worker was handed, when there is one. */
+  readonly #lane: LaneState | undefined;
+  /** Time per stage on the worker's thread (its totals). */
+  #workerStages: Partial<DataStages> = {};
 
   constructor(options: AnchorOptions) {
     this.#o = options;
     this.#retire = setInterval(() => this.#retireIdle(), 5_000);
+    const { lane } = options;
+    if (lane) {
+      this.#lane = {
+        lane,
+        handed: new Map(),
+        owned: new Map(),
+        facts: new Map(),
+        timer: setInterval(() => this.#syncLane(), LANE_SYNC_MS),
+      };
+      lane.onUnrouted = (peer) => this.#lane?.handed.delete(peer);
+      lane.onStats = (stats) => this.#laneStats(stats);
+    }
+  }
+
+  /**
+   * Tells the worker what changed: what each peer may send; which peers' traffic it carries (an open direct
+   * connection that is the preferred hop, to the peer's own addresses), each with a sending stream of its own
+   * that this thread never seals with again; and which receiving streams it opens (with no open in flight here,
+   * so no counter is accepted on both threads). What no longer holds is taken back.
+   */
+  #syncLane(): void {
+    const state = this.#lane!;
+    const { lane, handed, owned, facts: sent } = state;
+    const { tethers, streams, route } = this.#o;
+    const factsOf = this.#o.facts!;
+    const direct = tethers.directLinks();
+    const changes: [string, AddressFacts | undefined][] = [];
+    for (const peer of new Set([...direct.keys(), ...sent.keys()])) {
+      const f = factsOf(peer);
+      if (sent.get(peer) === f && (f !== undefined || !sent.has(peer))) continue;
+      changes.push([peer, f && addressFacts(f)]);
+      if (f) sent.set(peer, f);
+      else sent.delete(peer);
+    }
+    const self = this.#o.selfFacts!();
+    if (changes.length > 0 || self !== state.self) {
+      lane.facts(addressFacts(self), changes);
+      state.self = self;
+    }
+    for (const [peer, link] of direct) {
+      const f = factsOf(peer);
+      const h = handed.get(peer);
+      const fast = f !== undefined && route(f.ipv4) === peer && route(f.ipv6) === peer &&
+        this.#o.preferredHop!(peer) === peer;
+      if (h && (!fast || h.link !== link)) {
+        lane.unroute(peer);
+        handed.delete(peer);
+      }
+      if (!fast || (h && h.link === link && !h.sealer.needsRekey())) continue;
+      // A stream due for renewal asks for a fresh one here: it is handed over on a later turn.
+      const sealer = streams.ready(peer);
+      if (!sealer || sealer.handedOver || !sealer.secrets.raw) continue;
+      lane.route(peer, [f.ipv4, f.ipv6], link, sealer.handOver());
+      handed.set(peer, { sealer, link });
+    }
+    for (const peer of handed.keys()) {
+      if (!direct.has(peer)) {
+        lane.unroute(peer);
+        handed.delete(peer);
+      }
+    }
+    for (const peer of direct.keys()) {
+      for (const opener of streams.openersOf(peer)) {
+        if (opener.handedOver || opener.expired() || this.#written.has(opener) || !opener.secrets.raw) {
+          continue;
+        }
+        lane.own(opener.handOver());
+        owned.set(toHex(opener.secrets.id), opener);
+      }
+    }
+    for (const [id, opener] of owned) {
+      if (streams.openerById(id) !== opener) {
+        lane.disown(id);
+        owned.delete(id);
+      }
+    }
+  }
+
+  /** The worker's counters for the last second: traffic, the path it took, tether activity, drops, stages. */
+  #laneStats(stats: LaneStats): void {
+    const now = this.#o.clock();
+    for (const [peer, t] of stats.traffic) {
+      const total = this.#traffic(peer);
+      total.txBytes += t.txBytes;
+      total.txPackets += t.txPackets;
+      total.rxBytes += t.rxBytes;
+      total.rxPackets += t.rxPackets;
+      this.#o.tethers.carried(peer, t.txBytes, t.rxBytes);
+      if (t.batches === 0) continue;
+      let e = this.#egress.get(peer);
+      if (!e) this.#egress.set(peer, e = new Egress(peer, now));
+      e.lastUsed = now;
+      e.hop = peer;
+      e.backupUntil = 0;
+      e.perHop.set(peer, (e.perHop.get(peer) ?? 0) + t.batches);
+    }
+    for (const [reason, n] of stats.drops) this.#drop(reason as DataDrop, n);
+    this.#workerStages = stats.stages;
   }
 
   #drop(reason: DataDrop, n = 1): void {
@@ -428,6 +564,8 @@ export class Anchor {
     }
     const opener = this.#o.streams.opener(header.stream);
     if (!opener) return this.#drop("unknown-stream");
+    // The worker opens this stream's messages now, whichever way they came (one replay window).
+    if (opener.handedOver) return this.#lane?.lane.open(message);
     const previous = this.#written.get(opener);
     if (!previous && opener.opensNow(message)) {
       // A small message with nothing before it still being opened is opened and written at once.
@@ -535,9 +673,14 @@ export class Anchor {
   /** Cumulative time per stage (ms); the TUN's own when it counts it (a real one does). */
   get stages(): DataStages {
     const { readMs, writeMs } = this.#o.tun.stats;
+    const w = this.#workerStages;
     return {
       tunRead: readMs ?? 0,
-      ...this.#stages,
+      batch: this.#stages.batch + (w.batch ?? 0),
+      seal: this.#stages.seal + (w.seal ?? 0),
+      linkSend: this.#stages.linkSend + (w.linkSend ?? 0),
+      receive: this.#stages.receive + (w.receive ?? 0),
+      open: this.#stages.open + (w.open ?? 0),
       tunWrite: writeMs ?? this.#stages.tunWrite,
     };
   }
@@ -588,6 +731,10 @@ export class Anchor {
   /** Closes the TUN (ending the read loop) and waits for what is in flight. */
   async close(): Promise<void> {
     clearInterval(this.#retire);
+    if (this.#lane) {
+      clearInterval(this.#lane.timer);
+      this.#lane.lane.onStats = this.#lane.lane.onUnrouted = undefined;
+    }
     await this.#o.tun.close();
     await this.#reading;
     await Promise.allSettled([...this.#egress.values()].flatMap((e) => [...e.inflight]));

@@ -154,6 +154,16 @@ export class Streams {
     return this.#in.get(toHex(id));
   }
 
+  /** The receiving stream with this id (hex). */
+  openerById(id: string): StreamOpener | undefined {
+    return this.#in.get(id);
+  }
+
+  /** The receiving streams from `peer`. */
+  openersOf(peer: string): StreamOpener[] {
+    return (this.#inByPeer.get(peer) ?? []).map((id) => this.#in.get(id)!).filter((o) => o !== undefined);
+  }
+
   /** Forgets streams that can no longer be used, and everything about a peer that left. */
   expire(gone: (peer: string) => boolean): void {
     for (const [id, opener] of this.#in) {

@@ -27,6 +27,22 @@ export class ReplayWindow {
 
   constructor(readonly limit: number = REJECT_AFTER_MESSAGES) {}
 
+  /** A copy of what the window remembers, for another thread (see `restore`). */
+  snapshot(): { ring: Uint32Array; last: number } {
+    return { ring: this.#ring.slice(), last: this.#last };
+  }
+
+  /** The window `snapshot` described. */
+  static restore(state: { ring: Uint32Array; last: number }, limit?: number): ReplayWindow {
+    if (state.ring.length !== RING_WORDS || !Number.isSafeInteger(state.last) || state.last < -1) {
+      throw new RangeError("not a replay window's snapshot");
+    }
+    const window = new ReplayWindow(limit);
+    window.#ring.set(state.ring);
+    window.#last = state.last;
+    return window;
+  }
+
   /** Highest counter accepted so far (-1 if none). */
   get last(): number {
     return this.#last;

@@ -39,8 +39,8 @@ import { ReplayWindow } from "./replay_window.ts";
 export interface StreamSecrets {
   /** Stream id (8 bytes), the same on both sides. */
   id: Uint8Array;
-  /** AES-256-GCM key, non-extractable. */
-  key: CryptoKey;
+  /** AES-256-GCM key, non-extractable; absent where only `aes` seals and opens (the data-plane worker). */
+  key?: CryptoKey;
   /**
    * The same key's bytes, when known: small batches (pings, TCP acknowledgements) are then sealed and opened
    * synchronously here, without WebCrypto's hop to another thread and back (~33 us each way, every message).
@@ -65,7 +65,8 @@ export type StreamErrorReason =
   | "wrong-stream"
   | "misdirected"
   | "auth"
-  | "replayed";
+  | "replayed"
+  | "moved";
 
 /** A data message refused (or a stream past its limits). The caller drops the message and counts `reason`. */
 export class StreamError extends Refused<StreamErrorReason> {
@@ -122,15 +123,63 @@ function nonceFor(counter: number): Uint8Array {
   return iv;
 }
 
+/** What another thread needs to go on sealing a stream: its counters from `first` on are that thread's alone. */
+export interface SealerHandover {
+  id: Uint8Array;
+  peer: Uint8Array;
+  raw: Uint8Array;
+  createdAt: number;
+  first: number;
+}
+
+/** What another thread needs to go on opening a stream, with the counters this one accepted. */
+export interface OpenerHandover {
+  id: Uint8Array;
+  peer: Uint8Array;
+  raw: Uint8Array;
+  createdAt: number;
+  window: { ring: Uint32Array; last: number };
+}
+
 /** The sending end of a stream. */
 export class StreamSealer {
   #next: number;
+  /** Counters from here on are not this sealer's (they were handed to another thread, see `handOver`). */
+  #limit = REJECT_AFTER_MESSAGES;
   readonly #aes: SyncAesGcm | undefined;
 
   /** `firstCounter` is for tests that exercise the counter limits without sealing 2^32 messages. */
   constructor(readonly secrets: StreamSecrets, readonly clock: () => number, firstCounter = 0) {
     this.#next = firstCounter;
     this.#aes = syncAesOf(secrets);
+  }
+
+  /** The sealer another thread makes of a handover, with its own synchronous cipher for the key. */
+  static fromHandover(h: SealerHandover, clock: () => number, aes?: SyncAesGcm): StreamSealer {
+    return new StreamSealer(
+      { id: h.id, peer: h.peer, raw: h.raw, aes, createdAt: h.createdAt },
+      clock,
+      h.first,
+    );
+  }
+
+  /**
+   * Gives every counter not yet used to another thread, which goes on sealing with them; this sealer seals
+   * nothing more (it is `expired`). A stream is handed over once at most, so no counter is ever used twice.
+   */
+  handOver(): SealerHandover {
+    const { id, peer, raw, createdAt } = this.secrets;
+    if (!raw) {
+      throw new Error(`stream ${toHex(id)}: only a stream whose key bytes are known can be handed over`);
+    }
+    if (this.#limit !== REJECT_AFTER_MESSAGES) throw new Error(`stream ${toHex(id)} was already handed over`);
+    this.#limit = this.#next;
+    return { id, peer, raw, createdAt, first: this.#next };
+  }
+
+  /** Whether this sealer gave its counters to another thread. */
+  get handedOver(): boolean {
+    return this.#limit !== REJECT_AFTER_MESSAGES;
   }
 
   /** Messages sealed so far. */
@@ -145,7 +194,7 @@ export class StreamSealer {
 
   /** True once `seal` refuses. */
   expired(): boolean {
-    return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS || this.#next >= REJECT_AFTER_MESSAGES;
+    return this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS || this.#next >= this.#limit;
   }
 
   /** Whether a batch of `length` bytes is sealed on this thread: `sealNow` takes it. */
@@ -154,13 +203,12 @@ export class StreamSealer {
   }
 
   /**
-   * Seals a small batch (see `sealsNow`) on this thread and returns the message at once: what `seal` resolves
-   * with, without a promise. Throws what `seal` rejects with.
+   * Seals a batch on this thread and returns the message at once: what `seal` resolves with, without a promise.
+   * For small batches (see `sealsNow`), or any where the thread has nothing else to do. Throws what `seal`
+   * rejects with.
    */
   sealNow(batch: Uint8Array, ttl: number = DEFAULT_DATA_TTL): Uint8Array {
-    if (!this.sealsNow(batch.length)) {
-      throw new RangeError(`a batch of ${batch.length} bytes is sealed by seal(), not on this thread`);
-    }
+    if (!this.#aes) throw new RangeError("this stream has no cipher on this thread: use seal()");
     const { counter, header } = this.#take(batch, ttl);
     const message = new Uint8Array(DATA_HEADER_BYTES + batch.length + AEAD_TAG_BYTES);
     message.set(header);
@@ -175,19 +223,20 @@ export class StreamSealer {
   seal(batch: Uint8Array, ttl: number = DEFAULT_DATA_TTL): Promise<Uint8Array> {
     let next;
     try {
-      if (this.sealsNow(batch.length)) return Promise.resolve(this.sealNow(batch, ttl));
+      if (this.sealsNow(batch.length) || !this.secrets.key) return Promise.resolve(this.sealNow(batch, ttl));
       next = this.#take(batch, ttl);
     } catch (error) {
       return Promise.reject(error);
     }
     const { counter, header } = next;
+    const key = this.secrets.key!; // without one, sealNow took the batch above
     return crypto.subtle.encrypt(
       {
         name: "AES-GCM",
         iv: nonceFor(counter) as BufferSource,
         additionalData: dataAad(header) as BufferSource,
       },
-      this.secrets.key,
+      key,
       batch as BufferSource,
     ).then((sealed) => {
       // WebCrypto cannot encrypt into place, so this is the one copy on the send path.
@@ -206,8 +255,13 @@ export class StreamSealer {
     if (this.clock() - this.secrets.createdAt >= REJECT_AFTER_MS) {
       throw new StreamError("expired", `stream ${toHex(this.secrets.id)} is past its lifetime`);
     }
-    if (this.#next >= REJECT_AFTER_MESSAGES) {
-      throw new StreamError("exhausted", `stream ${toHex(this.secrets.id)} used all its counters`);
+    if (this.#next >= this.#limit) {
+      throw new StreamError(
+        "exhausted",
+        `stream ${toHex(this.secrets.id)} ${
+          this.handedOver ? "was handed to another thread" : "used all its counters"
+        }`,
+      );
     }
     const counter = this.#next++;
     const header = new Uint8Array(DATA_HEADER_BYTES);
@@ -224,15 +278,55 @@ export class StreamSealer {
 
 /** The receiving end of a stream. */
 export class StreamOpener {
-  readonly #window = new ReplayWindow();
+  readonly #window: ReplayWindow;
   readonly #self: Uint8Array;
   readonly #aes: SyncAesGcm | undefined;
   readonly clock: () => number;
+  /** Set once another thread opens this stream's messages (see `handOver`): this one refuses them all. */
+  #moved = false;
 
-  constructor(readonly secrets: StreamSecrets, options: { self: Uint8Array; clock: () => number }) {
+  constructor(
+    readonly secrets: StreamSecrets,
+    options: { self: Uint8Array; clock: () => number; window?: ReplayWindow },
+  ) {
     this.#self = options.self;
     this.clock = options.clock;
+    this.#window = options.window ?? new ReplayWindow();
     this.#aes = syncAesOf(secrets);
+  }
+
+  /** The opener another thread makes of a handover: the same replay window, its own cipher for the key. */
+  static fromHandover(
+    h: OpenerHandover,
+    options: { self: Uint8Array; clock: () => number; aes?: SyncAesGcm },
+  ): StreamOpener {
+    return new StreamOpener(
+      { id: h.id, peer: h.peer, raw: h.raw, aes: options.aes, createdAt: h.createdAt },
+      {
+        ...options,
+        window: ReplayWindow.restore(h.window),
+      },
+    );
+  }
+
+  /**
+   * Gives the stream, with the counters accepted so far, to another thread; from now on this opener refuses
+   * everything, so a message is never accepted by both. Call it with no `open` in flight: its counter would be
+   * missing from the window handed over.
+   */
+  handOver(): OpenerHandover {
+    const { id, peer, raw, createdAt } = this.secrets;
+    if (!raw) {
+      throw new Error(`stream ${toHex(id)}: only a stream whose key bytes are known can be handed over`);
+    }
+    if (this.#moved) throw new Error(`stream ${toHex(id)} was already handed over`);
+    this.#moved = true;
+    return { id, peer, raw, createdAt, window: this.#window.snapshot() };
+  }
+
+  /** Whether another thread opens this stream's messages now. */
+  get handedOver(): boolean {
+    return this.#moved;
   }
 
   /** True once this stream refuses everything. */
@@ -242,17 +336,17 @@ export class StreamOpener {
 
   /** Whether `message` is opened on this thread: `openNow` takes it. */
   opensNow(message: Uint8Array): boolean {
-    return this.#aes !== undefined && message.length <= DATA_HEADER_BYTES + SYNC_AES_BYTES + AEAD_TAG_BYTES;
+    return this.#aes !== undefined &&
+      (message.length <= DATA_HEADER_BYTES + SYNC_AES_BYTES + AEAD_TAG_BYTES || !this.secrets.key);
   }
 
   /**
-   * Opens a small message (see `opensNow`) on this thread and returns its batch at once: what `open` resolves
-   * with, without a promise. Throws what `open` rejects with.
+   * Opens a message on this thread and returns its batch at once: what `open` resolves with, without a promise.
+   * For small messages (see `opensNow`), or any where the thread has nothing else to do. Throws what `open`
+   * rejects with.
    */
   openNow(message: Uint8Array): Uint8Array {
-    if (!this.opensNow(message)) {
-      throw new RangeError(`a message of ${message.length} bytes is opened by open(), not on this thread`);
-    }
+    if (!this.#aes) throw new RangeError("this stream has no cipher on this thread: use open()");
     const header = this.#check(message);
     const sealed = sealedPart(message);
     const plain = new Uint8Array(Math.max(0, sealed.length - AEAD_TAG_BYTES));
@@ -265,7 +359,7 @@ export class StreamOpener {
 
   /** Returns the batch inside `message`, or throws StreamError. The result is a fresh buffer. */
   async open(message: Uint8Array): Promise<Uint8Array> {
-    if (this.opensNow(message)) return this.openNow(message);
+    if (this.opensNow(message) || !this.secrets.key) return this.openNow(message);
     const header = this.#check(message);
     let plain: ArrayBuffer;
     try {
@@ -275,7 +369,7 @@ export class StreamOpener {
           iv: nonceFor(header.counter) as BufferSource,
           additionalData: dataAad(message) as BufferSource,
         },
-        this.secrets.key,
+        this.secrets.key!, // without one, openNow took the message above
         sealedPart(message) as BufferSource,
       );
     } catch (cause) {
@@ -296,6 +390,9 @@ export class StreamOpener {
     } catch (cause) {
       if (cause instanceof WireError) throw new StreamError("malformed", cause.message, { cause });
       throw cause;
+    }
+    if (this.#moved) {
+      throw new StreamError("moved", `stream ${toHex(this.secrets.id)} is opened by another thread`);
     }
     if (!bytesEqual(header.stream, this.secrets.id)) {
       throw new StreamError(

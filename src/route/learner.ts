@@ -105,12 +105,13 @@ export class RouteLearner {
 
   /**
    * The next hop for a message to `destination`, never `exclude` (the hop it came from), and only among hops
-   * `ready` accepts (say, those with an open tether); undefined if none.
+   * `ready` accepts (say, those with an open tether); undefined if none. Without `explore`, never a random hop.
    */
   choose(
     destination: string,
     exclude?: string,
     ready: (hop: string) => boolean = () => true,
+    explore = true,
   ): string | undefined {
     const hops = this.#routes.get(destination);
     if (!hops) return undefined;
@@ -121,7 +122,7 @@ export class RouteLearner {
     if (usable.length === 0) return undefined;
     let best = usable[0]!;
     for (const s of usable) if (this.#cost(s) < this.#cost(best)) best = s;
-    if (usable.length > 1 && this.#random() < LEARNER.EPSILON) {
+    if (explore && usable.length > 1 && this.#random() < LEARNER.EPSILON) {
       // Exploring skips a hop whose shared onward leg alone is slower than the best path: it cannot be better.
       const bound = this.#cost(best);
       const worth = usable.filter((s) => s === best || (s.priorMs ?? 0) < bound);

@@ -6,13 +6,15 @@
 
 /**
  * Deno permission flags for a node whose configuration lives in `configDir`; `moduleCache` is Deno's cache
- * directory when the node runs from source (libdatachannel's native addon is read from there).
+ * directory and `source` the program's own directory when the node runs from source (libdatachannel's native
+ * addon is read from the cache, the data-plane worker's module from the source).
  */
-export function agentPermissions(configDir: string, moduleCache?: string): string[] {
+export function agentPermissions(configDir: string, moduleCache?: string, source?: string): string[] {
+  const read = ["/etc", "/run/systemd", configDir, moduleCache, source].filter((p) => p !== undefined);
   return [
     "--allow-ffi", // libc: the TUN device and kernel files (Deno refuses /proc, /dev to others); libdatachannel; libcrypto
     "--allow-net", // Guardian, Master, WebRTC, DNS, local API, metrics
-    `--allow-read=/etc,/run/systemd,${configDir}${moduleCache ? `,${moduleCache}` : ""}`,
+    `--allow-read=${read.join(",")}`,
     `--allow-write=/etc/systemd/system,${configDir}`,
     "--allow-run=nats-server,nft,resolvectl,systemctl,ip,ping",
     "--allow-env",

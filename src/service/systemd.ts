@@ -53,7 +53,8 @@ export function selfCommand(configDir: string): string[] {
   const main = new URL("../../main.ts", import.meta.url).pathname;
   const home = Deno.env.get("HOME") ?? "/root";
   const cache = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
-  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache), main];
+  const source = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
+  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache, source), main];
 }
 
 /**

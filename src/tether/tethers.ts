@@ -354,6 +354,27 @@ export class Tethers {
     };
   }
 
+  /** The open tethers with a direct connection: peer, and the data-plane worker's id for the connection. */
+  directLinks(): Map<string, number> {
+    const links = new Map<string, number>();
+    for (const t of this.#tethers.values()) {
+      const link = t.state === "open" ? t.link?.directLink : undefined;
+      if (link !== undefined) links.set(t.peer, link);
+    }
+    return links;
+  }
+
+  /** Counts traffic the data-plane worker carried on the tether's direct connection (it bypasses `send`). */
+  carried(peer: string, txBytes: number, rxBytes: number): void {
+    const t = this.#tethers.get(peer);
+    if (!t || t.state !== "open") return;
+    const now = this.#clock();
+    t.txBytes += txBytes;
+    t.rxBytes += rxBytes;
+    if (txBytes + rxBytes > 0) t.lastActivity = now;
+    if (rxBytes > 0) t.lastHeard = now;
+  }
+
   /** Open tethers. */
   get count(): number {
     return [...this.#tethers.values()].filter((t) => t.state === "open").length;

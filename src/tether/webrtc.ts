@@ -264,6 +264,11 @@ export class WebRtcLink {
     return this.#direct !== undefined;
   }
 
+  /** The data-plane worker's id for the direct connection, if there is one. */
+  get directLink(): number | undefined {
+    return this.#direct?.link;
+  }
+
   #wake(): void {
     const waiters = this.#waiters;
     this.#waiters = [];

@@ -145,6 +145,11 @@ export class LinuxTun implements Tun {
     return this.#closed;
   }
 
+  /** The device's descriptor, for the data-plane worker (src/lane/), which reads it instead of readBatch. */
+  get fd(): number {
+    return this.#fd;
+  }
+
   async readBatch(bufs: Uint8Array[], sizes: number[], offset: number): Promise<number> {
     checkReadBuffers(bufs, sizes, offset, readBytes(this));
     if (this.#reading) {

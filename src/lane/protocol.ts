@@ -1,0 +1,70 @@
+/**
+ * What the main thread and the data-plane worker (src/lane/worker.ts) say to each other. The main thread posts a
+ * command and adds one to the worker's wake counter (an eventfd the worker polls beside its sockets); the worker
+ * posts events, which the main thread's event loop delivers. Buffers are transferred, not copied.
+ * @module
+ */
+
+import type { AddressFacts } from "../agent/access.ts";
+
+/** A sending stream's state as the worker takes it over: its counters from `first` on are the worker's alone. */
+export interface SealerState {
+  id: Uint8Array;
+  peer: Uint8Array;
+  raw: Uint8Array;
+  createdAt: number;
+  first: number;
+}
+
+/** A receiving stream's state as the worker takes it over, with its replay window. */
+export interface OpenerState {
+  id: Uint8Array;
+  peer: Uint8Array;
+  raw: Uint8Array;
+  createdAt: number;
+  window: { ring: Uint32Array; last: number };
+}
+
+/** Main thread → worker. */
+export type Command =
+  | { t: "init"; wake: number; ack: number }
+  | { t: "tun"; self: Uint8Array; fd: number; offload: boolean; readBytes: number }
+  | { t: "tun-off" }
+  | { t: "adopt"; link: number; fd: number; first: Uint8Array }
+  | { t: "send"; link: number; messages: Uint8Array[] }
+  | { t: "close"; link: number; reason: string }
+  | { t: "route"; peer: string; addresses: Uint8Array[]; link: number; sealer: SealerState }
+  | { t: "unroute"; peer: string }
+  | { t: "opener"; state: OpenerState }
+  | { t: "drop-opener"; id: string }
+  | { t: "facts"; self: AddressFacts; peers: [string, AddressFacts | undefined][] }
+  | { t: "open"; message: Uint8Array }
+  | { t: "stop" };
+
+/** Counters the worker reports every second (deltas since its last report, except `stages`, which are totals). */
+export interface LaneStats {
+  /** Per peer: IP bytes and packets sent and received on the fast path, and batches sent. */
+  traffic: [
+    string,
+    { txBytes: number; txPackets: number; rxBytes: number; rxPackets: number; batches: number },
+  ][];
+  drops: [string, number][];
+  /** Cumulative milliseconds on the worker's thread, by stage (see DataStages). */
+  stages: Record<string, number>;
+  readPackets: number;
+  writtenPackets: number;
+  writeErrors: number;
+}
+
+/** Worker → main thread. */
+export type Event =
+  | { t: "ready" }
+  | { t: "packets"; packets: Uint8Array[] }
+  | { t: "messages"; link: number; messages: Uint8Array[] }
+  | { t: "flushed"; link: number; bytes: number }
+  | { t: "closed"; link: number; reason: string }
+  | { t: "unrouted"; peer: string; reason: string }
+  | { t: "stats"; stats: LaneStats }
+  | { t: "tun-off" }
+  | { t: "error"; message: string }
+  | { t: "stopped" };

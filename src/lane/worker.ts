@@ -1,0 +1,566 @@
+/**
+ * The data-plane worker: a thread that waits in one synchronous `poll()` on the TUN device, every direct TCP
+ * connection and its wake counter, and carries the common case on its own, with no promise and no hop to another
+ * thread between the device and the socket:
+ *
+ * ```
+ * TUN read ─▶ destination has a fast route? ─yes─▶ batch ─▶ seal (libcrypto) ─▶ frame ─▶ send() on the connection
+ *                                          └no──▶ posted to the main thread (its Anchor does the rest)
+ * connection ─▶ frame ─▶ for this node, a stream this thread holds? ─yes─▶ open ─▶ admit ─▶ TUN write
+ *                                                                 └no──▶ posted to the main thread
+ * ```
+ * The main thread decides everything else and tells this one (src/lane/protocol.ts): which peer's addresses take
+ * which connection with which sending stream, which receiving streams are this thread's, what each peer may send.
+ * A stream's counters and replay window are only ever on one thread at a time.
+ * @module
+ */
+
+/// <reference lib="deno.worker" />
+
+import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
+import { LINUX } from "../../ffi/libc.ts";
+import { libc } from "../../ffi/loader.ts";
+import { closeFd, recvNow, sendNow, setNoDelay } from "../../ffi/socket.ts";
+import { type AddressFacts, admitPacket } from "../agent/access.ts";
+import { bytesEqual, toHex } from "../crypto/identity.ts";
+import { nodeAesGcm, StreamOpener, StreamSealer } from "../crypto/stream.ts";
+import { MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
+import { destinationOf } from "../tun/ip.ts";
+import { OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
+import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
+import { BatchBuilder, DATA_HEADER_BYTES, readDataHeader, unpackEntries } from "../wire/envelope.ts";
+import type { Command, Event, LaneStats } from "./protocol.ts";
+
+/** A write the kernel has not taken any of for this long closes the connection (see direct_tcp.ts). */
+export const STALL_MS = 3_000;
+/** Batches of packets posted to the main thread and not yet taken: beyond this the TUN is not read. */
+export const SLOW_WINDOW = 8;
+/** Counters are reported this often while there is traffic, and at least every STATS_IDLE_MS. */
+const STATS_MS = 100;
+const STATS_IDLE_MS = 1_000;
+const PACKETS_PER_READ = 64;
+/** Bytes read from one connection per turn, so one busy peer cannot starve the others or the TUN. */
+const READ_TURN_BYTES = 512 * 1024;
+
+interface Queued {
+  bytes: Uint8Array;
+  /** The frame's whole length when it came from the main thread (reported as flushed once written), else 0. */
+  fromMain: number;
+}
+
+interface Link {
+  id: number;
+  fd: number;
+  buffer: Uint8Array;
+  filled: number;
+  queue: Queued[];
+  queued: number;
+  congested: boolean;
+  /** When the last byte was written, or the queue last became non-empty (ms). */
+  progress: number;
+}
+
+interface Route {
+  peer: string;
+  link: Link;
+  sealer: StreamSealer;
+  builder: BatchBuilder;
+  keys: (number | string)[];
+}
+
+const c = libc();
+const scope = self as unknown as DedicatedWorkerGlobalScope;
+const inbox: Command[] = [];
+let received = 0;
+let arrived: (() => void) | undefined;
+
+let selfId: Uint8Array = new Uint8Array(0);
+let wakeFd = -1;
+let ackFd = -1;
+let tun: { fd: number; offload: boolean; slot: Uint8Array } | undefined;
+const links = new Map<number, Link>();
+const routes = new Map<number | string, Route>();
+const routesByPeer = new Map<string, Route>();
+const openers = new Map<string, { opener: StreamOpener; peer: string }>();
+const facts = new Map<string, AddressFacts>();
+let selfFacts: AddressFacts | undefined;
+let slowOutstanding = 0;
+let stopping = false;
+
+// What this turn posts, gathered.
+let slow: Uint8Array[] = [];
+const forMain = new Map<number, Uint8Array[]>();
+const flushed = new Map<number, number>();
+const touched = new Set<Route>();
+
+// Counters since the last report, and the stages' totals.
+let traffic = new Map<string, LaneStats["traffic"][number][1]>();
+let drops = new Map<string, number>();
+const stages = { tunRead: 0, batch: 0, seal: 0, linkSend: 0, receive: 0, open: 0, tunWrite: 0 };
+let readPackets = 0;
+let writtenPackets = 0;
+let writeErrors = 0;
+
+function post(event: Event, transfer: Transferable[] = []): void {
+  scope.postMessage(event, transfer);
+}
+
+function drop(reason: string, n = 1): void {
+  drops.set(reason, (drops.get(reason) ?? 0) + n);
+}
+
+function trafficOf(peer: string): LaneStats["traffic"][number][1] {
+  let t = traffic.get(peer);
+  if (!t) traffic.set(peer, t = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, batches: 0 });
+  return t;
+}
+
+function aesFor(raw: Uint8Array) {
+  return libcryptoAesGcm(raw) ?? nodeAesGcm(raw);
+}
+
+function addressKey(address: Uint8Array): number | string {
+  if (address.length === 4) {
+    return ((address[0]! << 24) | (address[1]! << 16) | (address[2]! << 8) | address[3]!) >>> 0;
+  }
+  return toHex(address);
+}
+
+// ---- Connections ------------------------------------------------------------------------------------------------
+
+function closeLink(link: Link, reason: string): void {
+  if (!links.delete(link.id)) return;
+  closeFd(link.fd);
+  for (const route of [...routesByPeer.values()]) {
+    if (route.link === link) unroute(route, `its connection ${reason}`);
+  }
+  post({ t: "closed", link: link.id, reason });
+}
+
+/** Queues a frame and writes what the kernel takes at once. */
+function sendFrame(link: Link, message: Uint8Array, fromMain: boolean): void {
+  const frame = new Uint8Array(4 + message.length);
+  new DataView(frame.buffer).setUint32(0, message.length);
+  frame.set(message, 4);
+  const item = { bytes: frame, fromMain: fromMain ? frame.length : 0 };
+  if (link.queue.length === 0) link.progress = performance.now();
+  link.queue.push(item);
+  link.queued += frame.length;
+  if (link.queue.length === 1) writeLink(link);
+  if (link.queued >= LINK_BUFFER_HIGH_BYTES) link.congested = true;
+}
+
+function writeLink(link: Link): void {
+  try {
+    while (link.queue.length > 0) {
+      const head = link.queue[0]!;
+      const n = sendNow(link.fd, head.bytes);
+      if (n === 0) return;
+      link.progress = performance.now();
+      link.queued -= n;
+      if (n < head.bytes.length) {
+        head.bytes = head.bytes.subarray(n);
+        return;
+      }
+      link.queue.shift();
+      if (head.fromMain) flushed.set(link.id, (flushed.get(link.id) ?? 0) + head.fromMain);
+    }
+  } catch (error) {
+    closeLink(link, `write failed: ${(error as Error).message}`);
+  } finally {
+    if (link.congested && link.queued < LINK_BUFFER_LOW_BYTES) link.congested = false;
+  }
+}
+
+function readLink(link: Link): void {
+  let taken = 0;
+  while (taken < READ_TURN_BYTES && links.has(link.id)) {
+    let n;
+    try {
+      n = recvNow(link.fd, link.buffer.subarray(link.filled));
+    } catch (error) {
+      return closeLink(link, `read failed: ${(error as Error).message}`);
+    }
+    if (n < 0) return;
+    if (n === 0) return closeLink(link, "closed by the peer");
+    link.filled += n;
+    taken += n;
+    takeFrames(link);
+  }
+}
+
+/** Delivers every whole frame in the connection's buffer. */
+function takeFrames(link: Link): void {
+  const { buffer } = link;
+  const view = new DataView(buffer.buffer);
+  let at = 0;
+  while (link.filled - at >= 4) {
+    const length = view.getUint32(at);
+    if (length === 0 || length > MAX_DATA_MESSAGE_BYTES) return closeLink(link, `bad frame length ${length}`);
+    if (link.filled - at - 4 < length) break;
+    onMessage(link.id, buffer.subarray(at + 4, at + 4 + length));
+    at += 4 + length;
+  }
+  if (at > 0) {
+    buffer.copyWithin(0, at, link.filled);
+    link.filled -= at;
+  }
+}
+
+// ---- Receiving ---------------------------------------------------------------------------------------------------
+
+/** A message from a connection (a view into its buffer): opened here when it is for a stream this thread holds. */
+function onMessage(link: number, message: Uint8Array): void {
+  const started = performance.now();
+  const held = tun && ownStream(message);
+  if (held) openAndWrite(held, message);
+  else {
+    let list = forMain.get(link);
+    if (!list) forMain.set(link, list = []);
+    list.push(message.slice());
+  }
+  stages.receive += performance.now() - started;
+}
+
+function ownStream(message: Uint8Array): { opener: StreamOpener; peer: string } | undefined {
+  if (openers.size === 0 || message.length < DATA_HEADER_BYTES) return undefined;
+  let header;
+  try {
+    header = readDataHeader(message);
+  } catch {
+    return undefined; // the main thread counts it
+  }
+  return bytesEqual(header.destination, selfId) ? openers.get(toHex(header.stream)) : undefined;
+}
+
+function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uint8Array): void {
+  const started = performance.now();
+  let entries;
+  try {
+    entries = unpackEntries(held.opener.openNow(message));
+  } catch {
+    return drop("refused");
+  }
+  const from = facts.get(held.peer);
+  const out: Uint8Array[] = [];
+  let bytes = 0;
+  for (const e of entries) {
+    const refused = from && selfFacts ? admitPacket(from, selfFacts, e.packet) : "spoofed-source";
+    if (refused) {
+      drop(refused);
+      continue;
+    }
+    bytes += e.packet.length;
+    if (tun!.offload) {
+      out.push(
+        new Uint8Array(e.offload.buffer, e.offload.byteOffset, OFFLOAD_HEADER_BYTES + e.packet.length),
+      );
+    } else {
+      const plain = plainPackets(e.offload, e.packet);
+      if (plain) out.push(...plain);
+      else drop("malformed");
+    }
+  }
+  const writing = performance.now();
+  stages.open += writing - started;
+  let written = 0;
+  for (const p of out) {
+    if (Number(c.write(tun!.fd, p, BigInt(p.length))) === p.length) written++;
+    else writeErrors++;
+  }
+  writtenPackets += written;
+  stages.tunWrite += performance.now() - writing;
+  const t = trafficOf(held.peer);
+  t.rxPackets += written;
+  t.rxBytes += bytes;
+}
+
+// ---- Sending -----------------------------------------------------------------------------------------------------
+
+function unroute(route: Route, reason: string): void {
+  if (routesByPeer.get(route.peer) !== route) return;
+  routesByPeer.delete(route.peer);
+  for (const key of route.keys) if (routes.get(key) === route) routes.delete(key);
+  post({ t: "unrouted", peer: route.peer, reason });
+}
+
+function seal(route: Route): void {
+  if (route.builder.count === 0) return;
+  const started = performance.now();
+  const count = route.builder.count;
+  const plaintext = route.builder.plaintext();
+  let message;
+  try {
+    message = route.sealer.sealNow(plaintext);
+  } catch (error) {
+    drop("send-failed", count);
+    route.builder.reset();
+    return unroute(route, (error as Error).message);
+  }
+  const bytes = plaintext.length - 2 * count - count * OFFLOAD_HEADER_BYTES;
+  route.builder.reset();
+  const sending = performance.now();
+  stages.seal += sending - started;
+  sendFrame(route.link, message, false);
+  stages.linkSend += performance.now() - sending;
+  const t = trafficOf(route.peer);
+  t.txBytes += bytes;
+  t.txPackets += count;
+  t.batches++;
+}
+
+function readTun(): void {
+  const { fd, offload, slot } = tun!;
+  const started = performance.now();
+  let routing = 0;
+  for (let i = 0; i < PACKETS_PER_READ; i++) {
+    const n = Number(c.read(fd, slot, BigInt(slot.length)));
+    if (n <= 0) break;
+    readPackets++;
+    const routed = performance.now();
+    const data = slot.subarray(0, n);
+    const header = offload ? data.subarray(0, OFFLOAD_HEADER_BYTES) : undefined;
+    const packet = offload ? data.subarray(OFFLOAD_HEADER_BYTES) : data;
+    const destination = destinationOf(packet);
+    const route = destination && routes.get(addressKey(destination));
+    if (route && !route.sealer.expired()) {
+      if (route.builder.full(packet.length)) seal(route);
+      route.builder.push(packet, header);
+      touched.add(route);
+    } else {
+      if (route) unroute(route, "its stream expired");
+      slow.push(data.slice());
+    }
+    routing += performance.now() - routed;
+  }
+  stages.tunRead += performance.now() - started - routing;
+  stages.batch += routing;
+  for (const route of touched) seal(route);
+  touched.clear();
+}
+
+// ---- Commands ----------------------------------------------------------------------------------------------------
+
+function handle(command: Command): void {
+  switch (command.t) {
+    case "tun":
+      selfId = command.self;
+      tun = { fd: command.fd, offload: command.offload, slot: new Uint8Array(command.readBytes) };
+      return;
+    case "tun-off":
+      tun = undefined;
+      for (const route of [...routesByPeer.values()]) unroute(route, "the TUN closed");
+      openers.clear();
+      return post({ t: "tun-off" });
+    case "adopt": {
+      const link: Link = {
+        id: command.link,
+        fd: command.fd,
+        buffer: new Uint8Array(2 * (4 + MAX_DATA_MESSAGE_BYTES)),
+        filled: 0,
+        queue: [],
+        queued: 0,
+        congested: false,
+        progress: performance.now(),
+      };
+      try {
+        setNoDelay(link.fd);
+      } catch { /* not fatal: only slower */ }
+      links.set(link.id, link);
+      link.buffer.set(command.first);
+      link.filled = command.first.length;
+      return takeFrames(link);
+    }
+    case "send": {
+      const link = links.get(command.link);
+      if (!link) return;
+      for (const m of command.messages) sendFrame(link, m, true);
+      return;
+    }
+    case "close": {
+      const link = links.get(command.link);
+      if (link) closeLink(link, command.reason);
+      return;
+    }
+    case "route": {
+      const link = links.get(command.link);
+      const old = routesByPeer.get(command.peer);
+      if (old) unroute(old, "replaced");
+      if (!link) return post({ t: "unrouted", peer: command.peer, reason: "its connection closed" });
+      const route: Route = {
+        peer: command.peer,
+        link,
+        sealer: StreamSealer.fromHandover(command.sealer, Date.now, aesFor(command.sealer.raw)),
+        builder: new BatchBuilder(),
+        keys: command.addresses.map(addressKey),
+      };
+      routesByPeer.set(route.peer, route);
+      for (const key of route.keys) routes.set(key, route);
+      return;
+    }
+    case "unroute": {
+      const route = routesByPeer.get(command.peer);
+      if (route) unroute(route, "asked");
+      return;
+    }
+    case "opener": {
+      const s = command.state;
+      const opener = StreamOpener.fromHandover(s, { self: selfId, clock: Date.now, aes: aesFor(s.raw) });
+      openers.set(toHex(s.id), { opener, peer: toHex(s.peer) });
+      return;
+    }
+    case "drop-opener":
+      openers.delete(command.id);
+      return;
+    case "facts":
+      selfFacts = command.self;
+      for (const [peer, f] of command.peers) {
+        if (f) facts.set(peer, f);
+        else facts.delete(peer);
+      }
+      return;
+    case "open": {
+      const held = tun && ownStream(command.message);
+      if (held) openAndWrite(held, command.message);
+      else drop("unknown-stream");
+      return;
+    }
+    case "stop":
+      stopping = true;
+      return;
+    case "init":
+      return;
+  }
+}
+
+/** Reads the wake counter (commands posted since the last read) and handles that many, waiting for them. */
+async function takeCommands(expected: number): Promise<void> {
+  while (received < expected) await new Promise<void>((resolve) => arrived = resolve);
+  arrived = undefined;
+  for (const command of inbox.splice(0)) handle(command);
+}
+
+function readCounter(fd: number): number {
+  const value = new BigUint64Array(1);
+  const n = Number(c.read(fd, new Uint8Array(value.buffer), 8n));
+  return n === 8 ? Number(value[0]) : 0;
+}
+
+// ---- The loop ----------------------------------------------------------------------------------------------------
+
+function flushPosts(): void {
+  if (slow.length > 0) {
+    post({ t: "packets", packets: slow }, slow.map((p) => p.buffer as ArrayBuffer));
+    slow = [];
+    slowOutstanding++;
+  }
+  for (const [link, messages] of forMain) {
+    post(
+      { t: "messages", link, messages },
+      messages.map((m) => m.buffer as ArrayBuffer),
+    );
+  }
+  forMain.clear();
+  for (const [link, bytes] of flushed) post({ t: "flushed", link, bytes });
+  flushed.clear();
+}
+
+function report(): void {
+  for (const [id, held] of openers) if (held.opener.expired()) openers.delete(id);
+  post({
+    t: "stats",
+    stats: {
+      traffic: [...traffic],
+      drops: [...drops],
+      stages: { ...stages },
+      readPackets,
+      writtenPackets,
+      writeErrors,
+    },
+  });
+  traffic = new Map();
+  drops = new Map();
+}
+
+async function run(): Promise<void> {
+  let expected = received;
+  let lastReport = performance.now();
+  const order: (Link | "tun" | "wake" | "ack")[] = [];
+  let pollfds = new Uint8Array(0);
+  while (!stopping) {
+    order.length = 0;
+    order.push("wake");
+    const congested = [...links.values()].some((l) => l.congested);
+    if (tun && !congested && slowOutstanding < SLOW_WINDOW) order.push("tun");
+    if (slowOutstanding > 0) order.push("ack");
+    for (const link of links.values()) order.push(link);
+    if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
+    const view = new DataView(pollfds.buffer);
+    order.forEach((entry, i) => {
+      const fd = entry === "wake" ? wakeFd : entry === "ack" ? ackFd : entry === "tun" ? tun!.fd : entry.fd;
+      const events = typeof entry === "object"
+        ? LINUX.POLLIN | (entry.queue.length > 0 ? LINUX.POLLOUT : 0)
+        : LINUX.POLLIN;
+      view.setInt32(8 * i, fd, true);
+      view.setInt16(8 * i + 4, events, true);
+      view.setInt16(8 * i + 6, 0, true);
+    });
+    const now = performance.now();
+    const dirty = traffic.size > 0 || drops.size > 0;
+    let timeout = Math.max(0, (dirty ? STATS_MS : STATS_IDLE_MS) - (now - lastReport));
+    for (const link of links.values()) {
+      if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
+    }
+    c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
+    let wake = false;
+    for (let i = 0; i < order.length; i++) {
+      const revents = view.getInt16(8 * i + 6, true);
+      if (revents === 0) continue;
+      const entry = order[i]!;
+      if (entry === "wake") wake = true;
+      else if (entry === "ack") slowOutstanding = Math.max(0, slowOutstanding - readCounter(ackFd));
+      else if (entry === "tun") {
+        if (tun) readTun();
+      } else if (links.has(entry.id)) {
+        if (revents & LINUX.POLLOUT) writeLink(entry);
+        if (revents & (LINUX.POLLIN | LINUX.POLLHUP | LINUX.POLLERR)) readLink(entry);
+        if (revents & LINUX.POLLNVAL) closeLink(entry, "its descriptor is gone");
+      }
+    }
+    const after = performance.now();
+    for (const link of [...links.values()]) {
+      if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
+        closeLink(link, `write failed: stalled for ${STALL_MS} ms`);
+      }
+    }
+    flushPosts();
+    if (wake) {
+      expected += readCounter(wakeFd);
+      await takeCommands(expected);
+      flushPosts();
+    }
+    const due = traffic.size > 0 || drops.size > 0 ? STATS_MS : STATS_IDLE_MS;
+    if (performance.now() - lastReport >= due) {
+      lastReport = performance.now();
+      report();
+    }
+  }
+  for (const link of [...links.values()]) closeLink(link, "shutting down");
+  flushPosts();
+  report();
+  post({ t: "stopped" });
+}
+
+scope.onmessage = (e: MessageEvent<Command>) => {
+  const command = e.data;
+  if (command.t !== "init") return post({ t: "error", message: "the first command must be init" });
+  wakeFd = command.wake;
+  ackFd = command.ack;
+  scope.onmessage = (next: MessageEvent<Command>) => {
+    inbox.push(next.data);
+    received++;
+    arrived?.();
+  };
+  post({ t: "ready" });
+  run().catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
+};
