@@ -814,6 +814,7 @@ export class Agent implements AsyncDisposable {
       ]),
       egresses: this.#data?.anchor.egresses ?? 0,
       ...(this.#data ? { stages: { ...this.#data.anchor.stages } } : {}),
+      ...(this.#data?.anchor.worker ? { worker: this.#data.anchor.worker } : {}),
       ingresses: this.#data?.streams.counts.receiving ?? 0,
       relays: [...this.#relays.values()].reduce((n, r) => n + r.size, 0),
       revocations: this.peers.revocations,

@@ -128,6 +128,8 @@ export interface NodeStatus {
    * open, tunWrite; see DataStages in src/anchor/anchor.ts). Absent without a TUN.
    */
   stages?: Record<string, number>;
+  /** With the data-plane worker (src/lane/): peers whose traffic it seals and sends itself, streams it opens. */
+  worker?: { fastPeers: number; streams: number };
   /** Receiving streams (one per peer sending to this node, per rekey). */
   ingresses: number;
   /** Relays known for the destinations with traffic. */

@@ -685,6 +685,11 @@ export class Anchor {
     };
   }
 
+  /** What the data-plane worker carries now, if there is one: peers it sends to itself, streams it opens. */
+  get worker(): { fastPeers: number; streams: number } | undefined {
+    return this.#lane && { fastPeers: this.#lane.handed.size, streams: this.#lane.owned.size };
+  }
+
   /** The next hop traffic to `peer` last took, if there is recent traffic to it. */
   lastHop(peer: string): string | undefined {
     return this.#egress.get(peer)?.hop;

@@ -206,3 +206,67 @@ for (
     }
   });
 }
+
+/** Both ends of a stream whose key bytes are known (what a handover needs), with node:crypto on this thread. */
+async function rawPair() {
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const key = await crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["encrypt", "decrypt"]);
+  const id = crypto.getRandomValues(new Uint8Array(8));
+  const clock = () => START;
+  return {
+    clock,
+    sealer: new StreamSealer({ id, key, raw, peer: SELF, createdAt: START }, clock),
+    opener: new StreamOpener({ id, key, raw, peer: new Uint8Array(16).fill(0xaa), createdAt: START }, {
+      self: SELF,
+      clock,
+    }),
+  };
+}
+
+Deno.test("stream: a sealer handed to another thread never shares a counter with the one that handed it", async () => {
+  const { sealer, opener, clock } = await rawPair();
+  const before = [await sealer.seal(batchOf(packets(1, 40))), await sealer.seal(batchOf(packets(1, 40)))];
+  const handover = sealer.handOver();
+  assertEquals(handover.first, 2);
+  // The thread that handed it seals nothing more: its counters are the other thread's now.
+  const refused = await assertRejects(() => sealer.seal(batchOf(packets(1, 40))), StreamError);
+  assertEquals(refused.reason, "exhausted");
+  assert(
+    sealer.expired(),
+    "a handed-over sealer counts as expired, so a fresh stream is formed for this thread",
+  );
+  let twice: Error | undefined;
+  try {
+    sealer.handOver();
+  } catch (error) {
+    twice = error as Error;
+  }
+  assert(twice?.message.includes("already handed over"), "a stream is handed over once at most");
+  const other = StreamSealer.fromHandover(handover, clock, libcryptoAesGcm(handover.raw));
+  const after = [other.sealNow(batchOf(packets(1, 40))), other.sealNow(batchOf(packets(1, 40)))];
+  const counter = (m: Uint8Array) => new DataView(m.buffer, m.byteOffset).getBigUint64(3 + 16 + 8);
+  assertEquals([...before, ...after].map(counter), [0n, 1n, 2n, 3n]);
+  for (const m of [...before, ...after]) assertEquals(unpackBatch(await opener.open(m)), packets(1, 40));
+});
+
+Deno.test("stream: an opener handed to another thread keeps its replay window; the old one refuses everything", async () => {
+  const { sealer, opener, clock } = await rawPair();
+  const seen = await sealer.seal(batchOf(packets(1, 40)));
+  await opener.open(seen);
+  const later = await sealer.seal(batchOf(packets(1, 40)));
+  const handover = opener.handOver();
+  const other = StreamOpener.fromHandover(handover, {
+    self: SELF,
+    clock,
+    aes: libcryptoAesGcm(handover.raw),
+  });
+  // A message accepted before the handover, replayed to the thread that took the stream over: refused.
+  const replayed = await assertRejects(() => other.open(seen), StreamError);
+  assertEquals(replayed.reason, "replayed");
+  assertEquals(unpackBatch(await other.open(later)), packets(1, 40));
+  // The thread that handed it over opens nothing, not even a message it never saw.
+  const fresh = await sealer.seal(batchOf(packets(1, 40)));
+  const moved = await assertRejects(() => opener.open(fresh), StreamError);
+  assertEquals(moved.reason, "moved");
+  assertEquals(unpackBatch(await other.open(fresh)), packets(1, 40));
+});
