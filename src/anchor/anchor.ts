@@ -266,8 +266,9 @@ export class Anchor {
         handed.delete(peer);
       }
       if (!fast || (h && h.link === link && !h.sealer.needsRekey())) continue;
-      // A stream due for renewal asks for a fresh one here: it is handed over on a later turn.
-      const sealer = streams.ready(peer);
+      // Only a stream this node already sends with: a peer it never sent to gets none from here. One due for
+      // renewal asks for a fresh one, handed over on a later turn.
+      const sealer = h ? streams.ready(peer) : streams.current(peer);
       if (!sealer || sealer.handedOver || !sealer.secrets.raw) continue;
       lane.route(peer, [f.ipv4, f.ipv6], link, sealer.handOver());
       handed.set(peer, { sealer, link });

@@ -61,6 +61,12 @@ export class Streams {
     return sealer;
   }
 
+  /** The stream to `peer` if one is usable now; never starts forming one. */
+  current(peer: string): StreamSealer | undefined {
+    const sealer = this.#out.get(peer)?.sealer;
+    return sealer && !sealer.expired() ? sealer : undefined;
+  }
+
   /** The stream to `peer`, forming one if needed; undefined if the handshake fails or times out. */
   sealer(peer: string): Promise<StreamSealer | undefined> {
     let o = this.#out.get(peer);

@@ -74,8 +74,22 @@ export class DnsServer implements AsyncDisposable {
     });
   }
 
-  /** Binds UDP and TCP; throws with the address in the message when either cannot be bound. */
+  /**
+   * Binds UDP and TCP; throws with the address in the message when either cannot be bound. With port 0, the
+   * port the kernel gave UDP may be taken for TCP: then it tries other ports (a few times).
+   */
   static async listen(o: DnsServerOptions): Promise<DnsServer> {
+    for (let attempt = 1;; attempt++) {
+      try {
+        return await DnsServer.#listen(o);
+      } catch (error) {
+        const taken = (error as Error).cause instanceof Deno.errors.AddrInUse;
+        if (o.port !== 0 || !taken || attempt >= 5) throw error;
+      }
+    }
+  }
+
+  static async #listen(o: DnsServerOptions): Promise<DnsServer> {
     const where = o.hostname.includes(":") ? `[${o.hostname}]:${o.port}` : `${o.hostname}:${o.port}`;
     const udp = dgram.createSocket({ type: o.hostname.includes(":") ? "udp6" : "udp4" });
     try {
@@ -95,7 +109,7 @@ export class DnsServer implements AsyncDisposable {
       tcp = Deno.listen({ hostname: o.hostname, port: udp.address().port, transport: "tcp" });
     } catch (error) {
       udp.close();
-      throw new Error(`DNS: cannot listen on ${where} (TCP): ${(error as Error).message}`);
+      throw new Error(`DNS: cannot listen on ${where} (TCP): ${(error as Error).message}`, { cause: error });
     }
     const server = new DnsServer(o, udp, tcp);
     udp.on("error", (e) => o.log(`DNS: UDP: ${e.message}`));
