@@ -11,8 +11,8 @@
 import { bytesEqual } from "../crypto/identity.ts";
 import { sharesIdentity } from "../crypto/identity_tags.ts";
 import { ACCESS_TEAMS } from "../wire/certificate.ts";
-import { contains, subnetsOf } from "../portal/subnets.ts";
-import { destinationOf, sourceOf } from "../tun/ip.ts";
+
+export { type AddressFacts, admitPacket, ownsAddress } from "./addresses.ts";
 
 /** The part of a certificate access control reads. */
 export interface AccessFacts {
@@ -45,35 +45,4 @@ export function mayCommunicate(a: AccessFacts, b: AccessFacts, secrets: readonly
   const sa = new Set(a.taints);
   const sb = new Set(b.taints);
   return subset(sa, sb) || subset(sb, sa);
-}
-
-/** The part of a certificate the packet check reads. */
-export interface AddressFacts {
-  ipv4: Uint8Array;
-  ipv6: Uint8Array;
-  portal: number;
-  subnets: Uint8Array[];
-}
-
-/** Whether `address` is one of the node's overlay addresses or, for a portal, in one of its subnets. */
-export function ownsAddress(node: AddressFacts, address: Uint8Array): boolean {
-  if (bytesEqual(address, address.length === 4 ? node.ipv4 : node.ipv6)) return true;
-  if (node.portal !== 1) return false;
-  return subnetsOf(node.subnets).some((c) => contains(c, address));
-}
-
-/**
- * Whether a packet opened from peer `from`'s stream may be written to this node's (`self`) TUN: its source must
- * be the peer's (a portal's replies come from its subnets), its destination this node's (or, on a portal, its
- * subnets'). So nobody can spoof another node, and a portal is never an exit to anywhere it does not offer.
- */
-export function admitPacket(
-  from: AddressFacts,
-  self: AddressFacts,
-  packet: Uint8Array,
-): "spoofed-source" | "foreign-destination" | undefined {
-  const source = sourceOf(packet);
-  const destination = destinationOf(packet);
-  if (!source || !destination || !ownsAddress(from, source)) return "spoofed-source";
-  return ownsAddress(self, destination) ? undefined : "foreign-destination";
 }

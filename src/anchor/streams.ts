@@ -5,6 +5,7 @@
  */
 
 import { HandshakeError, type Handshaker } from "../crypto/handshake.ts";
+import { nodeAesGcm } from "../crypto/node_aes.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
 import { StreamOpener, StreamSealer, type StreamSecrets, type SyncAesGcm } from "../crypto/stream.ts";
 import {
@@ -151,7 +152,7 @@ export class Streams {
   }
 
   #withAes(secrets: StreamSecrets): StreamSecrets {
-    const aes = secrets.raw && this.#o.syncAes?.(secrets.raw);
+    const aes = secrets.raw && (this.#o.syncAes?.(secrets.raw) ?? nodeAesGcm(secrets.raw));
     return aes ? { ...secrets, aes } : secrets;
   }
 

@@ -7,6 +7,9 @@
 
 import { NODE_ID_BYTES } from "../spec.ts";
 import { pq, type PqBackend, type SigningKey } from "./pq.ts";
+import { bytesEqual, fromHex, toHex } from "../wire/bytes.ts";
+
+export { bytesEqual, fromHex, toHex };
 
 /** SHA-256 of `data`. */
 export async function sha256(data: Uint8Array): Promise<Uint8Array> {
@@ -18,33 +21,12 @@ export async function nodeIdOf(publicKey: Uint8Array): Promise<Uint8Array> {
   return (await sha256(publicKey)).subarray(0, NODE_ID_BYTES);
 }
 
-/** Constant-time-ish equality for short byte strings (ids, hashes); lengths are not secret. */
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
-  return diff === 0;
-}
-
 /** `label || message`: what a key signs, so a signature made for one purpose never verifies for another. */
 export function domainSeparated(label: Uint8Array, message: Uint8Array): Uint8Array {
   const input = new Uint8Array(label.length + message.length);
   input.set(label);
   input.set(message, label.length);
   return input;
-}
-
-/** Lower-case hex, for logs, map keys and JSON. */
-export function toHex(bytes: Uint8Array): string {
-  let s = "";
-  for (const b of bytes) s += b.toString(16).padStart(2, "0");
-  return s;
-}
-
-/** Bytes from lower- or upper-case hex (an even number of digits; the caller checks the length it needs). */
-export function fromHex(hex: string): Uint8Array {
-  if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new RangeError(`not hex: "${hex.slice(0, 40)}"`);
-  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
 /** A node's signing identity. */

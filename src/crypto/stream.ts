@@ -11,7 +11,6 @@
  * @module
  */
 
-import { createCipheriv, createDecipheriv } from "node:crypto";
 import { Refused } from "../errors.ts";
 import {
   AEAD_TAG_BYTES,
@@ -32,7 +31,7 @@ import {
   sealedPart,
   writeDataHeader,
 } from "../wire/envelope.ts";
-import { bytesEqual, toHex } from "./identity.ts";
+import { bytesEqual, toHex } from "../wire/bytes.ts";
 import { ReplayWindow } from "./replay_window.ts";
 
 /** What a completed handshake yields, on each side. */
@@ -47,8 +46,8 @@ export interface StreamSecrets {
    */
   raw?: Uint8Array;
   /**
-   * AES-256-GCM under `raw` on this thread, when the node has a faster one than node:crypto's (OpenSSL's
-   * libcrypto through FFI: ffi/aes_gcm.ts); without it, node:crypto's.
+   * AES-256-GCM under `raw` on this thread: OpenSSL's libcrypto through FFI (ffi/aes_gcm.ts) where the host has
+   * it, else node:crypto's (src/crypto/node_aes.ts). Without one, everything goes through WebCrypto.
    */
   aes?: SyncAesGcm;
   /** The node at the other end: the destination for the sender, the source for the receiver. */
@@ -84,35 +83,9 @@ export interface SyncAesGcm {
   open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean;
 }
 
-/** node:crypto's AES-256-GCM under `key` (a Cipheriv per message). */
-export function nodeAesGcm(key: Uint8Array): SyncAesGcm {
-  return {
-    seal(nonce, aad, plain, out) {
-      const cipher = createCipheriv("aes-256-gcm", key, nonce);
-      cipher.setAAD(aad);
-      out.set(cipher.update(plain));
-      cipher.final();
-      out.set(cipher.getAuthTag(), plain.length);
-    },
-    open(nonce, aad, sealed, out) {
-      const length = sealed.length - AEAD_TAG_BYTES;
-      try {
-        const decipher = createDecipheriv("aes-256-gcm", key, nonce);
-        decipher.setAAD(aad);
-        decipher.setAuthTag(sealed.subarray(length));
-        out.set(decipher.update(sealed.subarray(0, length)));
-        decipher.final();
-        return true;
-      } catch {
-        return false;
-      }
-    },
-  };
-}
-
-/** The synchronous cipher of a stream's key, if its bytes are known. */
+/** The synchronous cipher of a stream's key, if there is one. */
 function syncAesOf(secrets: StreamSecrets): SyncAesGcm | undefined {
-  return secrets.aes ?? (secrets.raw && nodeAesGcm(secrets.raw));
+  return secrets.aes;
 }
 
 /**

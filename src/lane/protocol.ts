@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { AddressFacts } from "../agent/access.ts";
+import type { AddressFacts } from "../agent/addresses.ts";
 
 /** A sending stream's state as the worker takes it over: its counters from `first` on are the worker's alone. */
 export interface SealerState {

@@ -19,11 +19,11 @@
 
 import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
 import { LINUX } from "../../ffi/libc.ts";
-import { libc } from "../../ffi/loader.ts";
+import { libc, libcrypto } from "../../ffi/loader.ts";
 import { closeFd, recvNow, sendNow, setNoDelay } from "../../ffi/socket.ts";
-import { type AddressFacts, admitPacket } from "../agent/access.ts";
-import { bytesEqual, toHex } from "../crypto/identity.ts";
-import { nodeAesGcm, StreamOpener, StreamSealer } from "../crypto/stream.ts";
+import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
+import { bytesEqual, toHex } from "../wire/bytes.ts";
+import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
 import { MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
 import { destinationOf } from "../tun/ip.ts";
 import { OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
@@ -115,8 +115,11 @@ function trafficOf(peer: string): LaneStats["traffic"][number][1] {
   return t;
 }
 
-function aesFor(raw: Uint8Array) {
-  return libcryptoAesGcm(raw) ?? nodeAesGcm(raw);
+/** node:crypto's cipher, loaded only on a host without libcrypto (Node's compatibility layer costs memory). */
+let nodeAes: ((key: Uint8Array) => SyncAesGcm) | undefined;
+
+function aesFor(raw: Uint8Array): SyncAesGcm {
+  return libcryptoAesGcm(raw) ?? nodeAes!(raw);
 }
 
 function addressKey(address: Uint8Array): number | string {
@@ -592,6 +595,11 @@ scope.onmessage = (e: MessageEvent<Command>) => {
     received++;
     arrived?.();
   };
-  post({ t: "ready" });
-  run().catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
+  const loaded = libcrypto() ? Promise.resolve() : import("../crypto/node_aes.ts").then((m) => {
+    nodeAes = m.nodeAesGcm;
+  });
+  loaded.then(() => {
+    post({ t: "ready" });
+    return run();
+  }).catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
 };

@@ -226,3 +226,24 @@ export function concat(...parts: Uint8Array[]): Uint8Array<ArrayBuffer> {
   }
   return out;
 }
+
+/** Constant-time-ish equality for short byte strings (ids, hashes); lengths are not secret. */
+export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  let diff = 0;
+  for (let i = 0; i < a.length; i++) diff |= a[i] ^ b[i];
+  return diff === 0;
+}
+
+/** Lower-case hex, for logs, map keys and JSON. */
+export function toHex(bytes: Uint8Array): string {
+  let s = "";
+  for (const b of bytes) s += b.toString(16).padStart(2, "0");
+  return s;
+}
+
+/** Bytes from lower- or upper-case hex (an even number of digits; the caller checks the length it needs). */
+export function fromHex(hex: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new RangeError(`not hex: "${hex.slice(0, 40)}"`);
+  return Uint8Array.from(hex.match(/../g) ?? [], (h) => parseInt(h, 16));
+}
