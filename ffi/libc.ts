@@ -85,6 +85,16 @@ export const LIBC_SYMBOLS = {
     parameters: ["i32", /* int fd */ "i32", /* int level */ "i32", /* int name */ "buffer", "u32"],
     result: "i32",
   },
+  /** int socketpair(int domain, int type, int protocol, int sv[2]) */
+  socketpair: {
+    parameters: [
+      "i32",
+      /* int domain */ "i32",
+      /* int type */ "i32",
+      /* int protocol */ "buffer", /* int sv[2] */
+    ],
+    result: "i32",
+  },
   /** ssize_t send(int fd, const void *buf, size_t len, int flags): with MSG_NOSIGNAL, never SIGPIPE */
   send: {
     parameters: ["i32", /* int fd */ "buffer", /* const void *buf */ "usize", /* size_t len */ "i32"],
@@ -109,12 +119,14 @@ export const LINUX = {
   O_RDWR: 2,
   O_NONBLOCK: 0x800,
   O_CLOEXEC: 0x80000,
+  AF_UNIX: 1,
   AF_INET: 2,
   AF_INET6: 10,
   AF_NETLINK: 16,
   SOCK_STREAM: 1,
   SOCK_DGRAM: 2,
   SOCK_RAW: 3,
+  SOCK_SEQPACKET: 5,
   SOCK_NONBLOCK: 0x800,
   SOCK_CLOEXEC: 0x80000,
   SOL_SOCKET: 1,

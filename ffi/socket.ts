@@ -26,6 +26,17 @@ function stream(address: Uint8Array): number {
   return sys("socket", () => libc().socket(family, type, 0));
 }
 
+/**
+ * Two connected local sockets that keep message boundaries, as a TUN device does (non-blocking): a stand-in
+ * device for tests of what reads and writes one.
+ */
+export function packetPair(): [number, number] {
+  const sv = new Int32Array(2);
+  const type = LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
+  sys("socketpair", () => libc().socketpair(LINUX.AF_UNIX, type, 0, new Uint8Array(sv.buffer)));
+  return [sv[0]!, sv[1]!];
+}
+
 /** Closes a descriptor, ignoring failure (it is gone either way). */
 export function closeFd(fd: number): void {
   libc().close(fd);

@@ -8,7 +8,6 @@
  * @module
  */
 
-import { bytesEqual } from "../crypto/identity.ts";
 import { sharesIdentity } from "../crypto/identity_tags.ts";
 import { ACCESS_TEAMS } from "../wire/certificate.ts";
 

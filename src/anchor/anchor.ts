@@ -226,7 +226,12 @@ export class Anchor {
         facts: new Map(),
         timer: setInterval(() => this.#syncLane(), LANE_SYNC_MS),
       };
-      lane.onUnrouted = (peer) => this.#lane?.handed.delete(peer);
+      // The worker gave a route up by itself (its connection closed, its stream expired): only that route.
+      lane.onUnrouted = (peer, stream) => {
+        const handed = this.#lane?.handed;
+        const h = handed?.get(peer);
+        if (h && toHex(h.sealer.secrets.id) === stream) handed!.delete(peer);
+      };
       lane.onStats = (stats) => this.#laneStats(stats);
     }
   }

@@ -8,11 +8,13 @@
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, sys } from "../../ffi/loader.ts";
 import type { AddressFacts } from "../agent/access.ts";
-import type { SealerHandover } from "../crypto/stream.ts";
-import type { OpenerHandover } from "../crypto/stream.ts";
+import type { OpenerHandover, SealerHandover } from "../crypto/stream.ts";
 import type { LinuxTun } from "../tun/linux_tun.ts";
 import { readBytes, type Tun, TunClosedError, type TunStats } from "../tun/tun.ts";
 import type { Command, Event, LaneStats } from "./protocol.ts";
+
+/** What the worker reads and LaneTun wraps: a real device (or, in tests, anything with a descriptor like one). */
+export type LaneDevice = Pick<LinuxTun, "fd" | "name" | "mtu" | "offload" | "stats" | "writeBatch" | "close">;
 
 /** What a connection the worker carries reports to its owner. */
 export interface LinkEvents {
@@ -44,7 +46,7 @@ export class Lane {
   #started: ((ok: boolean) => void) | undefined;
   #failed = false;
   /** The worker gave up a fast route (its stream expired, its connection closed). */
-  onUnrouted: ((peer: string, reason: string) => void) | undefined;
+  onUnrouted: ((peer: string, stream: string, reason: string) => void) | undefined;
   /** The worker's counters, every second. */
   onStats: ((stats: LaneStats) => void) | undefined;
 
@@ -63,12 +65,16 @@ export class Lane {
     this.#worker.postMessage({ t: "init", wake: this.#wake, ack: this.#ack } satisfies Command);
   }
 
-  /** The worker failed: said once; the lane is not shared any more (its users see `failed`). */
+  /**
+   * The worker failed: said once. The failed lane stays the process's, so later users learn it from `ready`
+   * instead of starting (and failing) another worker each time.
+   */
   #fail(message: string): void {
+    if (this.#failed) return;
     console.error(`data-plane worker failed: ${message}`);
     this.#failed = true;
     this.#started?.(false);
-    if (Lane.#shared === this) Lane.#shared = undefined;
+    this.#worker.terminate();
   }
 
   /** Whether the worker failed (connections and devices must not be given to it). */
@@ -85,12 +91,8 @@ export class Lane {
 
   /** One user less; the last one stops the worker (its connections are closed by then). */
   release(): void {
-    if (--this.#users > 0) return;
+    if (--this.#users > 0 || this.#failed) return;
     if (Lane.#shared === this) Lane.#shared = undefined;
-    if (this.#failed) {
-      this.#worker.terminate();
-      return;
-    }
     this.#stopped = new Promise((resolve) => this.#onStopped = resolve);
     this.command({ t: "stop" });
   }
@@ -166,7 +168,7 @@ export class Lane {
   }
 
   /** Reads the TUN on the worker from now on: packets without a fast route come back through the result. */
-  attach(tun: LinuxTun, self: Uint8Array): LaneTun | undefined {
+  attach(tun: LaneDevice, self: Uint8Array): LaneTun | undefined {
     if (this.#tun) return undefined;
     this.#tun = new LaneTun(this, tun, this.#ack);
     this.command({ t: "tun", self, fd: tun.fd, offload: tun.offload, readBytes: readBytes(tun) });
@@ -182,9 +184,19 @@ export class Lane {
     switch (event.t) {
       case "messages": {
         const link = this.#links.get(event.link);
-        if (link) { for (const m of event.messages) link.onMessage(m); }
+        for (const m of link ? event.messages : []) {
+          try {
+            link!.onMessage(m);
+          } catch (error) {
+            console.error(
+              `data plane: a message from a direct connection: ${(error as Error).stack ?? error}`,
+            );
+          }
+        }
         return;
       }
+      case "log":
+        return console.error(`data-plane worker: ${event.message}`);
       case "flushed":
         return this.#links.get(event.link)?.onFlushed(event.bytes);
       case "closed": {
@@ -197,7 +209,7 @@ export class Lane {
       case "tun-off":
         return this.#tun?.off();
       case "unrouted":
-        return this.onUnrouted?.(event.peer, event.reason);
+        return this.onUnrouted?.(event.peer, event.stream, event.reason);
       case "stats":
         this.#tun?.counted(event.stats);
         return this.onStats?.(event.stats);
@@ -222,7 +234,7 @@ export class Lane {
  */
 export class LaneTun implements Tun {
   readonly #lane: Lane;
-  readonly #inner: LinuxTun;
+  readonly #inner: LaneDevice;
   readonly #ack: number;
   #queue: Uint8Array[][] = [];
   #waiter: (() => void) | undefined;
@@ -232,7 +244,7 @@ export class LaneTun implements Tun {
   /** The worker's counters, merged in (see Lane.onStats). */
   readonly worker = { readPackets: 0, writtenPackets: 0, writeErrors: 0, readMs: 0, writeMs: 0 };
 
-  constructor(lane: Lane, inner: LinuxTun, ack: number) {
+  constructor(lane: Lane, inner: LaneDevice, ack: number) {
     this.#lane = lane;
     this.#inner = inner;
     this.#ack = ack;

@@ -6,24 +6,7 @@
  */
 
 import type { AddressFacts } from "../agent/addresses.ts";
-
-/** A sending stream's state as the worker takes it over: its counters from `first` on are the worker's alone. */
-export interface SealerState {
-  id: Uint8Array;
-  peer: Uint8Array;
-  raw: Uint8Array;
-  createdAt: number;
-  first: number;
-}
-
-/** A receiving stream's state as the worker takes it over, with its replay window. */
-export interface OpenerState {
-  id: Uint8Array;
-  peer: Uint8Array;
-  raw: Uint8Array;
-  createdAt: number;
-  window: { ring: Uint32Array; last: number };
-}
+import type { OpenerHandover, SealerHandover } from "../crypto/stream.ts";
 
 /** Main thread → worker. */
 export type Command =
@@ -33,9 +16,9 @@ export type Command =
   | { t: "adopt"; link: number; fd: number; first: Uint8Array }
   | { t: "send"; link: number; messages: Uint8Array[] }
   | { t: "close"; link: number; reason: string }
-  | { t: "route"; peer: string; addresses: Uint8Array[]; link: number; sealer: SealerState }
+  | { t: "route"; peer: string; addresses: Uint8Array[]; link: number; sealer: SealerHandover }
   | { t: "unroute"; peer: string }
-  | { t: "opener"; state: OpenerState }
+  | { t: "opener"; state: OpenerHandover }
   | { t: "drop-opener"; id: string }
   | { t: "facts"; self: AddressFacts; peers: [string, AddressFacts | undefined][] }
   | { t: "open"; message: Uint8Array }
@@ -63,8 +46,9 @@ export type Event =
   | { t: "messages"; link: number; messages: Uint8Array[] }
   | { t: "flushed"; link: number; bytes: number }
   | { t: "closed"; link: number; reason: string }
-  | { t: "unrouted"; peer: string; reason: string }
+  | { t: "unrouted"; peer: string; stream: string; reason: string }
   | { t: "stats"; stats: LaneStats }
   | { t: "tun-off" }
   | { t: "error"; message: string }
+  | { t: "log"; message: string }
   | { t: "stopped" };

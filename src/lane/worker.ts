@@ -35,9 +35,12 @@ import type { Command, Event, LaneStats } from "./protocol.ts";
 export const STALL_MS = 3_000;
 /** Batches of packets posted to the main thread and not yet taken: beyond this the TUN is not read. */
 export const SLOW_WINDOW = 8;
-/** Counters are reported this often while there is traffic, and at least every STATS_IDLE_MS. */
-const STATS_MS = 100;
-const STATS_IDLE_MS = 1_000;
+/**
+ * Counters are reported once traffic has paused for STATS_QUIET_MS, and at least every STATS_MS: not in the
+ * middle of an exchange, where waking the main thread would compete with the packets for the CPUs.
+ */
+const STATS_QUIET_MS = 100;
+const STATS_MS = 1_000;
 const PACKETS_PER_READ = 64;
 /** Bytes read from one connection per turn, so one busy peer cannot starve the others or the TUN. */
 const READ_TURN_BYTES = 512 * 1024;
@@ -213,6 +216,7 @@ function readLink(link: Link): void {
     }
     if (n < 0) return;
     if (n === 0) return closeLink(link, "closed by the peer");
+    active = true;
     link.filled += n;
     taken += n;
     takeFrames(link);
@@ -310,11 +314,12 @@ function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uin
 
 // ---- Sending -----------------------------------------------------------------------------------------------------
 
-function unroute(route: Route, reason: string): void {
+/** Takes a route out; says so unless the main thread asked (`quiet`). */
+function unroute(route: Route, reason: string, quiet = false): void {
   if (routesByPeer.get(route.peer) !== route) return;
   routesByPeer.delete(route.peer);
   for (const key of route.keys) if (routes.get(key) === route) routes.delete(key);
-  post({ t: "unrouted", peer: route.peer, reason });
+  if (!quiet) post({ t: "unrouted", peer: route.peer, stream: toHex(route.sealer.secrets.id), reason });
 }
 
 function seal(route: Route): void {
@@ -350,6 +355,7 @@ function readTun(): void {
   for (let i = 0; i < PACKETS_PER_READ; i++) {
     const n = Number(c.read(fd, slot, BigInt(slot.length)));
     if (n <= 0) break;
+    active = true;
     readPackets++;
     const routed = performance.now();
     const data = slot.subarray(0, n);
@@ -419,8 +425,11 @@ function handle(command: Command): void {
     case "route": {
       const link = links.get(command.link);
       const old = routesByPeer.get(command.peer);
-      if (old) unroute(old, "replaced");
-      if (!link) return post({ t: "unrouted", peer: command.peer, reason: "its connection closed" });
+      if (old) unroute(old, "replaced", true);
+      if (!link) {
+        const stream = toHex(command.sealer.id);
+        return post({ t: "unrouted", peer: command.peer, stream, reason: "its connection closed" });
+      }
       const route: Route = {
         peer: command.peer,
         link,
@@ -434,7 +443,7 @@ function handle(command: Command): void {
     }
     case "unroute": {
       const route = routesByPeer.get(command.peer);
-      if (route) unroute(route, "asked");
+      if (route) unroute(route, "asked", true);
       return;
     }
     case "opener": {
@@ -471,7 +480,13 @@ function handle(command: Command): void {
 async function takeCommands(expected: number): Promise<void> {
   while (received < expected) await new Promise<void>((resolve) => arrived = resolve);
   arrived = undefined;
-  for (const command of inbox.splice(0)) handle(command);
+  for (const command of inbox.splice(0)) {
+    try {
+      handle(command);
+    } catch (error) {
+      post({ t: "log", message: `command ${command.t}: ${(error as Error).stack ?? error}` });
+    }
+  }
 }
 
 function readCounter(fd: number): number {
@@ -516,6 +531,29 @@ function report(): void {
   drops = new Map();
 }
 
+/** Handles what poll() found ready (the wake counter: sets `woken`). */
+function handleReady(view: DataView, order: (Link | "tun" | "wake" | "ack")[]): void {
+  for (let i = 0; i < order.length; i++) {
+    const revents = view.getInt16(8 * i + 6, true);
+    if (revents === 0) continue;
+    const entry = order[i]!;
+    if (entry === "wake") woken = true;
+    else if (entry === "ack") slowOutstanding = Math.max(0, slowOutstanding - readCounter(ackFd));
+    else if (entry === "tun") {
+      if (tun) readTun();
+    } else if (links.has(entry.id)) {
+      if (revents & LINUX.POLLOUT) writeLink(entry);
+      if (revents & (LINUX.POLLIN | LINUX.POLLHUP | LINUX.POLLERR)) readLink(entry);
+      if (revents & LINUX.POLLNVAL) closeLink(entry, "its descriptor is gone");
+    }
+  }
+}
+
+let woken = false;
+/** Whether this turn carried traffic, and when a turn last did (ms). */
+let active = false;
+let lastActivity = 0;
+
 async function run(): Promise<void> {
   let expected = received;
   let lastReport = performance.now();
@@ -541,26 +579,20 @@ async function run(): Promise<void> {
     });
     const now = performance.now();
     const dirty = traffic.size > 0 || drops.size > 0;
-    let timeout = Math.max(0, (dirty ? STATS_MS : STATS_IDLE_MS) - (now - lastReport));
+    const reportAt = Math.min(lastReport + STATS_MS, dirty ? lastActivity + STATS_QUIET_MS : Infinity);
+    let timeout = Math.max(0, reportAt - now);
     for (const link of links.values()) {
       if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
     }
     c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
-    let wake = false;
-    for (let i = 0; i < order.length; i++) {
-      const revents = view.getInt16(8 * i + 6, true);
-      if (revents === 0) continue;
-      const entry = order[i]!;
-      if (entry === "wake") wake = true;
-      else if (entry === "ack") slowOutstanding = Math.max(0, slowOutstanding - readCounter(ackFd));
-      else if (entry === "tun") {
-        if (tun) readTun();
-      } else if (links.has(entry.id)) {
-        if (revents & LINUX.POLLOUT) writeLink(entry);
-        if (revents & (LINUX.POLLIN | LINUX.POLLHUP | LINUX.POLLERR)) readLink(entry);
-        if (revents & LINUX.POLLNVAL) closeLink(entry, "its descriptor is gone");
-      }
+    try {
+      handleReady(view, order);
+    } catch (error) {
+      // A defect here must not stop the data plane: it is said, and the loop goes on.
+      post({ t: "log", message: `${(error as Error).stack ?? error}` });
     }
+    const wake = woken;
+    woken = false;
     const after = performance.now();
     for (const link of [...links.values()]) {
       if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
@@ -573,8 +605,11 @@ async function run(): Promise<void> {
       await takeCommands(expected);
       flushPosts();
     }
-    const due = traffic.size > 0 || drops.size > 0 ? STATS_MS : STATS_IDLE_MS;
-    if (performance.now() - lastReport >= due) {
+    const done = performance.now();
+    if (active) lastActivity = after;
+    active = false;
+    const quiet = (traffic.size > 0 || drops.size > 0) && done - lastActivity >= STATS_QUIET_MS;
+    if (quiet || done - lastReport >= STATS_MS) {
       lastReport = performance.now();
       report();
     }
