@@ -117,7 +117,10 @@ async function measure(
   return { mbits: single.mbits, parallelMbits: parallel.mbits, lossMbits, rttMs };
 }
 
-/** CPU seconds of a process by group of threads (JavaScript's, libdatachannel's, Deno's runtime, V8's), from /proc. */
+/**
+ * CPU seconds of a process by group of threads (JavaScript's: the main thread and the data-plane worker;
+ * libdatachannel's, Deno's runtime, V8's), from /proc.
+ */
 function cpuByThreads(pid: number): Record<string, number> {
   const groups: Record<string, number> = { javascript: 0, webrtc: 0, runtime: 0, v8: 0, other: 0 };
   for (const task of Deno.readDirSync(`/proc/${pid}/task`)) {
@@ -128,7 +131,8 @@ function cpuByThreads(pid: number): Record<string, number> {
     } catch {
       continue; // the thread ended meanwhile
     }
-    const group = task.name === String(pid)
+    // The main thread and the data-plane worker's ("worker-N") run JavaScript.
+    const group = task.name === String(pid) || /^worker-\d/.test(comm)
       ? "javascript"
       : /^(RTC|SCTP|juice)/.test(comm)
       ? "webrtc"
@@ -143,7 +147,7 @@ function cpuByThreads(pid: number): Record<string, number> {
 }
 
 /**
- * What a single-stream run cost one node: per stage of its data plane, the time its JavaScript thread spent there
+ * What a single-stream run cost one node: per stage of its data plane, the time its JavaScript threads spent there
  * (wall clock, so waiting for a core counts too), and the CPU of each group of its threads, per 64 KiB carried.
  */
 async function stageFigures(
@@ -165,7 +169,7 @@ async function stageFigures(
         name: `veilnet ${role}: ${stage}`,
         value: per64k(ms),
         unit: "us/64KiB",
-        note: `${share(ms)} of the JavaScript thread's time`,
+        note: `${share(ms)} of the run's time (on the main thread or the worker's)`,
       };
     }),
     ...Object.keys(cpuAfter).map((group) => {
