@@ -83,13 +83,13 @@ export class Flow implements AsyncDisposable {
 
   /** Waits for the pings and the transfer to end (the transfer gets `graceS` more to catch up) and reads them. */
   async figures(graceS = 60): Promise<FlowFigures> {
-    await this.ping.done;
+    await this.ping.finished();
     const deadline = setTimeout(() => {
       this.sender.stop("SIGKILL");
       this.sink.stop("SIGKILL");
     }, graceS * 1000);
     try {
-      await Promise.all([this.sender.done, this.sink.done]);
+      await Promise.all([this.sender.finished(), this.sink.finished()]);
     } finally {
       clearTimeout(deadline);
     }

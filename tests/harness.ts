@@ -91,6 +91,7 @@ export function cpuSecondsOf(statPath: string, tick = 100): number {
 export class Proc implements AsyncDisposable {
   readonly #child: Deno.ChildProcess;
   #output = "";
+  readonly #collected: Promise<void>;
   readonly done: Promise<Deno.CommandStatus>;
 
   constructor(readonly name: string, cmd: string, args: string[], env: Record<string, string> = {}) {
@@ -100,8 +101,23 @@ export class Proc implements AsyncDisposable {
       for await (const chunk of stream.pipeThrough(new TextDecoderStream())) this.#output += chunk;
     };
     // Output is collected in the background: a grandchild holding the pipes must not keep `done` waiting.
-    Promise.all([collect(this.#child.stdout), collect(this.#child.stderr)]).catch(() => {});
+    this.#collected = Promise.all([collect(this.#child.stdout), collect(this.#child.stderr)]).then(
+      () => {},
+      () => {},
+    );
     this.done = this.#child.status;
+  }
+
+  /**
+   * The exit, and then all of the output (at most 2 s more, for a grandchild holding the pipes): the exit can be
+   * seen before the last lines are read, and a pinger's summary went missing so.
+   */
+  async finished(): Promise<Deno.CommandStatus> {
+    const status = await this.done;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.#collected, new Promise((resolve) => timer = setTimeout(resolve, 2_000))]);
+    clearTimeout(timer);
+    return status;
   }
 
   get output(): string {

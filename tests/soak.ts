@@ -174,7 +174,7 @@ export async function soak(minutes: number, log: (line: string) => void = consol
       ),
     ];
     for (const [p, count] of [[pingers[0]!, ON_S * 5], [pingers[1]!, ON_S * 2]] as const) {
-      await p.done;
+      await p.finished();
       const f = pingFigures(p.output);
       pings.sent += f.sent;
       pings.answered += f.answered;
@@ -208,9 +208,9 @@ export async function soak(minutes: number, log: (line: string) => void = consol
   const span = Math.max(1, Math.min(2, Math.floor((cycles - warm) / 2)));
   const start = fewest(seen.slice(warm - 1, warm - 1 + span), "first");
   const end = fewest(seen.slice(-span), "last");
-  await waitFor("the transfer to end", 120_000, async () => (await tcp.done, true));
-  await waitFor("the udp flow to end", 30_000, async () => (await udp.done, true));
-  await tcpSink.done.catch(() => {});
+  await waitFor("the transfer to end", 120_000, async () => (await tcp.finished(), true));
+  await waitFor("the udp flow to end", 30_000, async () => (await udp.finished(), true));
+  await tcpSink.finished().catch(() => {});
   await udpSink.stop("SIGTERM");
 
   const [sentBytes, sentHash] = tcp.output.trim().split(" ");

@@ -325,9 +325,15 @@ export class LaneTun implements Tun {
       this.#closed = true;
       this.#waiter?.();
       // The worker lets go of the descriptor before it is closed (its number could be reused meanwhile).
-      const off = new Promise<void>((resolve) => this.#off = resolve);
+      // (A worker that failed never answers: then after a second, as it no longer polls anything.)
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const off = new Promise<void>((resolve) => {
+        this.#off = resolve;
+        timer = setTimeout(resolve, this.#lane.failed ? 0 : 1_000);
+      });
       this.#lane.command({ t: "tun-off" });
       await off;
+      clearTimeout(timer);
       this.#lane.detached(this);
       await this.#inner.close();
     })();
