@@ -41,7 +41,12 @@ function batch(packet: Uint8Array): Uint8Array {
   return b.plaintext().slice();
 }
 
-Deno.test("lane: the worker opens what a direct connection brings for a stream it holds, once; replays through either thread are refused", async () => {
+/**
+ * The process's worker with a stand-in device and a direct connection whose both ends are in this process: what
+ * reaches the device (`testEnd`), the drops it reports, the messages the listening end hands this thread, and
+ * both streams' ends for a stream `from` one node `to` another.
+ */
+async function laneWithLink(from: Uint8Array, to: Uint8Array) {
   const [deviceEnd, testEnd] = packetPair();
   const lane = Lane.acquire();
   assert(await lane.ready, "the worker started");
@@ -49,64 +54,6 @@ Deno.test("lane: the worker opens what a direct connection brings for a stream i
   lane.onStats = (s: LaneStats) => {
     for (const [reason, n] of s.drops) drops.set(reason, (drops.get(reason) ?? 0) + n);
   };
-  const tun = lane.attach(stubDevice(deviceEnd), SELF)!;
-  const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
-  const quiet = { onMessage: () => {}, onClose: () => {} };
-  const listening = DirectTcp.listen("127.0.0.1", secret, quiet, 2_000);
-  const sender = (await DirectTcp.connect("127.0.0.1", listening.port, secret, quiet, 2_000))!;
-  const receiver = (await listening.accepted)!;
-  try {
-    // A stream from PEER to this node, opened here (the main thread) first.
-    const raw = crypto.getRandomValues(new Uint8Array(32));
-    const id = crypto.getRandomValues(new Uint8Array(8));
-    const now = Date.now();
-    const sealer = new StreamSealer({ id, raw, aes: nodeAesGcm(raw), peer: SELF, createdAt: now }, Date.now);
-    const opener = new StreamOpener({ id, raw, aes: nodeAesGcm(raw), peer: PEER, createdAt: now }, {
-      self: SELF,
-      clock: Date.now,
-    });
-    const packet = (n: number) => ipPacket(PEER_FACTS.ipv4, SELF_FACTS.ipv4, 17, new Uint8Array(20).fill(n));
-    const before = sealer.sealNow(batch(packet(1)));
-    assertEquals(opener.openNow(before), batch(packet(1)));
-    // Handed to the worker, with the counters it accepted.
-    lane.facts(SELF_FACTS, [[toHex(PEER), PEER_FACTS]]);
-    lane.own(opener.handOver());
-    const after = sealer.sealNow(batch(packet(2)));
-    sender.send(after);
-    const got = new Uint8Array(2048);
-    let n = -1;
-    await waitFor(
-      "the worker to write the packet to the device",
-      3_000,
-      () => (n = recvNow(testEnd, got)) > 0,
-    );
-    assertEquals(got.slice(0, n), packet(2));
-    // Replays: the one accepted before the handover, over the connection; the one the worker accepted, through
-    // the main thread (as a message from the backup pipeline would come).
-    sender.send(before);
-    lane.open(after);
-    await waitFor("both replays refused", 3_000, () => (drops.get("refused") ?? 0) >= 2);
-    assertEquals(recvNow(testEnd, got), -1, "nothing more reached the device");
-    // And a packet from an address that is not the peer's is not written either.
-    sender.send(
-      sealer.sealNow(batch(ipPacket(Uint8Array.of(10, 9, 0, 77), SELF_FACTS.ipv4, 17, new Uint8Array(8)))),
-    );
-    await waitFor("the spoofed source refused", 3_000, () => (drops.get("spoofed-source") ?? 0) >= 1);
-    assertEquals(recvNow(testEnd, got), -1);
-  } finally {
-    sender.close();
-    receiver.close();
-    await tun.close();
-    lane.release();
-    await lane.stopped;
-    closeFd(testEnd);
-  }
-});
-
-Deno.test("lane: the worker seals packets to a routed peer with the counters handed to it; unrouted, they reach the main thread", async () => {
-  const [deviceEnd, testEnd] = packetPair();
-  const lane = Lane.acquire();
-  assert(await lane.ready, "the worker started");
   const tun = lane.attach(stubDevice(deviceEnd), SELF)!;
   const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
   const arrived: Uint8Array[] = [];
@@ -119,40 +66,82 @@ Deno.test("lane: the worker seals packets to a routed peer with the counters han
   );
   const sender = (await DirectTcp.connect("127.0.0.1", listening.port, secret, quiet, 2_000))!;
   const receiver = (await listening.accepted)!;
-  try {
-    const raw = crypto.getRandomValues(new Uint8Array(32));
-    const id = crypto.getRandomValues(new Uint8Array(8));
-    const now = Date.now();
-    const sealer = new StreamSealer({ id, raw, aes: nodeAesGcm(raw), peer: PEER, createdAt: now }, Date.now);
-    const opener = new StreamOpener({ id, raw, aes: nodeAesGcm(raw), peer: SELF, createdAt: now }, {
-      self: PEER,
+  const raw = crypto.getRandomValues(new Uint8Array(32));
+  const id = crypto.getRandomValues(new Uint8Array(8));
+  const now = Date.now();
+  return {
+    lane,
+    tun,
+    testEnd,
+    drops,
+    arrived,
+    sender,
+    sealer: new StreamSealer({ id, raw, aes: nodeAesGcm(raw), peer: to, createdAt: now }, Date.now),
+    opener: new StreamOpener({ id, raw, aes: nodeAesGcm(raw), peer: from, createdAt: now }, {
+      self: to,
       clock: Date.now,
-    });
-    const packet = (n: number) => ipPacket(SELF_FACTS.ipv4, PEER_FACTS.ipv4, 17, new Uint8Array(30).fill(n));
-    opener.openNow(sealer.sealNow(batch(packet(0)))); // counter 0, sealed on this thread
-    lane.route(toHex(PEER), [PEER_FACTS.ipv4, PEER_FACTS.ipv6], sender.link, sealer.handOver());
-    await new Promise((r) => setTimeout(r, 50)); // the route is a command: let the worker take it
-    assertEquals(sendNow(testEnd, packet(1)), packet(1).length);
-    await waitFor("the sealed batch at the other end", 3_000, () => arrived.length === 1);
-    const message = arrived[0]!;
-    assertEquals(new DataView(message.buffer, message.byteOffset).getUint32(3 + 16 + 8 + 4), 1, "counter 1");
-    assertEquals(opener.openNow(message), batch(packet(1)));
-    assertEquals(sealer.expired(), true, "this thread seals no more with a stream it handed over");
-    // Taken back (a revoked peer, a changed path): its packets go to the main thread's data plane.
-    lane.unroute(toHex(PEER));
-    await new Promise((r) => setTimeout(r, 50));
-    assertEquals(sendNow(testEnd, packet(2)), packet(2).length);
-    const bufs = [new Uint8Array(2048)];
-    const sizes = [0];
-    assertEquals(await tun.readBatch(bufs, sizes, 0), 1);
-    assertEquals(bufs[0]!.slice(0, sizes[0]), packet(2));
-    assertEquals(arrived.length, 1, "nothing more crossed the connection");
-  } finally {
-    sender.close();
-    receiver.close();
-    await tun.close();
-    lane.release();
-    await lane.stopped;
-    closeFd(testEnd);
-  }
+    }),
+    async [Symbol.asyncDispose]() {
+      sender.close();
+      receiver.close();
+      await tun.close();
+      lane.release();
+      await lane.stopped;
+      closeFd(testEnd);
+    },
+  };
+}
+
+Deno.test("lane: the worker opens what a direct connection brings for a stream it holds, once; replays through either thread are refused", async () => {
+  // A stream from PEER to this node, opened here (the main thread) first.
+  await using t = await laneWithLink(PEER, SELF);
+  const { lane, sealer, opener, sender, testEnd, drops } = t;
+  const packet = (n: number) => ipPacket(PEER_FACTS.ipv4, SELF_FACTS.ipv4, 17, new Uint8Array(20).fill(n));
+  const before = sealer.sealNow(batch(packet(1)));
+  assertEquals(opener.openNow(before), batch(packet(1)));
+  // Handed to the worker, with the counters it accepted.
+  lane.facts(SELF_FACTS, [[toHex(PEER), PEER_FACTS]]);
+  lane.own(opener.handOver());
+  const after = sealer.sealNow(batch(packet(2)));
+  sender.send(after);
+  const got = new Uint8Array(2048);
+  let n = -1;
+  await waitFor("the worker to write the packet to the device", 3_000, () => (n = recvNow(testEnd, got)) > 0);
+  assertEquals(got.slice(0, n), packet(2));
+  // Replays: the one accepted before the handover, over the connection; the one the worker accepted, through
+  // the main thread (as a message from the backup pipeline would come).
+  sender.send(before);
+  lane.open(after);
+  await waitFor("both replays refused", 3_000, () => (drops.get("refused") ?? 0) >= 2);
+  assertEquals(recvNow(testEnd, got), -1, "nothing more reached the device");
+  // And a packet from an address that is not the peer's is not written either.
+  const spoofed = ipPacket(Uint8Array.of(10, 9, 0, 77), SELF_FACTS.ipv4, 17, new Uint8Array(8));
+  sender.send(sealer.sealNow(batch(spoofed)));
+  await waitFor("the spoofed source refused", 3_000, () => (drops.get("spoofed-source") ?? 0) >= 1);
+  assertEquals(recvNow(testEnd, got), -1);
+});
+
+Deno.test("lane: the worker seals packets to a routed peer with the counters handed to it; unrouted, they reach the main thread", async () => {
+  // A stream from this node to PEER: the worker seals, the connection's other end hands the message here.
+  await using t = await laneWithLink(SELF, PEER);
+  const { lane, sealer, opener, sender, testEnd, arrived, tun } = t;
+  const packet = (n: number) => ipPacket(SELF_FACTS.ipv4, PEER_FACTS.ipv4, 17, new Uint8Array(30).fill(n));
+  opener.openNow(sealer.sealNow(batch(packet(0)))); // counter 0, sealed on this thread
+  lane.route(toHex(PEER), [PEER_FACTS.ipv4, PEER_FACTS.ipv6], sender.link, sealer.handOver());
+  await new Promise((r) => setTimeout(r, 50)); // the route is a command: let the worker take it
+  assertEquals(sendNow(testEnd, packet(1)), packet(1).length);
+  await waitFor("the sealed batch at the other end", 3_000, () => arrived.length === 1);
+  const message = arrived[0]!;
+  assertEquals(new DataView(message.buffer, message.byteOffset).getUint32(3 + 16 + 8 + 4), 1, "counter 1");
+  assertEquals(opener.openNow(message), batch(packet(1)));
+  assertEquals(sealer.expired(), true, "this thread seals no more with a stream it handed over");
+  // Taken back (a revoked peer, a changed path): its packets go to the main thread's data plane.
+  lane.unroute(toHex(PEER));
+  await new Promise((r) => setTimeout(r, 50));
+  assertEquals(sendNow(testEnd, packet(2)), packet(2).length);
+  const bufs = [new Uint8Array(2048)];
+  const sizes = [0];
+  assertEquals(await tun.readBatch(bufs, sizes, 0), 1);
+  assertEquals(bufs[0]!.slice(0, sizes[0]), packet(2));
+  assertEquals(arrived.length, 1, "nothing more crossed the connection");
 });
