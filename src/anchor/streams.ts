@@ -168,7 +168,7 @@ export class Streams {
 
   /** The receiving streams from `peer`. */
   openersOf(peer: string): StreamOpener[] {
-    return (this.#inByPeer.get(peer) ?? []).map((id) => this.#in.get(id)!).filter((o) => o !== undefined);
+    return (this.#inByPeer.get(peer) ?? []).flatMap((id) => this.#in.get(id) ?? []);
   }
 
   /** Forgets streams that can no longer be used, and everything about a peer that left. */
