@@ -42,6 +42,8 @@ export const SLOW_WINDOW = 8;
 const STATS_QUIET_MS = 100;
 const STATS_MS = 1_000;
 const PACKETS_PER_READ = 64;
+/** See readTun. */
+const SMALL_PACKET_BYTES = 512;
 /** Bytes read from one connection per turn, so one busy peer cannot starve the others or the TUN. */
 const READ_TURN_BYTES = 512 * 1024;
 
@@ -253,7 +255,8 @@ function onMessage(link: number, message: Uint8Array): void {
     if (!list) forMain.set(link, list = []);
     list.push(message.slice());
   }
-  stages.receive += performance.now() - started;
+  stages.receive += performance.now() - started - answered;
+  answered = 0;
 }
 
 function ownStream(message: Uint8Array): { opener: StreamOpener; peer: string } | undefined {
@@ -310,6 +313,23 @@ function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uin
   const t = trafficOf(held.peer);
   t.rxPackets += written;
   t.rxBytes += bytes;
+  // The host often answers within the write (an echo reply, an acknowledgement): read it now, not after
+  // another turn of the loop and a poll().
+  if (written > 0 && mayReadTun()) {
+    const reading = performance.now();
+    readTun();
+    answered += performance.now() - reading;
+  }
+}
+
+/** Time spent reading the device from within a receive (counted as reading and sending, not receiving). */
+let answered = 0;
+
+/** Whether the device may be read: nothing congested, and the main thread keeping up with what it was given. */
+function mayReadTun(): boolean {
+  if (!tun || slowOutstanding >= SLOW_WINDOW) return false;
+  for (const link of links.values()) if (link.congested) return false;
+  return true;
 }
 
 // ---- Sending -----------------------------------------------------------------------------------------------------
@@ -368,7 +388,10 @@ function readTun(): void {
     if (route && !route.sealer.expired()) {
       if (route.builder.full(packet.length)) seal(route);
       route.builder.push(packet, header);
-      touched.add(route);
+      // A small packet read first (a ping, a keystroke, an acknowledgement) leaves before the device is read
+      // again: it waits for no company, not even for the read that finds the device empty.
+      if (i === 0 && n <= SMALL_PACKET_BYTES) seal(route);
+      else touched.add(route);
     } else {
       if (route) unroute(route, "its stream expired");
       slow.push(data.slice());
@@ -468,6 +491,7 @@ function handle(command: Command): void {
       const held = tun && ownStream(command.message);
       if (held) openAndWrite(held, command.message);
       else drop("unknown-stream");
+      answered = 0;
       return;
     }
     case "stop":
@@ -564,8 +588,7 @@ async function run(): Promise<void> {
   while (!stopping) {
     order.length = 0;
     order.push("wake");
-    const congested = [...links.values()].some((l) => l.congested);
-    if (tun && !congested && slowOutstanding < SLOW_WINDOW) order.push("tun");
+    if (mayReadTun()) order.push("tun");
     if (slowOutstanding > 0) order.push("ack");
     for (const link of links.values()) order.push(link);
     if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
