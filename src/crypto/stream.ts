@@ -83,11 +83,6 @@ export interface SyncAesGcm {
   open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean;
 }
 
-/** The synchronous cipher of a stream's key, if there is one. */
-function syncAesOf(secrets: StreamSecrets): SyncAesGcm | undefined {
-  return secrets.aes;
-}
-
 /**
  * The nonce for `counter`, in `iv` when given. Synchronous ciphers copy the nonce in, so one buffer serves all
  * their calls: no allocation per message, which after a pause costs ~20 us here (the allocator returns idle memory).
@@ -129,7 +124,7 @@ export class StreamSealer {
   /** `firstCounter` is for tests that exercise the counter limits without sealing 2^32 messages. */
   constructor(readonly secrets: StreamSecrets, readonly clock: () => number, firstCounter = 0) {
     this.#next = firstCounter;
-    this.#aes = syncAesOf(secrets);
+    this.#aes = secrets.aes;
   }
 
   /** The sealer another thread makes of a handover, with its own synchronous cipher for the key. */
@@ -287,7 +282,7 @@ export class StreamOpener {
     this.#self = options.self;
     this.clock = options.clock;
     this.#window = options.window ?? new ReplayWindow();
-    this.#aes = syncAesOf(secrets);
+    this.#aes = secrets.aes;
   }
 
   /** The opener another thread makes of a handover: the same replay window, its own cipher for the key. */
