@@ -22,7 +22,7 @@ import {
   MAX_DNS_FORWARDS,
   MAX_DNS_TCP_CONNECTIONS,
 } from "../tuning.ts";
-import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { parseAddress } from "../tun/ip.ts";
 import { isAnswerTo, MAX_DNS_MESSAGE_BYTES, type Resolver, Responder } from "./message.ts";
 
 /** A resolver to forward to. */
@@ -313,8 +313,8 @@ function withId(message: Uint8Array, from: Uint8Array): Uint8Array {
 
 /** Whether two IP addresses are the same, whatever their spelling (`::1` and `0:0::1`). */
 function sameAddress(a: string, b: string): boolean {
-  const x = parseIPv4(a) ?? parseIPv6(a);
-  const y = parseIPv4(b) ?? parseIPv6(b);
+  const x = parseAddress(a);
+  const y = parseAddress(b);
   if (!x || !y) return a === b;
   return x.length === y.length && x.every((byte, i) => byte === y[i]);
 }

@@ -11,7 +11,7 @@
  */
 
 import dgram from "node:dgram";
-import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { parseAddress, parseIPv4 } from "../tun/ip.ts";
 import { WireError } from "../wire/bytes.ts";
 import { answerBinding } from "../wire/stun.ts";
 
@@ -88,7 +88,7 @@ export interface StunServerOptions {
 /** The address bytes of a datagram's source (an IPv4-mapped IPv6 source is answered as IPv4). */
 function sourceBytes(address: string): Uint8Array | undefined {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(address);
-  return mapped ? parseIPv4(mapped[1]!) : parseIPv4(address) ?? parseIPv6(address.replace(/%.*$/, ""));
+  return mapped ? parseIPv4(mapped[1]!) : parseAddress(address.replace(/%.*$/, ""));
 }
 
 /** Closes a socket; resolves once it is closed (at once if it already was). */

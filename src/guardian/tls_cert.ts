@@ -17,7 +17,7 @@
  */
 
 import { concat } from "../wire/bytes.ts";
-import { parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { parseAddress } from "../tun/ip.ts";
 
 // --- Object identifiers (protocol constants) -------------------------------------------------------------------
 
@@ -278,7 +278,7 @@ function checkDnsName(dns: string): string {
 
 /** An IP SAN's bytes: 4 for IPv4, 16 for IPv6 (RFC 5280 4.2.1.6). */
 function ipBytes(ip: string): Uint8Array {
-  const bytes = parseIPv4(ip) ?? parseIPv6(ip);
+  const bytes = parseAddress(ip);
   if (!bytes) {
     throw new RangeError(`bad IP address "${ip}": expected IPv4 (127.0.0.1) or IPv6 without brackets (::1)`);
   }

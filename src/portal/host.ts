@@ -16,13 +16,12 @@
 import { lookup } from "node:dns/promises";
 import { readKernelFile, writeKernelFile } from "../../ffi/loader.ts";
 import { runHost, type RunResult } from "../service/systemd.ts";
-import { type Cidr, parseCidr } from "../tun/ip.ts";
+import { type Cidr, parseAddress, parseCidr } from "../tun/ip.ts";
 import { formatCidr } from "./subnets.ts";
 import {
   addressesFromLinks,
   gatewaysFromRoutes,
   hostOfUrl,
-  parseAddress,
   type UnderlayAddress,
   type UnderlayKind,
   uniqueUnderlay,

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { type Cidr, formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { type Cidr, formatAddress, parseAddress } from "../tun/ip.ts";
 import { contains, formatCidr, type Offer } from "./subnets.ts";
 
 /** How often a node routing portal subnets reads its underlay again (its addresses and gateways may change). */
@@ -84,11 +84,6 @@ export function describeRefusal(r: RefusedSubnet): string {
 /** The list as one line ("guardian 10.0.0.1, gateway 192.168.1.1"), to log it or see whether it changed. */
 export function formatUnderlay(list: UnderlayAddress[]): string {
   return list.map((u) => `${u.kind} ${formatAddress(u.address)}`).join(", ");
-}
-
-/** The address in `text` (IPv4 or IPv6, no zone), or undefined. */
-export function parseAddress(text: string): Uint8Array | undefined {
-  return parseIPv4(text) ?? parseIPv6(text);
 }
 
 function isLoopback(a: Uint8Array): boolean {

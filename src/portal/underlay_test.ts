@@ -1,6 +1,6 @@
 import { assertEquals, assertThrows } from "../../tests/assert.ts";
 import { mutants } from "../../tests/fuzz.ts";
-import { formatAddress, parseCidr } from "../tun/ip.ts";
+import { formatAddress, parseAddress, parseCidr } from "../tun/ip.ts";
 import { formatCidr, type Offer, SubnetTable } from "./subnets.ts";
 import {
   addressesFromLinks,
@@ -8,7 +8,6 @@ import {
   formatUnderlay,
   gatewaysFromRoutes,
   hostOfUrl,
-  parseAddress,
   screenOffers,
   type UnderlayAddress,
   type UnderlayKind,

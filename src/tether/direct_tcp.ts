@@ -26,7 +26,7 @@ import {
 } from "../../ffi/socket.ts";
 import { bytesEqual } from "../crypto/identity.ts";
 import { Lane } from "../lane/lane.ts";
-import { formatAddress, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { formatAddress, parseAddress } from "../tun/ip.ts";
 
 export { STALL_MS } from "../lane/worker.ts";
 
@@ -41,7 +41,7 @@ export interface DirectEvents {
 }
 
 function addressOf(hostname: string): Uint8Array {
-  const address = parseIPv4(hostname) ?? parseIPv6(hostname);
+  const address = parseAddress(hostname);
   if (!address) throw new TypeError(`not an IP address: "${hostname}"`);
   return address;
 }

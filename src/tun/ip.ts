@@ -66,6 +66,11 @@ export function parseIPv6(text: string): Uint8Array | undefined {
   return out;
 }
 
+/** The address in `text` (IPv4 or IPv6, no zone), or undefined. */
+export function parseAddress(text: string): Uint8Array | undefined {
+  return parseIPv4(text) ?? parseIPv6(text);
+}
+
 /** Parses "ADDRESS/PREFIX"; throws SyntaxError saying what is wrong. */
 export function parseCidr(text: string): Cidr {
   const slash = text.indexOf("/");
