@@ -5,8 +5,8 @@
  * @module
  */
 
-import { LINUX } from "../../ffi/libc.ts";
-import { libc, sys } from "../../ffi/loader.ts";
+import { addTo, eventfd } from "../../ffi/eventfd.ts";
+import { libc } from "../../ffi/loader.ts";
 import type { AddressFacts } from "../agent/access.ts";
 import type { OpenerHandover, SealerHandover } from "../crypto/stream.ts";
 import type { LinuxTun } from "../tun/linux_tun.ts";
@@ -23,8 +23,6 @@ export interface LinkEvents {
   onFlushed(bytes: number): void;
   onClosed(reason: string): void;
 }
-
-const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 /** The process's data-plane worker, seen from the main thread. */
 export class Lane {
@@ -51,10 +49,8 @@ export class Lane {
   onStats: ((stats: LaneStats) => void) | undefined;
 
   private constructor() {
-    const c = libc();
-    const flags = LINUX.EFD_NONBLOCK | LINUX.EFD_CLOEXEC;
-    this.#wake = sys("eventfd", () => c.eventfd(0, flags));
-    this.#ack = sys("eventfd", () => c.eventfd(0, flags));
+    this.#wake = eventfd();
+    this.#ack = eventfd();
     this.ready = new Promise((resolve) => this.#started = resolve);
     this.#worker = new Worker(new URL("./worker.ts", import.meta.url).href, { type: "module" });
     this.#worker.onmessage = (e: MessageEvent<Event>) => this.#event(e.data);
@@ -104,7 +100,7 @@ export class Lane {
 
   command(command: Command, transfer: Transferable[] = []): void {
     this.#worker.postMessage(command, transfer);
-    libc().write(this.#wake, ONE, 8n);
+    addTo(this.#wake);
   }
 
   /** Gives the worker a connected socket (and what was read from it already); returns its id. */
@@ -309,7 +305,7 @@ export class LaneTun implements Tun {
       }
       if (batch.length === 0) {
         this.#queue.shift();
-        libc().write(this.#ack, ONE, 8n); // one batch taken: the worker may read the device again
+        addTo(this.#ack); // one batch taken: the worker may read the device again
       }
     }
     return n;

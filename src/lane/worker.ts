@@ -18,6 +18,7 @@
 /// <reference lib="deno.worker" />
 
 import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
+import { takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
 import { closeFd, recvNow, sendNow, setNoDelay } from "../../ffi/socket.ts";
@@ -515,12 +516,6 @@ async function takeCommands(expected: number): Promise<void> {
   }
 }
 
-function readCounter(fd: number): number {
-  const value = new BigUint64Array(1);
-  const n = Number(c.read(fd, new Uint8Array(value.buffer), 8n));
-  return n === 8 ? Number(value[0]) : 0;
-}
-
 // ---- The loop ----------------------------------------------------------------------------------------------------
 
 function flushPosts(): void {
@@ -564,7 +559,7 @@ function handleReady(view: DataView, order: (Link | "tun" | "wake" | "ack")[]): 
     if (revents === 0) continue;
     const entry = order[i]!;
     if (entry === "wake") woken = true;
-    else if (entry === "ack") slowOutstanding = Math.max(0, slowOutstanding - readCounter(ackFd));
+    else if (entry === "ack") slowOutstanding = Math.max(0, slowOutstanding - takeFrom(ackFd));
     else if (entry === "tun") {
       if (tun) readTun();
     } else if (links.has(entry.id)) {
@@ -626,7 +621,7 @@ async function run(): Promise<void> {
     }
     flushPosts();
     if (wake) {
-      expected += readCounter(wakeFd);
+      expected += takeFrom(wakeFd);
       await takeCommands(expected);
       flushPosts();
     }

@@ -8,8 +8,9 @@
  * @module
  */
 
+import { addTo, eventfd } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
-import { errno, libc, readKernelFile, sys, SyscallError } from "../../ffi/loader.ts";
+import { errno, libc, readKernelFile, SyscallError } from "../../ffi/loader.ts";
 import { addIPv4, addIPv6, createTun, enableOffload, setMtu, setUp } from "../../ffi/tun.ts";
 import { type Cidr, parseCidr } from "./ip.ts";
 import { checkReadBuffers, readBytes, type Tun, TunClosedError, type TunStats } from "./tun.ts";
@@ -31,8 +32,6 @@ export interface LinuxTunOptions {
   /** Largest super-packet with offload (default 65000, so one fits a data message with its headers). */
   gsoMaxBytes?: number;
 }
-
-const EIGHT_BYTE_ONE = new Uint8Array([1, 0, 0, 0, 0, 0, 0, 0]);
 
 /** Checks an interface name the way the kernel would, with a clearer message. */
 export function checkInterfaceName(name: string): void {
@@ -121,7 +120,7 @@ export class LinuxTun implements Tun {
     let wake = -1;
     let offloadError: string | undefined;
     try {
-      wake = sys("eventfd", () => c.eventfd(0, LINUX.EFD_NONBLOCK | LINUX.EFD_CLOEXEC));
+      wake = eventfd();
       setMtu(name, mtu);
       if (offload) {
         try {
@@ -213,7 +212,7 @@ export class LinuxTun implements Tun {
     this.#closing ??= (async () => {
       this.#closed = true;
       const c = libc();
-      c.write(this.#wake, EIGHT_BYTE_ONE, 8n);
+      addTo(this.#wake);
       // The fds stay open until the poll watching them has returned: closing first could let the number be
       // reused while the other thread still polls it.
       await this.#polling;
