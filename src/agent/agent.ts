@@ -504,8 +504,7 @@ export class Agent implements AsyncDisposable {
     if (this.#clock() - (this.#lastQuery.get(dest) ?? 0) > 30_000) this.#askForRelays(dest);
     const tethers = this.#data?.tethers;
     const allowed = (hop: string) => this.#hopAllowed(hop, dest);
-    const open = (hop: string) => tethers?.info(hop)?.state === "open" && allowed(hop);
-    const ready = this.#learner.choose(dest, undefined, open);
+    const ready = this.#learner.choose(dest, undefined, this.#openHop(dest));
     const wanted = this.#learner.choose(dest, undefined, allowed);
     // The learner may want a hop with no tether yet (to explore it, or because it is now the best): form it in
     // the background, and meanwhile keep the traffic on a hop that is open.
@@ -517,9 +516,12 @@ export class Agent implements AsyncDisposable {
 
   /** The hop the learner prefers for `dest` among open, allowed ones, without exploring (the worker's fast path). */
   #preferredHop(dest: string): string {
-    const tethers = this.#data?.tethers;
-    const open = (hop: string) => tethers?.info(hop)?.state === "open" && this.#hopAllowed(hop, dest);
-    return this.#learner.choose(dest, undefined, open, false) ?? dest;
+    return this.#learner.choose(dest, undefined, this.#openHop(dest), false) ?? dest;
+  }
+
+  /** Whether a hop has an open tether and may carry traffic to `dest`. */
+  #openHop(dest: string): (hop: string) => boolean {
+    return (hop) => this.#data?.tethers.info(hop)?.state === "open" && this.#hopAllowed(hop, dest);
   }
 
   /** Asks the nodes tethered to `dest` whether they would relay to it; at most once every 3 s per destination. */

@@ -155,8 +155,15 @@ class Egress {
   readonly perHop = new Map<string, number>();
 
   /** One batch left through `hop`. */
-  took(hop: string): void {
-    this.perHop.set(hop, (this.perHop.get(hop) ?? 0) + 1);
+  took(hop: string, batches = 1): void {
+    this.perHop.set(hop, (this.perHop.get(hop) ?? 0) + batches);
+  }
+
+  /** `batches` left on the tether to `hop` (not the backup pipeline): what status shows as the path. */
+  tethered(hop: string, batches = 1): void {
+    this.hop = hop;
+    this.backupUntil = 0;
+    this.took(hop, batches);
   }
 
   constructor(readonly peer: string, now: number) {
@@ -251,7 +258,7 @@ export class Anchor {
     const changes: [string, AddressFacts | undefined][] = [];
     for (const peer of new Set([...direct.keys(), ...sent.keys()])) {
       const f = factsOf(peer);
-      if (sent.get(peer) === f && (f !== undefined || !sent.has(peer))) continue;
+      if (f === undefined ? !sent.has(peer) : sent.get(peer) === f) continue; // unchanged
       changes.push([peer, f && addressFacts(f)]);
       if (f) sent.set(peer, f);
       else sent.delete(peer);
@@ -312,12 +319,7 @@ export class Anchor {
       total.rxPackets += t.rxPackets;
       this.#o.tethers.carried(peer, t.txBytes, t.rxBytes);
       if (t.batches === 0) continue;
-      let e = this.#egress.get(peer);
-      if (!e) this.#egress.set(peer, e = new Egress(peer, now));
-      e.lastUsed = now;
-      e.hop = peer;
-      e.backupUntil = 0;
-      e.perHop.set(peer, (e.perHop.get(peer) ?? 0) + t.batches);
+      this.#egressTo(peer, now).tethered(peer, t.batches);
     }
     for (const [reason, n] of stats.drops) this.#drop(reason as DataDrop, n);
     this.#workerStages = stats.stages;
@@ -369,10 +371,16 @@ export class Anchor {
     }
   }
 
-  #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
+  /** The egress to `peer`, made if there is none, used at `now`. */
+  #egressTo(peer: string, now: number): Egress {
     let e = this.#egress.get(peer);
     if (!e) this.#egress.set(peer, e = new Egress(peer, now));
     e.lastUsed = now;
+    return e;
+  }
+
+  #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
+    const e = this.#egressTo(peer, now);
     if (e.builder.full(packet.length)) this.#flush(e);
     e.builder.push(packet, header);
     return e;
@@ -492,9 +500,7 @@ export class Anchor {
     const sent = tethers.info(hop)?.state === "open" && tethers.send(hop, message);
     this.#stages.linkSend += performance.now() - started;
     if (sent) {
-      e.hop = hop;
-      e.backupUntil = 0;
-      e.took(hop);
+      e.tethered(hop);
       return this.#countTx(e.peer, bytes, count);
     }
     this.#form(e.peer, hop);
