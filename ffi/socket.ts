@@ -50,9 +50,7 @@ export function tcpListen(address: Uint8Array): { fd: number; port: number } {
     const sa = sockaddr(address, 0);
     sys("bind", () => c.bind(fd, sa, sa.length));
     sys("listen", () => c.listen(fd, 4));
-    const length = new Uint32Array([sa.length]);
-    sys("getsockname", () => c.getsockname(fd, sa, new Uint8Array(length.buffer)));
-    return { fd, port: new DataView(sa.buffer).getUint16(2, false) };
+    return { fd, port: sockname(fd).port };
   } catch (error) {
     c.close(fd);
     throw error;
@@ -83,13 +81,14 @@ export function tcpConnect(address: Uint8Array, port: number): number {
   return fd;
 }
 
-/** This end's address (4 or 16 bytes). */
-export function localAddress(fd: number): Uint8Array {
+/** This end's address (4 or 16 bytes) and port. Throws SyscallError. */
+export function sockname(fd: number): { address: Uint8Array; port: number } {
   const sa = new Uint8Array(SOCKADDR_BYTES);
   const length = new Uint32Array([sa.length]);
   sys("getsockname", () => libc().getsockname(fd, sa, new Uint8Array(length.buffer)));
-  const family = new DataView(sa.buffer).getUint16(0, true);
-  return family === LINUX.AF_INET ? sa.slice(4, 8) : sa.slice(8, 24);
+  const view = new DataView(sa.buffer);
+  const address = view.getUint16(0, true) === LINUX.AF_INET ? sa.slice(4, 8) : sa.slice(8, 24);
+  return { address, port: view.getUint16(2, false) };
 }
 
 /** The socket's pending error (0 for none): after a connect, whether it succeeded. */

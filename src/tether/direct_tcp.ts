@@ -15,10 +15,10 @@
 import { LINUX } from "../../ffi/libc.ts";
 import {
   closeFd,
-  localAddress,
   recvNow,
   sendNow,
   socketError,
+  sockname,
   tcpAccept,
   tcpConnect,
   tcpListen,
@@ -71,7 +71,7 @@ export class DirectTcp {
     this.#events = events;
     let local = "";
     try {
-      local = formatAddress(localAddress(fd));
+      local = formatAddress(sockname(fd).address);
     } catch { /* shown as unknown */ }
     this.#local = local;
     this.#lane = lane;
