@@ -44,16 +44,19 @@ export function fromBase64(text: string): Uint8Array | undefined {
 export const TAINT = /^[A-Za-z0-9_.:-]{1,64}$/;
 export const REALM_NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 
+/** The 400 for a value that is not a region name (isRegion), `where` it was found. */
+function badRegion(value: unknown, where: string, or = ""): GuardianError {
+  return new GuardianError(
+    400,
+    `bad region ${JSON.stringify(value)}${where}: a-z, 0-9 and inner hyphens, at most ${MAX_REGION_BYTES} ` +
+      `characters (e.g. "eu-west")${or}`,
+  );
+}
+
 /** A region an administrator places a node in: a region name (isRegion), or "" for none. 400 otherwise. */
 export function checkRegion(region: unknown): string {
   if (region === "") return "";
-  if (typeof region !== "string" || !isRegion(region)) {
-    throw new GuardianError(
-      400,
-      `bad region ${JSON.stringify(region)}: a-z, 0-9 and inner hyphens, at most ${MAX_REGION_BYTES} ` +
-        'characters (e.g. "eu-west"), or "" for none',
-    );
-  }
+  if (typeof region !== "string" || !isRegion(region)) throw badRegion(region, "", ', or "" for none');
   return region;
 }
 
@@ -65,15 +68,7 @@ export function checkRegions(regions: unknown): string[] {
   if (!Array.isArray(regions)) throw new GuardianError(400, "regions must be a list of region names");
   const seen = new Set<string>();
   for (const r of regions) {
-    if (typeof r !== "string" || !isRegion(r)) {
-      throw new GuardianError(
-        400,
-        `bad region ${
-          JSON.stringify(r)
-        } in regions: a-z, 0-9 and inner hyphens, at most ${MAX_REGION_BYTES} ` +
-          'characters (e.g. "eu-west")',
-      );
-    }
+    if (typeof r !== "string" || !isRegion(r)) throw badRegion(r, " in regions");
     if (seen.has(r)) throw new GuardianError(400, `region "${r}" is in regions twice`);
     seen.add(r);
   }
