@@ -550,6 +550,9 @@ export class Agent implements AsyncDisposable {
     const data = this.#data;
     if (!data) return;
     for (const dest of data.anchor.destinations()) {
+      // Traffic the worker carries never asks for a next hop here: its relays are asked for, and the hop the
+      // learner wants is formed, as a batch through this thread would.
+      this.#nextHop(dest);
       for (const hop of this.#learner.candidates(dest)) {
         const info = data.tethers.info(hop);
         if (info?.state === "open" && info.rttMs !== undefined) {
