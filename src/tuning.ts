@@ -32,6 +32,12 @@ export const LOGIN_RETRY_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 export const LINK_BUFFER_HIGH_BYTES = 1024 * 1024;
 /** ...and takes them again when a channel drains below this. */
 export const LINK_BUFFER_LOW_BYTES = 256 * 1024;
+/**
+ * A direct connection's kernel socket holds at most this many bytes not yet sent (TCP_NOTSENT_LOWAT); the rest
+ * waits in the link's own queue, where a backlog is seen (multi-link spreads from there) instead of growing to
+ * seconds of delay in a socket buffer autotuned to megabytes.
+ */
+export const LINK_UNSENT_BYTES = 4 * 1024;
 /** Data channels per tether: one, as several would reorder what each keeps in order (see tether/webrtc.ts). */
 export const TETHER_CHANNELS = 1;
 /** How long a tether's direct TCP connection may take to form (listen, connect, present the secret). */
@@ -46,6 +52,29 @@ export const TETHER_FORM_TIMEOUT_MS = 5_000;
 export const MAX_PENDING_BATCHES = 64;
 /** Seals in flight per destination before the TUN reader waits (the egress's elastic width). */
 export const MAX_INFLIGHT_SEALS = 16;
+/**
+ * Concurrent multi-link: a path with this many bytes waiting to leave is backlogged, and the next batch to that
+ * destination takes the emptiest of the paths it may spread over (the learner's spread)...
+ */
+export const SPILL_BYTES = 4 * 1024;
+/**
+ * ...and for this long after a backlog the destination's traffic stays with the main thread, which spreads it
+ * (the worker's fast path sends on one connection only).
+ */
+export const SPREAD_HOLD_MS = 5_000;
+/**
+ * While a destination's traffic spreads, its messages carry at most about this many bytes of packets (a TCP
+ * super-packet is cut into its segments): a 64 KiB message takes 26 ms to cross a 20 Mbit/s path, which would hold
+ * a TCP window above to one message in flight and reorder the paths by as much.
+ */
+export const SPREAD_BATCH_BYTES = 8 * 1024;
+/**
+ * A receiving stream holds a message that came before one sealed ahead of it (another path was slower) for at
+ * most this long, and at most this many messages, before giving the missing one up as lost (see
+ * anchor/reorder.ts).
+ */
+export const REORDER_HOLD_MS = 20;
+export const REORDER_MAX_HELD = 128;
 /** An egress with no packets for this long is retired. */
 export const EGRESS_IDLE_MS = 30_000;
 /** An offer with no answer is sent again this often (the control channel delivers at most once). */

@@ -371,6 +371,7 @@ export class Agent implements AsyncDisposable {
       resolve: (d) => unicast(d) ? this.#membership.resolve(d) : Promise.resolve(),
       admit: (peer, packet) => this.#admit(peer, packet),
       nextHop: (dest) => this.#nextHop(dest),
+      paths: (dest) => this.#learner.spread(dest, (hop) => this.#hopAllowed(hop, dest)),
       hopFailed: (dest, hop) => {
         this.#learner.fail(dest, hop);
         if (hop === dest) this.#askForRelays(dest);

@@ -36,6 +36,9 @@ import {
   MAX_PENDING_BATCHES,
   MAX_UNROUTED_ADDRESSES,
   MAX_UNROUTED_PACKETS,
+  SPILL_BYTES,
+  SPREAD_BATCH_BYTES,
+  SPREAD_HOLD_MS,
   TETHER_RETRY_MAX_MS,
   TETHER_RETRY_MIN_MS,
 } from "../tuning.ts";
@@ -109,6 +112,11 @@ export interface AnchorOptions {
   admit?: (peer: string, packet: Uint8Array) => DataDrop | undefined;
   /** The next hop towards a peer (itself, or a relay), from the route learner. */
   nextHop: (destination: string) => string;
+  /**
+   * The hops traffic to `destination` may spread over when its next hop is backlogged (concurrent multi-link,
+   * from the route learner), open or not; without it, every batch takes its next hop.
+   */
+  paths?: (destination: string) => string[];
   /** A next hop could not carry traffic (its tether would not form). */
   hopFailed: (destination: string, hop: string) => void;
   /** Whether this node may carry a message from `from` to `destination` (access control with both). */
@@ -151,6 +159,8 @@ class Egress {
   backupUntil = 0;
   /** When a batch last found no path it may take (geo-location control), ms; 0 if never. */
   blockedAt = 0;
+  /** When the path of a batch last had a backlog (SPILL_BYTES waiting), ms. */
+  backloggedAt = -Infinity;
   /** Batches sent per next hop ("backup" for the pipeline), halved every 5 s: the recent shares of each path. */
   readonly perHop = new Map<string, number>();
 
@@ -251,6 +261,7 @@ export class Anchor {
    */
   #syncLane(): void {
     const state = this.#lane!;
+    if ((globalThis as any).DBG) { this.#o.log(`DBG main ${JSON.stringify((globalThis as any).DBG)} handed ${[...state.handed.keys()].map(k=>k.slice(0,4))} q ${[...this.#o.tethers.directLinks().keys()].map(k=>k.slice(0,4)+":"+this.#o.tethers.queued(k))}`); (globalThis as any).DBG = undefined; }
     const { lane, handed, owned, facts: sent } = state;
     const { tethers, streams, route } = this.#o;
     const factsOf = this.#o.facts!;
@@ -272,7 +283,7 @@ export class Anchor {
       const f = factsOf(peer);
       const h = handed.get(peer);
       const fast = f !== undefined && route(f.ipv4) === peer && route(f.ipv6) === peer &&
-        this.#o.preferredHop!(peer) === peer;
+        this.#o.preferredHop!(peer) === peer && !this.backlogged(peer);
       if (h && (!fast || h.link !== link)) {
         lane.unroute(peer);
         handed.delete(peer);
@@ -319,7 +330,11 @@ export class Anchor {
       total.rxPackets += t.rxPackets;
       this.#o.tethers.carried(peer, t.txBytes, t.rxBytes);
       if (t.batches === 0) continue;
-      this.#egressTo(peer, now).tethered(peer, t.batches);
+      this.#o.log(`DBG lane ${peer.slice(0,4)} batches ${t.batches} backlogged ${t.backlogged} tx ${t.txBytes}`);
+      const e = this.#egressTo(peer, now);
+      e.tethered(peer, t.batches);
+      // Often behind a backlog, with other paths to spread over: this thread takes the traffic back.
+      if (t.backlogged > t.batches / 10 && (this.#o.paths?.(peer).length ?? 0) > 1) e.backloggedAt = now;
     }
     for (const [reason, n] of stats.drops) this.#drop(reason as DataDrop, n);
     this.#workerStages = stats.stages;
@@ -381,8 +396,23 @@ export class Anchor {
 
   #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
     const e = this.#egressTo(peer, now);
+    if (now - e.backloggedAt < SPREAD_HOLD_MS) return this.#enqueueSpread(e, packet, header);
     if (e.builder.full(packet.length)) this.#flush(e);
     e.builder.push(packet, header);
+    return e;
+  }
+
+  /** Batches of at most SPREAD_BATCH_BYTES, for traffic spread over several paths; super-packets cut. */
+  #enqueueSpread(e: Egress, packet: Uint8Array, header: Uint8Array): Egress {
+    const parts = packet.length > SPREAD_BATCH_BYTES ? plainPackets(header, packet) : [packet];
+    if (!parts) {
+      this.#drop("malformed");
+      return e;
+    }
+    for (const part of parts) {
+      if (e.builder.full(part.length) || e.builder.size + part.length > SPREAD_BATCH_BYTES) this.#flush(e);
+      e.builder.push(part, parts.length > 1 || part !== packet ? NO_OFFLOAD : header);
+    }
     return e;
   }
 
@@ -497,6 +527,7 @@ export class Anchor {
   #deliver(e: Egress, hop: string, message: Uint8Array, bytes: number, count: number): void {
     const { tethers } = this.#o;
     const started = performance.now();
+    if (tethers.info(hop)?.state === "open") hop = this.#spill(e, hop);
     const sent = tethers.info(hop)?.state === "open" && tethers.send(hop, message);
     this.#stages.linkSend += performance.now() - started;
     if (sent) {
@@ -512,6 +543,38 @@ export class Anchor {
     e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
     e.took("backup");
     this.#backup(e.peer, message, bytes, count);
+  }
+
+  /**
+   * Concurrent multi-link: a batch whose hop is backlogged takes instead the open path of its destination's
+   * spread with the fewest bytes waiting, if that has fewer; the spread's paths with no tether yet are formed.
+   * Each path so carries what it drains, and one that stops draining (cut) soon carries nothing.
+   */
+  #spill(e: Egress, hop: string): string {
+    const { tethers, paths } = this.#o;
+    if (!paths) return hop;
+    let least = tethers.queued(hop);
+    if (least < SPILL_BYTES) return hop;
+    e.backloggedAt = this.#o.clock();
+    (globalThis as any).DBG ??= {spills:0, to:{}};
+    (globalThis as any).DBG.spills++;
+    let best = hop;
+    for (const path of paths(e.peer)) {
+      if (path === hop) continue;
+      if (tethers.info(path)?.state !== "open") {
+        this.#form(e.peer, path);
+        continue;
+      }
+      const queued = tethers.queued(path);
+      if (queued < least) [best, least] = [path, queued];
+    }
+    (globalThis as any).DBG.to[best.slice(0,4)] = ((globalThis as any).DBG.to[best.slice(0,4)] ?? 0) + 1;
+    return best;
+  }
+
+  /** Whether traffic to `peer` had a backlog lately (it spreads over several paths, on this thread). */
+  backlogged(peer: string): boolean {
+    return this.#o.clock() - (this.#egress.get(peer)?.backloggedAt ?? -Infinity) < SPREAD_HOLD_MS;
   }
 
   /**

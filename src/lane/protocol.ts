@@ -26,10 +26,13 @@ export type Command =
 
 /** Counters the worker reports every second (deltas since its last report, except `stages`, which are totals). */
 export interface LaneStats {
-  /** Per peer: IP bytes and packets sent and received on the fast path, and batches sent. */
+  /**
+   * Per peer: IP bytes and packets sent and received on the fast path, batches sent, and how many of those found
+   * the connection backlogged (SPILL_BYTES or more waiting in its queue).
+   */
   traffic: [
     string,
-    { txBytes: number; txPackets: number; rxBytes: number; rxPackets: number; batches: number },
+    { txBytes: number; txPackets: number; rxBytes: number; rxPackets: number; batches: number; backlogged: number },
   ][];
   drops: [string, number][];
   /** Cumulative milliseconds on the worker's thread, by stage (see DataStages). */

@@ -21,16 +21,24 @@ import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
 import { takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
-import { closeFd, recvNow, sendNow, setNoDelay } from "../../ffi/socket.ts";
+import { closeFd, recvNow, sendNow, tuneTunnelSocket } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
 import { bytesEqual, toHex } from "../wire/bytes.ts";
 import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
 import { MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
 import { destinationOf } from "../tun/ip.ts";
 import { OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
-import { LINK_BUFFER_HIGH_BYTES, LINK_BUFFER_LOW_BYTES } from "../tuning.ts";
+import {
+  LINK_BUFFER_HIGH_BYTES,
+  LINK_BUFFER_LOW_BYTES,
+  LINK_UNSENT_BYTES,
+  REORDER_HOLD_MS,
+  REORDER_MAX_HELD,
+  SPILL_BYTES,
+} from "../tuning.ts";
 import { BatchBuilder, DATA_HEADER_BYTES, readDataHeader, unpackEntries } from "../wire/envelope.ts";
 import type { Command, Event, LaneStats } from "./protocol.ts";
+import { Reorder } from "../anchor/reorder.ts";
 
 /** A write the kernel has not taken any of for this long closes the connection (see direct_tcp.ts). */
 export const STALL_MS = 3_000;
@@ -87,7 +95,20 @@ let tun: { fd: number; offload: boolean; slot: Uint8Array } | undefined;
 const links = new Map<number, Link>();
 const routes = new Map<number | string, Route>();
 const routesByPeer = new Map<string, Route>();
-const openers = new Map<string, { opener: StreamOpener; peer: string }>();
+/** A receiving stream the worker opens, and what it holds back until the messages before it come. */
+interface Held {
+  opener: StreamOpener;
+  peer: string;
+  reorder: Reorder<Opened>;
+}
+/** An opened message's packets, ready for the device, and their IP bytes. */
+interface Opened {
+  packets: Uint8Array[];
+  bytes: number;
+}
+const openers = new Map<string, Held>();
+/** Streams holding messages back (see reorder.ts). */
+const waiting = new Set<Held>();
 const facts = new Map<string, AddressFacts>();
 let selfFacts: AddressFacts | undefined;
 let slowOutstanding = 0;
@@ -117,7 +138,7 @@ function drop(reason: string, n = 1): void {
 
 function trafficOf(peer: string): LaneStats["traffic"][number][1] {
   let t = traffic.get(peer);
-  if (!t) traffic.set(peer, t = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, batches: 0 });
+  if (!t) traffic.set(peer, t = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, batches: 0, backlogged: 0 });
   return t;
 }
 
@@ -249,8 +270,8 @@ function takeFrames(link: Link): void {
 /** A message from a connection (a view into its buffer): opened here when it is for a stream this thread holds. */
 function onMessage(link: number, message: Uint8Array): void {
   const started = performance.now();
-  const held = tun && ownStream(message);
-  if (held) openAndWrite(held, message);
+  const own = tun && ownStream(message);
+  if (own) openAndWrite(own[0], own[1], message);
   else {
     let list = forMain.get(link);
     if (!list) forMain.set(link, list = []);
@@ -260,7 +281,8 @@ function onMessage(link: number, message: Uint8Array): void {
   answered = 0;
 }
 
-function ownStream(message: Uint8Array): { opener: StreamOpener; peer: string } | undefined {
+/** The stream this worker opens that `message` belongs to, with the message's counter. */
+function ownStream(message: Uint8Array): [Held, number] | undefined {
   if (openers.size === 0 || message.length < DATA_HEADER_BYTES) return undefined;
   let header;
   try {
@@ -270,11 +292,17 @@ function ownStream(message: Uint8Array): { opener: StreamOpener; peer: string } 
   }
   if (!bytesEqual(header.destination, selfId)) return undefined;
   // A few streams per peer: comparing bytes beats building a key for every message.
-  for (const held of openers.values()) if (bytesEqual(held.opener.secrets.id, header.stream)) return held;
+  for (const held of openers.values()) {
+    if (bytesEqual(held.opener.secrets.id, header.stream)) return [held, header.counter];
+  }
   return undefined;
 }
 
-function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uint8Array): void {
+/**
+ * Opens a message of a stream this worker holds, checks its packets and writes them to the device, in the order
+ * they were sealed: one that comes before those sealed ahead of it waits for them (see reorder.ts).
+ */
+function openAndWrite(held: Held, counter: number, message: Uint8Array): void {
   const started = performance.now();
   let entries;
   try {
@@ -283,7 +311,7 @@ function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uin
     return drop("refused");
   }
   const from = facts.get(held.peer);
-  const out: Uint8Array[] = [];
+  const packets: Uint8Array[] = [];
   let bytes = 0;
   for (const e of entries) {
     const refused = from && selfFacts ? admitPacket(from, selfFacts, e.packet) : "spoofed-source";
@@ -293,25 +321,39 @@ function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uin
     }
     bytes += e.packet.length;
     if (tun!.offload) {
-      out.push(
+      packets.push(
         new Uint8Array(e.offload.buffer, e.offload.byteOffset, OFFLOAD_HEADER_BYTES + e.packet.length),
       );
     } else {
       const plain = plainPackets(e.offload, e.packet);
-      if (plain) out.push(...plain);
+      if (plain) packets.push(...plain);
       else drop("malformed");
     }
   }
+  stages.open += performance.now() - started;
+  // The packets are views of a reused buffer: one that waits is copied.
+  const opened = { packets: held.reorder.waits(counter) ? packets.map((p) => p.slice()) : packets, bytes };
+  const ready = held.reorder.take(counter, opened, performance.now());
+  if (held.reorder.held > 0) waiting.add(held);
+  else waiting.delete(held);
+  if (ready.length > 0) writeOpened(held.peer, ready);
+}
+
+/** Writes opened messages' packets to the device, and counts them. */
+function writeOpened(peer: string, ready: Opened[]): void {
   const writing = performance.now();
-  stages.open += writing - started;
   let written = 0;
-  for (const p of out) {
-    if (Number(c.write(tun!.fd, p, BigInt(p.length))) === p.length) written++;
-    else writeErrors++;
+  let bytes = 0;
+  for (const opened of ready) {
+    for (const p of opened.packets) {
+      if (Number(c.write(tun!.fd, p, BigInt(p.length))) === p.length) written++;
+      else writeErrors++;
+    }
+    bytes += opened.bytes;
   }
   writtenPackets += written;
   stages.tunWrite += performance.now() - writing;
-  const t = trafficOf(held.peer);
+  const t = trafficOf(peer);
   t.rxPackets += written;
   t.rxBytes += bytes;
   // The host often answers within the write (an echo reply, an acknowledgement): read it now, not after
@@ -321,6 +363,22 @@ function openAndWrite(held: { opener: StreamOpener; peer: string }, message: Uin
     readTun();
     answered += performance.now() - reading;
   }
+}
+
+/** Lets go, in order, of what waited too long for a message before it. */
+function release(now: number): void {
+  for (const held of [...waiting]) {
+    const ready = held.reorder.expire(now);
+    if (held.reorder.held === 0) waiting.delete(held);
+    if (ready.length > 0 && tun) writeOpened(held.peer, ready);
+  }
+}
+
+/** A stream this worker no longer opens: what it held back goes now, in order. */
+function letGo(held: Held): void {
+  const ready = held.reorder.flush();
+  waiting.delete(held);
+  if (ready.length > 0 && tun) writeOpened(held.peer, ready);
 }
 
 /** Time spent reading the device from within a receive (counted as reading and sending, not receiving). */
@@ -361,12 +419,14 @@ function seal(route: Route): void {
   const sending = performance.now();
   stages.seal += sending - started;
   frameView.setUint32(0, length);
+  const backlogged = route.link.queued >= SPILL_BYTES;
   sendBytes(route.link, frame.subarray(0, 4 + length), 0);
   stages.linkSend += performance.now() - sending;
   const t = trafficOf(route.peer);
   t.txBytes += bytes;
   t.txPackets += count;
   t.batches++;
+  if (backlogged) t.backlogged++;
 }
 
 function readTun(): void {
@@ -417,6 +477,7 @@ function handle(command: Command): void {
       tun = undefined;
       for (const route of [...routesByPeer.values()]) unroute(route, "the TUN closed");
       openers.clear();
+      waiting.clear();
       return post({ t: "tun-off" });
     case "adopt": {
       const link: Link = {
@@ -430,7 +491,7 @@ function handle(command: Command): void {
         progress: performance.now(),
       };
       try {
-        setNoDelay(link.fd);
+        tuneTunnelSocket(link.fd, LINK_UNSENT_BYTES);
       } catch { /* not fatal: only slower */ }
       links.set(link.id, link);
       link.buffer.set(command.first);
@@ -475,12 +536,16 @@ function handle(command: Command): void {
     case "opener": {
       const s = command.state;
       const opener = StreamOpener.fromHandover(s, { self: selfId, clock: Date.now, aes: aesFor(s.raw) });
-      openers.set(toHex(s.id), { opener, peer: toHex(s.peer) });
+      const reorder = new Reorder<Opened>(REORDER_HOLD_MS, REORDER_MAX_HELD);
+      openers.set(toHex(s.id), { opener, peer: toHex(s.peer), reorder });
       return;
     }
-    case "drop-opener":
+    case "drop-opener": {
+      const held = openers.get(command.id);
       openers.delete(command.id);
+      if (held) letGo(held);
       return;
+    }
     case "facts":
       selfFacts = command.self;
       for (const [peer, f] of command.peers) {
@@ -489,8 +554,8 @@ function handle(command: Command): void {
       }
       return;
     case "open": {
-      const held = tun && ownStream(command.message);
-      if (held) openAndWrite(held, command.message);
+      const own = tun && ownStream(command.message);
+      if (own) openAndWrite(own[0], own[1], command.message);
       else drop("unknown-stream");
       answered = 0;
       return;
@@ -536,7 +601,11 @@ function flushPosts(): void {
 }
 
 function report(): void {
-  for (const [id, held] of openers) if (held.opener.expired()) openers.delete(id);
+  for (const [id, held] of openers) {
+    if (!held.opener.expired()) continue;
+    openers.delete(id);
+    letGo(held);
+  }
   post({
     t: "stats",
     stats: {
@@ -604,6 +673,7 @@ async function run(): Promise<void> {
     for (const link of links.values()) {
       if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
     }
+    for (const held of waiting) timeout = Math.min(timeout, Math.max(0, held.reorder.deadline! - now));
     c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
     try {
       handleReady(view, order);
@@ -614,6 +684,7 @@ async function run(): Promise<void> {
     const wake = woken;
     woken = false;
     const after = performance.now();
+    if (waiting.size > 0) release(after);
     for (const link of [...links.values()]) {
       if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
         closeLink(link, `write failed: stalled for ${STALL_MS} ms`);

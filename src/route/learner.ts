@@ -43,8 +43,15 @@ export const LEARNER = {
   DIRECT_BIAS: 0.85,
   FIRST_BACKOFF_MS: 1_000,
   MAX_BACKOFF_MS: 10_000,
-  /** Loss above which the direct path no longer counts as healthy. */
+  /** Loss above which the direct path no longer counts as healthy (and any hop is left out of a spread). */
   UNHEALTHY_LOSS: 0.3,
+  /**
+   * Multi-link: when the preferred hop is backlogged, traffic spreads over hops costing at most SPREAD_FACTOR
+   * times the best, or SPREAD_SLACK_MS more (whichever allows more): a much longer path would deliver so late
+   * that TCP above takes the reordering for loss.
+   */
+  SPREAD_FACTOR: 3,
+  SPREAD_SLACK_MS: 20,
 } as const;
 
 /** The cost of a hop that was tried but never acknowledged anything (ms, as if a very slow path). */
@@ -136,6 +143,22 @@ export class RouteLearner {
       return direct.hop;
     }
     return best.hop;
+  }
+
+  /**
+   * The hops traffic to `destination` may spread over when its preferred hop is backlogged (concurrent
+   * multi-link), cheapest first, among those `ready` accepts: healthy, not benched, and not much costlier than the
+   * cheapest (see SPREAD_FACTOR). A hop never measured counts by its prior, so its tether can be formed.
+   */
+  spread(destination: string, ready: (hop: string) => boolean = () => true): string[] {
+    const now = this.#clock();
+    const usable = [...(this.#routes.get(destination)?.values() ?? [])].filter((s) =>
+      s.benchedUntil <= now && s.loss < LEARNER.UNHEALTHY_LOSS && ready(s.hop)
+    ).sort((x, y) => this.#cost(x) - this.#cost(y));
+    if (usable.length === 0) return [];
+    const best = this.#cost(usable[0]!);
+    const bound = Math.max(LEARNER.SPREAD_FACTOR * best, best + LEARNER.SPREAD_SLACK_MS);
+    return usable.filter((s) => this.#cost(s) <= bound).map((s) => s.hop);
   }
 
   /** A message through `hop` was acknowledged after `rttMs`, or (rttMs undefined) was not. */

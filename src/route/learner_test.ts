@@ -145,3 +145,20 @@ Deno.test("learner: a relay's shared onward leg is its cost until measured, and 
   }
   assertEquals(picks, new Set(["d", "near"]));
 });
+
+Deno.test("learner: spreads over healthy hops not much costlier than the best, cheapest first; never a benched or lossy one", () => {
+  let now = 0;
+  const l = new RouteLearner({ clock: () => now, random: () => 0.99 });
+  l.setCandidates("d", ["d", "near", "slow", "lossy", "down", "fresh"], new Map([["fresh", 3]]));
+  for (const [hop, rtt] of [["d", 5], ["near", 12], ["slow", 200], ["lossy", 6], ["down", 4]] as const) {
+    l.observe("d", hop, rtt);
+  }
+  for (let i = 0; i < 20; i++) l.observe("d", "lossy", undefined);
+  l.fail("d", "down");
+  // Best 3 (fresh's shared leg), so the bound is 23 ms: near is in, slow (200) is not.
+  assertEquals(l.spread("d"), ["fresh", "d", "near"]);
+  assertEquals(l.spread("d", (hop) => hop !== "fresh"), ["d", "near"]);
+  now += LEARNER.FIRST_BACKOFF_MS;
+  assertEquals(l.spread("d"), ["fresh", "down", "d", "near"]);
+  assertEquals(l.spread("unknown"), []);
+});

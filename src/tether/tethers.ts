@@ -243,6 +243,11 @@ export class Tethers {
     return true;
   }
 
+  /** Bytes waiting to leave on the tether to `peer` (0 without one). */
+  queued(peer: string): number {
+    return this.#tethers.get(peer)?.link?.queued ?? 0;
+  }
+
   /** Resolves when the tether to `peer` can take more (immediately if it can, or if there is none). */
   drained(peer: string): Promise<void> {
     return this.#tethers.get(peer)?.link?.drained() ?? Promise.resolve();

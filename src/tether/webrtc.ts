@@ -288,6 +288,12 @@ export class WebRtcLink {
     return best;
   }
 
+  /** Bytes waiting to leave on what the next send uses: the direct connection, else the emptiest channel. */
+  get queued(): number {
+    if (this.#direct) return this.#direct.queued;
+    return this.#best()?.bufferedAmount() ?? 0;
+  }
+
   /** True while some channel (or the direct connection) is below the high-water mark. */
   get writable(): boolean {
     if (this.#direct) return this.#direct.queued < LINK_BUFFER_HIGH_BYTES;
