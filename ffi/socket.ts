@@ -118,6 +118,15 @@ export function tuneTunnelSocket(fd: number, unsentBytes: number): void {
 }
 
 /**
+ * Bytes a TCP socket holds that its peer has not acknowledged (sent and in flight, or not sent yet): how far behind
+ * the path is. 0 when the descriptor is no such socket (any more).
+ */
+export function unacknowledged(fd: number): number {
+  const value = new Int32Array(1);
+  return libc().ioctl(fd, BigInt(LINUX.TIOCOUTQ), new Uint8Array(value.buffer)) === 0 ? value[0]! : 0;
+}
+
+/**
  * Reads what is there into `buf`: the byte count, 0 at the end of the stream, -1 when nothing waits. Throws
  * SyscallError on a failure (a reset connection).
  */

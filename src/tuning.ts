@@ -56,12 +56,17 @@ export const MAX_INFLIGHT_SEALS = 16;
  * Concurrent multi-link: a path with this many bytes waiting to leave is backlogged, and the next batch to that
  * destination takes the emptiest of the paths it may spread over (the learner's spread)...
  */
-export const SPILL_BYTES = 4 * 1024;
+export const SPILL_BYTES = 16 * 1024;
 /**
  * ...and for this long after a backlog the destination's traffic stays with the main thread, which spreads it
  * (the worker's fast path sends on one connection only).
  */
 export const SPREAD_HOLD_MS = 5_000;
+/**
+ * The worker hands a backlogged destination to the main thread to spread only below this rate (its report covers
+ * a second at most): faster than that, one connection in the worker carries more than the main thread could.
+ */
+export const SPREAD_MAX_BYTES_PER_S = 50_000_000;
 /**
  * While a destination's traffic spreads, its messages carry at most about this many bytes of packets (a TCP
  * super-packet is cut into its segments): a 64 KiB message takes 26 ms to cross a 20 Mbit/s path, which would hold
@@ -73,7 +78,7 @@ export const SPREAD_BATCH_BYTES = 8 * 1024;
  * most this long, and at most this many messages, before giving the missing one up as lost (see
  * anchor/reorder.ts).
  */
-export const REORDER_HOLD_MS = 20;
+export const REORDER_HOLD_MS = 50;
 export const REORDER_MAX_HELD = 128;
 /** An egress with no packets for this long is retired. */
 export const EGRESS_IDLE_MS = 30_000;

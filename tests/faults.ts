@@ -94,7 +94,7 @@ export class Flow implements AsyncDisposable {
       clearTimeout(deadline);
     }
     const [sentBytes, sentHash] = this.sender.output.trim().split("\n").at(-1)!.split(" ");
-    const got = /^(\d+) ([0-9a-f]{64}) (\d+)$/m.exec(this.sink.output);
+    const got = /^(\d+) ([0-9a-f]{64}) (\d+) \d+$/m.exec(this.sink.output);
     return {
       pings: pingFigures(this.ping.output),
       transfer: {

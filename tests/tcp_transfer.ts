@@ -1,8 +1,9 @@
 /**
  * A TCP transfer with its bytes verified, for end-to-end tests:
  *   deno run -A tests/tcp_transfer.ts serve PORT
- *       prints "listening" (to stderr), then "<bytes> <sha256> <longest gap ms>" after one connection ends; the
- *       gap is the longest time between two reads once the first byte came
+ *       prints "listening" (to stderr), then "<bytes> <sha256> <longest gap ms> <ms>" after one connection ends;
+ *       the gap is the longest time between two reads once the first byte came, the last figure the time from
+ *       the first byte to the end
  *   deno run -A tests/tcp_transfer.ts send HOST PORT N [BYTES_PER_SECOND [ON_S OFF_S]]
  *       sends N deterministic bytes (paced to the rate if given; with ON_S and OFF_S, only in the first ON_S
  *       seconds of each ON_S + OFF_S cycle, the connection idle in between), prints "<bytes> <sha256>"
@@ -22,14 +23,17 @@ if (mode === "serve") {
   const conn = await listener.accept();
   listener.close();
   let last: number | undefined;
+  let first: number | undefined;
   for await (const chunk of conn.readable) {
     const now = performance.now();
     if (last !== undefined) longestGapMs = Math.max(longestGapMs, now - last);
+    first ??= now;
     last = now;
     hash.update(chunk);
     total += chunk.length;
   }
-  console.log(`${total} ${hash.digest("hex")} ${Math.round(longestGapMs)}`);
+  const tookMs = first === undefined ? 0 : performance.now() - first;
+  console.log(`${total} ${hash.digest("hex")} ${Math.round(longestGapMs)} ${Math.round(tookMs)}`);
 } else if (mode === "send") {
   const conn = await Deno.connect({ hostname: args[0]!, port: Number(args[1]) });
   const size = Number(args[2]);

@@ -554,6 +554,8 @@ export class Agent implements AsyncDisposable {
       // Traffic the worker carries never asks for a next hop here: its relays are asked for, and the hop the
       // learner wants is formed, as a batch through this thread would.
       this.#nextHop(dest);
+      // Traffic spreading over several paths looks for more of them (the query is sent every 3 s at most).
+      if (data.anchor.backlogged(dest)) this.#askForRelays(dest);
       for (const hop of this.#learner.candidates(dest)) {
         const info = data.tethers.info(hop);
         if (info?.state === "open" && info.rttMs !== undefined) {

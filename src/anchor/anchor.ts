@@ -39,6 +39,7 @@ import {
   SPILL_BYTES,
   SPREAD_BATCH_BYTES,
   SPREAD_HOLD_MS,
+  SPREAD_MAX_BYTES_PER_S,
   TETHER_RETRY_MAX_MS,
   TETHER_RETRY_MIN_MS,
 } from "../tuning.ts";
@@ -261,7 +262,6 @@ export class Anchor {
    */
   #syncLane(): void {
     const state = this.#lane!;
-    if ((globalThis as any).DBG) { this.#o.log(`DBG main ${JSON.stringify((globalThis as any).DBG)} handed ${[...state.handed.keys()].map(k=>k.slice(0,4))} q ${[...this.#o.tethers.directLinks().keys()].map(k=>k.slice(0,4)+":"+this.#o.tethers.queued(k))}`); (globalThis as any).DBG = undefined; }
     const { lane, handed, owned, facts: sent } = state;
     const { tethers, streams, route } = this.#o;
     const factsOf = this.#o.facts!;
@@ -330,11 +330,15 @@ export class Anchor {
       total.rxPackets += t.rxPackets;
       this.#o.tethers.carried(peer, t.txBytes, t.rxBytes);
       if (t.batches === 0) continue;
-      this.#o.log(`DBG lane ${peer.slice(0,4)} batches ${t.batches} backlogged ${t.backlogged} tx ${t.txBytes}`);
       const e = this.#egressTo(peer, now);
       e.tethered(peer, t.batches);
-      // Often behind a backlog, with other paths to spread over: this thread takes the traffic back.
-      if (t.backlogged > t.batches / 10 && (this.#o.paths?.(peer).length ?? 0) > 1) e.backloggedAt = now;
+      // The connection was the bottleneck (a backlog now and then: a TCP above that paces itself, as BBR does,
+      // queues only when it probes), other paths could share the load, and this thread could carry it: it takes
+      // the traffic back and spreads it.
+      if (
+        t.backlogged > t.batches / 50 && t.txBytes <= SPREAD_MAX_BYTES_PER_S &&
+        (this.#o.paths?.(peer).length ?? 0) > 1
+      ) e.backloggedAt = now;
     }
     for (const [reason, n] of stats.drops) this.#drop(reason as DataDrop, n);
     this.#workerStages = stats.stages;
@@ -556,8 +560,6 @@ export class Anchor {
     let least = tethers.queued(hop);
     if (least < SPILL_BYTES) return hop;
     e.backloggedAt = this.#o.clock();
-    (globalThis as any).DBG ??= {spills:0, to:{}};
-    (globalThis as any).DBG.spills++;
     let best = hop;
     for (const path of paths(e.peer)) {
       if (path === hop) continue;
@@ -568,7 +570,6 @@ export class Anchor {
       const queued = tethers.queued(path);
       if (queued < least) [best, least] = [path, queued];
     }
-    (globalThis as any).DBG.to[best.slice(0,4)] = ((globalThis as any).DBG.to[best.slice(0,4)] ?? 0) + 1;
     return best;
   }
 

@@ -32,7 +32,14 @@ export interface LaneStats {
    */
   traffic: [
     string,
-    { txBytes: number; txPackets: number; rxBytes: number; rxPackets: number; batches: number; backlogged: number },
+    {
+      txBytes: number;
+      txPackets: number;
+      rxBytes: number;
+      rxPackets: number;
+      batches: number;
+      backlogged: number;
+    },
   ][];
   drops: [string, number][];
   /** Cumulative milliseconds on the worker's thread, by stage (see DataStages). */

@@ -50,6 +50,8 @@ export const SLOW_WINDOW = 8;
  */
 const STATS_QUIET_MS = 100;
 const STATS_MS = 1_000;
+/** Batches sent behind a backlog that make a report come after STATS_QUIET_MS, not STATS_MS. */
+const BACKLOG_REPORT_BATCHES = 8;
 const PACKETS_PER_READ = 64;
 /** See readTun. */
 const SMALL_PACKET_BYTES = 512;
@@ -124,6 +126,8 @@ const touched = new Set<Route>();
 let traffic = new Map<string, LaneStats["traffic"][number][1]>();
 let drops = new Map<string, number>();
 const stages = { tunRead: 0, batch: 0, seal: 0, linkSend: 0, receive: 0, open: 0, tunWrite: 0 };
+/** Batches sent behind a backlog since the last report: a few make the next report come early (see run). */
+let backlogs = 0;
 let readPackets = 0;
 let writtenPackets = 0;
 let writeErrors = 0;
@@ -138,7 +142,9 @@ function drop(reason: string, n = 1): void {
 
 function trafficOf(peer: string): LaneStats["traffic"][number][1] {
   let t = traffic.get(peer);
-  if (!t) traffic.set(peer, t = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, batches: 0, backlogged: 0 });
+  if (!t) {
+    traffic.set(peer, t = { txBytes: 0, txPackets: 0, rxBytes: 0, rxPackets: 0, batches: 0, backlogged: 0 });
+  }
   return t;
 }
 
@@ -426,7 +432,10 @@ function seal(route: Route): void {
   t.txBytes += bytes;
   t.txPackets += count;
   t.batches++;
-  if (backlogged) t.backlogged++;
+  if (backlogged) {
+    t.backlogged++;
+    backlogs++;
+  }
 }
 
 function readTun(): void {
@@ -700,7 +709,10 @@ async function run(): Promise<void> {
     if (active) lastActivity = after;
     active = false;
     const quiet = (traffic.size > 0 || drops.size > 0) && done - lastActivity >= STATS_QUIET_MS;
-    if (quiet || done - lastReport >= STATS_MS) {
+    // A connection that is the bottleneck is said soon: the main thread may spread its traffic over more paths.
+    const backlogged = backlogs >= BACKLOG_REPORT_BATCHES && done - lastReport >= STATS_QUIET_MS;
+    if (quiet || backlogged || done - lastReport >= STATS_MS) {
+      backlogs = 0;
       lastReport = performance.now();
       report();
     }

@@ -51,7 +51,7 @@ export const LEARNER = {
    * that TCP above takes the reordering for loss.
    */
   SPREAD_FACTOR: 3,
-  SPREAD_SLACK_MS: 20,
+  SPREAD_SLACK_MS: 40,
 } as const;
 
 /** The cost of a hop that was tried but never acknowledged anything (ms, as if a very slow path). */

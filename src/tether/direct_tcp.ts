@@ -22,6 +22,7 @@ import {
   tcpAccept,
   tcpConnect,
   tcpListen,
+  unacknowledged,
   waitFd,
 } from "../../ffi/socket.ts";
 import { bytesEqual } from "../crypto/identity.ts";
@@ -52,6 +53,7 @@ export class DirectTcp {
   readonly #link: number;
   readonly #events: DirectEvents;
   readonly #local: string;
+  readonly #fd: number;
   /** Frame bytes handed to the worker, and those it reported written. */
   #pushed = 0;
   #flushed = 0;
@@ -74,6 +76,7 @@ export class DirectTcp {
       local = formatAddress(sockname(fd).address);
     } catch { /* shown as unknown */ }
     this.#local = local;
+    this.#fd = fd;
     this.#lane = lane;
     this.#link = this.#lane.adopt(fd, first, {
       onMessage: (m) => this.#events.onMessage(m),
@@ -143,6 +146,14 @@ export class DirectTcp {
   /** Bytes queued and not yet written. */
   get queued(): number {
     return this.#pushed - this.#flushed;
+  }
+
+  /**
+   * Bytes on their way and not acknowledged by the peer: queued here, and what the socket holds (the worker owns
+   * it; asking the kernel from this thread reads nothing but a count).
+   */
+  get behind(): number {
+    return this.queued + (this.#closed ? 0 : unacknowledged(this.#fd));
   }
 
   get closed(): boolean {

@@ -288,9 +288,12 @@ export class WebRtcLink {
     return best;
   }
 
-  /** Bytes waiting to leave on what the next send uses: the direct connection, else the emptiest channel. */
+  /**
+   * Bytes behind on what the next send uses: on the direct connection, those not acknowledged yet; on the
+   * emptiest channel, those waiting to leave.
+   */
   get queued(): number {
-    if (this.#direct) return this.#direct.queued;
+    if (this.#direct) return this.#direct.behind;
     return this.#best()?.bufferedAmount() ?? 0;
   }
 
