@@ -21,7 +21,7 @@ import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
 import { takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
-import { closeFd, recvNow, sendNow, tuneTunnelSocket } from "../../ffi/socket.ts";
+import { closeFd, recvNow, sendNow, tuneTunnelSocket, unacknowledged } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
 import { bytesEqual, toHex } from "../wire/bytes.ts";
 import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
@@ -425,7 +425,8 @@ function seal(route: Route): void {
   const sending = performance.now();
   stages.seal += sending - started;
   frameView.setUint32(0, length);
-  const backlogged = route.link.queued >= SPILL_BYTES;
+  // Behind: what waits here and what the kernel holds unacknowledged (a path's queue is mostly in the network).
+  const backlogged = route.link.queued + unacknowledged(route.link.fd) >= SPILL_BYTES;
   sendBytes(route.link, frame.subarray(0, 4 + length), 0);
   stages.linkSend += performance.now() - sending;
   const t = trafficOf(route.peer);
