@@ -145,3 +145,25 @@ Deno.test("lane: the worker seals packets to a routed peer with the counters han
   assertEquals(bufs[0]!.slice(0, sizes[0]), packet(2));
   assertEquals(arrived.length, 1, "nothing more crossed the connection");
 });
+
+Deno.test("lane: a stream's messages reach the device in the order they were sealed, whatever order they come in; a forged one cannot stand in for one still missing", async () => {
+  await using t = await laneWithLink(PEER, SELF);
+  const { lane, sealer, opener, sender, testEnd, drops } = t;
+  const packet = (n: number) => ipPacket(PEER_FACTS.ipv4, SELF_FACTS.ipv4, 17, new Uint8Array(20).fill(n));
+  lane.facts(SELF_FACTS, [[toHex(PEER), PEER_FACTS]]);
+  lane.own(opener.handOver());
+  const sealed = [0, 1, 2, 3].map((n) => sealer.sealNow(batch(packet(n))));
+  // A relay on another path forges the missing message 1: its header says counter 1, its bytes are not the
+  // sender's. Then 2 comes before 1 (a slower path), then 3.
+  const forged = sealed[1]!.slice();
+  forged[forged.length - 1]! ^= 1;
+  for (const m of [sealed[0]!, forged, sealed[2]!, sealed[1]!, sealed[3]!]) sender.send(m);
+  const got = new Uint8Array(2048);
+  const seen: Uint8Array[] = [];
+  await waitFor("four packets on the device", 3_000, () => {
+    for (let n = recvNow(testEnd, got); n > 0; n = recvNow(testEnd, got)) seen.push(got.slice(0, n));
+    return seen.length >= 4;
+  });
+  assertEquals(seen, [0, 1, 2, 3].map(packet));
+  await waitFor("the forged message refused", 3_000, () => (drops.get("refused") ?? 0) === 1);
+});
