@@ -36,6 +36,8 @@ import {
   MAX_PENDING_BATCHES,
   MAX_UNROUTED_ADDRESSES,
   MAX_UNROUTED_PACKETS,
+  REORDER_HOLD_MS,
+  REORDER_MAX_HELD,
   SPILL_BYTES,
   SPREAD_BATCH_BYTES,
   SPREAD_HOLD_MS,
@@ -53,6 +55,7 @@ import {
 } from "../wire/envelope.ts";
 import { NO_OFFLOAD, OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
 import { readBytes, type Tun } from "../tun/tun.ts";
+import { Reorder } from "./reorder.ts";
 
 /** Why a packet or message was dropped (a metrics dimension). */
 export type DataDrop =
@@ -199,6 +202,12 @@ interface LaneState {
   timer: ReturnType<typeof setInterval>;
 }
 
+/** A receiving stream's messages waiting for those sealed before them, and the timer that lets them go. */
+interface Reordering {
+  reorder: Reorder<Uint8Array>;
+  timer?: ReturnType<typeof setTimeout>;
+}
+
 /** The part of a certificate the worker's packet check reads (a certificate holds much more). */
 function addressFacts(f: AddressFacts): AddressFacts {
   return { ipv4: f.ipv4, ipv6: f.ipv6, portal: f.portal, subnets: f.subnets };
@@ -210,6 +219,9 @@ export class Anchor {
   readonly #egress = new Map<string, Egress>();
   /** Per receiving stream, settles once its latest message is written to the TUN (or refused). */
   readonly #written = new WeakMap<object, Promise<void>>();
+  /** Per receiving stream opened here, what waits for messages sealed before it. */
+  readonly #reorders = new WeakMap<StreamOpener, Reordering>();
+  readonly #reorderTimers = new Set<ReturnType<typeof setTimeout>>();
   readonly traffic = new Map<string, Traffic>();
   /** Packets to addresses being looked up, by address (hex). */
   readonly #unrouted = new Map<string, { packet: Uint8Array; header: Uint8Array }[]>();
@@ -307,6 +319,7 @@ export class Anchor {
         if (opener.handedOver || opener.expired() || this.#written.has(opener) || !opener.secrets.raw) {
           continue;
         }
+        this.#letGo(opener);
         lane.own(opener.handOver());
         owned.set(toHex(opener.secrets.id), opener);
       }
@@ -646,7 +659,7 @@ export class Anchor {
     if (!previous && opener.opensNow(message)) {
       // A small message with nothing before it still being opened is opened and written at once.
       try {
-        this.#toTun(opener, opener.openNow(message));
+        this.#inOrder(opener, header.counter, opener.openNow(message));
       } catch (error) {
         this.#refused(from, error);
       }
@@ -655,13 +668,45 @@ export class Anchor {
     // Opened in parallel, written in the order received (see #flush).
     const done = opener.open(message).then(async (plain) => {
       await previous;
-      this.#toTun(opener, plain);
+      this.#inOrder(opener, header.counter, plain);
     });
     const written = done.then(() => {}, () => {});
     this.#written.set(opener, written);
     // Once the latest is written, the next small message of this stream may go at once again.
     void written.then(() => this.#written.get(opener) === written && this.#written.delete(opener));
     done.catch((error) => this.#refused(from, error));
+  }
+
+  /**
+   * Writes an opened batch once those sealed before it are written (see reorder.ts: a sender spreading over
+   * several paths has them come out of order); what waits too long goes on its own.
+   */
+  #inOrder(opener: StreamOpener, counter: number, plain: Uint8Array): void {
+    let r = this.#reorders.get(opener);
+    if (!r) this.#reorders.set(opener, r = { reorder: new Reorder(REORDER_HOLD_MS, REORDER_MAX_HELD) });
+    for (const p of r.reorder.take(counter, plain, performance.now())) this.#toTun(opener, p);
+    if (r.reorder.held > 0 && r.timer === undefined) this.#expireLater(opener, r);
+  }
+
+  #expireLater(opener: StreamOpener, r: Reordering): void {
+    const timer = setTimeout(() => {
+      this.#reorderTimers.delete(timer);
+      r.timer = undefined;
+      for (const p of r.reorder.expire(performance.now())) this.#toTun(opener, p);
+      if (r.reorder.held > 0) this.#expireLater(opener, r);
+    }, r.reorder.deadline! - performance.now());
+    r.timer = timer;
+    this.#reorderTimers.add(timer);
+  }
+
+  /** What a stream still holds back goes now, in order (it moves to the worker). */
+  #letGo(opener: StreamOpener): void {
+    const r = this.#reorders.get(opener);
+    if (!r) return;
+    clearTimeout(r.timer);
+    this.#reorderTimers.delete(r.timer!);
+    this.#reorders.delete(opener);
+    for (const p of r.reorder.flush()) this.#toTun(opener, p);
   }
 
   /** Writes an opened batch to the TUN: the packets its sender may send us. */
@@ -812,6 +857,7 @@ export class Anchor {
   /** Closes the TUN (ending the read loop) and waits for what is in flight. */
   async close(): Promise<void> {
     clearInterval(this.#retire);
+    for (const timer of this.#reorderTimers) clearTimeout(timer);
     if (this.#lane) {
       clearInterval(this.#lane.timer);
       this.#lane.lane.onStats = this.#lane.lane.onUnrouted = undefined;

@@ -13,6 +13,7 @@ import {
   writeDataHeader,
 } from "../wire/envelope.ts";
 import { Anchor, type DataDrop } from "./anchor.ts";
+import { REORDER_HOLD_MS } from "../tuning.ts";
 import type { Streams } from "./streams.ts";
 
 const SELF = "bb".repeat(16);
@@ -45,13 +46,13 @@ function relay(mayRelay: (from: string, dest: string) => boolean) {
   return { anchor, sent };
 }
 
-function message(to: string, ttl: number): Uint8Array {
+function message(to: string, ttl: number, counter = 1): Uint8Array {
   const m = new Uint8Array(DATA_HEADER_BYTES + 40);
   writeDataHeader(m, {
     type: DataType.Packets,
     destination: fromHex(to),
     stream: new Uint8Array(8),
-    counter: 1,
+    counter,
     ttl,
   });
   return m;
@@ -117,11 +118,11 @@ function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undef
     log: () => {},
   });
   /** Delivers `packets` as one batch from A; resolves once the anchor has dealt with it. */
-  const deliver = async (packets: Uint8Array[]) => {
+  const deliver = async (packets: Uint8Array[], counter = 1) => {
     const builder = new BatchBuilder();
     for (const p of packets) builder.push(p);
     batch = builder.plaintext().slice();
-    anchor.receive(A, message(SELF, 8));
+    anchor.receive(A, message(SELF, 8, counter));
     // The anchor writes once the open and the writes before it have settled: all done by the next macrotask.
     await opened.at(-1);
     await new Promise((resolve) => setTimeout(resolve, 0));
@@ -181,6 +182,20 @@ Deno.test("anchor ingress: a batch admit refuses entirely writes nothing; withou
   await open.deliver([packet, other]);
   assertEquals(open.anchor.drops.size, 0);
   assertEquals(await open.written(), [packet, other]);
+});
+
+Deno.test("anchor ingress: a stream's batches are written in the order they were sealed, whatever order they come in; a missing one is waited for a while only", async () => {
+  const { deliver, written } = receiver();
+  const p = [0, 1, 2, 3, 4, 5].map((n) =>
+    udpPacket(PEER_IP, SELF_IP, { sport: 1, dport: 2 }, new Uint8Array(n + 1))
+  );
+  await deliver([p[1]!], 1);
+  await deliver([p[3]!], 3); // 2 took a slower path
+  await deliver([p[2]!], 2);
+  await deliver([p[5]!], 5); // 4 is lost
+  await new Promise((r) => setTimeout(r, REORDER_HOLD_MS + 30));
+  await deliver([p[4]!], 4); // too late to be waited for: written at once
+  assertEquals(await written(), [p[1], p[2], p[3], p[5], p[4]]);
 });
 
 /**
