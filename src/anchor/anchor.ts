@@ -349,7 +349,8 @@ export class Anchor {
       // queues only when it probes), other paths could share the load, and this thread could carry it: it takes
       // the traffic back and spreads it.
       if (
-        t.backlogged > t.batches / 50 && t.txBytes <= SPREAD_MAX_BYTES_PER_S &&
+        t.backlogged > t.batches / 50 &&
+        t.txBytes / Math.max(stats.periodMs, 1) <= SPREAD_MAX_BYTES_PER_S / 1000 &&
         (this.#o.paths?.(peer).length ?? 0) > 1
       ) e.backloggedAt = now;
     }

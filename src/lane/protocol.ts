@@ -42,6 +42,8 @@ export interface LaneStats {
     },
   ][];
   drops: [string, number][];
+  /** The time these counters cover (ms). */
+  periodMs: number;
   /** Cumulative milliseconds on the worker's thread, by stage (see DataStages). */
   stages: Record<string, number>;
   readPackets: number;

@@ -128,6 +128,7 @@ let drops = new Map<string, number>();
 const stages = { tunRead: 0, batch: 0, seal: 0, linkSend: 0, receive: 0, open: 0, tunWrite: 0 };
 /** Batches sent behind a backlog since the last report: a few make the next report come early (see run). */
 let backlogs = 0;
+let reportedAt = performance.now();
 let readPackets = 0;
 let writtenPackets = 0;
 let writeErrors = 0;
@@ -616,11 +617,13 @@ function report(): void {
     openers.delete(id);
     letGo(held);
   }
+  const now = performance.now();
   post({
     t: "stats",
     stats: {
       traffic: [...traffic],
       drops: [...drops],
+      periodMs: now - reportedAt,
       stages: { ...stages },
       readPackets,
       writtenPackets,
@@ -629,6 +632,7 @@ function report(): void {
   });
   traffic = new Map();
   drops = new Map();
+  reportedAt = now;
 }
 
 /** Handles what poll() found ready (the wake counter: sets `woken`). */
