@@ -422,14 +422,15 @@ export class Anchor {
 
   /** Batches of at most SPREAD_BATCH_BYTES, for traffic spread over several paths; super-packets cut. */
   #enqueueSpread(e: Egress, packet: Uint8Array, header: Uint8Array): Egress {
-    const parts = packet.length > SPREAD_BATCH_BYTES ? plainPackets(header, packet) : [packet];
+    const cut = packet.length > SPREAD_BATCH_BYTES;
+    const parts = cut ? plainPackets(header, packet) : [packet];
     if (!parts) {
       this.#drop("malformed");
       return e;
     }
     for (const part of parts) {
       if (e.builder.full(part.length) || e.builder.size + part.length > SPREAD_BATCH_BYTES) this.#flush(e);
-      e.builder.push(part, parts.length > 1 || part !== packet ? NO_OFFLOAD : header);
+      e.builder.push(part, cut ? NO_OFFLOAD : header); // cut: checksums complete, nothing left to offload
     }
     return e;
   }
