@@ -8,6 +8,7 @@ import { controlBench } from "./control.ts";
 import { controlSimBench } from "./control_sim.ts";
 import { cryptoBench, type Figure } from "./crypto.ts";
 import { guardianBench } from "./guardian.ts";
+import { multilinkBench } from "./multilink.ts";
 import { tunBench } from "./tun.ts";
 import { tunnelBench } from "./tunnel.ts";
 
@@ -15,6 +16,7 @@ const SECTIONS: Record<string, () => Promise<Figure[]>> = {
   crypto: () => cryptoBench(),
   tun: () => tunBench(),
   tunnel: () => tunnelBench(),
+  multilink: () => multilinkBench(),
   control: () => controlBench(),
   "control-sim": () => controlSimBench(),
   guardian: () => guardianBench(),
