@@ -33,6 +33,16 @@ export class Reorder<T> {
     return this.#drain([item]);
   }
 
+  /**
+   * Takes the message with `counter` if it may go at once with nothing held behind it (the common case, without
+   * building a list): true when the caller should send it on itself.
+   */
+  passes(counter: number): boolean {
+    if (this.#held.size > 0 || (this.#next !== undefined && counter > this.#next)) return false;
+    if (this.#next === undefined || counter === this.#next) this.#next = counter + 1;
+    return true;
+  }
+
   /** Whether the message with `counter` would wait (a message sealed before it has not come yet). */
   waits(counter: number): boolean {
     return this.#next !== undefined && counter > this.#next;

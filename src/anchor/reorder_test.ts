@@ -37,3 +37,14 @@ Deno.test("reorder: never holds more than its limit, and flush hands over everyt
   assertEquals(r.flush(), [6, 9]);
   assertEquals(r.take(10, 10, 0), [10]);
 });
+
+Deno.test("reorder: passes takes a message that may go at once, and only such a one", () => {
+  const r = new Reorder<string>(20, 8);
+  assertEquals([r.passes(5), r.passes(6)], [true, true]);
+  assertEquals(r.passes(8), false, "7 is missing: it must be taken (and wait)");
+  assertEquals(r.take(8, "h", 0), []);
+  assertEquals(r.passes(7), false, "something waits behind it: take releases both");
+  assertEquals(r.take(7, "g", 1), ["g", "h"]);
+  assertEquals([r.passes(9), r.passes(3)], [true, true], "in order; and late, after its gap was given up");
+  assertEquals(r.take(10, "j", 2), ["j"], "passes moved the order on");
+});

@@ -23,7 +23,7 @@ import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
 import { closeFd, recvNow, sendNow, tuneTunnelSocket, unacknowledged } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
-import { bytesEqual, toHex } from "../wire/bytes.ts";
+import { toHex } from "../wire/bytes.ts";
 import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
 import { MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
 import { destinationOf } from "../tun/ip.ts";
@@ -36,7 +36,7 @@ import {
   REORDER_MAX_HELD,
   SPILL_BYTES,
 } from "../tuning.ts";
-import { BatchBuilder, DATA_HEADER_BYTES, readDataHeader, unpackEntries } from "../wire/envelope.ts";
+import { BatchBuilder, counterOf, namesStream, unpackEntries } from "../wire/envelope.ts";
 import type { Command, Event, LaneStats } from "./protocol.ts";
 import { Reorder } from "../anchor/reorder.ts";
 
@@ -277,8 +277,8 @@ function takeFrames(link: Link): void {
 /** A message from a connection (a view into its buffer): opened here when it is for a stream this thread holds. */
 function onMessage(link: number, message: Uint8Array): void {
   const started = performance.now();
-  const own = tun && ownStream(message);
-  if (own) openAndWrite(own[0], own[1], message);
+  const held = tun && ownStream(message);
+  if (held) openAndWrite(held, message);
   else {
     let list = forMain.get(link);
     if (!list) forMain.set(link, list = []);
@@ -288,20 +288,12 @@ function onMessage(link: number, message: Uint8Array): void {
   answered = 0;
 }
 
-/** The stream this worker opens that `message` belongs to, with the message's counter. */
-function ownStream(message: Uint8Array): [Held, number] | undefined {
-  if (openers.size === 0 || message.length < DATA_HEADER_BYTES) return undefined;
-  let header;
-  try {
-    header = readDataHeader(message);
-  } catch {
-    return undefined; // the main thread counts it
-  }
-  if (!bytesEqual(header.destination, selfId)) return undefined;
-  // A few streams per peer: comparing bytes beats building a key for every message.
-  for (const held of openers.values()) {
-    if (bytesEqual(held.opener.secrets.id, header.stream)) return [held, header.counter];
-  }
+/**
+ * The stream this worker opens that `message` belongs to: its header read in place, not decoded (the opener
+ * checks all of it). A few streams per peer: comparing bytes beats building a key for every message.
+ */
+function ownStream(message: Uint8Array): Held | undefined {
+  for (const held of openers.values()) if (namesStream(message, selfId, held.opener.secrets.id)) return held;
   return undefined;
 }
 
@@ -309,7 +301,7 @@ function ownStream(message: Uint8Array): [Held, number] | undefined {
  * Opens a message of a stream this worker holds, checks its packets and writes them to the device, in the order
  * they were sealed: one that comes before those sealed ahead of it waits for them (see reorder.ts).
  */
-function openAndWrite(held: Held, counter: number, message: Uint8Array): void {
+function openAndWrite(held: Held, message: Uint8Array): void {
   const started = performance.now();
   let entries;
   try {
@@ -317,6 +309,7 @@ function openAndWrite(held: Held, counter: number, message: Uint8Array): void {
   } catch {
     return drop("refused");
   }
+  const counter = counterOf(message);
   const from = facts.get(held.peer);
   const packets: Uint8Array[] = [];
   let bytes = 0;
@@ -338,6 +331,8 @@ function openAndWrite(held: Held, counter: number, message: Uint8Array): void {
     }
   }
   stages.open += performance.now() - started;
+  // The common case: in order, nothing waiting behind it.
+  if (held.reorder.passes(counter)) return writeOpened(held.peer, [{ packets, bytes }]);
   // The packets are views of a reused buffer: one that waits is copied.
   const opened = { packets: held.reorder.waits(counter) ? packets.map((p) => p.slice()) : packets, bytes };
   const ready = held.reorder.take(counter, opened, performance.now());
@@ -565,8 +560,8 @@ function handle(command: Command): void {
       }
       return;
     case "open": {
-      const own = tun && ownStream(command.message);
-      if (own) openAndWrite(own[0], own[1], command.message);
+      const held = tun && ownStream(command.message);
+      if (held) openAndWrite(held, command.message);
       else drop("unknown-stream");
       answered = 0;
       return;

@@ -45,10 +45,33 @@ export const DATA_HEADER_BYTES = 3 + NODE_ID_BYTES + STREAM_ID_BYTES + 8 + 1;
 /** The authenticated part of the header: all of it except the trailing TTL byte. */
 export const DATA_AAD_BYTES = DATA_HEADER_BYTES - 1;
 const TTL_OFFSET = DATA_HEADER_BYTES - 1;
+const DESTINATION_OFFSET = 3;
+const STREAM_OFFSET = DESTINATION_OFFSET + NODE_ID_BYTES;
+const COUNTER_OFFSET = STREAM_OFFSET + STREAM_ID_BYTES;
 /** What each packet of a batch costs besides itself: its length and its offload header. */
 const ENTRY_OVERHEAD = PACKET_LENGTH_PREFIX_BYTES + PACKET_OFFLOAD_BYTES;
 /** Largest sealed plaintext (a batch) that still fits one data message. */
 export const MAX_BATCH_BYTES = MAX_DATA_MESSAGE_BYTES - DATA_HEADER_BYTES - AEAD_TAG_BYTES;
+
+/**
+ * Whether a data message's header names `destination` and `stream`, read in place and nothing else checked (the
+ * stream's opener checks the whole header): finding a message's stream without decoding it.
+ */
+export function namesStream(message: Uint8Array, destination: Uint8Array, stream: Uint8Array): boolean {
+  if (message.length < DATA_HEADER_BYTES) return false;
+  for (let i = 0; i < STREAM_ID_BYTES; i++) if (message[STREAM_OFFSET + i] !== stream[i]) return false;
+  for (let i = 0; i < NODE_ID_BYTES; i++) {
+    if (message[DESTINATION_OFFSET + i] !== destination[i]) return false;
+  }
+  return true;
+}
+
+/** The counter in a data message's header, read in place (for a message its opener already accepted). */
+export function counterOf(message: Uint8Array): number {
+  let counter = 0;
+  for (let i = 0; i < 8; i++) counter = counter * 256 + message[COUNTER_OFFSET + i]!;
+  return counter;
+}
 
 /** A decoded header. `destination` and `stream` are views into the message: copy them to keep them. */
 export interface DataHeader {

@@ -4,10 +4,12 @@ import { MAX_DATA_MESSAGE_BYTES, MAX_PACKETS_PER_MESSAGE } from "../spec.ts";
 import { WireError } from "./bytes.ts";
 import {
   BatchBuilder,
+  counterOf,
   DATA_HEADER_BYTES,
   DataType,
   decrementTtl,
   MAX_BATCH_BYTES,
+  namesStream,
   readDataHeader,
   unpackBatch,
   unpackEntries,
@@ -51,6 +53,12 @@ for (const [n, counter, ttl, expected] of HEADER_VECTORS) {
     assertEquals([h.type, h.counter, h.ttl], [DataType.Packets, counter, ttl]);
     assertEquals(h.destination, DEST);
     assertEquals(h.stream, STREAM);
+    // Read in place, as the worker finds a message's stream: the same counter, the same names.
+    assertEquals(counterOf(m), counter);
+    assertEquals(namesStream(m, DEST, STREAM), true);
+    assertEquals(namesStream(m, DEST, STREAM.map((b) => b ^ 1)), false);
+    assertEquals(namesStream(m, DEST.map((b) => b ^ 1), STREAM), false);
+    assertEquals(namesStream(m.subarray(0, DATA_HEADER_BYTES - 1), DEST, STREAM), false);
   });
 }
 
