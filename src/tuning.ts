@@ -42,6 +42,13 @@ export const LINK_UNSENT_BYTES = 4 * 1024;
 export const TETHER_CHANNELS = 1;
 /** How long a tether's direct TCP connection may take to form (listen, connect, present the secret). */
 export const DIRECT_TCP_TIMEOUT_MS = 2_000;
+/**
+ * The answering side of a tether offers the direct TCP connection this many times at most, this long apart, while
+ * none is taken (no candidate pair selected yet, the connection not made in time): a peer it cannot reach over
+ * TCP costs that many listening sockets, one at a time.
+ */
+export const DIRECT_TCP_OFFERS = 3;
+export const DIRECT_TCP_RETRY_MS = 2_000;
 /** SCTP MTU of the data channels. */
 export const TETHER_MTU = 1500;
 /** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */

@@ -18,6 +18,8 @@
 
 import ndc from "node-datachannel";
 import {
+  DIRECT_TCP_OFFERS,
+  DIRECT_TCP_RETRY_MS,
   DIRECT_TCP_TIMEOUT_MS,
   GATHER_MAX_MS,
   LINK_BUFFER_HIGH_BYTES,
@@ -93,6 +95,9 @@ export class WebRtcLink {
   readonly #directTcp: boolean;
   /** The direct TCP connection, while it carries the data messages. */
   #direct: DirectTcp | undefined;
+  /** Offers of a direct connection made (the answering side), and the timer of the next one. */
+  #directOffers = 0;
+  #directRetry: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(name: string, config: LinkConfig, events: LinkEvents) {
     this.#events = events;
@@ -192,13 +197,16 @@ export class WebRtcLink {
    * (the selected candidate's), and tells the peer where, with a secret, inside the link (DTLS).
    */
   #offerDirect(dc: Channel): void {
+    if (this.#closed || this.#direct || this.#directOffers++ >= DIRECT_TCP_OFFERS) return;
+    // An offer not taken (no candidate pair selected yet, or no connection within the timeout) is made again.
+    const again = () => this.#directRetry = setTimeout(() => this.#offerDirect(dc), DIRECT_TCP_RETRY_MS);
     let host: string | undefined;
     try {
       const pair = this.#pc.getSelectedCandidatePair();
       // Only a host candidate is this host's own address: behind a NAT or a relay, the peer cannot reach us.
       if (pair?.local.type === "host") host = pair.local.address;
-    } catch { /* no pair yet: no direct connection */ }
-    if (!host) return;
+    } catch { /* no pair yet */ }
+    if (!host) return void again();
     const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
     let offer;
     try {
@@ -206,7 +214,7 @@ export class WebRtcLink {
     } catch {
       return; // the address is gone, or listening is not allowed: WebRTC carries everything
     }
-    void offer.accepted.then((direct) => this.#useDirect(direct));
+    void offer.accepted.then((direct) => direct ? this.#useDirect(direct) : again());
     attempt(() => dc.sendMessage(`T${JSON.stringify({ host, port: offer.port, secret: toHex(secret) })}`));
   }
 
@@ -351,6 +359,7 @@ export class WebRtcLink {
   #finish(reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
+    clearTimeout(this.#directRetry);
     this.#direct?.close();
     this.#wake();
     for (const c of this.#channels) {
