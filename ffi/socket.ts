@@ -103,18 +103,10 @@ export function socketError(fd: number): number {
   return value[0]!;
 }
 
-/**
- * Tunes a connection that carries a tunnel: segments leave as soon as they are written (no Nagle: a ping must not
- * wait for company), and the kernel keeps at most `unsentBytes` written but not yet sent, so a slow path's
- * backlog shows in the sender's own queue (where it can choose another path) instead of hiding in the socket.
- */
-export function tuneTunnelSocket(fd: number, unsentBytes: number): void {
-  const int = (n: number) => new Uint8Array(new Int32Array([n]).buffer);
-  sys("setsockopt TCP_NODELAY", () => libc().setsockopt(fd, LINUX.IPPROTO_TCP, LINUX.TCP_NODELAY, int(1), 4));
-  sys(
-    "setsockopt TCP_NOTSENT_LOWAT",
-    () => libc().setsockopt(fd, LINUX.IPPROTO_TCP, LINUX.TCP_NOTSENT_LOWAT, int(unsentBytes), 4),
-  );
+/** Sends segments as soon as they are written (no Nagle): a ping must not wait for company. */
+export function setNoDelay(fd: number): void {
+  const one = new Uint8Array(new Int32Array([1]).buffer);
+  sys("setsockopt TCP_NODELAY", () => libc().setsockopt(fd, LINUX.IPPROTO_TCP, LINUX.TCP_NODELAY, one, 4));
 }
 
 /**

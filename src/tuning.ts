@@ -32,12 +32,6 @@ export const LOGIN_RETRY_MS = [1_000, 2_000, 5_000, 10_000, 30_000];
 export const LINK_BUFFER_HIGH_BYTES = 1024 * 1024;
 /** ...and takes them again when a channel drains below this. */
 export const LINK_BUFFER_LOW_BYTES = 256 * 1024;
-/**
- * A direct connection's kernel socket holds at most this many bytes not yet sent (TCP_NOTSENT_LOWAT); the rest
- * waits in the link's own queue, where a backlog is seen (multi-link spreads from there) instead of growing to
- * seconds of delay in a socket buffer autotuned to megabytes.
- */
-export const LINK_UNSENT_BYTES = 4 * 1024;
 /** Data channels per tether: one, as several would reorder what each keeps in order (see tether/webrtc.ts). */
 export const TETHER_CHANNELS = 1;
 /** How long a tether's direct TCP connection may take to form (listen, connect, present the secret). */

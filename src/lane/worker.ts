@@ -21,7 +21,7 @@ import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
 import { takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
-import { closeFd, recvNow, sendNow, tuneTunnelSocket, unacknowledged } from "../../ffi/socket.ts";
+import { closeFd, recvNow, sendNow, setNoDelay, unacknowledged } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
 import { toHex } from "../wire/bytes.ts";
 import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
@@ -31,7 +31,6 @@ import { OFFLOAD_HEADER_BYTES, plainPackets } from "../tun/offload.ts";
 import {
   LINK_BUFFER_HIGH_BYTES,
   LINK_BUFFER_LOW_BYTES,
-  LINK_UNSENT_BYTES,
   REORDER_HOLD_MS,
   REORDER_MAX_HELD,
   SPILL_BYTES,
@@ -497,7 +496,7 @@ function handle(command: Command): void {
         progress: performance.now(),
       };
       try {
-        tuneTunnelSocket(link.fd, LINK_UNSENT_BYTES);
+        setNoDelay(link.fd);
       } catch { /* not fatal: only slower */ }
       links.set(link.id, link);
       link.buffer.set(command.first);
