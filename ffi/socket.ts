@@ -114,9 +114,11 @@ export function setNoDelay(fd: number): void {
  * the path is. 0 when the descriptor is no such socket (any more).
  */
 export function unacknowledged(fd: number): number {
-  const value = new Int32Array(1);
-  return libc().ioctl(fd, BigInt(LINUX.TIOCOUTQ), new Uint8Array(value.buffer)) === 0 ? value[0]! : 0;
+  return libc().ioctl(fd, BigInt(LINUX.TIOCOUTQ), outqBytes) === 0 ? outq[0]! : 0;
 }
+/** unacknowledged's answer, reused: it is asked once per batch sent. */
+const outq = new Int32Array(1);
+const outqBytes = new Uint8Array(outq.buffer);
 
 /**
  * Reads what is there into `buf`: the byte count, 0 at the end of the stream, -1 when nothing waits. Throws
