@@ -64,8 +64,8 @@ export const SPILL_BYTES = 16 * 1024;
  */
 export const SPREAD_HOLD_MS = 5_000;
 /**
- * The worker hands a backlogged destination to the main thread to spread only below this rate: faster than that,
- * one connection in the worker carries more than the main thread could.
+ * A destination spreads (on the main thread) only below this rate: faster than that, one connection in the worker
+ * carries more than the main thread could over several paths.
  */
 export const SPREAD_MAX_BYTES_PER_S = 50_000_000;
 /**

@@ -165,6 +165,20 @@ class Egress {
   blockedAt = 0;
   /** When the path of a batch last had a backlog (SPILL_BYTES waiting), ms. */
   backloggedAt = -Infinity;
+  /** Bytes this thread sent in the current second, from when, and the rate of the last whole second (B/s). */
+  #sent = 0;
+  #since = 0;
+  rate = 0;
+
+  /** Counts `bytes` sent at `now` towards the rate. */
+  count(bytes: number, now: number): void {
+    if (now - this.#since >= 1_000) {
+      this.rate = now - this.#since < 2_000 ? this.#sent * 1_000 / (now - this.#since) : 0;
+      this.#sent = 0;
+      this.#since = now;
+    }
+    this.#sent += bytes;
+  }
   /** Batches sent per next hop ("backup" for the pipeline), halved every 5 s: the recent shares of each path. */
   readonly perHop = new Map<string, number>();
 
@@ -551,6 +565,7 @@ export class Anchor {
     this.#stages.linkSend += performance.now() - started;
     if (sent) {
       e.tethered(hop);
+      e.count(message.length, this.#o.clock());
       return this.#countTx(e.peer, bytes, count);
     }
     this.#form(e.peer, hop);
@@ -571,13 +586,15 @@ export class Anchor {
    */
   #spill(e: Egress, hop: string): string {
     const { tethers, paths } = this.#o;
-    if (!paths) return hop;
+    // Traffic faster than this thread could spread is left to the worker's one connection.
+    if (!paths || e.rate > SPREAD_MAX_BYTES_PER_S) return hop;
     let least = tethers.queued(hop);
     if (least < SPILL_BYTES) return hop;
+    const others = paths(e.peer).filter((path) => path !== hop);
+    if (others.length === 0) return hop; // nowhere to spread: not a backlog to act on
     e.backloggedAt = this.#o.clock();
     let best = hop;
-    for (const path of paths(e.peer)) {
-      if (path === hop) continue;
+    for (const path of others) {
       if (tethers.info(path)?.state !== "open") {
         this.#form(e.peer, path);
         continue;
