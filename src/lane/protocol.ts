@@ -28,7 +28,7 @@ export type Command =
 export interface LaneStats {
   /**
    * Per peer: IP bytes and packets sent and received on the fast path, batches sent, and how many of those found
-   * the connection backlogged (SPILL_BYTES or more waiting in its queue).
+   * the connection backlogged (SPILL_BYTES or more queued or not acknowledged).
    */
   traffic: [
     string,

@@ -243,7 +243,7 @@ export class Tethers {
     return true;
   }
 
-  /** Bytes waiting to leave on the tether to `peer` (0 without one). */
+  /** Bytes behind on the tether to `peer` (see WebRtcLink.queued; 0 without one). */
   queued(peer: string): number {
     return this.#tethers.get(peer)?.link?.queued ?? 0;
   }
