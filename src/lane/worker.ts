@@ -127,7 +127,8 @@ let drops = new Map<string, number>();
 const stages = { tunRead: 0, batch: 0, seal: 0, linkSend: 0, receive: 0, open: 0, tunWrite: 0 };
 /** Batches sent behind a backlog since the last report: a few make the next report come early (see run). */
 let backlogs = 0;
-let reportedAt = performance.now();
+/** When the counters were last reported (ms). */
+let lastReport = performance.now();
 let readPackets = 0;
 let writtenPackets = 0;
 let writeErrors = 0;
@@ -334,10 +335,14 @@ function openAndWrite(held: Held, message: Uint8Array): void {
   if (held.reorder.passes(counter)) return writeOpened(held.peer, [{ packets, bytes }]);
   // The packets are views of a reused buffer: one that waits is copied.
   const opened = { packets: held.reorder.waits(counter) ? packets.map((p) => p.slice()) : packets, bytes };
-  const ready = held.reorder.take(counter, opened, performance.now());
+  settle(held, held.reorder.take(counter, opened, performance.now()));
+}
+
+/** Writes what a stream let go of, in order, and notes whether it still holds messages back. */
+function settle(held: Held, ready: Opened[]): void {
   if (held.reorder.held > 0) waiting.add(held);
   else waiting.delete(held);
-  if (ready.length > 0) writeOpened(held.peer, ready);
+  if (ready.length > 0 && tun) writeOpened(held.peer, ready);
 }
 
 /** Writes opened messages' packets to the device, and counts them. */
@@ -368,18 +373,7 @@ function writeOpened(peer: string, ready: Opened[]): void {
 
 /** Lets go, in order, of what waited too long for a message before it. */
 function release(now: number): void {
-  for (const held of [...waiting]) {
-    const ready = held.reorder.expire(now);
-    if (held.reorder.held === 0) waiting.delete(held);
-    if (ready.length > 0 && tun) writeOpened(held.peer, ready);
-  }
-}
-
-/** A stream this worker no longer opens: what it held back goes now, in order. */
-function letGo(held: Held): void {
-  const ready = held.reorder.flush();
-  waiting.delete(held);
-  if (ready.length > 0 && tun) writeOpened(held.peer, ready);
+  for (const held of [...waiting]) settle(held, held.reorder.expire(now));
 }
 
 /** Time spent reading the device from within a receive (counted as reading and sending, not receiving). */
@@ -548,7 +542,7 @@ function handle(command: Command): void {
     case "drop-opener": {
       const held = openers.get(command.id);
       openers.delete(command.id);
-      if (held) letGo(held);
+      if (held) settle(held, held.reorder.flush()); // what it held back goes now, in order
       return;
     }
     case "facts":
@@ -609,7 +603,7 @@ function report(): void {
   for (const [id, held] of openers) {
     if (!held.opener.expired()) continue;
     openers.delete(id);
-    letGo(held);
+    settle(held, held.reorder.flush());
   }
   const now = performance.now();
   post({
@@ -617,7 +611,7 @@ function report(): void {
     stats: {
       traffic: [...traffic],
       drops: [...drops],
-      periodMs: now - reportedAt,
+      periodMs: now - lastReport,
       stages: { ...stages },
       readPackets,
       writtenPackets,
@@ -626,7 +620,8 @@ function report(): void {
   });
   traffic = new Map();
   drops = new Map();
-  reportedAt = now;
+  backlogs = 0;
+  lastReport = now;
 }
 
 /** Handles what poll() found ready (the wake counter: sets `woken`). */
@@ -654,7 +649,6 @@ let lastActivity = 0;
 
 async function run(): Promise<void> {
   let expected = received;
-  let lastReport = performance.now();
   const order: (Link | "tun" | "wake" | "ack")[] = [];
   let pollfds = new Uint8Array(0);
   while (!stopping) {
@@ -710,11 +704,7 @@ async function run(): Promise<void> {
     const quiet = (traffic.size > 0 || drops.size > 0) && done - lastActivity >= STATS_QUIET_MS;
     // A connection that is the bottleneck is said soon: the main thread may spread its traffic over more paths.
     const backlogged = backlogs >= BACKLOG_REPORT_BATCHES && done - lastReport >= STATS_QUIET_MS;
-    if (quiet || backlogged || done - lastReport >= STATS_MS) {
-      backlogs = 0;
-      lastReport = performance.now();
-      report();
-    }
+    if (quiet || backlogged || done - lastReport >= STATS_MS) report();
   }
   for (const link of [...links.values()]) closeLink(link, "shutting down");
   flushPosts();
