@@ -165,6 +165,12 @@ class Egress {
   blockedAt = 0;
   /** When the path of a batch last had a backlog (SPILL_BYTES waiting), ms. */
   backloggedAt = -Infinity;
+
+  /** Whether this destination spreads over several paths at `now` (a backlog lately). */
+  spreading(now: number): boolean {
+    return now - this.backloggedAt < SPREAD_HOLD_MS;
+  }
+
   /** Bytes this thread sent in the current second, from when, and the rate of the last whole second (B/s). */
   #sent = 0;
   #since = 0;
@@ -365,7 +371,7 @@ export class Anchor {
       if (
         t.backlogged > t.batches / 50 &&
         t.txBytes / Math.max(stats.periodMs, 1) <= SPREAD_MAX_BYTES_PER_S / 1000 &&
-        (this.#o.paths?.(peer).length ?? 0) > 1
+        this.#otherPaths(peer, peer).length > 0
       ) e.backloggedAt = now;
     }
     for (const [reason, n] of stats.drops) this.#drop(reason as DataDrop, n);
@@ -428,7 +434,7 @@ export class Anchor {
 
   #enqueue(peer: string, packet: Uint8Array, header: Uint8Array, now: number): Egress {
     const e = this.#egressTo(peer, now);
-    if (now - e.backloggedAt < SPREAD_HOLD_MS) return this.#enqueueSpread(e, packet, header);
+    if (e.spreading(now)) return this.#enqueueSpread(e, packet, header);
     if (e.builder.full(packet.length)) this.#flush(e);
     e.builder.push(packet, header);
     return e;
@@ -560,8 +566,9 @@ export class Anchor {
   #deliver(e: Egress, hop: string, message: Uint8Array, bytes: number, count: number): void {
     const { tethers } = this.#o;
     const started = performance.now();
-    if (tethers.info(hop)?.state === "open") hop = this.#spill(e, hop);
-    const sent = tethers.info(hop)?.state === "open" && tethers.send(hop, message);
+    const open = tethers.info(hop)?.state === "open";
+    if (open) hop = this.#spill(e, hop); // another open path, or the same
+    const sent = open && tethers.send(hop, message);
     this.#stages.linkSend += performance.now() - started;
     if (sent) {
       e.tethered(hop);
@@ -590,7 +597,7 @@ export class Anchor {
     if (!paths || e.rate > SPREAD_MAX_BYTES_PER_S) return hop;
     let least = tethers.queued(hop);
     if (least < SPILL_BYTES) return hop;
-    const others = paths(e.peer).filter((path) => path !== hop);
+    const others = this.#otherPaths(e.peer, hop);
     if (others.length === 0) return hop; // nowhere to spread: not a backlog to act on
     e.backloggedAt = this.#o.clock();
     let best = hop;
@@ -605,9 +612,14 @@ export class Anchor {
     return best;
   }
 
+  /** The paths traffic to `peer` may spread over besides `hop` (none without `paths`). */
+  #otherPaths(peer: string, hop: string): string[] {
+    return this.#o.paths?.(peer).filter((path) => path !== hop) ?? [];
+  }
+
   /** Whether traffic to `peer` had a backlog lately (it spreads over several paths, on this thread). */
   backlogged(peer: string): boolean {
-    return this.#o.clock() - (this.#egress.get(peer)?.backloggedAt ?? -Infinity) < SPREAD_HOLD_MS;
+    return this.#egress.get(peer)?.spreading(this.#o.clock()) ?? false;
   }
 
   /**
