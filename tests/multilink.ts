@@ -94,29 +94,7 @@ export async function multilinkRealm(): Promise<MultilinkRealm> {
           relayed: [(after[0]! - before[0]!) / bytes, (after[1]! - before[1]!) / bytes],
         };
       },
-      async cutDirect() {
-        const b = realm.bed.host("b").address;
-        const nft = (...args: string[]) => ns.exec("nft", args);
-        await nft("add", "table", "inet", "cut");
-        await nft(
-          "add",
-          "chain",
-          "inet",
-          "cut",
-          "out",
-          "{ type filter hook output priority 0; policy accept; }",
-        );
-        await nft(
-          "add",
-          "chain",
-          "inet",
-          "cut",
-          "in",
-          "{ type filter hook input priority 0; policy accept; }",
-        );
-        await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", b, "drop");
-        await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", b, "drop");
-      },
+      cutDirect: () => realm.bed.cut("a", "b"),
       [Symbol.asyncDispose]: () => realm[Symbol.asyncDispose](),
     };
   } catch (error) {

@@ -71,15 +71,23 @@ export class Testbed implements AsyncDisposable {
   }
 
   /** Drops all UDP between hosts `a` and `b` (both directions), as a firewall between them would. */
-  async cutUdp(a: string, b: string): Promise<void> {
+  cutUdp(a: string, b: string): Promise<void> {
+    return this.cut(a, b, ["meta", "l4proto", "udp"]);
+  }
+
+  /**
+   * Drops everything between hosts `a` and `b` (both directions), or only what also matches `what` (nftables
+   * expressions), in `a`'s namespace (table `inet cut`).
+   */
+  async cut(a: string, b: string, what: string[] = []): Promise<void> {
     const ns = this.host(a).ns;
     const other = this.host(b).address;
     const nft = (...args: string[]) => ns.exec("nft", args);
     await nft("add", "table", "inet", "cut");
     await nft("add", "chain", "inet", "cut", "out", "{ type filter hook output priority 0; policy accept; }");
     await nft("add", "chain", "inet", "cut", "in", "{ type filter hook input priority 0; policy accept; }");
-    await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", other, "meta", "l4proto", "udp", "drop");
-    await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", other, "meta", "l4proto", "udp", "drop");
+    await nft("add", "rule", "inet", "cut", "out", "ip", "daddr", other, ...what, "drop");
+    await nft("add", "rule", "inet", "cut", "in", "ip", "saddr", other, ...what, "drop");
   }
 
   host(name: string): Host {

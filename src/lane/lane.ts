@@ -180,9 +180,10 @@ export class Lane {
     switch (event.t) {
       case "messages": {
         const link = this.#links.get(event.link);
-        for (const m of link ? event.messages : []) {
+        if (!link) return;
+        for (const m of event.messages) {
           try {
-            link!.onMessage(m);
+            link.onMessage(m);
           } catch (error) {
             console.error(
               `data plane: a message from a direct connection: ${(error as Error).stack ?? error}`,
