@@ -83,6 +83,8 @@ export const REORDER_HOLD_MS = 50;
 export const REORDER_MAX_HELD = 128;
 /** An egress with no packets for this long is retired. */
 export const EGRESS_IDLE_MS = 30_000;
+/** The route upkeep (relays asked for, hops formed) runs for destinations with traffic this recent. */
+export const ROUTE_UPKEEP_MS = 3_000;
 /** An offer with no answer is sent again this often (the control channel delivers at most once). */
 export const OFFER_RESEND_MS = 1_000;
 /** A stream request with no response is sent again this often. */

@@ -125,6 +125,10 @@ Deno.test({
     await waitFor("the direct tether", 10_000, async () => (await peer(a, "b"))?.path === "direct");
     assertEquals((await a.status()).json.tethers, 1);
     await waitFor("the idle tether to dissolve", 10_000, async () => (await a.status()).json.tethers === 0);
+    // And it stays dissolved: with no traffic, nothing forms it again (the route upkeep once did, every 3 s).
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    assertEquals((await a.status()).json.tethers, 0);
+    assertEquals(a.proc!.output.match(/tether to b open/g)?.length, 1, a.proc!.output);
     // No tether: "none", or "backup" if a packet met the tether closing and took the control channel.
     assert(["none", "backup"].includes((await peer(a, "b"))!.path), (await peer(a, "b"))!.path);
     // The next ping forms the tether again, and gets its answer at once over the backup pipeline meanwhile.

@@ -25,6 +25,7 @@ import {
   RENEW_AT_FRACTION,
   REPORT_AFTER_CHANGE_MS,
   REPORT_MS,
+  ROUTE_UPKEEP_MS,
 } from "../tuning.ts";
 import { VERSION } from "../spec.ts";
 import { ACCESS_TEAMS } from "../wire/certificate.ts";
@@ -550,7 +551,9 @@ export class Agent implements AsyncDisposable {
   #routeTick(): void {
     const data = this.#data;
     if (!data) return;
-    for (const dest of data.anchor.destinations()) {
+    // Only traffic of the last few seconds: an idle tether must be let dissolve, not formed again for traffic
+    // that ended (egresses outlive it).
+    for (const dest of data.anchor.destinations(ROUTE_UPKEEP_MS)) {
       // Traffic the worker carries never asks for a next hop here: its relays are asked for, and the hop the
       // learner wants is formed, as a batch through this thread would.
       this.#nextHop(dest);

@@ -875,9 +875,10 @@ export class Anchor {
     return this.#egress.has(peer);
   }
 
-  /** Destinations with recent traffic. */
-  destinations(): string[] {
-    return [...this.#egress.keys()];
+  /** Destinations with traffic in the last `withinMs`. */
+  destinations(withinMs: number): string[] {
+    const now = this.#o.clock();
+    return [...this.#egress.values()].filter((e) => now - e.lastUsed <= withinMs).map((e) => e.peer);
   }
 
   /** Egresses alive (one per destination with recent traffic). */
