@@ -49,6 +49,8 @@ export const SLOW_WINDOW = 8;
  */
 const STATS_QUIET_MS = 100;
 const STATS_MS = 1_000;
+/** With nothing counted since the last report, the next comes this much later (an idle node wakes less). */
+const STATS_IDLE_MS = 10_000;
 /** Batches sent behind a backlog that make a report come after STATS_QUIET_MS, not STATS_MS. */
 const BACKLOG_REPORT_BATCHES = 8;
 const PACKETS_PER_READ = 64;
@@ -132,6 +134,13 @@ let lastReport = performance.now();
 let readPackets = 0;
 let writtenPackets = 0;
 let writeErrors = 0;
+/** readPackets + writtenPackets + writeErrors when the counters were last reported. */
+let reportedPackets = 0;
+
+/** Whether anything was counted since the last report. */
+function counted(): boolean {
+  return traffic.size > 0 || drops.size > 0 || readPackets + writtenPackets + writeErrors !== reportedPackets;
+}
 
 function post(event: Event, transfer: Transferable[] = []): void {
   scope.postMessage(event, transfer);
@@ -622,6 +631,7 @@ function report(): void {
   drops = new Map();
   backlogs = 0;
   lastReport = now;
+  reportedPackets = readPackets + writtenPackets + writeErrors;
 }
 
 /** Handles what poll() found ready (the wake counter: sets `woken`). */
@@ -669,8 +679,10 @@ async function run(): Promise<void> {
       view.setInt16(8 * i + 6, 0, true);
     });
     const now = performance.now();
-    const dirty = traffic.size > 0 || drops.size > 0;
-    const reportAt = Math.min(lastReport + STATS_MS, dirty ? lastActivity + STATS_QUIET_MS : Infinity);
+    const dirty = counted();
+    const reportAt = dirty
+      ? Math.min(lastReport + STATS_MS, lastActivity + STATS_QUIET_MS)
+      : lastReport + STATS_IDLE_MS;
     let timeout = Math.max(0, reportAt - now);
     for (const link of links.values()) {
       if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
@@ -701,10 +713,11 @@ async function run(): Promise<void> {
     const done = performance.now();
     if (active) lastActivity = after;
     active = false;
-    const quiet = (traffic.size > 0 || drops.size > 0) && done - lastActivity >= STATS_QUIET_MS;
+    const pending = counted();
+    const quiet = pending && done - lastActivity >= STATS_QUIET_MS;
     // A connection that is the bottleneck is said soon: the main thread may spread its traffic over more paths.
     const backlogged = backlogs >= BACKLOG_REPORT_BATCHES && done - lastReport >= STATS_QUIET_MS;
-    if (quiet || backlogged || done - lastReport >= STATS_MS) report();
+    if (quiet || backlogged || done - lastReport >= (pending ? STATS_MS : STATS_IDLE_MS)) report();
   }
   for (const link of [...links.values()]) closeLink(link, "shutting down");
   flushPosts();
