@@ -5,7 +5,7 @@
  * @module
  */
 
-import { agentPermissions } from "./permissions.ts";
+import { AGENT_V8_FLAGS, agentPermissions } from "./permissions.ts";
 
 /** The unit's name. */
 export const UNIT = "veilnet.service";
@@ -54,7 +54,7 @@ export function selfCommand(configDir: string): string[] {
   const home = Deno.env.get("HOME") ?? "/root";
   const cache = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
   const source = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache, source), main];
+  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache, source), ...AGENT_V8_FLAGS, main];
 }
 
 /**
