@@ -4,7 +4,6 @@
  * @module
  */
 
-import { guardianCommand } from "./guardian.ts";
 import { netcheckCommand } from "./netcheck.ts";
 import type { Output } from "./main.ts";
 import {
@@ -189,6 +188,7 @@ export const COMMANDS: readonly Command[] = [
     name: "guardian",
     usage: "guardian serve|realm|token|node|nats-config|nats-keys ...",
     summary: "the self-hosted Guardian (registration, certificates, NATS credentials)",
-    run: guardianCommand,
+    // Loaded on demand: a node never runs the Guardian, and its modules (and their npm packages) cost it memory.
+    run: async (args, io) => (await import("./guardian.ts")).guardianCommand(args, io),
   },
 ];
