@@ -50,8 +50,11 @@ import { identityStatus, type NodeStatus, type PeerStatus, type RouteStatus } fr
 import { firstStun, type NatBehaviour, natBehaviour } from "../netcheck/report.ts";
 import { probeStun } from "../netcheck/stun_probe.ts";
 
-/** How often the host's addresses are compared with the last look. */
-const UNDERLAY_WATCH_MS = 1_000;
+/**
+ * The once-a-second upkeep (peers expired; with a data plane, routes and the host's addresses looked at): one
+ * timer, so an idle node wakes once for all of it.
+ */
+const TICK_MS = 1_000;
 
 /** How long after asking the realm for relays to a destination their answers are taken. */
 const ROUTE_ANSWER_WINDOW_MS = 10_000;
@@ -111,6 +114,8 @@ interface DataPlane {
   anchor: Anchor;
   /** The data-plane worker, when it reads the TUN. */
   lane?: Lane;
+  /** The TUN device's name (not an underlay interface). */
+  tunName: string;
 }
 
 /** A running node. */
@@ -222,6 +227,7 @@ export class Agent implements AsyncDisposable {
       name: `veilnet-${this.#session.cert.tag}`,
     });
     if (this.#o.openTun) await this.#startDataPlane(await this.#o.openTun(this.#session.cert));
+    this.#timers.push(setInterval(() => this.#tick(), TICK_MS));
     // The backup pipeline: sealed data messages from peers that cannot form a tether to us. They authenticate
     // end to end like any data message; one not for us is dropped (a "backup" hop may relay nothing).
     this.#channel.subscribe(this.#subjects.data(nodeId), (m) => this.#data?.anchor.receive("backup", m));
@@ -232,7 +238,6 @@ export class Agent implements AsyncDisposable {
     this.#sayIgnoredTeams();
     await this.#membership.join();
     this.#findPortals();
-    this.#timers.push(setInterval(() => this.peers.expire(), 1_000));
     this.#timers.push(
       setInterval(() => this.#portals.offering && void this.#portals.refresh(), UNDERLAY_READ_MS),
     );
@@ -388,10 +393,8 @@ export class Agent implements AsyncDisposable {
       clock,
       log,
     });
-    this.#data = { streams, tethers, anchor, lane };
+    this.#data = { streams, tethers, anchor, lane, tunName: tun.name };
     this.#timers.push(setInterval(() => streams.expire((p) => !this.peers.get(p)), 5_000));
-    this.#timers.push(setInterval(() => this.#routeTick(), 1_000));
-    this.#timers.push(setInterval(() => this.#watchUnderlay(tun.name), UNDERLAY_WATCH_MS));
     anchor.start();
     log(`data plane up on ${tun.name}`);
   }
@@ -540,6 +543,15 @@ export class Agent implements AsyncDisposable {
       const bytes = parseIPv4(address);
       if (bytes && !this.#routes4.has(ipv4Key(bytes))) void this.#membership.resolve(bytes);
     }
+  }
+
+  /** The once-a-second upkeep (TICK_MS). */
+  #tick(): void {
+    this.peers.expire();
+    const data = this.#data;
+    if (!data) return;
+    this.#watchUnderlay(data.tunName);
+    this.#routeTick();
   }
 
   /**
