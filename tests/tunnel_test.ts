@@ -125,7 +125,7 @@ Deno.test({
     await waitFor("the direct tether", 10_000, async () => (await peer(a, "b"))?.path === "direct");
     assertEquals((await a.status()).json.tethers, 1);
     await waitFor("the idle tether to dissolve", 10_000, async () => (await a.status()).json.tethers === 0);
-    // And it stays dissolved: with no traffic, nothing forms it again (the route upkeep once did, every 3 s).
+    // And it stays dissolved: with no traffic, nothing forms it again (the route upkeep once did, within a second).
     await new Promise((resolve) => setTimeout(resolve, 3_000));
     assertEquals((await a.status()).json.tethers, 0);
     assertEquals(a.proc!.output.match(/tether to b open/g)?.length, 1, a.proc!.output);

@@ -24,7 +24,7 @@ export function agentPermissions(configDir: string, moduleCache?: string, source
 
 /**
  * V8 flags the agent runs with (the systemd unit and compile.sh add them): semi-spaces of 1 MiB for the young
- * generation, which V8 otherwise grows to 16 MiB and keeps. An idle node is ~13 MiB smaller; the data plane's hot
+ * generation, which V8 otherwise grows to 16 MiB and keeps. An idle node is ~12 MiB smaller; the data plane's hot
  * path reuses its buffers, and `deno task bench tunnel` carried as much with the flag as without.
  */
 export const AGENT_V8_FLAGS = ["--v8-flags=--max-semi-space-size=1"];
