@@ -212,6 +212,40 @@ async function veilnet(seconds: number): Promise<Measured & { stages: Figure[] }
   return { ...measured, stages };
 }
 
+/**
+ * A node with its TUN, idle (issue 18, goal 4): one ping forms a tether, which dissolves after 3 s without
+ * traffic; then the node's CPU over 20 s (all its threads, from /proc) and its RSS.
+ */
+async function veilnetIdle(): Promise<Figure[]> {
+  await using realm = await realmOnTestbed(["a", "b"], ["--tether-idle", "3s"]);
+  const a = realm.node("a");
+  const address = (await waitFor("a to find b", 15_000, async () => (await a.resolve("b"))[0])).ips[0]!;
+  await waitFor(
+    "the tunnel",
+    20_000,
+    async () =>
+      (await realm.bed.host("a").ns.exec("ping", ["-c", "1", "-W", "1", address], { allowFailure: true }))
+        .success,
+  );
+  await waitFor("the tether to dissolve", 20_000, async () => (await a.status()).json.tethers === 0);
+  const pid = a.proc!.pid;
+  const seconds = 20;
+  const before = cpuSecondsOf(`/proc/${pid}/stat`);
+  await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
+  const cpu = (cpuSecondsOf(`/proc/${pid}/stat`) - before) / seconds * 100;
+  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
+  const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) / 1024;
+  return [
+    {
+      name: "veilnet node with its TUN, idle: CPU",
+      value: cpu,
+      unit: "%",
+      note: `of one core over ${seconds} s, after its tether dissolved (all threads; 10 ms ticks)`,
+    },
+    { name: "veilnet node with its TUN, idle: RSS", value: rss, unit: "MiB", note: "the same node, then" },
+  ];
+}
+
 async function wireguard(seconds: number): Promise<Measured> {
   await using bed = await Testbed.create(["a", "b"]);
   const keys: Record<string, { priv: string; pub: string }> = {};
@@ -384,6 +418,7 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
   }
   const v = await veilnet(seconds);
   const bk = await veilnetBackup(seconds);
+  const idle = await veilnetIdle();
   const w = await wireguard(seconds);
   const n = await nebula(seconds);
   const tunnel = (name: string, m: Measured): Figure[] => [
@@ -415,6 +450,7 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
       note: `ping ${bk.rttMs.toFixed(3)} ms (underlay ${bk.underlayRttMs.toFixed(3)} ms), path ${bk.path}; ` +
         `4 streams ${bk.parallelMbits.toFixed(0)} Mbit/s`,
     },
+    ...idle,
     ...tunnel("wireguard-go", w),
     ...tunnel("nebula", n),
     ...ratio("wireguard-go", w),
