@@ -100,11 +100,10 @@ export function writeDataHeader(message: Uint8Array, header: DataHeader): void {
   message[0] = DATA_VERSION;
   message[1] = header.type;
   message[2] = 0;
-  message.set(header.destination, 3);
-  message.set(header.stream, 3 + NODE_ID_BYTES);
-  const at = 3 + NODE_ID_BYTES + STREAM_ID_BYTES;
-  view.setUint32(at, Math.floor(header.counter / 2 ** 32));
-  view.setUint32(at + 4, header.counter >>> 0);
+  message.set(header.destination, DESTINATION_OFFSET);
+  message.set(header.stream, STREAM_OFFSET);
+  view.setUint32(COUNTER_OFFSET, Math.floor(header.counter / 2 ** 32));
+  view.setUint32(COUNTER_OFFSET + 4, header.counter >>> 0);
   message[TTL_OFFSET] = header.ttl;
 }
 
