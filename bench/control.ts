@@ -43,7 +43,7 @@ interface Varz {
 }
 
 /** CPU time (seconds) and resident memory (bytes) of one process, from /proc. */
-async function processUsage(pid: number, tick: number): Promise<{ cpu: number; rss: number }> {
+export async function processUsage(pid: number, tick: number): Promise<{ cpu: number; rss: number }> {
   const cpu = cpuSecondsOf(`/proc/${pid}/stat`, tick);
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
   const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
@@ -51,7 +51,7 @@ async function processUsage(pid: number, tick: number): Promise<{ cpu: number; r
 }
 
 /** Clock ticks per second for /proc CPU times. */
-async function clockTick(): Promise<number> {
+export async function clockTick(): Promise<number> {
   try {
     const out = await new Deno.Command("getconf", { args: ["CLK_TCK"], stdout: "piped" }).output();
     const tick = Number(new TextDecoder().decode(out.stdout).trim());

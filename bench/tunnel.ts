@@ -8,6 +8,7 @@ import { run } from "../tests/netns.ts";
 import { cpuSecondsOf, Proc, waitFor } from "../tests/harness.ts";
 import { type Realm, realmOnTestbed, Testbed } from "../tests/testbed.ts";
 import { netnsUnavailable } from "../tests/netns.ts";
+import { clockTick, processUsage } from "./control.ts";
 import type { Figure } from "./crypto.ts";
 
 const TOOLS = ["iperf3", "wireguard-go", "wg", "nebula", "nebula-cert", "ping"];
@@ -228,13 +229,12 @@ async function veilnetIdle(): Promise<Figure[]> {
   await waitFor("the tether to dissolve", 20_000, async () => (await a.status()).json.tethers === 0);
   // A node settles for a while after it starts (V8's collector, the first reports): idle is later.
   await new Promise((resolve) => setTimeout(resolve, 30_000));
-  const pid = a.proc!.pid;
-  const seconds = 30;
-  const before = cpuSecondsOf(`/proc/${pid}/stat`);
+  const [pid, tick, seconds] = [a.proc!.pid, await clockTick(), 30];
+  const before = await processUsage(pid, tick);
   await new Promise((resolve) => setTimeout(resolve, seconds * 1000));
-  const cpu = (cpuSecondsOf(`/proc/${pid}/stat`) - before) / seconds * 100;
-  const status = Deno.readTextFileSync(`/proc/${pid}/status`);
-  const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) / 1024;
+  const after = await processUsage(pid, tick);
+  const cpu = (after.cpu - before.cpu) / seconds * 100;
+  const rss = after.rss / 2 ** 20;
   return [
     {
       name: "veilnet node with its TUN, idle: CPU",
