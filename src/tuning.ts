@@ -98,6 +98,11 @@ export const LINK_DEAD_MS = 2_500;
  * server answers within a round trip; one that never answers (UDP blocked) would hold every tether ~20 s.
  */
 export const GATHER_MAX_MS = 2_000;
+/**
+ * libdatachannel's threads are released this long after the last peer connection closed: an idle node then has
+ * no SCTP timer waking 100 times a second. Starting them again takes a few milliseconds.
+ */
+export const RTC_RELEASE_MS = 10_000;
 /** A destination whose traffic took the backup pipeline is shown on it ("backup") this long after. */
 export const BACKUP_SHOWN_MS = 2_000;
 /** Bytes the backup pipeline may have published but not yet handed to the Master before sending waits. */

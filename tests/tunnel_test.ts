@@ -7,6 +7,7 @@ import { assert, assertEquals } from "./assert.ts";
 import { type NodeProc, Proc, waitFor } from "./harness.ts";
 import { netnsUnavailable } from "./netns.ts";
 import { realmOnTestbed as world, type Testbed } from "./testbed.ts";
+import { RTC_RELEASE_MS } from "../src/tuning.ts";
 
 const unavailable = netnsUnavailable();
 const ignore = unavailable !== undefined;
@@ -21,6 +22,13 @@ interface PeerJson {
 }
 
 /** Runs tests/tcp_transfer.ts inside host `name`'s namespace. */
+/** The process's threads that libdatachannel started ("RTC poll", "RTC worker", "SCTP timer", ...). */
+function rtcThreads(pid: number): string[] {
+  return [...Deno.readDirSync(`/proc/${pid}/task`)]
+    .map((t) => Deno.readTextFileSync(`/proc/${pid}/task/${t.name}/comm`).trim())
+    .filter((name) => /^(RTC|SCTP)/.test(name));
+}
+
 function transfer(w: { bed: Testbed }, name: string, args: string[]): Proc {
   const run = [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, ...args];
   return new Proc(`transfer-${args[0]}`, "ip", ["netns", "exec", w.bed.host(name).ns.name, ...run]);
@@ -131,6 +139,14 @@ Deno.test({
     assertEquals(a.proc!.output.match(/tether to b open/g)?.length, 1, a.proc!.output);
     // No tether: "none", or "backup" if a packet met the tether closing and took the control channel.
     assert(["none", "backup"].includes((await peer(a, "b"))!.path), (await peer(a, "b"))!.path);
+    // With no peer connection left, libdatachannel's threads stop (its SCTP timer would tick every 10 ms).
+    for (const n of [a, w.node("b")]) {
+      await waitFor(
+        "libdatachannel's threads to stop",
+        RTC_RELEASE_MS + 5_000,
+        () => !rtcThreads(n.proc!.pid).length,
+      );
+    }
     // The next ping forms the tether again, and gets its answer at once over the backup pipeline meanwhile.
     const next = await w.bed.host("a").ns.exec("ping", ["-c", "1", "-W", "1", address], {
       allowFailure: true,
@@ -139,6 +155,7 @@ Deno.test({
     const again = await ping(w, "a", address, 3);
     assert(again.text.includes(" 0% packet loss"), again.text);
     await waitFor("the direct tether again", 10_000, async () => (await peer(a, "b"))?.path === "direct");
+    assert(rtcThreads(a.proc!.pid).includes("SCTP timer"), "libdatachannel started again");
     // Either side may dissolve it first (each has its own idle timer); the other then sees it close.
     const logs = a.proc!.output + w.node("b").proc!.output;
     assert(/tether to [ab] closed \(idle\)/.test(logs), logs);

@@ -10,6 +10,7 @@ import { formatReport, resultLine } from "../netcheck/report.ts";
 import { parse, UsageError } from "./args.ts";
 import { registeredAs, savedForRun } from "./node.ts";
 import { VERSION } from "../spec.ts";
+import { shutdownWebRtc } from "../tether/webrtc.ts";
 import type { Output } from "./main.ts";
 
 /** This host's own addresses (to tell a mapped address that is not NATed). */
@@ -33,9 +34,8 @@ export async function netcheckCommand(args: string[], io: Output): Promise<numbe
   const timeoutMs = timeout ? Number(timeout[1]) * (timeout[2] === "s" ? 1000 : 1) : undefined;
   const saved = savedForRun(values.config);
   const reg = { ...registeredAs(saved), ...(saved?.conflux_id ? { confluxId: saved.conflux_id } : {}) };
-  // libdatachannel's threads are not shut down here (shutdownWebRtc): its cleanup crashes the process (SIGSEGV)
-  // when a NATS connection was opened after a peer connection, as here; the process exits right after anyway.
   const report = await netcheck({ ...reg, localAddresses: localAddresses(), timeoutMs });
+  shutdownWebRtc();
   if (values.json) {
     io.out(JSON.stringify(report, null, 2));
     if (!report.ok) io.err(`veilnet-conflux netcheck: ${resultLine(report)}`);

@@ -13,6 +13,11 @@
  *   gateway rather than on the host; host candidates are kept only when nothing else exists.
  * - `sendMessageBinary` returning false means "queued", not "failed"; libdatachannel's queue is unbounded, so
  *   senders wait for `writable()` above a high-water mark.
+ * - Every data channel stays referenced from this module until its `onClosed` came (node-datachannel keeps a raw
+ *   pointer to each channel object until then, and a collected one made its cleanup crash), and every channel is
+ *   closed explicitly, which makes that callback come.
+ * - libdatachannel's threads (its SCTP timer ticks every 10 ms) are released RTC_RELEASE_MS after the last
+ *   connection closed, and start again with the next one.
  * @module
  */
 
@@ -24,6 +29,7 @@ import {
   GATHER_MAX_MS,
   LINK_BUFFER_HIGH_BYTES,
   LINK_BUFFER_LOW_BYTES,
+  RTC_RELEASE_MS,
 } from "../tuning.ts";
 import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
@@ -81,6 +87,42 @@ function attempt(fn: () => unknown): boolean {
   }
 }
 
+/** Data channels whose `onClosed` has not come yet (see the invariants above). */
+const unclosed = new Set<Channel>();
+/** Peer connections not yet closed. */
+let connections = 0;
+let releaseTimer: ReturnType<typeof setTimeout> | undefined;
+
+/** A channel to keep until libdatachannel said it closed. */
+function track(dc: Channel, onClosed: () => void = () => {}): void {
+  unclosed.add(dc);
+  dc.onClosed(() => {
+    unclosed.delete(dc);
+    onClosed();
+  });
+}
+
+/** A peer connection is made: libdatachannel's threads are needed. */
+function connectionOpened(): void {
+  connections++;
+  clearTimeout(releaseTimer);
+  releaseTimer = undefined;
+}
+
+/** A peer connection closed: with none left, libdatachannel's threads are released a while later. */
+function connectionClosed(): void {
+  if (--connections > 0) return;
+  clearTimeout(releaseTimer);
+  releaseTimer = setTimeout(() => {
+    releaseTimer = undefined;
+    if (connections > 0) return;
+    try {
+      shutdownWebRtc();
+    } catch { /* libdatachannel did not finish within 10 s: something still holds it, and it stays */ }
+  }, RTC_RELEASE_MS);
+  Deno.unrefTimer(releaseTimer);
+}
+
 /** A WebRTC peer connection and its data channels. */
 export class WebRtcLink {
   readonly #pc: ndc.PeerConnection;
@@ -104,6 +146,7 @@ export class WebRtcLink {
     this.#excluded = config.excluded;
     this.#directTcp = config.directTcp ?? true;
     this.#pc = new ndc.PeerConnection(name, { iceServers: config.iceServers, mtu: config.mtu });
+    connectionOpened();
     this.#pc.onStateChange((state) => {
       if (state === "failed" || state === "closed" || state === "disconnected") {
         this.#finish(`connection ${state}`);
@@ -187,7 +230,7 @@ export class WebRtcLink {
       }
       this.#events.onMessage(msg instanceof ArrayBuffer ? new Uint8Array(msg) : msg);
     });
-    dc.onClosed(() => {
+    track(dc, () => {
       if (!this.#channels.some((c) => c.isOpen())) this.#finish("data channels closed");
     });
   }
@@ -370,6 +413,7 @@ export class WebRtcLink {
     try {
       this.#pc.close();
     } catch { /* already closed */ }
+    connectionClosed();
     this.#events.onClose(reason);
   }
 
@@ -379,9 +423,13 @@ export class WebRtcLink {
   }
 }
 
-/** Releases libdatachannel's threads (call once at exit, after every link is closed). */
+/**
+ * Releases libdatachannel's threads; the next peer connection starts them again. Call it with every link closed
+ * (it closes any still open): at exit, or when the last one closed (done here, RTC_RELEASE_MS later).
+ */
 export function shutdownWebRtc(): void {
   ndc.cleanup();
+  unclosed.clear();
 }
 
 /**
@@ -391,6 +439,7 @@ export function shutdownWebRtc(): void {
  */
 export async function gatherCandidates(iceServers: string[], timeoutMs = 5_000): Promise<string[]> {
   const pc = new ndc.PeerConnection("netcheck", { iceServers });
+  connectionOpened();
   const candidates: string[] = [];
   try {
     const done = new Promise<void>((resolve) => {
@@ -404,10 +453,12 @@ export async function gatherCandidates(iceServers: string[], timeoutMs = 5_000):
     pc.onLocalCandidate((candidate) => candidates.push(candidate.replace(/^a=/, "")));
     // A data channel makes libdatachannel write its offer and start gathering.
     const dc = pc.createDataChannel("netcheck");
+    track(dc);
     await done;
     attempt(() => dc.close());
   } finally {
     attempt(() => pc.close());
+    connectionClosed();
   }
   return candidates;
 }
