@@ -207,8 +207,9 @@ class Egress {
 }
 
 /**
- * How often the data plane tells the worker what changed while the worker holds anything or a direct connection
- * is open (a revoked peer's traffic stops within this); with neither, a check this seldom costs an idle node less.
+ * How often the data plane tells the worker what changed while the worker holds anything or a tether is open (a
+ * revoked peer's traffic stops within this, and a new direct connection is used within this); with neither, a
+ * check this seldom costs an idle node less.
  */
 const LANE_SYNC_MS = 200;
 const LANE_IDLE_SYNC_MS = 1_000;
@@ -299,7 +300,7 @@ export class Anchor {
    * connection that is the preferred hop, to the peer's own addresses), each with a sending stream of its own
    * that this thread never seals with again; and which receiving streams it opens (with no open in flight here,
    * so no counter is accepted on both threads). What no longer holds is taken back. Returns whether the worker
-   * holds anything or a direct connection is open (see LANE_SYNC_MS).
+   * holds anything or a tether is open (see LANE_SYNC_MS).
    */
   #syncLane(): boolean {
     const state = this.#lane!;
@@ -359,7 +360,7 @@ export class Anchor {
         owned.delete(id);
       }
     }
-    return direct.size + handed.size + owned.size + sent.size > 0;
+    return tethers.count + handed.size + owned.size + sent.size > 0;
   }
 
   /** The worker's counters for the last second: traffic, the path it took, tether activity, drops, stages. */
