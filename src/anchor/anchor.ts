@@ -276,6 +276,7 @@ export class Anchor {
     if (lane) {
       const state: LaneState = { lane, handed: new Map(), owned: new Map(), facts: new Map() };
       const sync = () => {
+        clearTimeout(state.timer);
         let busy = true;
         try {
           busy = this.#syncLane();
@@ -284,6 +285,8 @@ export class Anchor {
         }
       };
       state.timer = setTimeout(sync, LANE_SYNC_MS);
+      // A new direct connection carries the traffic at once, not at the next sync.
+      lane.onAdopted = sync;
       this.#lane = state;
       // The worker gave a route up by itself (its connection closed, its stream expired): only that route.
       lane.onUnrouted = (peer, stream) => {
@@ -903,7 +906,7 @@ export class Anchor {
     for (const timer of this.#reorderTimers) clearTimeout(timer);
     if (this.#lane) {
       clearTimeout(this.#lane.timer);
-      this.#lane.lane.onStats = this.#lane.lane.onUnrouted = undefined;
+      this.#lane.lane.onStats = this.#lane.lane.onUnrouted = this.#lane.lane.onAdopted = undefined;
     }
     await this.#o.tun.close();
     await this.#reading;

@@ -47,6 +47,8 @@ export class Lane {
   onUnrouted: ((peer: string, stream: string, reason: string) => void) | undefined;
   /** The worker's counters, every second. */
   onStats: ((stats: LaneStats) => void) | undefined;
+  /** A connection was handed to the worker (called in a later task, once its owner has taken the id). */
+  onAdopted: (() => void) | undefined;
 
   private constructor() {
     this.#wake = eventfd();
@@ -108,6 +110,7 @@ export class Lane {
     const link = this.#nextLink++;
     this.#links.set(link, events);
     this.command({ t: "adopt", link, fd, first });
+    setTimeout(() => this.onAdopted?.(), 0);
     return link;
   }
 
