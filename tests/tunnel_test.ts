@@ -21,7 +21,6 @@ interface PeerJson {
   rxBytes: number;
 }
 
-/** Runs tests/tcp_transfer.ts inside host `name`'s namespace. */
 /** The process's threads that libdatachannel started ("RTC poll", "RTC worker", "SCTP timer", ...). */
 function rtcThreads(pid: number): string[] {
   return [...Deno.readDirSync(`/proc/${pid}/task`)]
@@ -29,6 +28,7 @@ function rtcThreads(pid: number): string[] {
     .filter((name) => /^(RTC|SCTP)/.test(name));
 }
 
+/** Runs tests/tcp_transfer.ts inside host `name`'s namespace. */
 function transfer(w: { bed: Testbed }, name: string, args: string[]): Proc {
   const run = [Deno.execPath(), "run", "-A", "--quiet", TRANSFER, ...args];
   return new Proc(`transfer-${args[0]}`, "ip", ["netns", "exec", w.bed.host(name).ns.name, ...run]);
