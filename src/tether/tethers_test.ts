@@ -1,8 +1,8 @@
-import { assert, assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals, assertRejects } from "../../tests/assert.ts";
 import { within } from "../../tests/tun_conformance.ts";
 import { TetherSignalType } from "../wire/control.ts";
 import { type Signal, TETHER_FORM_TRIES, Tethers } from "./tethers.ts";
-import { filterCandidates, shutdownWebRtc } from "./webrtc.ts";
+import { filterCandidates, shutdownWebRtc, WebRtcLink } from "./webrtc.ts";
 
 // libdatachannel calls back from its own threads, even just after a close. This file's isolate must not go away
 // while it still can: the last test releases the library (joining its threads) before the file ends. And this
@@ -169,6 +169,25 @@ test("tethers: an idle tether dissolves on both sides, and forms again on demand
   assertEquals(p.a.send("bb", Uint8Array.of(1)), false);
   assert(await within(10_000, "re-open", p.a.ensure("bb")));
   assert(p.a.send("bb", Uint8Array.of(1)));
+});
+
+test("webrtc: a malformed offer is refused, and the peer connection made for it is closed", async () => {
+  const closed: string[] = [];
+  const events = {
+    onOpen() {},
+    onMessage() {},
+    onAlive() {},
+    onClose: (reason: string) => closed.push(reason),
+  };
+  const config = { iceServers: [], channels: 1, mtu: 1500 };
+  // A hostile peer's signed garbage: kept open, each such offer would hold a peer connection (and libdatachannel's
+  // threads) for as long as the node runs.
+  await assertRejects(
+    () => WebRtcLink.answer("bad", "v=0\r\n", config, events),
+    Error,
+    "no ICE user fragment",
+  );
+  assertEquals(closed, ["bad offer"]);
 });
 
 Deno.test("filterCandidates: overlay addresses are never offered; gateway candidates beat host ones", () => {

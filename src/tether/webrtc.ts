@@ -168,7 +168,7 @@ export class WebRtcLink {
     return { link, sdp: await gathered };
   }
 
-  /** Starts a link answering `offer`; resolves with the answer to send back. */
+  /** Starts a link answering `offer`; resolves with the answer to send back. A malformed offer throws. */
   static async answer(
     name: string,
     offer: string,
@@ -179,7 +179,12 @@ export class WebRtcLink {
     link.#answering = true;
     link.#pc.onDataChannel((dc) => link.#adopt(dc));
     const gathered = link.#gathered();
-    link.#pc.setRemoteDescription(offer, "offer");
+    try {
+      link.#pc.setRemoteDescription(offer, "offer");
+    } catch (error) {
+      link.#finish("bad offer"); // not left open: each malformed offer would keep a peer connection
+      throw error;
+    }
     return { link, sdp: await gathered };
   }
 
