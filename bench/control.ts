@@ -50,6 +50,31 @@ export async function processUsage(pid: number, tick: number): Promise<{ cpu: nu
   return { cpu, rss };
 }
 
+/**
+ * Registers and starts `n` control-plane nodes (`run --no-tun`) named `prefix`0, `prefix`1, ... under `dir`,
+ * START_GROUP at a time. Each goes into `into` before it starts, so whoever disposes of `into` stops one whose
+ * start failed too.
+ */
+export async function startNodes(
+  into: NodeProc[],
+  o: { n: number; prefix: string; dir: string; guardian: string; token: string },
+): Promise<void> {
+  for (let i = 0; i < o.n; i += START_GROUP) {
+    const group: NodeProc[] = [];
+    for (let j = i; j < Math.min(o.n, i + START_GROUP); j++) {
+      group.push(new NodeProc(`${o.prefix}${j}`, `${o.dir}/${o.prefix}${j}`));
+    }
+    into.push(...group);
+    // allSettled: a failure must not leave another member of the group starting after the caller's cleanup.
+    const started = await Promise.allSettled(group.map(async (node) => {
+      await node.register(o.guardian, o.token, ["--taints", "lab"]);
+      await node.start();
+    }));
+    const failed = started.find((s) => s.status === "rejected");
+    if (failed) throw failed.reason;
+  }
+}
+
 /** Clock ticks per second for /proc CPU times. */
 export async function clockTick(): Promise<number> {
   try {
@@ -118,20 +143,7 @@ async function measureRealm(n: number, windowSeconds: number, tick: number): Pro
     const token = await guardian.admin(["token", "create", "--realm", "home", "--any-taints"]);
 
     const startedAt = Date.now();
-    for (let i = 0; i < n; i += START_GROUP) {
-      const group: NodeProc[] = [];
-      for (let j = i; j < Math.min(n, i + START_GROUP); j++) {
-        group.push(new NodeProc(`n${j}`, `${dir}/n${j}`));
-      }
-      nodes.push(...group); // before starting, so a failed start is still stopped below
-      // allSettled: a failure must not leave another member of the group starting after the cleanup below.
-      const started = await Promise.allSettled(group.map(async (node) => {
-        await node.register(guardian.url, token, ["--taints", "lab"]);
-        await node.start();
-      }));
-      const failed = started.find((s) => s.status === "rejected");
-      if (failed) throw failed.reason;
-    }
+    await startNodes(nodes, { n, prefix: "n", dir, guardian: guardian.url, token });
     const startSeconds = (Date.now() - startedAt) / 1000;
 
     // Each node looks up the next LOOKUPS nodes by name, one lookup at a time across the realm.

@@ -8,7 +8,7 @@ import { run } from "../tests/netns.ts";
 import { cpuSecondsOf, NodeProc, Proc, waitFor } from "../tests/harness.ts";
 import { type Realm, realmOnTestbed, Testbed } from "../tests/testbed.ts";
 import { netnsUnavailable } from "../tests/netns.ts";
-import { clockTick, processUsage } from "./control.ts";
+import { clockTick, processUsage, startNodes } from "./control.ts";
 import type { Figure } from "./crypto.ts";
 
 const TOOLS = ["iperf3", "wireguard-go", "wg", "nebula", "nebula-cert", "ping"];
@@ -251,19 +251,9 @@ async function veilnetIdle(): Promise<Figure[]> {
   const dir = await Deno.makeTempDir({ prefix: "vc-idle-" });
   const others: NodeProc[] = [];
   try {
-    // A few at a time: each is a Deno process that compiles and logs in.
-    for (let i = 0; i < IDLE_PEERS - 1; i += 4) {
-      const group = Array.from({ length: Math.min(4, IDLE_PEERS - 1 - i) }, (_, j) => {
-        return new NodeProc(`p${i + j}`, `${dir}/p${i + j}`);
-      });
-      others.push(...group); // before starting, so a failed start is still stopped below
-      const started = await Promise.allSettled(group.map(async (node) => {
-        await node.register(realm.guardian.url, token, ["--taints", "lab"]);
-        await node.start();
-        await waitFor(`${node.tag} to find a`, 15_000, async () => (await node.resolve("a")).length > 0);
-      }));
-      const failed = started.find((s) => s.status === "rejected");
-      if (failed) throw failed.reason;
+    await startNodes(others, { n: IDLE_PEERS - 1, prefix: "p", dir, guardian: realm.guardian.url, token });
+    for (const node of others) {
+      await waitFor(`${node.tag} to find a`, 15_000, async () => (await node.resolve("a")).length > 0);
     }
     const peers = (await a.peers()).length;
     await waitFor("the tether to dissolve", 20_000, async () => (await a.status()).json.tethers === 0);
