@@ -110,6 +110,8 @@ export const LIBC_SYMBOLS = {
   __errno_location: { parameters: [], result: "pointer" },
   /** char *strerror(int errnum) */
   strerror: { parameters: ["i32" /* int errnum */], result: "pointer" },
+  /** int malloc_trim(size_t pad): gives the allocator's free memory back to the system (glibc; musl has none) */
+  malloc_trim: { parameters: ["usize" /* size_t pad */], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;
 
 /** Linux constants used with the calls above (identical on x86_64 and aarch64). */

@@ -27,12 +27,13 @@ function stream(address: Uint8Array): number {
 }
 
 /**
- * Two connected local sockets that keep message boundaries, as a TUN device does (non-blocking): a stand-in
- * device for tests of what reads and writes one.
+ * Two connected local sockets (non-blocking). By default they keep message boundaries, as a TUN device does: a
+ * stand-in device. `stream`: a byte stream, as a TCP connection is.
  */
-export function packetPair(): [number, number] {
+export function packetPair(kind: "packet" | "stream" = "packet"): [number, number] {
   const sv = new Int32Array(2);
-  const type = LINUX.SOCK_SEQPACKET | LINUX.SOCK_NONBLOCK | LINUX.SOCK_CLOEXEC;
+  const type = (kind === "stream" ? LINUX.SOCK_STREAM : LINUX.SOCK_SEQPACKET) | LINUX.SOCK_NONBLOCK |
+    LINUX.SOCK_CLOEXEC;
   sys("socketpair", () => libc().socketpair(LINUX.AF_UNIX, type, 0, new Uint8Array(sv.buffer)));
   return [sv[0]!, sv[1]!];
 }

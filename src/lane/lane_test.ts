@@ -167,3 +167,32 @@ Deno.test("lane: a stream's messages reach the device in the order they were sea
   assertEquals(seen, [0, 1, 2, 3].map(packet));
   await waitFor("the forged message refused", 3_000, () => (drops.get("refused") ?? 0) === 1);
 });
+
+Deno.test("lane: the worker's warm-up at start leaves nothing behind: no route to its made-up peer, no counter", async () => {
+  await using t = await laneWithLink(SELF, PEER);
+  const { lane, testEnd, tun } = t;
+  const reports: LaneStats[] = [];
+  lane.onStats = (s) => reports.push(s);
+  // The warm-up's made-up peer has 10.255.255.2 (src/lane/worker.ts): a packet to it is the main thread's.
+  const packet = ipPacket(SELF_FACTS.ipv4, Uint8Array.of(10, 255, 255, 2), 17, new Uint8Array(30).fill(7));
+  assertEquals(sendNow(testEnd, packet), packet.length);
+  const bufs = [new Uint8Array(2048)];
+  const sizes = [0];
+  let timer;
+  const read = await Promise.race([
+    tun.readBatch(bufs, sizes, 0),
+    new Promise<"sealed to the made-up peer">((r) =>
+      timer = setTimeout(r, 3_000, "sealed to the made-up peer")
+    ),
+  ]);
+  clearTimeout(timer);
+  assertEquals(read, 1);
+  assertEquals(bufs[0]!.slice(0, sizes[0]), packet);
+  // The first report counts that packet and nothing the warm-up did.
+  await waitFor("the worker's report", 5_000, () => reports.length > 0);
+  const [first] = reports;
+  assertEquals(first!.traffic, []);
+  assertEquals(first!.drops, []);
+  assertEquals([first!.readPackets, first!.writtenPackets, first!.writeErrors], [1, 0, 0]);
+  assert(Object.values(first!.stages).every((ms) => ms < 50), `stages: ${JSON.stringify(first!.stages)}`);
+});

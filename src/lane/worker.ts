@@ -21,9 +21,10 @@ import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
 import { takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
-import { closeFd, recvNow, sendNow, setNoDelay, unacknowledged } from "../../ffi/socket.ts";
+import { closeFd, packetPair, recvNow, sendNow, setNoDelay, unacknowledged } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
 import { toHex } from "../wire/bytes.ts";
+import { ReplayWindow } from "../crypto/replay_window.ts";
 import { StreamOpener, StreamSealer, type SyncAesGcm } from "../crypto/stream.ts";
 import { MAX_DATA_MESSAGE_BYTES } from "../spec.ts";
 import { destinationOf } from "../tun/ip.ts";
@@ -592,6 +593,129 @@ async function takeCommands(expected: number): Promise<void> {
   }
 }
 
+// ---- Warm-up ------------------------------------------------------------------------------------------------------
+
+/** Rounds of made-up traffic at start (see warmUp): one small packet each, then a batch of full-size ones. */
+const WARM_UP_SMALL = 2_000;
+const WARM_UP_BULK = 300;
+
+/**
+ * Carries made-up traffic through this thread's own code before the first real packet: a socket pair stands in
+ * for the device, another for a connection, and a throwaway stream seals what is read and opens it again (this
+ * node sending to itself). Until V8 has compiled that code, each packet costs several times more: a fresh
+ * tunnel's pings took twice as long as after bulk traffic, the first one 4-5 ms. It costs ~250 ms of this thread
+ * at start; half as many rounds left most of the gap. Everything made here is taken down and every counter
+ * zeroed before the first command.
+ */
+function warmUp(): void {
+  const [device, host] = packetPair();
+  const [out, back] = packetPair("stream");
+  const [self, peer] = [new Uint8Array(16).fill(1), new Uint8Array(16).fill(2)];
+  const peerHex = toHex(peer);
+  const [from, to] = [Uint8Array.of(10, 255, 255, 1), Uint8Array.of(10, 255, 255, 2)];
+  const [from6, to6] = [new Uint8Array(16).fill(1), new Uint8Array(16).fill(2)];
+  const factsOf = (ipv4: Uint8Array, ipv6: Uint8Array): AddressFacts => ({
+    ipv4,
+    ipv6,
+    portal: 0,
+    subnets: [],
+  });
+  const stream = {
+    id: crypto.getRandomValues(new Uint8Array(8)),
+    raw: crypto.getRandomValues(new Uint8Array(32)),
+  };
+  const createdAt = Date.now();
+  const readBytes = OFFLOAD_HEADER_BYTES + 65_535;
+  try {
+    handle({ t: "tun", self, fd: device, offload: true, readBytes });
+    handle({ t: "adopt", link: -1, fd: out, first: new Uint8Array(0) });
+    handle({ t: "adopt", link: -2, fd: back, first: new Uint8Array(0) });
+    handle({ t: "facts", self: factsOf(to, to6), peers: [[peerHex, factsOf(from, from6)]] });
+    handle({
+      t: "route",
+      peer: peerHex,
+      addresses: [to, to6],
+      link: -1,
+      sealer: { ...stream, peer: self, createdAt, first: 0 },
+    });
+    handle({ t: "opener", state: { ...stream, peer, createdAt, window: new ReplayWindow().snapshot() } });
+    const packet = (size: number) => {
+      const p = new Uint8Array(OFFLOAD_HEADER_BYTES + size);
+      const ip = p.subarray(OFFLOAD_HEADER_BYTES);
+      ip[0] = 0x45;
+      new DataView(ip.buffer, ip.byteOffset).setUint16(2, size);
+      ip[9] = 6;
+      ip.set(from, 12);
+      ip.set(to, 16);
+      return p;
+    };
+    const packet6 = (size: number) => {
+      const p = new Uint8Array(OFFLOAD_HEADER_BYTES + size);
+      const ip = p.subarray(OFFLOAD_HEADER_BYTES);
+      ip[0] = 0x60;
+      new DataView(ip.buffer, ip.byteOffset).setUint16(4, size - 40);
+      ip[6] = 58;
+      ip.set(from6, 8);
+      ip.set(to6, 24);
+      return p;
+    };
+    const [small, small6, full, superPacket] = [packet(84), packet6(104), packet(1_400), packet(65_000)];
+    superPacket.set([1, 1, 52, 0, 168, 5], 0); // NEEDS_CSUM, TCPv4, a 52-byte header, 1448-byte segments
+    const order: ("tun" | Link)[] = ["tun", links.get(-2)!];
+    const pollfds = new Uint8Array(8 * order.length);
+    const view = new DataView(pollfds.buffer);
+    const drain = new Uint8Array(readBytes);
+    for (let round = 0; round < WARM_UP_SMALL + 2 * WARM_UP_BULK; round++) {
+      const bulk = round - WARM_UP_SMALL;
+      if (round % 100 === 0) traffic = new Map(); // as a report does: a peer's first batch after it counts anew
+      const [p, batch] = bulk < 0
+        ? [round % 2 ? small6 : small, 1]
+        : bulk < WARM_UP_BULK
+        ? [full, PACKETS_PER_READ / 2]
+        : [superPacket, 2];
+      for (let i = 0; i < batch; i++) c.write(host, p, BigInt(p.length));
+      // As the loop does: poll, handle what is ready, until nothing is.
+      for (let turn = 0; turn < 8; turn++) {
+        view.setInt32(0, device, true);
+        view.setInt32(8, back, true);
+        for (let i = 0; i < order.length; i++) {
+          view.setInt16(8 * i + 4, LINUX.POLLIN, true);
+          view.setInt16(8 * i + 6, 0, true);
+        }
+        if (c.pollSync(pollfds, BigInt(order.length), 0) <= 0) break;
+        handleReady(view, order);
+      }
+      while (Number(c.read(host, drain, BigInt(drain.length))) > 0) { /* what was written to the device */ }
+    }
+  } finally {
+    handle({ t: "unroute", peer: peerHex });
+    openers.clear();
+    waiting.clear();
+    for (const id of [-1, -2]) links.delete(id);
+    for (const fd of [device, host, out, back]) closeFd(fd);
+    tun = undefined;
+    selfId = new Uint8Array(0);
+    facts.delete(peerHex);
+    selfFacts = undefined;
+    slow = [];
+    forMain.clear();
+    flushed.clear();
+    touched.clear();
+    traffic = new Map();
+    drops = new Map();
+    for (const stage of Object.keys(stages) as (keyof typeof stages)[]) stages[stage] = 0;
+    backlogs =
+      readPackets =
+      writtenPackets =
+      writeErrors =
+      reportedPackets =
+      answered =
+        0;
+    active = false;
+    lastReport = lastActivity = performance.now(); // what it made is given back once quiet (see TRIM_QUIET_MS)
+  }
+}
+
 // ---- The loop ----------------------------------------------------------------------------------------------------
 
 function flushPosts(): void {
@@ -659,6 +783,12 @@ let woken = false;
 /** Whether this turn carried traffic, and when a turn last did (ms). */
 let active = false;
 let lastActivity = 0;
+/**
+ * After this long without traffic, the C allocator gives what it holds free back to the system, once: the
+ * buffers of a burst of traffic, freed when V8 collects them, otherwise stay in the process's RSS.
+ */
+const TRIM_QUIET_MS = 5_000;
+let trimmed = false;
 
 async function run(): Promise<void> {
   let expected = received;
@@ -691,6 +821,7 @@ async function run(): Promise<void> {
       if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
     }
     for (const held of waiting) timeout = Math.min(timeout, Math.max(0, held.reorder.deadline! - now));
+    if (!trimmed) timeout = Math.min(timeout, Math.max(0, lastActivity + TRIM_QUIET_MS - now));
     c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
     try {
       handleReady(view, order);
@@ -714,7 +845,13 @@ async function run(): Promise<void> {
       flushPosts();
     }
     const done = performance.now();
-    if (active) lastActivity = after;
+    if (active) {
+      lastActivity = after;
+      trimmed = false;
+    } else if (!trimmed && done - lastActivity >= TRIM_QUIET_MS) {
+      c.malloc_trim?.(0n);
+      trimmed = true;
+    }
     active = false;
     const pending = counted();
     const quiet = pending && done - lastActivity >= STATS_QUIET_MS;
@@ -742,7 +879,14 @@ scope.onmessage = (e: MessageEvent<Command>) => {
     nodeAes = m.nodeAesGcm;
   });
   loaded.then(() => {
+    // Said before the warm-up: this thread's first postMessage changes prototypes that compiled code depends on,
+    // which would throw the warm-up's work away.
     post({ t: "ready" });
+    try {
+      warmUp();
+    } catch (error) {
+      post({ t: "log", message: `warm-up: ${(error as Error).stack ?? error}` }); // only slower
+    }
     return run();
   }).catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
 };
