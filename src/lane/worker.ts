@@ -620,31 +620,36 @@ function warmUp(): void {
     portal: 0,
     subnets: [],
   });
-  const stream = {
-    id: crypto.getRandomValues(new Uint8Array(8)),
-    raw: crypto.getRandomValues(new Uint8Array(32)),
-  };
   const createdAt = Date.now();
   const readBytes = OFFLOAD_HEADER_BYTES + 65_535;
+  // Cloned as postMessage clones: the objects take the shapes the real commands' will have.
+  const command = (cmd: Command) => handle(structuredClone(cmd));
   try {
-    handle({ t: "tun", self, fd: device, offload: true, readBytes });
-    handle({ t: "adopt", link: -1, fd: out, first: new Uint8Array(0) });
-    handle({ t: "adopt", link: -2, fd: back, first: new Uint8Array(0) });
-    handle({ t: "facts", self: factsOf(to, to6), peers: [[peerHex, factsOf(from, from6)]] });
-    handle({
-      t: "route",
-      peer: peerHex,
-      addresses: [to, to6],
-      link: -1,
-      sealer: { ...stream, peer: self, createdAt, first: 0 },
-    });
-    handle({ t: "opener", state: { ...stream, peer, createdAt, window: new ReplayWindow().snapshot() } });
-    const packet = (size: number) => {
+    command({ t: "tun", self, fd: device, offload: true, readBytes });
+    command({ t: "adopt", link: -1, fd: out, first: new Uint8Array(0) });
+    command({ t: "adopt", link: -2, fd: back, first: new Uint8Array(0) });
+    command({ t: "facts", self: factsOf(to, to6), peers: [[peerHex, factsOf(from, from6)]] });
+    // A throwaway stream, renewed as a real one is: V8 assumes that a field only one object ever had is a
+    // constant, and the second stream would throw the compiled code away.
+    let stream: { id: Uint8Array; raw: Uint8Array } | undefined;
+    const renew = () => {
+      if (stream) command({ t: "drop-opener", id: toHex(stream.id) });
+      stream = {
+        id: crypto.getRandomValues(new Uint8Array(8)),
+        raw: crypto.getRandomValues(new Uint8Array(32)),
+      };
+      const sealer = { ...stream, peer: self, createdAt, first: 0 };
+      command({ t: "route", peer: peerHex, addresses: [to, to6], link: -1, sealer });
+      command({ t: "opener", state: { ...stream, peer, createdAt, window: new ReplayWindow().snapshot() } });
+    };
+    // A message of no stream this thread holds (the main thread's): as the connection's control messages are.
+    const stray = crypto.getRandomValues(new Uint8Array(100));
+    const packet = (size: number, protocol = 6) => {
       const p = new Uint8Array(OFFLOAD_HEADER_BYTES + size);
       const ip = p.subarray(OFFLOAD_HEADER_BYTES);
       ip[0] = 0x45;
       new DataView(ip.buffer, ip.byteOffset).setUint16(2, size);
-      ip[9] = 6;
+      ip[9] = protocol;
       ip.set(from, 12);
       ip.set(to, 16);
       return p;
@@ -659,7 +664,7 @@ function warmUp(): void {
       ip.set(to6, 24);
       return p;
     };
-    const [small, small6, full, superPacket] = [packet(84), packet6(104), packet(1_400), packet(65_000)];
+    const [small, small6, full, superPacket] = [packet(84, 1), packet6(104), packet(1_400), packet(65_000)];
     superPacket.set([1, 1, 52, 0, 168, 5], 0); // NEEDS_CSUM, TCPv4, a 52-byte header, 1448-byte segments
     const order: ("tun" | Link)[] = ["tun", links.get(-2)!];
     const pollfds = new Uint8Array(8 * order.length);
@@ -668,6 +673,8 @@ function warmUp(): void {
     for (let round = 0; round < WARM_UP_SMALL + 2 * WARM_UP_BULK; round++) {
       const bulk = round - WARM_UP_SMALL;
       if (round % 100 === 0) traffic = new Map(); // as a report does: a peer's first batch after it counts anew
+      if (round % 1_000 === 0) renew();
+      if (round % 100 === 50) command({ t: "send", link: -1, messages: [stray] });
       const [p, batch] = bulk < 0
         ? [round % 2 ? small6 : small, 1]
         : bulk < WARM_UP_BULK
@@ -688,7 +695,7 @@ function warmUp(): void {
       while (Number(c.read(host, drain, BigInt(drain.length))) > 0) { /* what was written to the device */ }
     }
   } finally {
-    handle({ t: "unroute", peer: peerHex });
+    command({ t: "unroute", peer: peerHex });
     openers.clear();
     waiting.clear();
     for (const id of [-1, -2]) links.delete(id);
