@@ -15,6 +15,7 @@ import { KernelRoutes, openPortal, portalHost, UnderlayReader } from "./portal/h
 import { formatCidr, subnetsOf } from "./portal/subnets.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
+import { Lane } from "./lane/lane.ts";
 import { libcryptoAesGcm } from "../ffi/aes_gcm.ts";
 import { isTag } from "./wire/certificate.ts";
 
@@ -126,6 +127,9 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
     // them a portal offers everything it was granted.
     const subnets = o.subnets;
     if (o.guardianCa !== undefined) trustGuardianCa(o.guardianCa);
+    // The data-plane worker starts now: its warm-up (src/lane/worker.ts) runs while the node logs in and joins,
+    // not while the first packets wait. The agent takes its own hold when it gives the worker the device.
+    const early = useTun && Lane.readsTun ? Lane.acquire() : undefined;
     const agent = await Agent.start({
       guardian: o.guardian,
       token: o.token,
@@ -158,7 +162,7 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
           return tun;
         }
         : undefined,
-    });
+    }).finally(() => early?.release());
     undo.push(() => agent.close());
     const cert = agent.certificate;
     if (o.ip !== undefined && formatAddress(cert.ipv4) !== o.ip) {

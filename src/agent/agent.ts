@@ -327,7 +327,7 @@ export class Agent implements AsyncDisposable {
     // A real device is read by the data-plane worker, which carries the fast path itself (src/lane/).
     let lane: Lane | undefined;
     let tun = device;
-    if (device instanceof LinuxTun && Deno.env.get("VEILNET_CONFLUX_LANE") !== "0") {
+    if (device instanceof LinuxTun && Lane.readsTun) {
       lane = Lane.acquire();
       const attached = await lane.ready && lane.attach(device, this.#identity.nodeId);
       if (attached) tun = attached;

@@ -80,6 +80,11 @@ export class Lane {
     return this.#failed;
   }
 
+  /** Whether the worker reads the TUN device (`VEILNET_CONFLUX_LANE=0` keeps it on the main thread). */
+  static get readsTun(): boolean {
+    return Deno.env.get("VEILNET_CONFLUX_LANE") !== "0";
+  }
+
   /** The process's worker, started if it is not running; give it back with `release`. */
   static acquire(): Lane {
     const lane = Lane.#shared ??= new Lane();

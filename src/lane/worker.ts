@@ -596,16 +596,16 @@ async function takeCommands(expected: number): Promise<void> {
 // ---- Warm-up ------------------------------------------------------------------------------------------------------
 
 /** Rounds of made-up traffic at start (see warmUp): one small packet each, then a batch of full-size ones. */
-const WARM_UP_SMALL = 2_000;
+const WARM_UP_SMALL = 1_000;
 const WARM_UP_BULK = 300;
 
 /**
  * Carries made-up traffic through this thread's own code before the first real packet: a socket pair stands in
  * for the device, another for a connection, and a throwaway stream seals what is read and opens it again (this
  * node sending to itself). Until V8 has compiled that code, each packet costs several times more: a fresh
- * tunnel's pings took twice as long as after bulk traffic, the first one 4-5 ms. It costs ~250 ms of this thread
- * at start; half as many rounds left most of the gap. Everything made here is taken down and every counter
- * zeroed before the first command.
+ * tunnel's pings took twice as long as after bulk traffic, the first one 4-5 ms. It costs ~140 ms of this thread's
+ * CPU, while the node logs in (src/conflux.ts starts the worker first); with half the rounds of a larger version,
+ * fresh pings stayed ~15% slower. Everything made here is taken down and every counter zeroed before the first command.
  */
 function warmUp(): void {
   const [device, host] = packetPair();
@@ -664,7 +664,7 @@ function warmUp(): void {
       ip.set(to6, 24);
       return p;
     };
-    const [small, small6, full, superPacket] = [packet(84, 1), packet6(104), packet(1_400), packet(65_000)];
+    const [small, small6, full, superPacket] = [packet(84, 1), packet6(104), packet(1_400), packet(16_000)];
     superPacket.set([1, 1, 52, 0, 168, 5], 0); // NEEDS_CSUM, TCPv4, a 52-byte header, 1448-byte segments
     const order: ("tun" | Link)[] = ["tun", links.get(-2)!];
     const pollfds = new Uint8Array(8 * order.length);
@@ -678,7 +678,7 @@ function warmUp(): void {
       const [p, batch] = bulk < 0
         ? [round % 2 ? small6 : small, 1]
         : bulk < WARM_UP_BULK
-        ? [full, PACKETS_PER_READ / 2]
+        ? [full, PACKETS_PER_READ / 4]
         : [superPacket, 2];
       for (let i = 0; i < batch; i++) c.write(host, p, BigInt(p.length));
       // As the loop does: poll, handle what is ready, until nothing is.
