@@ -666,7 +666,7 @@ function warmUp(): void {
     };
     const [small, small6, full, superPacket] = [packet(84, 1), packet6(104), packet(1_400), packet(16_000)];
     superPacket.set([1, 1, 52, 0, 168, 5], 0); // NEEDS_CSUM, TCPv4, a 52-byte header, 1448-byte segments
-    const order: ("tun" | Link)[] = ["tun", links.get(-2)!];
+    const order: ("tun" | Link)[] = ["tun", links.get(-1)!, links.get(-2)!];
     const pollfds = new Uint8Array(8 * order.length);
     const view = new DataView(pollfds.buffer);
     const drain = new Uint8Array(readBytes);
@@ -683,12 +683,7 @@ function warmUp(): void {
       for (let i = 0; i < batch; i++) c.write(host, p, BigInt(p.length));
       // As the loop does: poll, handle what is ready, until nothing is.
       for (let turn = 0; turn < 8; turn++) {
-        view.setInt32(0, device, true);
-        view.setInt32(8, back, true);
-        for (let i = 0; i < order.length; i++) {
-          view.setInt16(8 * i + 4, LINUX.POLLIN, true);
-          view.setInt16(8 * i + 6, 0, true);
-        }
+        describePoll(view, order);
         if (c.pollSync(pollfds, BigInt(order.length), 0) <= 0) break;
         handleReady(view, order);
       }
@@ -768,6 +763,19 @@ function report(): void {
   reportedPackets = readPackets + writtenPackets + writeErrors;
 }
 
+/** Fills poll()'s array for `order`: each entry's descriptor, to read, and to write a connection's queue. */
+function describePoll(view: DataView, order: (Link | "tun" | "wake" | "ack")[]): void {
+  order.forEach((entry, i) => {
+    const fd = entry === "wake" ? wakeFd : entry === "ack" ? ackFd : entry === "tun" ? tun!.fd : entry.fd;
+    const events = typeof entry === "object"
+      ? LINUX.POLLIN | (entry.queue.length > 0 ? LINUX.POLLOUT : 0)
+      : LINUX.POLLIN;
+    view.setInt32(8 * i, fd, true);
+    view.setInt16(8 * i + 4, events, true);
+    view.setInt16(8 * i + 6, 0, true);
+  });
+}
+
 /** Handles what poll() found ready (the wake counter: sets `woken`). */
 function handleReady(view: DataView, order: (Link | "tun" | "wake" | "ack")[]): void {
   for (let i = 0; i < order.length; i++) {
@@ -809,15 +817,7 @@ async function run(): Promise<void> {
     for (const link of links.values()) order.push(link);
     if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
     const view = new DataView(pollfds.buffer);
-    order.forEach((entry, i) => {
-      const fd = entry === "wake" ? wakeFd : entry === "ack" ? ackFd : entry === "tun" ? tun!.fd : entry.fd;
-      const events = typeof entry === "object"
-        ? LINUX.POLLIN | (entry.queue.length > 0 ? LINUX.POLLOUT : 0)
-        : LINUX.POLLIN;
-      view.setInt32(8 * i, fd, true);
-      view.setInt16(8 * i + 4, events, true);
-      view.setInt16(8 * i + 6, 0, true);
-    });
+    describePoll(view, order);
     const now = performance.now();
     const dirty = counted();
     const reportAt = dirty
