@@ -168,7 +168,7 @@ Deno.test("lane: a stream's messages reach the device in the order they were sea
   await waitFor("the forged message refused", 3_000, () => (drops.get("refused") ?? 0) === 1);
 });
 
-Deno.test("lane: the worker's warm-up at start leaves nothing behind: no route to its made-up peer, no counter", async () => {
+Deno.test("lane: the worker's warm-up at start leaves nothing behind: no route to its made-up peer, no counter, no post", async () => {
   await using t = await laneWithLink(SELF, PEER);
   const { lane, testEnd, tun } = t;
   const reports: LaneStats[] = [];
@@ -187,6 +187,7 @@ Deno.test("lane: the worker's warm-up at start leaves nothing behind: no route t
   ]);
   clearTimeout(timer);
   assertEquals(read, 1);
+  // The first packet the main thread writes is this one, not one the warm-up made up for it.
   assertEquals(bufs[0]!.slice(0, sizes[0]), packet);
   // The first report counts that packet and nothing the warm-up did.
   await waitFor("the worker's report", 5_000, () => reports.length > 0);

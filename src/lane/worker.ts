@@ -18,7 +18,7 @@
 /// <reference lib="deno.worker" />
 
 import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
-import { takeFrom } from "../../ffi/eventfd.ts";
+import { addTo, eventfd, takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
 import { libc, libcrypto } from "../../ffi/loader.ts";
 import { closeFd, packetPair, recvNow, sendNow, setNoDelay, unacknowledged } from "../../ffi/socket.ts";
@@ -143,7 +143,11 @@ function counted(): boolean {
   return traffic.size > 0 || drops.size > 0 || readPackets + writtenPackets + writeErrors !== reportedPackets;
 }
 
+/** While the warm-up runs, what it would post is made up: only its logs are said. */
+let warming = false;
+
 function post(event: Event, transfer: Transferable[] = []): void {
+  if (warming && event.t !== "log") return;
   scope.postMessage(event, transfer);
 }
 
@@ -600,14 +604,19 @@ const WARM_UP_SMALL = 1_000;
 const WARM_UP_BULK = 300;
 
 /**
- * Carries made-up traffic through this thread's own code before the first real packet: a socket pair stands in
- * for the device, another for a connection, and a throwaway stream seals what is read and opens it again (this
- * node sending to itself). Until V8 has compiled that code, each packet costs several times more: a fresh
- * tunnel's pings took twice as long as after bulk traffic, the first one 4-5 ms. It costs ~140 ms of this thread's
- * CPU, while the node logs in (src/conflux.ts starts the worker first); with half the rounds of a larger version,
- * fresh pings stayed ~15% slower. Everything made here is taken down and every counter zeroed before the first command.
+ * Carries made-up traffic through this thread's own loop (turn, endTurn) before the first real packet: a socket
+ * pair stands in for the device, another for a connection, and a throwaway stream seals what is read and opens it
+ * again (this node sending to itself). Until V8 has compiled that code, each packet costs several times more: a
+ * fresh tunnel's pings took twice as long as after bulk traffic, the first one 4-5 ms. Every path the first real
+ * traffic takes runs here too (a packet for the main thread and its acknowledgement, a command's wake-up, an idle
+ * turn after a report): compiled code that meets a path it has never seen is thrown away, and light traffic is
+ * slow to compile it again. Wake and acknowledgement counters of its own stand in for the real ones, and what it
+ * would post is dropped (see post). It costs ~140 ms of this thread's CPU, while the node logs in (src/conflux.ts
+ * starts the worker first). Everything made here is taken down and every counter zeroed before the first command.
  */
 function warmUp(): void {
+  const [realWake, realAck] = [wakeFd, ackFd];
+  [wakeFd, ackFd, warming] = [eventfd(), eventfd(), true];
   const [device, host] = packetPair();
   const [out, back] = packetPair("stream");
   const [self, peer] = [new Uint8Array(16).fill(1), new Uint8Array(16).fill(2)];
@@ -666,26 +675,38 @@ function warmUp(): void {
     };
     const [small, small6, full, superPacket] = [packet(84, 1), packet6(104), packet(1_400), packet(16_000)];
     superPacket.set([1, 1, 52, 0, 168, 5], 0); // NEEDS_CSUM, TCPv4, a 52-byte header, 1448-byte segments
-    const order: ("tun" | Link)[] = ["tun", links.get(-1)!, links.get(-2)!];
-    const pollfds = new Uint8Array(8 * order.length);
-    const view = new DataView(pollfds.buffer);
+    // A packet for an address no route has: the main thread's to carry.
+    const stranger = packet(84, 1);
+    stranger[OFFLOAD_HEADER_BYTES + 19] = 9;
     const drain = new Uint8Array(readBytes);
     for (let round = 0; round < WARM_UP_SMALL + 2 * WARM_UP_BULK; round++) {
       const bulk = round - WARM_UP_SMALL;
-      if (round % 100 === 0) traffic = new Map(); // as a report does: a peer's first batch after it counts anew
+      if (round % 100 === 0) {
+        // A report, then a turn with nothing to do: as an idle loop does.
+        report();
+        turn(0);
+        endTurn();
+      }
       if (round % 1_000 === 0) renew();
       if (round % 100 === 50) command({ t: "send", link: -1, messages: [stray] });
+      if (round % 50 === 25) {
+        c.write(host, stranger, BigInt(stranger.length));
+        addTo(ackFd); // the main thread took it
+        addTo(wakeFd); // a command came
+      }
       const [p, batch] = bulk < 0
         ? [round % 2 ? small6 : small, 1]
         : bulk < WARM_UP_BULK
         ? [full, PACKETS_PER_READ / 4]
         : [superPacket, 2];
       for (let i = 0; i < batch; i++) c.write(host, p, BigInt(p.length));
-      // As the loop does: poll, handle what is ready, until nothing is.
-      for (let turn = 0; turn < 8; turn++) {
-        describePoll(view, order);
-        if (c.pollSync(pollfds, BigInt(order.length), 0) <= 0) break;
-        handleReady(view, order);
+      // As the loop does, until nothing is ready.
+      for (let turns = 0; turns < 8 && turn(0) > 0; turns++) {
+        if (woken) {
+          woken = false;
+          takeFrom(wakeFd);
+        }
+        endTurn();
       }
       while (Number(c.read(host, drain, BigInt(drain.length))) > 0) { /* what was written to the device */ }
     }
@@ -695,11 +716,16 @@ function warmUp(): void {
     waiting.clear();
     for (const id of [-1, -2]) links.delete(id);
     for (const fd of [device, host, out, back]) closeFd(fd);
+    for (const fd of [wakeFd, ackFd]) closeFd(fd);
+    wakeFd = realWake;
+    ackFd = realAck;
+    warming = woken = trimmed = false;
+    slowOutstanding = 0;
     tun = undefined;
     selfId = new Uint8Array(0);
     facts.delete(peerHex);
     selfFacts = undefined;
-    slow = [];
+    slow.length = 0; // the same array: a new one would have another shape than the one the code was compiled for
     forMain.clear();
     flushed.clear();
     touched.clear();
@@ -805,66 +831,84 @@ let lastActivity = 0;
 const TRIM_QUIET_MS = 5_000;
 let trimmed = false;
 
+/** What the loop polls, in order, and poll()'s array for it. */
+const order: (Link | "tun" | "wake" | "ack")[] = [];
+let pollfds = new Uint8Array(0);
+/** When the last turn's poll() returned (ms). */
+let polledAt = 0;
+
+/**
+ * One turn of the loop, up to the commands: poll (for at most `longest` ms), handle what is ready, post what was
+ * gathered. The wake counter's being ready is left in `woken`. A function of its own, not the loop's body, so that
+ * V8 compiles it as a whole from the warm-up on (a loop entered once is compiled only on stack, and late).
+ */
+function turn(longest: number): number {
+  order.length = 0;
+  order.push("wake");
+  if (mayReadTun()) order.push("tun");
+  if (slowOutstanding > 0) order.push("ack");
+  for (const link of links.values()) order.push(link);
+  if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
+  const view = new DataView(pollfds.buffer);
+  describePoll(view, order);
+  const now = performance.now();
+  const dirty = counted();
+  const reportAt = dirty
+    ? Math.min(lastReport + STATS_MS, lastActivity + STATS_QUIET_MS)
+    : lastReport + STATS_IDLE_MS;
+  let timeout = Math.min(longest, Math.max(0, reportAt - now));
+  for (const link of links.values()) {
+    if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
+  }
+  for (const held of waiting) timeout = Math.min(timeout, Math.max(0, held.reorder.deadline! - now));
+  if (!trimmed) timeout = Math.min(timeout, Math.max(0, lastActivity + TRIM_QUIET_MS - now));
+  const ready = c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
+  try {
+    handleReady(view, order);
+  } catch (error) {
+    // A defect here must not stop the data plane: it is said, and the loop goes on.
+    post({ t: "log", message: `${(error as Error).stack ?? error}` });
+  }
+  const after = polledAt = performance.now();
+  if (waiting.size > 0) release(after);
+  for (const link of [...links.values()]) {
+    if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
+      closeLink(link, `write failed: stalled for ${STALL_MS} ms`);
+    }
+  }
+  flushPosts();
+  return ready;
+}
+
+/** The end of a turn, after the commands: gives memory back once quiet, reports the counters when due. */
+function endTurn(): void {
+  const done = performance.now();
+  if (active) {
+    lastActivity = polledAt;
+    trimmed = false;
+  } else if (!trimmed && done - lastActivity >= TRIM_QUIET_MS) {
+    c.malloc_trim?.(0n);
+    trimmed = true;
+  }
+  active = false;
+  const pending = counted();
+  const quiet = pending && done - lastActivity >= STATS_QUIET_MS;
+  // A connection that is the bottleneck is said soon: the main thread may spread its traffic over more paths.
+  const backlogged = backlogs >= BACKLOG_REPORT_BATCHES && done - lastReport >= STATS_QUIET_MS;
+  if (quiet || backlogged || done - lastReport >= (pending ? STATS_MS : STATS_IDLE_MS)) report();
+}
+
 async function run(): Promise<void> {
   let expected = received;
-  const order: (Link | "tun" | "wake" | "ack")[] = [];
-  let pollfds = new Uint8Array(0);
   while (!stopping) {
-    order.length = 0;
-    order.push("wake");
-    if (mayReadTun()) order.push("tun");
-    if (slowOutstanding > 0) order.push("ack");
-    for (const link of links.values()) order.push(link);
-    if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
-    const view = new DataView(pollfds.buffer);
-    describePoll(view, order);
-    const now = performance.now();
-    const dirty = counted();
-    const reportAt = dirty
-      ? Math.min(lastReport + STATS_MS, lastActivity + STATS_QUIET_MS)
-      : lastReport + STATS_IDLE_MS;
-    let timeout = Math.max(0, reportAt - now);
-    for (const link of links.values()) {
-      if (link.queue.length > 0) timeout = Math.min(timeout, Math.max(0, link.progress + STALL_MS - now));
-    }
-    for (const held of waiting) timeout = Math.min(timeout, Math.max(0, held.reorder.deadline! - now));
-    if (!trimmed) timeout = Math.min(timeout, Math.max(0, lastActivity + TRIM_QUIET_MS - now));
-    c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
-    try {
-      handleReady(view, order);
-    } catch (error) {
-      // A defect here must not stop the data plane: it is said, and the loop goes on.
-      post({ t: "log", message: `${(error as Error).stack ?? error}` });
-    }
-    const wake = woken;
-    woken = false;
-    const after = performance.now();
-    if (waiting.size > 0) release(after);
-    for (const link of [...links.values()]) {
-      if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
-        closeLink(link, `write failed: stalled for ${STALL_MS} ms`);
-      }
-    }
-    flushPosts();
-    if (wake) {
+    turn(Infinity);
+    if (woken) {
+      woken = false;
       expected += takeFrom(wakeFd);
       await takeCommands(expected);
       flushPosts();
     }
-    const done = performance.now();
-    if (active) {
-      lastActivity = after;
-      trimmed = false;
-    } else if (!trimmed && done - lastActivity >= TRIM_QUIET_MS) {
-      c.malloc_trim?.(0n);
-      trimmed = true;
-    }
-    active = false;
-    const pending = counted();
-    const quiet = pending && done - lastActivity >= STATS_QUIET_MS;
-    // A connection that is the bottleneck is said soon: the main thread may spread its traffic over more paths.
-    const backlogged = backlogs >= BACKLOG_REPORT_BATCHES && done - lastReport >= STATS_QUIET_MS;
-    if (quiet || backlogged || done - lastReport >= (pending ? STATS_MS : STATS_IDLE_MS)) report();
+    endTurn();
   }
   for (const link of [...links.values()]) closeLink(link, "shutting down");
   flushPosts();
