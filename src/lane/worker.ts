@@ -682,10 +682,12 @@ function warmUp(): void {
     for (let round = 0; round < WARM_UP_SMALL + 2 * WARM_UP_BULK; round++) {
       const bulk = round - WARM_UP_SMALL;
       if (round % 100 === 0) {
-        // A report, then a turn with nothing to do: as an idle loop does.
-        report();
-        turn(0);
-        endTurn();
+        // A report falls due, then a turn with nothing to do: as an idle loop's.
+        lastReport -= STATS_IDLE_MS;
+        for (let idle = 0; idle < 2; idle++) {
+          turn(0);
+          endTurn();
+        }
       }
       if (round % 1_000 === 0) renew();
       if (round % 100 === 50) command({ t: "send", link: -1, messages: [stray] });
