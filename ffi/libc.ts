@@ -108,6 +108,11 @@ export const LIBC_SYMBOLS = {
   if_nametoindex: { parameters: ["buffer" /* const char *ifname */], result: "u32" },
   /** int *__errno_location(void): the calling thread's errno (glibc and musl) */
   __errno_location: { parameters: [], result: "pointer" },
+  /** int clock_gettime(clockid_t clockid, struct timespec *tp) */
+  clock_gettime: {
+    parameters: ["i32", /* clockid_t clockid */ "buffer" /* struct timespec *tp */],
+    result: "i32",
+  },
   /** char *strerror(int errnum) */
   strerror: { parameters: ["i32" /* int errnum */], result: "pointer" },
   /** int malloc_trim(size_t pad): gives the allocator's free memory back to the system (glibc; musl has none) */
@@ -139,6 +144,7 @@ export const LINUX = {
   TIOCOUTQ: 0x5411,
   MSG_NOSIGNAL: 0x4000,
   EFD_NONBLOCK: 0x800,
+  CLOCK_MONOTONIC: 1,
   EFD_CLOEXEC: 0x80000,
   POLLIN: 0x1,
   POLLOUT: 0x4,
