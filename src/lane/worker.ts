@@ -850,9 +850,12 @@ let lastActivity = 0;
 const TRIM_QUIET_MS = 5_000;
 let trimmed = false;
 
-/** What the loop polls, in order, and poll()'s array for it. */
+/** What the loop polls, in order, and poll()'s array for it (and a view of that, both made again only to grow). */
 const order: (Link | "tun" | "wake" | "ack")[] = [];
 let pollfds = new Uint8Array(0);
+let pollView = new DataView(pollfds.buffer);
+/** Connections a turn found stalled. */
+const stalled: Link[] = [];
 /** When the last turn's poll() returned (ms). */
 let polledAt = 0;
 
@@ -867,9 +870,11 @@ function turn(longest: number): number {
   if (mayReadTun()) order.push("tun");
   if (slowOutstanding > 0) order.push("ack");
   for (const link of links.values()) order.push(link);
-  if (pollfds.length < 8 * order.length) pollfds = new Uint8Array(16 * order.length);
-  const view = new DataView(pollfds.buffer);
-  describePoll(view, order);
+  if (pollfds.length < 8 * order.length) {
+    pollfds = new Uint8Array(16 * order.length);
+    pollView = new DataView(pollfds.buffer);
+  }
+  describePoll(pollView, order);
   const now = clock();
   const dirty = counted();
   const reportAt = dirty
@@ -883,17 +888,20 @@ function turn(longest: number): number {
   if (!trimmed) timeout = Math.min(timeout, Math.max(0, lastActivity + TRIM_QUIET_MS - now));
   const ready = c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
   try {
-    handleReady(view, order);
+    handleReady(pollView, order);
   } catch (error) {
     // A defect here must not stop the data plane: it is said, and the loop goes on.
     post({ t: "log", message: `${(error as Error).stack ?? error}` });
   }
   const after = polledAt = clock();
   if (waiting.size > 0) release(after);
-  for (const link of [...links.values()]) {
-    if (link.queue.length > 0 && after - link.progress >= STALL_MS) {
-      closeLink(link, `write failed: stalled for ${STALL_MS} ms`);
-    }
+  // Gathered first (closing one takes it out of `links`); in an array kept, not one made every turn.
+  for (const link of links.values()) {
+    if (link.queue.length > 0 && after - link.progress >= STALL_MS) stalled.push(link);
+  }
+  if (stalled.length > 0) {
+    for (const link of stalled) closeLink(link, `write failed: stalled for ${STALL_MS} ms`);
+    stalled.length = 0;
   }
   flushPosts();
   return ready;
