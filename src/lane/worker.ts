@@ -861,8 +861,9 @@ let polledAt = 0;
 
 /**
  * One turn of the loop, up to the commands: poll (for at most `longest` ms), handle what is ready, post what was
- * gathered. The wake counter's being ready is left in `woken`. A function of its own, not the loop's body, so that
- * V8 compiles it as a whole from the warm-up on (a loop entered once is compiled only on stack, and late).
+ * gathered; returns poll()'s count of ready descriptors. The wake counter's being ready is left in `woken`. A
+ * function of its own, not the loop's body, so that V8 compiles it as a whole from the warm-up on (a loop entered
+ * once is compiled only on stack, and late).
  */
 function turn(longest: number): number {
   order.length = 0;
