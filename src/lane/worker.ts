@@ -632,8 +632,6 @@ const WARM_UP_BULK = 300;
  * starts the worker first). Everything made here is taken down and every counter zeroed before the first command.
  */
 function warmUp(): void {
-  const [realWake, realAck] = [wakeFd, ackFd];
-  [wakeFd, ackFd, warming] = [eventfd(), eventfd(), true];
   const [device, host] = packetPair();
   const [out, back] = packetPair("stream");
   const [self, peer] = [new Uint8Array(16).fill(1), new Uint8Array(16).fill(2)];
@@ -650,6 +648,10 @@ function warmUp(): void {
   const readBytes = OFFLOAD_HEADER_BYTES + 65_535;
   // Cloned as postMessage clones: the objects take the shapes the real commands' will have.
   const command = (cmd: Command) => handle(structuredClone(cmd));
+  // Swapped only here, with nothing that can throw before the `finally` that swaps them back: a warm-up that
+  // failed earlier must leave the loop its real counters, and its posts.
+  const [realWake, realAck] = [wakeFd, ackFd];
+  [wakeFd, ackFd, warming] = [eventfd(), eventfd(), true];
   try {
     command({ t: "tun", self, fd: device, offload: true, readBytes });
     command({ t: "adopt", link: -1, fd: out, first: new Uint8Array(0) });
