@@ -1,16 +1,14 @@
 /**
  * Post-quantum primitives behind one small interface, with two implementations:
  * - `webcrypto`: the runtime's own ML-DSA-65 / ML-KEM-768 (about 10x faster here; the hot path);
- * - `noble`: `@noble/post-quantum`, the independent reference, and the fallback where the runtime lacks them.
+ * - `noble`: `@noble/post-quantum`, the independent reference, and the fallback where the runtime lacks them;
+ *   loaded on first use only (a node runs on WebCrypto, and the library costs it memory).
  * Both follow FIPS 203/204, so keys made from the same seed are identical and either side can verify or
  * decapsulate what the other produced (pq_test.ts proves it).
  *
  * Verification never throws: a malformed key or signature is simply "not valid".
  * @module
  */
-
-import { ml_dsa65 } from "@noble/post-quantum/ml-dsa.js";
-import { ml_kem768 } from "@noble/post-quantum/ml-kem.js";
 
 /** An ML-DSA-65 private key that can sign; the private half never leaves memory. */
 export interface SigningKey {
@@ -44,6 +42,7 @@ type ModernSubtle = SubtleCrypto & {
     key: CryptoKey,
   ): Promise<{ ciphertext: ArrayBuffer; sharedKey: ArrayBuffer }>;
   decapsulateBits(algorithm: Algorithm, key: CryptoKey, ciphertext: BufferSource): Promise<ArrayBuffer>;
+  getPublicKey(key: CryptoKey, usages: string[]): Promise<CryptoKey>;
 };
 const subtle = crypto.subtle as ModernSubtle;
 const DSA = { name: "ML-DSA-65" };
@@ -64,8 +63,7 @@ export const webcrypto: PqBackend = {
     let publicKey: Uint8Array;
     if (seed) {
       privateKey = await subtle.importKey(RAW_SEED, seed as BufferSource, DSA, false, ["sign"]);
-      // WebCrypto derives no public key from an imported seed; the reference implementation does, identically.
-      publicKey = ml_dsa65.keygen(seed).publicKey;
+      publicKey = await exportPublic(await subtle.getPublicKey(privateKey, ["verify"]));
     } else {
       const pair = await subtle.generateKey(DSA, true, ["sign", "verify"]) as CryptoKeyPair;
       privateKey = pair.privateKey;
@@ -97,7 +95,7 @@ export const webcrypto: PqBackend = {
         false,
         ["decapsulateBits"] as never,
       );
-      publicKey = ml_kem768.keygen(seed).publicKey;
+      publicKey = await exportPublic(await subtle.getPublicKey(privateKey, ["encapsulateBits"]));
     } else {
       const pair = await subtle.generateKey(
         KEM,
@@ -127,33 +125,36 @@ export const webcrypto: PqBackend = {
   },
 };
 
+const nobleDsa = async () => (await import("@noble/post-quantum/ml-dsa.js")).ml_dsa65;
+const nobleKem = async () => (await import("@noble/post-quantum/ml-kem.js")).ml_kem768;
+
 /** The `@noble/post-quantum` implementation (pure JavaScript). */
 export const noble: PqBackend = {
   name: "noble",
-  signingKey(seed) {
+  async signingKey(seed) {
+    const ml_dsa65 = await nobleDsa();
     const { publicKey, secretKey } = ml_dsa65.keygen(seed);
-    return Promise.resolve({
-      publicKey,
-      sign: (message: Uint8Array) => Promise.resolve(ml_dsa65.sign(message, secretKey)),
-    });
+    return { publicKey, sign: (message: Uint8Array) => Promise.resolve(ml_dsa65.sign(message, secretKey)) };
   },
-  verify(publicKey, message, signature) {
+  async verify(publicKey, message, signature) {
+    const ml_dsa65 = await nobleDsa();
     try {
-      return Promise.resolve(ml_dsa65.verify(signature, message, publicKey));
+      return ml_dsa65.verify(signature, message, publicKey);
     } catch {
-      return Promise.resolve(false);
+      return false;
     }
   },
-  kemKeyPair(seed) {
+  async kemKeyPair(seed) {
+    const ml_kem768 = await nobleKem();
     const { publicKey, secretKey } = ml_kem768.keygen(seed);
-    return Promise.resolve({
+    return {
       publicKey,
       decapsulate: (ciphertext: Uint8Array) => Promise.resolve(ml_kem768.decapsulate(ciphertext, secretKey)),
-    });
+    };
   },
-  encapsulate(publicKey) {
-    const { cipherText, sharedSecret } = ml_kem768.encapsulate(publicKey);
-    return Promise.resolve({ ciphertext: cipherText, sharedSecret });
+  async encapsulate(publicKey) {
+    const { cipherText, sharedSecret } = (await nobleKem()).encapsulate(publicKey);
+    return { ciphertext: cipherText, sharedSecret };
   },
 };
 

@@ -6,24 +6,11 @@
  */
 
 import { createRemoteJWKSet, decodeJwt, jwtVerify } from "jose";
+import { checkJwksUrl } from "./rules.ts";
 import type { NodeIdentity, RealmOidc } from "./store.ts";
 
 /** One key set per JWKS URL: jose caches the keys and refetches them when an unknown key id appears. */
 const keySets = new Map<string, ReturnType<typeof createRemoteJWKSet>>();
-
-/** Checks that a JWKS URL is an absolute http(s) URL; the message says what is wrong. */
-export function checkJwksUrl(text: string): URL {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new Error(`the JWKS URL "${text}" is not a URL`);
-  }
-  if (url.protocol !== "https:" && url.protocol !== "http:") {
-    throw new Error(`the JWKS URL must be http(s), got "${text}"`);
-  }
-  return url;
-}
 
 /** The verified identity of a token, and the values of the realm's taints claim (if it names one). */
 export interface VerifiedIdentity {

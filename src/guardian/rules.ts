@@ -10,7 +10,6 @@ import { MAX_CERTIFICATE_TTL_MS } from "../spec.ts";
 import { parseCidr } from "../tun/ip.ts";
 import { isRegion, MAX_REGION_BYTES, MAX_REGIONS, MAX_SUBNETS, MAX_TAINTS } from "../wire/certificate.ts";
 import { contains, formatCidr, overlaps } from "../portal/subnets.ts";
-import { checkJwksUrl } from "./oidc.ts";
 import type { RealmOidc, RealmRow } from "./store.ts";
 
 /** A refused request: `status` is the HTTP status the API answers with. */
@@ -174,6 +173,23 @@ export function tagTaken(tag: string, realm: RealmRow): GuardianError {
     409,
     `tag "${tag}" is held by another node of realm ${realm.name}: choose another tag`,
   );
+}
+
+/**
+ * Checks that a JWKS URL is an absolute http(s) URL; the message says what is wrong. Here, not beside `jose` in
+ * oidc.ts: a node imports these rules and has no use for `jose`.
+ */
+export function checkJwksUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error(`the JWKS URL "${text}" is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new Error(`the JWKS URL must be http(s), got "${text}"`);
+  }
+  return url;
 }
 
 /** Checks a realm's OIDC settings (all three of issuer, JWKS URL and audience; an optional taints claim). */
