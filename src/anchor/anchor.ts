@@ -206,6 +206,9 @@ class Egress {
   }
 }
 
+/** Packets one read of the TUN takes at most (see #readLoop). */
+const READ_SLOTS = 64;
+
 /**
  * How often the data plane tells the worker what changed while the worker holds anything or a tether is open (a
  * revoked peer's traffic stops within this, and a new direct connection is used within this); with neither, a
@@ -410,8 +413,10 @@ export class Anchor {
   async #readLoop(): Promise<void> {
     const { tun } = this.#o;
     const offload = tun.offload === true;
-    const slots = Array.from({ length: 64 }, () => new Uint8Array(readBytes(tun)));
-    const sizes = new Array<number>(slots.length).fill(0);
+    // Slots are made as batches fill them, up to READ_SLOTS: with the data-plane worker this loop sees only the
+    // packets the worker has no route for, and 64 slots of 64 KiB each would hold 4 MiB for a handful of packets.
+    const slots = [new Uint8Array(readBytes(tun))];
+    const sizes = [0];
     const touched = new Set<Egress>();
     for (;;) {
       const n = await tun.readBatch(slots, sizes, 0);
@@ -435,6 +440,13 @@ export class Anchor {
       for (const e of touched) this.#flush(e);
       for (const e of touched) await this.#room(e);
       touched.clear();
+      if (n === slots.length) { // a full batch: the next read may take twice as many
+        const grown = Math.min(2 * slots.length, READ_SLOTS);
+        while (slots.length < grown) {
+          slots.push(new Uint8Array(readBytes(tun)));
+          sizes.push(0);
+        }
+      }
     }
   }
 

@@ -354,6 +354,21 @@ Deno.test("anchor egress: batches leave in the order they were read, whatever or
   await s.anchor.close();
 });
 
+Deno.test("anchor egress: more packets waiting than one read takes all leave once, in order", async () => {
+  const s = sender();
+  await s.send(); // forms the tether (over the backup pipeline meanwhile)
+  await s.settle(true);
+  const count = 300; // the read loop starts with one slot and doubles them up to 64
+  for (let n = 0; n < count; n++) {
+    s.tun.host.send(udpPacket(SELF_IP, PEER_IP, { sport: n, dport: 2 }, new Uint8Array(8)));
+  }
+  const sent = () => s.onTether.flatMap((batch) => unpackBatch(batch)).length;
+  for (let i = 0; i < 200 && sent() < count; i++) await new Promise((r) => setTimeout(r, 5));
+  const ports = s.onTether.flatMap((batch) => unpackBatch(batch).map((p) => (p[20]! << 8) | p[21]!));
+  assertEquals(ports, Array.from({ length: count }, (_, n) => n));
+  await s.anchor.close();
+});
+
 Deno.test("anchor egress: a small batch sealed on the spot never overtakes a larger one still being sealed", async () => {
   let seals = 0;
   const slowSeal = (b: Uint8Array) => {
