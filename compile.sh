@@ -32,9 +32,9 @@ fi
 
 # What the agent may do, and nothing more: the same list the systemd unit uses (src/service/permissions.ts), with
 # the places a compiled binary keeps state: ~/.config/conflux for root, /etc/veilnet, /var/lib/veilnet; and the
-# same V8 flags.
-mapfile -t PERMISSIONS < <(deno eval --quiet 'import { AGENT_V8_FLAGS, agentPermissions } from "./src/service/permissions.ts";
-console.log([...agentPermissions("/root/.config/conflux,/etc/veilnet,/var/lib/veilnet"), ...AGENT_V8_FLAGS].join("\n"));')
+# same runtime flags.
+mapfile -t PERMISSIONS < <(deno eval --quiet 'import { AGENT_RUNTIME_FLAGS, agentPermissions } from "./src/service/permissions.ts";
+console.log([...agentPermissions("/root/.config/conflux,/etc/veilnet,/var/lib/veilnet"), ...AGENT_RUNTIME_FLAGS].join("\n"));')
 [ ${#PERMISSIONS[@]} -gt 0 ] || { echo "compile: could not read the permissions from src/service/permissions.ts" >&2; exit 1; }
 
 mkdir -p dist

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { AGENT_ENV } from "../src/service/permissions.ts";
 import { selfCommand } from "../src/service/systemd.ts";
 import { guardianFetch, trustGuardianCa } from "../src/agent/guardian_client.ts";
 
@@ -280,7 +281,8 @@ export class NodeProc implements AsyncDisposable {
     readonly configDir: string,
     readonly options: { netns?: string; runFlags?: string[] } = {},
   ) {
-    this.env = {
+    this.env = { // as the systemd unit sets it
+      ...AGENT_ENV,
       VEILNET_CONFIG_DIR: configDir,
       ...(Deno.env.get("VEILNET_DEBUG") ? { VEILNET_DEBUG: "1" } : {}),
     };

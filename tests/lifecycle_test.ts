@@ -81,7 +81,11 @@ async function lifecycle(w: Realm, mode: "service" | "foreground"): Promise<void
       command = execStart(unit);
       assertEquals(command.slice(-3), ["run", "--config", `${dir}/config/conflux.json`]);
       assert(!command.includes("-A") && command.includes("--allow-ffi"), unit);
-      nodeEnv = { VEILNET_CONFIG_DIR: /Environment=VEILNET_CONFIG_DIR=(\S+)/.exec(unit)![1]! };
+      // The unit's environment, as systemd gives it: the config directory, and no update check by `deno run`
+      nodeEnv = Object.fromEntries(
+        [...unit.matchAll(/^Environment=(\w+)=(\S+)$/gm)].map((m) => [m[1]!, m[2]!]),
+      );
+      assertEquals(Object.keys(nodeEnv).sort(), ["DENO_NO_UPDATE_CHECK", "VEILNET_CONFIG_DIR"], unit);
     } else {
       command = [Deno.execPath(), "run", "-A", "--quiet", MAIN, "run"];
     }

@@ -968,6 +968,9 @@ scope.onmessage = (e: MessageEvent<Command>) => {
     } catch (error) {
       post({ t: "log", message: `warm-up: ${(error as Error).stack ?? error}` }); // only slower
     }
+    // The warm-up's garbage goes now, not at some later collection (V8 has `gc` with --expose-gc, one of the
+    // agent's flags: src/service/permissions.ts); the C heap hands back what it freed once quiet (TRIM_QUIET_MS).
+    (globalThis as { gc?: () => void }).gc?.();
     return run();
   }).catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
 };

@@ -5,7 +5,7 @@
  * @module
  */
 
-import { AGENT_V8_FLAGS, agentPermissions } from "./permissions.ts";
+import { AGENT_ENV, AGENT_RUNTIME_FLAGS, agentPermissions } from "./permissions.ts";
 
 /** The unit's name. */
 export const UNIT = "veilnet.service";
@@ -54,7 +54,14 @@ export function selfCommand(configDir: string): string[] {
   const home = Deno.env.get("HOME") ?? "/root";
   const cache = Deno.env.get("DENO_DIR") ?? `${Deno.env.get("XDG_CACHE_HOME") ?? `${home}/.cache`}/deno`;
   const source = new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
-  return [exec, "run", "--quiet", ...agentPermissions(configDir, cache, source), ...AGENT_V8_FLAGS, main];
+  return [
+    exec,
+    "run",
+    "--quiet",
+    ...agentPermissions(configDir, cache, source),
+    ...AGENT_RUNTIME_FLAGS,
+    main,
+  ];
 }
 
 /**
@@ -73,6 +80,7 @@ export function unitText(command: string[], args: string[], configDir: string): 
     "",
     "[Service]",
     `Environment=VEILNET_CONFIG_DIR=${quote(configDir)}`,
+    ...Object.entries(AGENT_ENV).map(([name, value]) => `Environment=${name}=${quote(value)}`),
     `ExecStart=${[...command, ...args].map(quote).join(" ")}`,
     "Restart=on-failure",
     "RestartSec=5",

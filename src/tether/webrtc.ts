@@ -33,6 +33,7 @@ import {
 } from "../tuning.ts";
 import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
+import { libc } from "../../ffi/loader.ts";
 
 /** What a link reports to its owner. */
 export interface LinkEvents {
@@ -119,6 +120,7 @@ function connectionClosed(): void {
     try {
       shutdownWebRtc();
     } catch { /* libdatachannel did not finish within 10 s: something still holds it, and it stays */ }
+    libc().malloc_trim?.(0n); // what libdatachannel's threads freed stays in their arenas otherwise
   }, RTC_RELEASE_MS);
   Deno.unrefTimer(releaseTimer);
 }
