@@ -35,11 +35,10 @@ export function agentPermissions(configDir: string, moduleCache?: string, source
  *   so, where it otherwise ends with it compiled by the faster, weaker Maglev. A fresh tunnel's pings took
  *   0.44-0.45 ms with it against 0.50-0.55 ms without (median of 200, three realms each). An idle node's RSS is
  *   ~1.5 MiB larger (111.3-112.2 against 110.0-110.7 MiB, two realms each).
- * - `gc()`, which the data-plane worker calls once, after its warm-up.
  */
 export const AGENT_RUNTIME_FLAGS = [
   "--no-code-cache",
-  "--v8-flags=--max-semi-space-size=1,--invocation-count-for-turbofan=300,--expose-gc",
+  "--v8-flags=--max-semi-space-size=1,--invocation-count-for-turbofan=300",
 ];
 
 /**
