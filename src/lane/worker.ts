@@ -969,7 +969,7 @@ scope.onmessage = (e: MessageEvent<Command>) => {
       post({ t: "log", message: `warm-up: ${(error as Error).stack ?? error}` }); // only slower
     }
     // No forced collection here to shed the warm-up's garbage: one made a fresh tunnel's pings take 0.62-0.66 ms
-    // against 0.38-0.41 (V8 discards code compiled against the warm-up's objects' shapes when they die).
+    // against 0.38-0.41 (most likely V8 drops code compiled against shapes only the warm-up's objects had).
     return run();
   }).catch((error) => post({ t: "error", message: String(error?.stack ?? error) }));
 };
