@@ -158,12 +158,14 @@ export const noble: PqBackend = {
   },
 };
 
+/** Whether the runtime has both algorithms, seeded keys and their public halves (getPublicKey) included. */
 async function webcryptoWorks(): Promise<boolean> {
   try {
-    const key = await webcrypto.signingKey();
-    const kem = await webcrypto.kemKeyPair();
-    const { ciphertext } = await webcrypto.encapsulate(kem.publicKey);
-    await kem.decapsulate(ciphertext);
+    const key = await webcrypto.signingKey(crypto.getRandomValues(new Uint8Array(32)));
+    const kem = await webcrypto.kemKeyPair(crypto.getRandomValues(new Uint8Array(64)));
+    const { ciphertext, sharedSecret } = await webcrypto.encapsulate(kem.publicKey);
+    const opened = await kem.decapsulate(ciphertext); // a wrong public half gives another secret, not an error
+    if (opened.length !== sharedSecret.length || opened.some((b, i) => b !== sharedSecret[i])) return false;
     return await webcrypto.verify(key.publicKey, new Uint8Array(1), await key.sign(new Uint8Array(1)));
   } catch {
     return false;
