@@ -10,6 +10,8 @@
  * @module
  */
 
+import { bytesEqual } from "../wire/bytes.ts";
+
 /** An ML-DSA-65 private key that can sign; the private half never leaves memory. */
 export interface SigningKey {
   /** Raw FIPS 204 public key (1952 bytes). */
@@ -165,7 +167,7 @@ async function webcryptoWorks(): Promise<boolean> {
     const kem = await webcrypto.kemKeyPair(crypto.getRandomValues(new Uint8Array(64)));
     const { ciphertext, sharedSecret } = await webcrypto.encapsulate(kem.publicKey);
     const opened = await kem.decapsulate(ciphertext); // a wrong public half gives another secret, not an error
-    if (opened.length !== sharedSecret.length || opened.some((b, i) => b !== sharedSecret[i])) return false;
+    if (!bytesEqual(opened, sharedSecret)) return false;
     return await webcrypto.verify(key.publicKey, new Uint8Array(1), await key.sign(new Uint8Array(1)));
   } catch {
     return false;
