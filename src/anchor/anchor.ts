@@ -210,9 +210,11 @@ class Egress {
 const READ_SLOTS = 64;
 
 /**
- * How often the data plane tells the worker what changed while the worker holds anything or a tether is open (a
- * revoked peer's traffic stops within this, and a new direct connection is used within this); with neither, a
- * check this seldom costs an idle node less.
+ * How often the data plane tells the worker what changed while a tether or a direct connection is open (a revoked
+ * peer's traffic stops within this, and a new direct connection is used within this); with neither, the worker
+ * receives nothing, even with receiving streams it still holds for a tether formed again, and a check this seldom
+ * costs an idle node less (its streams outlive its tethers: counting them kept an idle node waking 5 times a
+ * second).
  */
 const LANE_SYNC_MS = 200;
 const LANE_IDLE_SYNC_MS = 1_000;
@@ -305,8 +307,8 @@ export class Anchor {
    * Tells the worker what changed: what each peer may send; which peers' traffic it carries (an open direct
    * connection that is the preferred hop, to the peer's own addresses), each with a sending stream of its own
    * that this thread never seals with again; and which receiving streams it opens (with no open in flight here,
-   * so no counter is accepted on both threads). What no longer holds is taken back. Returns whether the worker
-   * holds anything or a tether is open (see LANE_SYNC_MS).
+   * so no counter is accepted on both threads). What no longer holds is taken back. Returns whether a tether or a
+   * direct connection is open (see LANE_SYNC_MS).
    */
   #syncLane(): boolean {
     const state = this.#lane!;
@@ -366,7 +368,7 @@ export class Anchor {
         owned.delete(id);
       }
     }
-    return tethers.count + handed.size + owned.size + sent.size > 0;
+    return tethers.count + direct.size + handed.size > 0;
   }
 
   /** The worker's counters for the last second: traffic, the path it took, tether activity, drops, stages. */

@@ -1,6 +1,8 @@
-import { assertEquals } from "../../tests/assert.ts";
+import { assert, assertEquals } from "../../tests/assert.ts";
+import type { AddressFacts } from "../agent/addresses.ts";
 import { udpPacket } from "../../tests/packets.ts";
 import { bytesEqual, fromHex } from "../crypto/identity.ts";
+import type { Lane } from "../lane/lane.ts";
 import type { Tethers } from "../tether/tethers.ts";
 import { destinationOf, sourceOf } from "../tun/ip.ts";
 import { MemoryTun } from "../tun/memory_tun.ts";
@@ -409,4 +411,68 @@ Deno.test("anchor: time per stage is counted, and the TUN's own reads and writes
   assertEquals(Object.values(stages).every((ms) => Number.isFinite(ms) && ms >= 0), true);
   assertEquals(stages.batch + stages.seal + stages.linkSend > 0, true, "sending took some time");
   await s.anchor.close();
+});
+
+Deno.test("anchor lane: with no tether open, the worker is told what changed once a second, though it keeps receiving streams", async () => {
+  let direct = new Map([[A, {}]]);
+  let syncs = 0;
+  const tethers = {
+    directLinks: () => (syncs++, direct),
+    get count() {
+      return direct.size;
+    },
+  } as unknown as Tethers;
+  // A receiving stream from A, handed to the worker while A's direct connection is open, and kept once it closes
+  // (streams outlive tethers).
+  const opener = {
+    handedOver: false,
+    secrets: { id: new Uint8Array(8), peer: fromHex(A), raw: new Uint8Array(32) },
+    expired: () => false,
+    handOver() {
+      this.handedOver = true;
+      return {};
+    },
+  };
+  let owned = 0;
+  const lane = {
+    facts: () => {},
+    own: () => owned++,
+    disown: () => owned--,
+    unroute: () => {},
+  } as unknown as Lane;
+  const self: AddressFacts = { ipv4: new Uint8Array(4), ipv6: new Uint8Array(16), portal: 0, subnets: [] };
+  const anchor = new Anchor({
+    tun: new MemoryTun(),
+    self: fromHex(SELF),
+    streams: {
+      openersOf: (p: string) => p === A ? [opener] : [],
+      openerById: () => opener,
+    } as unknown as Streams,
+    tethers,
+    route: () => undefined,
+    nextHop: (d) => d,
+    hopFailed: () => {},
+    mayRelay: () => false,
+    backup: () => {},
+    backupFlush: () => Promise.resolve(),
+    clock: () => 0,
+    log: () => {},
+    lane,
+    preferredHop: (d) => d,
+    facts: () => undefined,
+    selfFacts: () => self,
+  });
+  try {
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    while (owned === 0) await sleep(20);
+    direct = new Map();
+    await sleep(250); // the sync already due, at most LANE_SYNC_MS away
+    const since = syncs;
+    await sleep(1_500);
+    assertEquals(owned, 1, "the stream stays with the worker");
+    // Every 200 ms this would be 7; once a second it is 1 or 2 (a timer is never early).
+    assert(syncs - since <= 2, `${syncs - since} syncs in 1.5 s`);
+  } finally {
+    await anchor.close();
+  }
 });
