@@ -55,7 +55,7 @@ const STATS_IDLE_MS = 10_000;
 /** Batches sent behind a backlog that make a report come after STATS_QUIET_MS, not STATS_MS. */
 const BACKLOG_REPORT_BATCHES = 8;
 const PACKETS_PER_READ = 64;
-/** See readTun. */
+/** See readTun and seal. */
 const SMALL_PACKET_BYTES = 512;
 /** Bytes read from one connection per turn, so one busy peer cannot starve the others or the TUN. */
 const READ_TURN_BYTES = 512 * 1024;
@@ -449,7 +449,10 @@ function seal(route: Route): void {
   stages.seal += sending - started;
   frameView.setUint32(0, length);
   // Behind: what waits here and what the kernel holds unacknowledged (a path's queue is mostly in the network).
-  const backlogged = route.link.queued + unacknowledged(route.link.fd) >= SPILL_BYTES;
+  // A small batch with nothing waiting here (a ping, an acknowledgement) does not ask: bulk traffic's batches show
+  // a backlog, and the question is a system call before the send on every round trip's way.
+  const backlogged = (route.link.queued > 0 || bytes > SMALL_PACKET_BYTES) &&
+    route.link.queued + unacknowledged(route.link.fd) >= SPILL_BYTES;
   sendBytes(route.link, frame.subarray(0, 4 + length), 0);
   stages.linkSend += clock() - sending;
   const t = trafficOf(route.peer);
