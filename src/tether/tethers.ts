@@ -98,13 +98,13 @@ export class Tethers {
   readonly #o: TethersOptions;
   readonly #clock: () => number;
   readonly #tethers = new Map<string, Tether>();
-  readonly #sweep: ReturnType<typeof setInterval>;
+  /** Looks at the tethers once a second while there are any: with none, an idle node does not wake for it. */
+  #sweep: ReturnType<typeof setInterval> | undefined;
   #closed = false;
 
   constructor(options: TethersOptions) {
     this.#o = options;
     this.#clock = options.clock ?? Date.now;
-    this.#sweep = setInterval(() => this.#dissolveIdle(), 1_000);
   }
 
   #new(peer: string, session: string, offerer: boolean): Tether {
@@ -124,6 +124,7 @@ export class Tethers {
       rxBytes: 0,
     };
     this.#tethers.set(peer, t);
+    if (!this.#closed) this.#sweep ??= setInterval(() => this.#dissolveIdle(), 1_000);
     t.formTimer = setTimeout(() => this.#drop(t, "did not open in time"), TETHER_FORM_TIMEOUT_MS);
     return t;
   }
@@ -327,6 +328,10 @@ export class Tethers {
           .catch(() => {});
         this.#drop(t, "idle");
       }
+    }
+    if (this.#tethers.size === 0) {
+      clearInterval(this.#sweep);
+      this.#sweep = undefined;
     }
   }
 

@@ -14,7 +14,12 @@ import { filterCandidates, shutdownWebRtc, WebRtcLink } from "./webrtc.ts";
  * loses a signal on the way, `alter` changes it.
  */
 function pair(
-  options: { idleMs?: number; drop?: (s: Signal) => boolean; alter?: (s: Signal) => Signal } = {},
+  options: {
+    idleMs?: number;
+    drop?: (s: Signal) => boolean;
+    alter?: (s: Signal) => Signal;
+    clock?: () => number;
+  } = {},
 ) {
   const received: Record<string, Uint8Array[]> = { aa: [], bb: [] };
   const nodes: Record<string, Tethers> = {};
@@ -29,6 +34,7 @@ function pair(
       iceServers: () => [],
       onMessage: (_peer, data) => received[self]!.push(data.slice()),
       idleMs: options.idleMs,
+      clock: options.clock,
     });
     void other;
   }
@@ -157,7 +163,8 @@ test("tethers: a lost offer is sent again", async () => {
 });
 
 test("tethers: an idle tether dissolves on both sides, and forms again on demand", async () => {
-  await using p = pair({ idleMs: 500 });
+  let looks = 0; // the once-a-second look at the tethers reads the clock
+  await using p = pair({ idleMs: 500, clock: () => (looks++, Date.now()) });
   assert(await within(10_000, "open", p.a.ensure("bb")));
   await within(
     5_000,
@@ -166,6 +173,11 @@ test("tethers: an idle tether dissolves on both sides, and forms again on demand
       while (p.a.count + p.b.count > 0) await new Promise((r) => setTimeout(r, 50));
     })(),
   );
+  // With no tether left, nothing looks (an idle node does not wake for them) after the look that found none.
+  await new Promise((r) => setTimeout(r, 1_100));
+  const before = looks;
+  await new Promise((r) => setTimeout(r, 1_500));
+  assertEquals(looks, before, "the clock was read with no tether");
   assertEquals(p.a.send("bb", Uint8Array.of(1)), false);
   assert(await within(10_000, "re-open", p.a.ensure("bb")));
   assert(p.a.send("bb", Uint8Array.of(1)));
