@@ -38,8 +38,8 @@ export function agentPermissions(configDir: string, moduleCache?: string, source
  * - no short builtin calls: V8 otherwise maps a copy of its built-in functions' code (from the deno executable)
  *   next to each isolate's compiled code, and the main thread's and the worker's copies are each counted in RSS
  *   (2.1 and 1.9 MiB resident in an idle node). Without them both isolates call the one mapping the executable
- *   already has. A fresh tunnel's pings took 0.51-0.59 ms with the flag against 0.53-0.64 without (median of
- *   200, five realms each): no slower.
+ *   already has. Pings are no slower: a fresh tunnel's took 0.49-0.66 ms with the flag against 0.53-0.64 without,
+ *   0.47-0.66 against 0.47-0.68 after bulk traffic (median of 200, eight realms each).
  */
 export const AGENT_RUNTIME_FLAGS = [
   "--no-code-cache",
