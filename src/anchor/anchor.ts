@@ -211,13 +211,12 @@ const READ_SLOTS = 64;
 
 /**
  * How often the data plane tells the worker what changed while a tether or a direct connection is open (a revoked
- * peer's traffic stops within this, and a new direct connection is used within this); with neither, the worker
- * receives nothing, even with receiving streams it still holds for a tether formed again, and a check this seldom
- * costs an idle node less (its streams outlive its tethers: counting them kept an idle node waking 5 times a
- * second).
+ * peer's traffic stops within this). With neither, the worker receives nothing, even with receiving streams it
+ * still holds for a tether formed again (streams outlive tethers), and a direct connection handed to it is synced
+ * at once (`onAdopted`): the check is only upkeep then, and this seldom costs an idle node less.
  */
 const LANE_SYNC_MS = 200;
-const LANE_IDLE_SYNC_MS = 1_000;
+const LANE_IDLE_SYNC_MS = 5_000;
 
 /** What the data plane handed to the worker. */
 interface LaneState {
