@@ -210,10 +210,10 @@ class Egress {
 const READ_SLOTS = 64;
 
 /**
- * How often the data plane tells the worker what changed while a tether or a direct connection is open (a revoked
- * peer's traffic stops within this). With neither, the worker receives nothing, even with receiving streams it
- * still holds for a tether formed again (streams outlive tethers), and a direct connection handed to it is synced
- * at once (`onAdopted`): the check is only upkeep then, and this seldom costs an idle node less.
+ * How often the data plane tells the worker what changed while a tether is open (a revoked peer's traffic stops
+ * within this). With none, the worker has no direct connection and receives nothing, even with receiving streams
+ * it still holds for a tether formed again (streams outlive tethers), and a direct connection handed to it is
+ * synced at once (`onAdopted`): the check is only upkeep then, and this seldom costs an idle node less.
  */
 const LANE_SYNC_MS = 200;
 const LANE_IDLE_SYNC_MS = 5_000;
@@ -306,8 +306,8 @@ export class Anchor {
    * Tells the worker what changed: what each peer may send; which peers' traffic it carries (an open direct
    * connection that is the preferred hop, to the peer's own addresses), each with a sending stream of its own
    * that this thread never seals with again; and which receiving streams it opens (with no open in flight here,
-   * so no counter is accepted on both threads). What no longer holds is taken back. Returns whether a tether or a
-   * direct connection is open (see LANE_SYNC_MS).
+   * so no counter is accepted on both threads). What no longer holds is taken back. Returns whether a tether is
+   * open (see LANE_SYNC_MS).
    */
   #syncLane(): boolean {
     const state = this.#lane!;
@@ -367,7 +367,7 @@ export class Anchor {
         owned.delete(id);
       }
     }
-    return tethers.count + direct.size + handed.size > 0;
+    return tethers.count > 0; // every direct connection, and so every handed route, is an open tether's
   }
 
   /** The worker's counters for the last second: traffic, the path it took, tether activity, drops, stages. */
