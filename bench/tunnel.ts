@@ -222,7 +222,8 @@ async function reachB(realm: Realm, what: string): Promise<string> {
   return address;
 }
 
-async function veilnet(seconds: number): Promise<Measured & { stages: Figure[] }> {
+/** veilnet on a fresh realm, once b's direct TCP connection carries a's pings: `use` measures it. */
+async function onVeilnet<T>(use: (bed: Testbed, address: string, realm: Realm) => Promise<T>): Promise<T> {
   await using realm = await realmOnTestbed(["a", "b"]);
   const address = await reachB(realm, "the tunnel");
   // The first packets take the backup pipeline while the tether forms, then its WebRTC channel until its direct
@@ -233,19 +234,25 @@ async function veilnet(seconds: number): Promise<Measured & { stages: Figure[] }
       | undefined;
     return b?.link === "tcp";
   });
-  const stages: Figure[] = [];
-  const measured = await measure(realm.bed, address, seconds, {
-    around: async (run) => {
-      let sender: () => Figure[] = () => [];
-      const receiver = await stageFigures("receiver b", realm.node("b"), async () => {
-        let w: Window = { bytes: 0, ms: 0 };
-        sender = await stageFigures("sender a", realm.node("a"), async () => w = await run());
-        return w;
-      });
-      stages.push(...sender(), ...receiver());
-    },
+  return await use(realm.bed, address, realm);
+}
+
+function veilnet(seconds: number): Promise<Measured & { stages: Figure[] }> {
+  return onVeilnet(async (bed, address, realm) => {
+    const stages: Figure[] = [];
+    const measured = await measure(bed, address, seconds, {
+      around: async (run) => {
+        let sender: () => Figure[] = () => [];
+        const receiver = await stageFigures("receiver b", realm.node("b"), async () => {
+          let w: Window = { bytes: 0, ms: 0 };
+          sender = await stageFigures("sender a", realm.node("a"), async () => w = await run());
+          return w;
+        });
+        stages.push(...sender(), ...receiver());
+      },
+    });
+    return { ...measured, stages };
   });
-  return { ...measured, stages };
 }
 
 /** Peers of the idle node: b, and control-plane nodes (`--no-tun`) that look it up (issue 18, goal 4). */
@@ -294,7 +301,8 @@ async function veilnetIdle(): Promise<Figure[]> {
   }
 }
 
-async function wireguard(seconds: number): Promise<Measured> {
+/** wireguard-go on a fresh testbed, a to b (10.99.1.2): `use` measures it. */
+async function onWireguard<T>(use: (bed: Testbed, address: string) => Promise<T>): Promise<T> {
   await using bed = await Testbed.create(["a", "b"]);
   const keys: Record<string, { priv: string; pub: string }> = {};
   for (const n of ["a", "b"]) {
@@ -340,13 +348,14 @@ async function wireguard(seconds: number): Promise<Measured> {
       await ns.exec("ip", ["addr", "add", `${ip}/24`, "dev", dev]);
       await ns.exec("ip", ["link", "set", dev, "up"]);
     }
-    return await measure(bed, "10.99.1.2", seconds);
+    return await use(bed, "10.99.1.2");
   } finally {
     for (const p of procs) await p.stop();
   }
 }
 
-async function nebula(seconds: number): Promise<Measured> {
+/** nebula on a fresh testbed, a to b (10.99.2.2): `use` measures it. */
+async function onNebula<T>(use: (bed: Testbed, address: string) => Promise<T>): Promise<T> {
   await using bed = await Testbed.create(["a", "b"]);
   const dir = await Deno.makeTempDir();
   await run("nebula-cert", [
@@ -415,7 +424,7 @@ async function nebula(seconds: number): Promise<Measured> {
         (await bed.host("a").ns.exec("ping", ["-c", "1", "-W", "1", "10.99.2.2"], { allowFailure: true }))
           .success,
     );
-    return await measure(bed, "10.99.2.2", seconds);
+    return await use(bed, "10.99.2.2");
   } finally {
     for (const p of procs) await p.stop();
   }
@@ -444,9 +453,52 @@ async function veilnetBackup(seconds: number): Promise<Measured & { underlay: Rt
   };
 }
 
-/** The three tunnels, measured one after another on fresh testbeds, and veilnet's backup pipeline alone. */
+/** A tunnel set up anew on its own testbed, a to b: `use` measures it. */
+type Tunnel = <T>(use: (bed: Testbed, address: string) => Promise<T>) => Promise<T>;
+
+/** One set-up's ping medians: on the fresh tunnel, and after 3 s of one TCP stream (see pingRounds). */
+interface PingRound {
+  fresh: number;
+  bulk: number;
+}
+
+/**
+ * Each tunnel set up `rounds` times, the three in turn and the order rotating each round: pings on the fresh
+ * tunnel, 3 s of one TCP stream, pings again. One set-up's median is one draw: veilnet's varied by about ±20% from
+ * one realm to the next on the same code, more than the tunnels differ (README, "Figures"), so ratios are taken
+ * between medians over the rounds.
+ */
+async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
+  const tunnels = Object.entries(
+    { veilnet: onVeilnet, "wireguard-go": onWireguard, nebula: onNebula } as const,
+  );
+  const results: Record<string, PingRound[]> = Object.fromEntries(tunnels.map(([name]) => [name, []]));
+  for (let round = 0; round < rounds; round++) {
+    for (let i = 0; i < tunnels.length; i++) {
+      const [name, on]: [string, Tunnel] = tunnels[(round + i) % tunnels.length]!;
+      results[name]!.push(
+        await on(async (bed, address) => {
+          const fresh = (await pingMs(bed, address)).median;
+          await iperf(bed, address, 3, 1);
+          return { fresh, bulk: (await pingMs(bed, address)).median };
+        }),
+      );
+    }
+  }
+  return results;
+}
+
+function median(values: number[]): number {
+  return [...values].sort((x, y) => x - y)[values.length >> 1] ?? NaN;
+}
+
+/**
+ * The three tunnels, measured one after another on fresh testbeds, and veilnet's backup pipeline alone; then their
+ * pings over `pingRounds` set-ups each (env VEILNET_BENCH_PING_ROUNDS, default 5).
+ */
 export async function tunnelBench(options: { seconds?: number } = {}): Promise<Figure[]> {
   const seconds = options.seconds ?? 8;
+  const rounds = Number(Deno.env.get("VEILNET_BENCH_PING_ROUNDS") ?? 5);
   const why = netnsUnavailable();
   if (why) return [{ name: "tunnel benchmark skipped", value: 0, unit: "", note: why }];
   const missing = await missingTools();
@@ -461,8 +513,9 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
   const v = await veilnet(seconds);
   const bk = await veilnetBackup(seconds);
   const idle = await veilnetIdle();
-  const w = await wireguard(seconds);
-  const n = await nebula(seconds);
+  const w = await onWireguard((bed, address) => measure(bed, address, seconds));
+  const n = await onNebula((bed, address) => measure(bed, address, seconds));
+  const pings = await pingRounds(rounds);
   const rtt = (r: Rtt) => `median ${r.median.toFixed(3)} ms (mean ${r.mean.toFixed(3)})`;
   const tunnel = (name: string, m: Measured): Figure[] => [
     {
@@ -491,6 +544,32 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
       }x; medians)`,
     },
   ];
+  const ms = (values: number[]) => values.map((t) => t.toFixed(3)).join(" ");
+  const over = `${rounds} set-ups`;
+  const pingFigures: Figure[] = [
+    ...Object.entries(pings).map(([name, r]) => ({
+      name: `ping RTT through ${name}, over ${over}`,
+      value: median(r.map((x) => x.bulk)),
+      unit: "ms",
+      note:
+        `median of the set-ups' medians after 3 s of TCP (${
+          ms(r.map((x) => x.bulk))
+        }); on the fresh tunnel ` +
+        `${median(r.map((x) => x.fresh)).toFixed(3)} (${ms(r.map((x) => x.fresh))})`,
+    })),
+    ...["wireguard-go", "nebula"].map((name) => {
+      const ratio = (pick: (x: PingRound) => number) =>
+        median(pings.veilnet!.map(pick)) / median(pings[name]!.map(pick));
+      return {
+        name: `veilnet / ${name} ping RTT, over ${over}`,
+        value: ratio((x) => x.bulk),
+        unit: "x",
+        note: `after bulk traffic; on the fresh tunnel ${
+          ratio((x) => x.fresh).toFixed(2)
+        }x (medians over the set-ups)`,
+      };
+    }),
+  ];
   return [
     ...tunnel("veilnet", v),
     {
@@ -505,6 +584,7 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
     ...tunnel("nebula", n),
     ...ratio("wireguard-go", w),
     ...ratio("nebula", n),
+    ...pingFigures,
     ...v.stages,
   ];
 }
