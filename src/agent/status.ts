@@ -125,7 +125,8 @@ export interface NodeStatus {
   egresses: number;
   /**
    * Milliseconds the data plane's thread has spent per stage since start (tunRead, batch, seal, linkSend, receive,
-   * open, tunWrite; see DataStages in src/anchor/anchor.ts). Absent without a TUN.
+   * open, tunWrite; see DataStages in src/anchor/anchor.ts). The data-plane worker's share is estimated from one
+   * turn of its loop in eight (src/lane/worker.ts, STAGE_SAMPLE). Absent without a TUN.
    */
   stages?: Record<string, number>;
   /** With the data-plane worker (src/lane/): peers whose traffic it seals and sends itself, streams it opens. */

@@ -197,3 +197,22 @@ Deno.test("lane: the worker's warm-up at start leaves nothing behind: no route t
   assertEquals([first!.readPackets, first!.writtenPackets, first!.writeErrors], [1, 0, 0]);
   assert(Object.values(first!.stages).every((ms) => ms < 50), `stages: ${JSON.stringify(first!.stages)}`);
 });
+
+Deno.test("lane: under traffic the worker reports time in each sending stage, though it times only sampled turns", async () => {
+  await using t = await laneWithLink(SELF, PEER);
+  const { lane, sealer, sender, testEnd } = t;
+  let stages: Record<string, number> = {};
+  lane.onStats = (s) => stages = s.stages;
+  lane.route(toHex(PEER), [PEER_FACTS.ipv4, PEER_FACTS.ipv6], sender.link, sealer.handOver());
+  await new Promise((r) => setTimeout(r, 50));
+  // One packet a turn: ~300 turns, of which one in STAGE_SAMPLE (8) is timed, drawn at random.
+  const packet = ipPacket(SELF_FACTS.ipv4, PEER_FACTS.ipv4, 17, new Uint8Array(30));
+  for (let i = 0; i < 300; i++) {
+    sendNow(testEnd, packet);
+    await new Promise((r) => setTimeout(r, 1));
+  }
+  await waitFor("a report after the traffic", 5_000, () => (stages.linkSend ?? 0) > 0);
+  for (const stage of ["tunRead", "seal", "linkSend"]) {
+    assert(stages[stage]! > 0, `${stage}: ${JSON.stringify(stages)}`);
+  }
+});

@@ -44,7 +44,7 @@ export interface LaneStats {
   drops: [string, number][];
   /** The time these counters cover (ms). */
   periodMs: number;
-  /** Cumulative milliseconds on the worker's thread, by stage (see DataStages). */
+  /** Cumulative milliseconds on the worker's thread, by stage (see DataStages), estimated from sampled turns. */
   stages: Record<string, number>;
   readPackets: number;
   writtenPackets: number;
