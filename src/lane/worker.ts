@@ -97,9 +97,10 @@ function monotonicMs(): number {
 }
 const clockOffset = performance.now() - monotonicMs();
 /**
- * This thread's clock (ms, on performance.now()'s scale), read a dozen times a packet for the stage counters and
- * the timeouts: CLOCK_MONOTONIC through libc costs ~40 ns, performance.now() (a call into Deno) ~100 ns, and more
- * after a pause, when its code is no longer in the CPU's caches (a ping's median RTT was 0-8% lower with this).
+ * This thread's clock (ms, on performance.now()'s scale), read for the timeouts, and around each stage of the turns
+ * that are timed (STAGE_SAMPLE): CLOCK_MONOTONIC through libc costs ~40 ns, performance.now() (a call into Deno)
+ * ~100 ns, and more after a pause, when its code is no longer in the CPU's caches (a ping's median RTT was 0-8%
+ * lower with this).
  */
 function clock(): number {
   return monotonicMs() + clockOffset;
