@@ -1,6 +1,7 @@
 /**
  * Tunnel benchmark: TCP throughput (iperf3) and ping RTT between two network namespaces, through veilnet, through
  * wireguard-go and through nebula, on the same testbed in the same run, side by side.
+ * `VEILNET_BENCH_PING_ROUNDS=5` sets how many times each tunnel is set up again for its pings (see pingRounds).
  * @module
  */
 
@@ -499,6 +500,13 @@ function median(values: number[]): number {
 export async function tunnelBench(options: { seconds?: number } = {}): Promise<Figure[]> {
   const seconds = options.seconds ?? 8;
   const rounds = Number(Deno.env.get("VEILNET_BENCH_PING_ROUNDS") ?? 5);
+  if (!Number.isInteger(rounds) || rounds < 1) {
+    throw new RangeError(
+      `VEILNET_BENCH_PING_ROUNDS must be a whole number of at least 1, like "5"; got "${
+        Deno.env.get("VEILNET_BENCH_PING_ROUNDS")
+      }"`,
+    );
+  }
   const why = netnsUnavailable();
   if (why) return [{ name: "tunnel benchmark skipped", value: 0, unit: "", note: why }];
   const missing = await missingTools();
