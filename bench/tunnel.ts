@@ -104,15 +104,20 @@ async function dropOnUnderlay(bed: Testbed, percent: number): Promise<void> {
   }
 }
 
+/** The middle value (the upper of the two middle ones for an even count); NaN for none. */
+function median(values: number[]): number {
+  return [...values].sort((x, y) => x - y)[values.length >> 1] ?? NaN;
+}
+
 /**
  * The round trip of 100 pings from a to `address`, 50 ms apart (ms): their median, and their mean. The bench took
  * the mean of 20 before, which one 2 ms ping among 0.5 ms ones moves by 15%.
  */
 async function pingMs(bed: Testbed, address: string): Promise<Rtt> {
   const ping = await bed.host("a").ns.exec("ping", ["-c", "100", "-i", "0.05", address]);
-  const times = [...ping.text.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1])).sort((x, y) => x - y);
+  const times = [...ping.text.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   return {
-    median: times[times.length >> 1] ?? NaN,
+    median: median(times),
     mean: times.reduce((sum, t) => sum + t, 0) / times.length,
   };
 }
@@ -470,13 +475,15 @@ interface PingRound {
  * between medians over the rounds.
  */
 async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
-  const tunnels = Object.entries(
-    { veilnet: onVeilnet, "wireguard-go": onWireguard, nebula: onNebula } as const,
-  );
+  const tunnels: [string, Tunnel][] = Object.entries({
+    veilnet: onVeilnet,
+    "wireguard-go": onWireguard,
+    nebula: onNebula,
+  });
   const results: Record<string, PingRound[]> = Object.fromEntries(tunnels.map(([name]) => [name, []]));
   for (let round = 0; round < rounds; round++) {
     for (let i = 0; i < tunnels.length; i++) {
-      const [name, on]: [string, Tunnel] = tunnels[(round + i) % tunnels.length]!;
+      const [name, on] = tunnels[(round + i) % tunnels.length]!;
       results[name]!.push(
         await on(async (bed, address) => {
           const fresh = (await pingMs(bed, address)).median;
@@ -487,10 +494,6 @@ async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> 
     }
   }
   return results;
-}
-
-function median(values: number[]): number {
-  return [...values].sort((x, y) => x - y)[values.length >> 1] ?? NaN;
 }
 
 /**
