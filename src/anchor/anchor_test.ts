@@ -14,13 +14,33 @@ import {
   unpackBatch,
   writeDataHeader,
 } from "../wire/envelope.ts";
-import { Anchor, type DataDrop } from "./anchor.ts";
+import { Anchor, type AnchorOptions, type DataDrop } from "./anchor.ts";
 import { REORDER_HOLD_MS } from "../tuning.ts";
 import type { Streams } from "./streams.ts";
 
 const SELF = "bb".repeat(16);
 const A = "aa".repeat(16);
 const C = "cc".repeat(16);
+
+/**
+ * An anchor for SELF on a MemoryTun with `o`'s streams and tethers; everything else quiet unless `o` says: no route,
+ * every hop its own destination, relaying allowed, the backup pipeline a sink, the clock at 0.
+ */
+function anchorWith(o: Pick<AnchorOptions, "streams" | "tethers"> & Partial<AnchorOptions>): Anchor {
+  return new Anchor({
+    tun: new MemoryTun(),
+    self: fromHex(SELF),
+    route: () => undefined,
+    nextHop: (d) => d,
+    hopFailed: () => {},
+    mayRelay: () => true,
+    backup: () => {},
+    backupFlush: () => Promise.resolve(),
+    clock: () => 0,
+    log: () => {},
+    ...o,
+  });
+}
 
 /** A relay node's data plane with its tethers replaced by a recorder. */
 function relay(mayRelay: (from: string, dest: string) => boolean) {
@@ -31,19 +51,10 @@ function relay(mayRelay: (from: string, dest: string) => boolean) {
     info: () => ({ state: "open" as const, txBytes: 0, rxBytes: 0 }),
     drained: () => Promise.resolve(),
   } as unknown as Tethers;
-  const anchor = new Anchor({
-    tun: new MemoryTun(),
-    self: fromHex(SELF),
+  const anchor = anchorWith({
     streams: { opener: () => undefined } as unknown as Streams,
     tethers,
-    route: () => undefined,
-    nextHop: (d) => d,
-    hopFailed: () => {},
     mayRelay,
-    backup: () => {},
-    backupFlush: () => Promise.resolve(),
-    clock: () => 0,
-    log: () => {},
   });
   return { anchor, sent };
 }
@@ -101,23 +112,14 @@ function receiver(admit?: (peer: string, packet: Uint8Array) => DataDrop | undef
       return p;
     },
   };
-  const anchor = new Anchor({
+  const anchor = anchorWith({
     tun,
-    self: fromHex(SELF),
     streams: { opener: () => opener } as unknown as Streams,
     tethers: {} as Tethers,
-    route: () => undefined,
     admit: admit && ((peer, packet) => {
       admitted.push({ peer, packet: packet.slice() });
       return admit(peer, packet);
     }),
-    nextHop: (d) => d,
-    hopFailed: () => {},
-    mayRelay: () => true,
-    backup: () => {},
-    backupFlush: () => Promise.resolve(),
-    clock: () => 0,
-    log: () => {},
   });
   /** Delivers `packets` as one batch from A; resolves once the anchor has dealt with it. */
   const deliver = async (packets: Uint8Array[], counter = 1) => {
@@ -233,20 +235,15 @@ function sender(
     drained: () => Promise.resolve(),
   } as unknown as Tethers;
   const sealer = { seal, sealsNow: (n: number) => n <= sealsNowUpTo, sealNow: (b: Uint8Array) => b.slice() };
-  const anchor = new Anchor({
+  const anchor = anchorWith({
     tun,
-    self: fromHex(SELF),
     streams: { ready: () => sealer, sealer: () => Promise.resolve(sealer) } as unknown as Streams,
     tethers,
     route: () => A,
-    nextHop: (d) => d,
     hopFailed: (_, hop) => failed.push(hop),
-    mayRelay: () => true,
     backup: (_, m) => onBackup.push(m),
     mayBackup,
-    backupFlush: () => Promise.resolve(),
     clock: () => now,
-    log: () => {},
   });
   anchor.start();
   const packet = udpPacket(SELF_IP, PEER_IP, { sport: 1, dport: 2 }, new Uint8Array(8));
@@ -441,22 +438,13 @@ Deno.test("anchor lane: with no tether open, the worker is told what changed sel
     unroute: () => {},
   } as unknown as Lane;
   const self: AddressFacts = { ipv4: new Uint8Array(4), ipv6: new Uint8Array(16), portal: 0, subnets: [] };
-  const anchor = new Anchor({
-    tun: new MemoryTun(),
-    self: fromHex(SELF),
+  const anchor = anchorWith({
     streams: {
       openersOf: (p: string) => p === A ? [opener] : [],
       openerById: () => opener,
     } as unknown as Streams,
     tethers,
-    route: () => undefined,
-    nextHop: (d) => d,
-    hopFailed: () => {},
     mayRelay: () => false,
-    backup: () => {},
-    backupFlush: () => Promise.resolve(),
-    clock: () => 0,
-    log: () => {},
     lane,
     preferredHop: (d) => d,
     facts: () => undefined,
