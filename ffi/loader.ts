@@ -1,12 +1,13 @@
 /**
- * Opens libc once, and libcrypto and libGeoIP when asked (the only `Deno.dlopen`s in the project), and turns C
- * failures into Errors that say which call failed, with which errno, and what to do about the common ones.
+ * Opens libc once, and GnuTLS, libcrypto and libGeoIP when asked (the only `Deno.dlopen`s in the project), and
+ * turns C failures into Errors that say which call failed, with which errno, and what to do about the common ones.
  * @module
  */
 
 import { LIBC_SYMBOLS, LINUX } from "./libc.ts";
 import { LIBCRYPTO_SYMBOLS } from "./libcrypto.ts";
 import { LIBGEOIP_SYMBOLS } from "./libgeoip.ts";
+import { LIBGNUTLS_SYMBOLS } from "./libgnutls.ts";
 
 /** The opened library's functions. */
 export type Libc = Deno.DynamicLibrary<typeof LIBC_SYMBOLS>["symbols"];
@@ -72,6 +73,26 @@ export function libcrypto(): Libcrypto | undefined {
     }
   }
   return crypto?.symbols;
+}
+
+/** The opened GnuTLS's functions. */
+export type Libgnutls = Deno.DynamicLibrary<typeof LIBGNUTLS_SYMBOLS>["symbols"];
+
+/** The library once opened, or null once it could not be (it is tried once). */
+let gnutls: Deno.DynamicLibrary<typeof LIBGNUTLS_SYMBOLS> | null | undefined;
+
+/**
+ * GnuTLS's functions (3.4 or later: its AEAD interface), loading the library on first use; undefined when this host
+ * has none (or the FFI permission is missing): callers then do without it.
+ */
+export function libgnutls(): Libgnutls | undefined {
+  if (gnutls === undefined) {
+    gnutls = null;
+    try {
+      if (Deno.build.os === "linux") gnutls = Deno.dlopen("libgnutls.so.30", LIBGNUTLS_SYMBOLS);
+    } catch { /* none, too old, or not allowed: go without */ }
+  }
+  return gnutls?.symbols;
 }
 
 /** libGeoIP's functions (`guardian serve --geoip`), opened on first use; throws an Error naming the package. */

@@ -16,7 +16,7 @@ import { formatCidr, subnetsOf } from "./portal/subnets.ts";
 import { formatAddress, parseCidr, parseIPv4 } from "./tun/ip.ts";
 import { checkInterfaceName, LinuxTun } from "./tun/linux_tun.ts";
 import { Lane } from "./lane/lane.ts";
-import { libcryptoAesGcm } from "../ffi/aes_gcm.ts";
+import { hostAesGcm } from "../ffi/aes_gcm.ts";
 import { isTag } from "./wire/certificate.ts";
 
 /** How to start a node. Only `token` and `guardian` are required. */
@@ -141,7 +141,7 @@ export async function startConflux(o: ConfluxOptions): Promise<Conflux> {
       portal: o.portal,
       subnets,
       tetherIdleMs: o.tetherIdleMs,
-      syncAes: libcryptoAesGcm,
+      syncAes: hostAesGcm,
       onSubnets: (s) => void routes?.sync(s),
       onStop: (reason) => {
         stopped = reason;

@@ -1,7 +1,7 @@
 /**
- * AES-256-GCM under one key through node:crypto, on the calling thread: where the host has no libcrypto for
- * ffi/aes_gcm.ts. Its own module, so that what imports streams without it (the data-plane worker) does not load
- * Node's compatibility layer.
+ * AES-256-GCM under one key through node:crypto, on the calling thread: where the host has neither GnuTLS nor
+ * libcrypto for ffi/aes_gcm.ts. Its own module, so that what imports streams without it (the data-plane worker)
+ * does not load Node's compatibility layer.
  * @module
  */
 

@@ -46,8 +46,8 @@ export interface StreamSecrets {
    */
   raw?: Uint8Array;
   /**
-   * AES-256-GCM under `raw` on this thread: OpenSSL's libcrypto through FFI (ffi/aes_gcm.ts) where the host has
-   * it, else node:crypto's (src/crypto/node_aes.ts). Without one, everything goes through WebCrypto.
+   * AES-256-GCM under `raw` on this thread: GnuTLS's, else OpenSSL's libcrypto, through FFI (ffi/aes_gcm.ts) where
+   * the host has one, else node:crypto's (src/crypto/node_aes.ts). Without one, everything goes through WebCrypto.
    */
   aes?: SyncAesGcm;
   /** The node at the other end: the destination for the sender, the source for the receiver. */

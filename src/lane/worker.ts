@@ -4,7 +4,7 @@
  * thread between the device and the socket:
  *
  * ```
- * TUN read ─▶ destination has a fast route? ─yes─▶ batch ─▶ seal (libcrypto) ─▶ frame ─▶ send() on the connection
+ * TUN read ─▶ destination has a fast route? ─yes─▶ batch ─▶ seal (GnuTLS)   ─▶ frame ─▶ send() on the connection
  *                                          └no──▶ posted to the main thread (its Anchor does the rest)
  * connection ─▶ frame ─▶ for this node, a stream this thread holds? ─yes─▶ open ─▶ admit ─▶ TUN write
  *                                                                 └no──▶ posted to the main thread
@@ -17,10 +17,10 @@
 
 /// <reference lib="deno.worker" />
 
-import { libcryptoAesGcm } from "../../ffi/aes_gcm.ts";
+import { hasHostAes, hostAesGcm } from "../../ffi/aes_gcm.ts";
 import { addTo, eventfd, takeFrom } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
-import { libc, libcrypto } from "../../ffi/loader.ts";
+import { libc } from "../../ffi/loader.ts";
 import { closeFd, packetPair, recvNow, sendNow, setNoDelay, unacknowledged } from "../../ffi/socket.ts";
 import { type AddressFacts, admitPacket } from "../agent/addresses.ts";
 import { toHex } from "../wire/bytes.ts";
@@ -193,11 +193,11 @@ function trafficOf(peer: string): LaneStats["traffic"][number][1] {
   return t;
 }
 
-/** node:crypto's cipher, loaded only on a host without libcrypto (Node's compatibility layer costs memory). */
+/** node:crypto's cipher, loaded only on a host with neither GnuTLS nor libcrypto (Node's compatibility layer is big). */
 let nodeAes: ((key: Uint8Array) => SyncAesGcm) | undefined;
 
 function aesFor(raw: Uint8Array): SyncAesGcm {
-  return libcryptoAesGcm(raw) ?? nodeAes!(raw);
+  return hostAesGcm(raw) ?? nodeAes!(raw);
 }
 
 function addressKey(address: Uint8Array): number | string {
@@ -975,7 +975,7 @@ scope.onmessage = (e: MessageEvent<Command>) => {
     received++;
     arrived?.();
   };
-  const loaded = libcrypto() ? Promise.resolve() : import("../crypto/node_aes.ts").then((m) => {
+  const loaded = hasHostAes() ? Promise.resolve() : import("../crypto/node_aes.ts").then((m) => {
     nodeAes = m.nodeAesGcm;
   });
   loaded.then(() => {
