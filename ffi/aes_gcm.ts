@@ -125,6 +125,8 @@ class GnutlsAes implements HostAesGcm {
 
   seal(nonce: Uint8Array, aad: Uint8Array, plain: Uint8Array, out: Uint8Array): void {
     const sealed = plain.length + TAG_BYTES;
+    // GnuTLS writes as much as it is told there is room for: never more than `out` has.
+    if (out.length < sealed) throw new Error(`no room to seal: ${out.length} bytes for ${sealed}`);
     sizeOut[0] = sealed;
     sizeOut[1] = 0;
     // Two calls of the same shape, to two C functions: each call site stays direct (one target) for V8.
@@ -147,7 +149,7 @@ class GnutlsAes implements HostAesGcm {
 
   open(nonce: Uint8Array, aad: Uint8Array, sealed: Uint8Array, out: Uint8Array): boolean {
     const length = sealed.length - TAG_BYTES;
-    if (length < 0 || out.length < length) return false;
+    if (length < 0 || out.length < length) return false; // as in seal: the room given is `out`'s at most
     sizeOut[0] = length;
     sizeOut[1] = 0;
     const status = this.#g.gnutls_aead_cipher_decrypt(
