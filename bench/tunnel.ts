@@ -502,12 +502,11 @@ async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> 
  */
 export async function tunnelBench(options: { seconds?: number } = {}): Promise<Figure[]> {
   const seconds = options.seconds ?? 8;
-  const rounds = Number(Deno.env.get("VEILNET_BENCH_PING_ROUNDS") ?? 5);
+  const roundsText = Deno.env.get("VEILNET_BENCH_PING_ROUNDS") ?? "5";
+  const rounds = Number(roundsText);
   if (!Number.isInteger(rounds) || rounds < 1) {
     throw new RangeError(
-      `VEILNET_BENCH_PING_ROUNDS must be a whole number of at least 1, like "5"; got "${
-        Deno.env.get("VEILNET_BENCH_PING_ROUNDS")
-      }"`,
+      `VEILNET_BENCH_PING_ROUNDS must be a whole number of at least 1, like "5"; got "${roundsText}"`,
     );
   }
   const why = netnsUnavailable();
