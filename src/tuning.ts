@@ -89,8 +89,11 @@ export const ROUTE_UPKEEP_MS = 3_000;
 export const OFFER_RESEND_MS = 1_000;
 /** A stream request with no response is sent again this often. */
 export const STREAM_REQUEST_RESEND_MS = 2_000;
-/** The first resend of a stream request comes this soon; the gap then doubles up to STREAM_REQUEST_RESEND_MS. */
-export const STREAM_REQUEST_FIRST_RESEND_MS = 200;
+/**
+ * The first resend of a stream request comes this late; the gap then doubles up to STREAM_REQUEST_RESEND_MS. Not
+ * sooner than a loaded host's handshake takes (0.1-0.8 s seen with twelve nodes starting at once on two cores).
+ */
+export const STREAM_REQUEST_FIRST_RESEND_MS = 1_000;
 /** Open tethers are probed every second; one whose peer has been silent this long is dropped. */
 export const LINK_DEAD_MS = 2_500;
 /**

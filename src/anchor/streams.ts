@@ -89,8 +89,9 @@ export class Streams {
         this.#settle(peer, undefined);
       }
     };
-    // Resent soon, then less often: a peer that does not know us yet (its first look at our announcement is on
-    // its way) drops the first request, and its answer should not wait for a fixed interval.
+    // Resent after a second, then less often: the control channel delivers at most once. Not sooner: a peer that
+    // does not know us yet holds the request while it looks us up, and on a busy host a handshake takes hundreds
+    // of milliseconds, each resend one more for both sides to work through.
     let wait = STREAM_REQUEST_FIRST_RESEND_MS;
     const again = () => {
       entry.resend = setTimeout(() => {
@@ -125,7 +126,8 @@ export class Streams {
   /**
    * A peer asks for a stream to us: answer it and keep the receiving end. A peer keeps at most
    * MAX_STREAMS_PER_PEER receiving streams here (a rekey overlaps two, and a resent request adds one): a new one
-   * beyond that replaces its oldest.
+   * beyond that replaces its oldest. Ours to it starts forming too if there is none: what it sends first (a
+   * ping, a TCP handshake) most likely waits for an answer, which then need not wait for a second handshake.
    */
   async onRequest(m: ControlMessage<ControlKind.StreamRequest>): Promise<void> {
     const { response, secrets: agreed } = await this.#o.handshaker.respond(m);
@@ -137,6 +139,7 @@ export class Streams {
     while (ids.length > MAX_STREAMS_PER_PEER) this.#in.delete(ids.shift()!);
     this.#inByPeer.set(peer, ids);
     this.#o.send(peer, response);
+    this.ready(peer);
   }
 
   /** Our handshake completed. */
