@@ -536,7 +536,9 @@ export class Anchor {
     const { streams } = this.#o;
     const sealer = streams.ready(e.peer);
     const hop = this.#o.nextHop(e.peer);
-    this.#form(e.peer, hop); // in parallel with the stream's handshake, if that is still to come
+    // The tether forms alongside a stream that is ready; else once the first batch has left (#deliver): making a
+    // peer connection holds this thread for milliseconds (tens on a busy host), and the handshake would wait.
+    if (sealer) this.#form(e.peer, hop);
     if (sealer?.sealsNow(plaintext.length) && e.inflight.size === 0) {
       // A small batch with nothing before it still on its way (a ping, an acknowledgement) is sealed and handed
       // on at once: no promise between the TUN and the link.
@@ -602,15 +604,16 @@ export class Anchor {
       e.count(message.length, this.#o.clock());
       return this.#countTx(e.peer, bytes, count);
     }
-    this.#form(e.peer, hop);
     e.hop = hop;
     if (this.#o.mayBackup?.(undefined, e.peer) === false) {
       e.blockedAt = this.#o.clock();
-      return this.#drop("region", count);
+      this.#drop("region", count);
+    } else {
+      e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
+      e.took("backup");
+      this.#backup(e.peer, message, bytes, count);
     }
-    e.backupUntil = this.#o.clock() + BACKUP_SHOWN_MS;
-    e.took("backup");
-    this.#backup(e.peer, message, bytes, count);
+    this.#form(e.peer, hop); // after the batch left: see #flush
   }
 
   /**

@@ -464,3 +464,34 @@ Deno.test("anchor lane: with no tether open, the worker is told what changed sel
     await anchor.close();
   }
 });
+
+Deno.test("anchor egress: while the stream forms, the tether waits too: it starts forming once the first batch has left", async () => {
+  // Making a peer connection holds this thread (tens of ms on a busy host): the handshake must not wait for it.
+  const tun = new MemoryTun();
+  const events: string[] = [];
+  let ready: ((s: unknown) => void) | undefined;
+  const sealer = { seal: (b: Uint8Array) => Promise.resolve(b.slice()), sealsNow: () => false };
+  const anchor = anchorWith({
+    tun,
+    streams: {
+      ready: () => undefined,
+      sealer: () => new Promise((resolve) => ready = resolve),
+    } as unknown as Streams,
+    tethers: {
+      info: () => undefined,
+      ensure: () => (events.push("tether"), new Promise(() => {})),
+      send: () => false,
+      drained: () => Promise.resolve(),
+    } as unknown as Tethers,
+    route: () => A,
+    backup: () => events.push("backup"),
+  });
+  anchor.start();
+  await tun.host.send(udpPacket(SELF_IP, PEER_IP, { sport: 1, dport: 2 }, new Uint8Array(8)));
+  for (let i = 0; i < 100 && !ready; i++) await new Promise((r) => setTimeout(r, 1));
+  assertEquals(events, [], "the stream is forming: nothing sent, no tether yet");
+  ready!(sealer);
+  for (let i = 0; i < 100 && events.length < 2; i++) await new Promise((r) => setTimeout(r, 1));
+  assertEquals(events, ["backup", "tether"]);
+  await anchor.close();
+});
