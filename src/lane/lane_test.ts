@@ -216,3 +216,30 @@ Deno.test("lane: under traffic the worker reports time in each sending stage, th
     assert(stages[stage]! > 0, `${stage}: ${JSON.stringify(stages)}`);
   }
 });
+
+Deno.test("lane: a packet already waiting on the device ends the worker's warm-up early (it would otherwise wait for the whole warm-up, seconds on a busy host)", async () => {
+  const [deviceEnd, testEnd] = packetPair();
+  const packet = ipPacket(SELF_FACTS.ipv4, PEER_FACTS.ipv4, 17, new Uint8Array(30).fill(3));
+  assertEquals(sendNow(testEnd, packet), packet.length);
+  // A worker of its own (the tests before released theirs), given the device before it is ready: the command
+  // reaches it while it warms up.
+  const lane = Lane.acquire();
+  const reports: LaneStats[] = [];
+  lane.onStats = (s) => reports.push(s);
+  const tun = lane.attach(stubDevice(deviceEnd), SELF)!;
+  try {
+    assert(await lane.ready, "the worker started");
+    const bufs = [new Uint8Array(2048)];
+    const sizes = [0];
+    assertEquals(await tun.readBatch(bufs, sizes, 0), 1, "the packet reached the main thread (no route)");
+    assertEquals(bufs[0]!.slice(0, sizes[0]), packet);
+    await waitFor("the worker's first report", 5_000, () => reports.length > 0);
+    // It looks every 50 rounds of 1600: the first look found the packet.
+    assert(reports[0]!.warmUpRounds < 100, `the warm-up ran ${reports[0]!.warmUpRounds} rounds`);
+  } finally {
+    await tun.close();
+    lane.release();
+    await lane.stopped;
+    closeFd(testEnd);
+  }
+});

@@ -49,6 +49,8 @@ export interface LaneStats {
   readPackets: number;
   writtenPackets: number;
   writeErrors: number;
+  /** Rounds of made-up traffic the worker's warm-up ran at start, in its first report (0 after). */
+  warmUpRounds: number;
 }
 
 /** Worker → main thread. */
