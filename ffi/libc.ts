@@ -47,6 +47,8 @@ export const LIBC_SYMBOLS = {
     parameters: ["i32", /* int domain */ "i32", /* int type */ "i32" /* int protocol */],
     result: "i32",
   },
+  /** int sched_yield(void): lets another runnable thread have this CPU (the data-plane worker's busy wait) */
+  sched_yield: { parameters: [], result: "i32" },
   /** poll on the calling thread: for a thread (the data-plane worker) whose job is to wait here */
   pollSync: {
     name: "poll",
