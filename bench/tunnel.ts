@@ -466,6 +466,28 @@ type Tunnel = <T>(use: (bed: Testbed, address: string) => Promise<T>) => Promise
 interface PingRound {
   fresh: number;
   bulk: number;
+  /** The CPU the tunnel's two ends used during the pings after bulk traffic (% of one core, both summed). */
+  cpu: number;
+}
+
+/**
+ * Runs `work` and says how much CPU the processes that were in hosts a and b before it used meanwhile: a tunnel's
+ * two ends (the ping `work` starts is not among them), in % of one core.
+ */
+async function endsCpu<T>(bed: Testbed, work: () => Promise<T>): Promise<{ value: T; cpu: number }> {
+  const tick = await clockTick();
+  const pids = (await Promise.all(
+    ["a", "b"].map((host) => run("ip", ["netns", "pids", bed.host(host).ns.name], { allowFailure: true })),
+  )).flatMap((r) => r.text.split(/\s+/).filter(Boolean).map(Number));
+  const cpuOf = (pid: number) => processUsage(pid, tick).then((u) => u.cpu, () => NaN);
+  const before = await Promise.all(pids.map(cpuOf));
+  const started = performance.now();
+  const value = await work();
+  const seconds = (performance.now() - started) / 1000;
+  const after = await Promise.all(pids.map(cpuOf));
+  // A process that ended meanwhile (NaN) counts nothing.
+  const used = after.reduce((sum, t, i) => sum + (Number.isNaN(t - before[i]!) ? 0 : t - before[i]!), 0);
+  return { value, cpu: 100 * used / seconds };
 }
 
 /**
@@ -488,7 +510,8 @@ async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> 
         await on(async (bed, address) => {
           const fresh = (await pingMs(bed, address)).median;
           await iperf(bed, address, 3, 1);
-          return { fresh, bulk: (await pingMs(bed, address)).median };
+          const bulk = await endsCpu(bed, () => pingMs(bed, address));
+          return { fresh, bulk: bulk.value.median, cpu: bulk.cpu };
         }),
       );
     }
@@ -565,7 +588,10 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
         `median of the set-ups' medians after 3 s of TCP (${
           ms(r.map((x) => x.bulk))
         }); on the fresh tunnel ` +
-        `${median(r.map((x) => x.fresh)).toFixed(3)} (${ms(r.map((x) => x.fresh))})`,
+        `${median(r.map((x) => x.fresh)).toFixed(3)} (${ms(r.map((x) => x.fresh))}); CPU of its two ends ` +
+        `while pinging after TCP ${median(r.map((x) => x.cpu)).toFixed(2)}% of a core (${
+          r.map((x) => x.cpu.toFixed(2)).join(" ")
+        })`,
     })),
     ...["wireguard-go", "nebula"].map((name) => {
       const ratio = (pick: (x: PingRound) => number) =>
