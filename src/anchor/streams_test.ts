@@ -5,32 +5,8 @@ import { MAX_STREAMS_PER_PEER } from "../tuning.ts";
 import { ControlKind, type ControlMessage, decodeControl } from "../wire/control.ts";
 import { Streams } from "./streams.ts";
 
-Deno.test("streams: a peer holds at most MAX_STREAMS_PER_PEER receiving streams; a new one replaces its oldest", async () => {
-  const [a, b] = [await Identity.generate(), await Identity.generate()];
-  const handshaker = (identity: Identity) =>
-    new Handshaker({ identity, certRef: () => new Uint8Array(16), clock: Date.now });
-  const fromA = handshaker(a);
-  const answers: string[] = [];
-  const streams = new Streams({
-    self: b.nodeId,
-    handshaker: handshaker(b),
-    // Responses; b's own request to a (see the next test) is not one.
-    send: (peer, m) => decodeControl(m).kind === ControlKind.StreamResponse && answers.push(peer),
-    clock: Date.now,
-    log: () => {},
-  });
-  for (let i = 0; i < 3 * MAX_STREAMS_PER_PEER; i++) {
-    const request = decodeControl(await fromA.request(b.nodeId)) as ControlMessage<ControlKind.StreamRequest>;
-    await streams.onRequest(request);
-    assert(streams.counts.receiving <= MAX_STREAMS_PER_PEER, `${streams.counts.receiving} streams`);
-  }
-  assertEquals(answers.length, 3 * MAX_STREAMS_PER_PEER, "every request is answered");
-  assertEquals(streams.counts.receiving, MAX_STREAMS_PER_PEER);
-  assertEquals(new Set(answers), new Set([toHex(a.nodeId)]));
-  streams.close();
-});
-
-Deno.test("streams: a request from a peer this node has no stream to starts ours to it at once; one from a peer it has a stream to does not", async () => {
+/** Node b's stream table, what it sends (decoded), and `ask()`: a's stream request handed to it. */
+async function askedByA() {
   const [a, b] = [await Identity.generate(), await Identity.generate()];
   const handshaker = (identity: Identity) =>
     new Handshaker({ identity, certRef: () => new Uint8Array(16), clock: Date.now });
@@ -47,6 +23,25 @@ Deno.test("streams: a request from a peer this node has no stream to starts ours
     await streams.onRequest(
       decodeControl(await fromA.request(b.nodeId)) as ControlMessage<ControlKind.StreamRequest>,
     );
+  return { a, fromA, streams, sent, ask };
+}
+
+Deno.test("streams: a peer holds at most MAX_STREAMS_PER_PEER receiving streams; a new one replaces its oldest", async () => {
+  const { a, streams, sent, ask } = await askedByA();
+  for (let i = 0; i < 3 * MAX_STREAMS_PER_PEER; i++) {
+    await ask();
+    assert(streams.counts.receiving <= MAX_STREAMS_PER_PEER, `${streams.counts.receiving} streams`);
+  }
+  // b's own request to a (see the next test) is not an answer.
+  const answers = sent.filter((m) => m.kind === ControlKind.StreamResponse);
+  assertEquals(answers.length, 3 * MAX_STREAMS_PER_PEER, "every request is answered");
+  assertEquals(streams.counts.receiving, MAX_STREAMS_PER_PEER);
+  assertEquals(new Set(answers.map((m) => toHex(m.recipient))), new Set([toHex(a.nodeId)]));
+  streams.close();
+});
+
+Deno.test("streams: a request from a peer this node has no stream to starts ours to it at once; one from a peer it has a stream to does not", async () => {
+  const { a, fromA, streams, sent, ask } = await askedByA();
   await ask();
   // b's request is made (signed) after its answer went: wait for it.
   for (let i = 0; i < 100 && sent.length < 2; i++) await new Promise((r) => setTimeout(r, 10));
