@@ -49,6 +49,8 @@ export class Streams {
   failures = 0;
   /** Sending streams formed since start: one per destination, then one per rekey. */
   formed = 0;
+  /** Closed: no stream forms any more (a request that comes meanwhile is still answered, and starts none). */
+  #closed = false;
 
   constructor(options: StreamsOptions) {
     this.#o = options;
@@ -70,6 +72,7 @@ export class Streams {
 
   /** The stream to `peer`, forming one if needed; undefined if the handshake fails or times out. */
   sealer(peer: string): Promise<StreamSealer | undefined> {
+    if (this.#closed) return Promise.resolve(undefined);
     let o = this.#out.get(peer);
     if (!o) this.#out.set(peer, o = {});
     if (o.sealer && !o.sealer.expired() && !o.sealer.needsRekey()) return Promise.resolve(o.sealer);
@@ -197,6 +200,7 @@ export class Streams {
   }
 
   close(): void {
+    this.#closed = true;
     for (const peer of this.#out.keys()) this.#settle(peer, undefined);
     this.#out.clear();
     this.#in.clear();

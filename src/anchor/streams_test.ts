@@ -58,3 +58,11 @@ Deno.test("streams: a request from a peer this node has no stream to starts ours
   assertEquals(sent.map((m) => m.kind), [ControlKind.StreamResponse]);
   streams.close();
 });
+
+Deno.test("streams: a closed stream table still answers a request, but starts no stream of its own (no timer outlives it)", async () => {
+  const { streams, sent, ask } = await askedByA();
+  streams.close();
+  await ask();
+  await new Promise((r) => setTimeout(r, 50));
+  assertEquals(sent.map((m) => m.kind), [ControlKind.StreamResponse]);
+});
