@@ -476,18 +476,21 @@ interface PingRound {
  */
 async function endsCpu<T>(bed: Testbed, work: () => Promise<T>): Promise<{ value: T; cpu: number }> {
   const tick = await clockTick();
-  const pids = (await Promise.all(
-    ["a", "b"].map((host) => run("ip", ["netns", "pids", bed.host(host).ns.name], { allowFailure: true })),
-  )).flatMap((r) => r.text.split(/\s+/).filter(Boolean).map(Number));
-  const cpuOf = (pid: number) => processUsage(pid, tick).then((u) => u.cpu, () => NaN);
-  const before = await Promise.all(pids.map(cpuOf));
+  const pids = (await Promise.all(["a", "b"].map((host) => bed.host(host).ns.pids()))).flat();
+  // A process that ended meanwhile counts nothing (NaN, skipped).
+  const cpuOf = (pid: number) => {
+    try {
+      return cpuSecondsOf(`/proc/${pid}/stat`, tick);
+    } catch {
+      return NaN;
+    }
+  };
+  const before = pids.map(cpuOf);
   const started = performance.now();
   const value = await work();
   const seconds = (performance.now() - started) / 1000;
-  const after = await Promise.all(pids.map(cpuOf));
-  // A process that ended meanwhile (NaN) counts nothing.
-  const used = after.reduce((sum, t, i) => sum + (Number.isNaN(t - before[i]!) ? 0 : t - before[i]!), 0);
-  return { value, cpu: 100 * used / seconds };
+  const used = pids.map((pid, i) => cpuOf(pid) - before[i]!).filter((t) => !Number.isNaN(t));
+  return { value, cpu: 100 * used.reduce((sum, t) => sum + t, 0) / seconds };
 }
 
 /**

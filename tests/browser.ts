@@ -66,10 +66,9 @@ export async function launchBrowser(names: string[] = []): Promise<IsolatedBrows
     stack.defer(async () => {
       await browser.close().catch(() => {});
       // Whatever Chromium left in the namespace ends before the namespace goes.
-      const pids = (await run("ip", ["netns", "pids", ns.name], { allowFailure: true })).text.split(/\s+/);
-      for (const pid of pids.filter(Boolean)) {
+      for (const pid of await ns.pids()) {
         try {
-          Deno.kill(Number(pid), "SIGKILL");
+          Deno.kill(pid, "SIGKILL");
         } catch { /* gone */ }
       }
     });

@@ -165,8 +165,7 @@ async function readUdp(router: Netns): Promise<{ p2p: number; viaTurn: number }>
 /** Ends every process left in `ns` (SIGTERM, then SIGKILL), so the namespace can be deleted; says what it found. */
 async function emptyNamespace(ns: Netns): Promise<void> {
   for (let round = 0; round < 20; round++) {
-    const pids = (await run("ip", ["netns", "pids", ns.name], { allowFailure: true })).text.split(/\s+/)
-      .filter(Boolean).map(Number);
+    const pids = await ns.pids();
     if (pids.length === 0) return;
     if (round === 0) console.log(`nat matrix: ${pids.length} process(es) left in ${ns.name}: ${pids}`);
     for (const pid of pids) {

@@ -83,6 +83,12 @@ export class Netns implements AsyncDisposable {
     return run("ip", ["netns", "exec", this.name, cmd, ...args], options);
   }
 
+  /** The processes in the namespace now (`ip netns pids`). */
+  async pids(): Promise<number[]> {
+    const listed = await run("ip", ["netns", "pids", this.name], { allowFailure: true });
+    return listed.text.split(/\s+/).filter(Boolean).map(Number);
+  }
+
   /** Gives the namespace its own /etc/resolv.conf (`ip netns exec` mounts /etc/netns/NAME/resolv.conf). */
   async resolvConf(text: string): Promise<void> {
     await Deno.mkdir(`/etc/netns/${this.name}`, { recursive: true });
