@@ -617,10 +617,15 @@ function handle(command: Command): void {
   }
 }
 
-/** Reads the wake counter (commands posted since the last read) and handles that many, waiting for them. */
-async function takeCommands(expected: number): Promise<void> {
+/** Waits until `expected` commands in all have come through the event loop into the inbox. */
+async function arrivedUpTo(expected: number): Promise<void> {
   while (received < expected) await new Promise<void>((resolve) => arrived = resolve);
   arrived = undefined;
+}
+
+/** Reads the wake counter (commands posted since the last read) and handles that many, waiting for them. */
+async function takeCommands(expected: number): Promise<void> {
+  await arrivedUpTo(expected);
   for (const command of inbox.splice(0)) {
     try {
       handle(command);
@@ -799,8 +804,7 @@ let announced = 0;
 async function realWorkWaits(realWake: number): Promise<boolean> {
   if (readable(realWake)) {
     announced += takeFrom(realWake);
-    while (received < announced) await new Promise<void>((resolve) => arrived = resolve);
-    arrived = undefined;
+    await arrivedUpTo(announced);
   }
   return inbox.some((command) =>
     command.t === "send" || command.t === "open" || command.t === "stop" ||
@@ -912,12 +916,14 @@ const SPIN_BUDGET_MAX_MS = 20;
 let spinBudget = 0;
 let spinBudgetAt = 0;
 
-/** Polls without sleeping until something is ready or `until` (ms), within the budget; returns poll()'s count. */
-function spin(now: number, until: number): number {
+/**
+ * Polls poll()'s array (`n` entries) without sleeping until something is ready or `until` (ms), within the
+ * budget; returns poll()'s count.
+ */
+function spin(n: bigint, now: number, until: number): number {
   spinBudget = Math.min(SPIN_BUDGET_MAX_MS, spinBudget + (now - spinBudgetAt) * SPIN_SHARE);
   spinBudgetAt = now;
   const end = Math.min(until, now + spinBudget);
-  const n = BigInt(order.length);
   let ready = 0;
   while ((ready = c.pollSync(pollfds, n, 0)) === 0 && clock() < end) c.sched_yield();
   spinBudget -= clock() - now;
@@ -972,11 +978,12 @@ function turn(longest: number): number {
   }
   for (const held of waiting) timeout = Math.min(timeout, Math.max(0, held.reorder.deadline! - now));
   if (!trimmed) timeout = Math.min(timeout, Math.max(0, lastActivity + TRIM_QUIET_MS - now));
+  const n = BigInt(order.length);
   let ready = 0;
   if (timeout > 0 && now < lastActivity + SPIN_MS) {
-    ready = spin(now, Math.min(lastActivity + SPIN_MS, now + timeout));
+    ready = spin(n, now, Math.min(lastActivity + SPIN_MS, now + timeout));
   }
-  if (ready === 0) ready = c.pollSync(pollfds, BigInt(order.length), Math.ceil(timeout));
+  if (ready === 0) ready = c.pollSync(pollfds, n, Math.ceil(timeout));
   timed = Math.random() * STAGE_SAMPLE < 1;
   try {
     handleReady(pollView, order);
