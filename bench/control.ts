@@ -42,12 +42,19 @@ interface Varz {
   in_msgs: number;
 }
 
-/** CPU time (seconds) and resident memory (bytes) of one process, from /proc. */
-export async function processUsage(pid: number, tick: number): Promise<{ cpu: number; rss: number }> {
+/**
+ * CPU time (seconds) and resident memory (bytes) of one process, from /proc; the resident memory also split into
+ * the process's own (heaps, stacks: RssAnon) and pages of files it maps (the executable, libraries: RssFile).
+ */
+export async function processUsage(
+  pid: number,
+  tick: number,
+): Promise<{ cpu: number; rss: number; rssAnon: number; rssFile: number }> {
   const cpu = cpuSecondsOf(`/proc/${pid}/stat`, tick);
   const status = await Deno.readTextFile(`/proc/${pid}/status`);
-  const rss = Number(/^VmRSS:\s+(\d+) kB/m.exec(status)?.[1] ?? 0) * 1024;
-  return { cpu, rss };
+  const kib = (field: string) =>
+    Number(new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(status)?.[1] ?? 0) * 1024;
+  return { cpu, rss: kib("VmRSS"), rssAnon: kib("RssAnon"), rssFile: kib("RssFile") };
 }
 
 /**

@@ -299,7 +299,14 @@ async function veilnetIdle(): Promise<Figure[]> {
         note:
           `of one core over ${seconds} s, ${peers} peers, after its tether dissolved (all threads; 10 ms ticks)`,
       },
-      { name: "veilnet node with its TUN, idle: RSS", value: rss, unit: "MiB", note: "the same node, then" },
+      {
+        name: "veilnet node with its TUN, idle: RSS",
+        value: rss,
+        unit: "MiB",
+        note: `the same node, then: ${(after.rssAnon / 2 ** 20).toFixed(1)} MiB its own (heaps, stacks), ${
+          (after.rssFile / 2 ** 20).toFixed(1)
+        } MiB of files it maps (the executable, libraries)`,
+      },
     ];
   } finally {
     for (const node of others) await node[Symbol.asyncDispose]();

@@ -117,6 +117,11 @@ export const LIBC_SYMBOLS = {
   },
   /** char *strerror(int errnum) */
   strerror: { parameters: ["i32" /* int errnum */], result: "pointer" },
+  /** int madvise(void *addr, size_t length, int advice): the address as an integer (ffi/pages.ts reads it from smaps) */
+  madvise: {
+    parameters: ["usize", /* void *addr */ "usize", /* size_t length */ "i32" /* int advice */],
+    result: "i32",
+  },
   /** int malloc_trim(size_t pad): gives the allocator's free memory back to the system (glibc; musl has none) */
   malloc_trim: { parameters: ["usize" /* size_t pad */], result: "i32", optional: true },
 } as const satisfies Deno.ForeignLibraryInterface;

@@ -106,6 +106,11 @@ export const GATHER_MAX_MS = 2_000;
  * no SCTP timer waking 100 times a second. Starting them again takes a few milliseconds.
  */
 export const RTC_RELEASE_MS = 10_000;
+/**
+ * A running node hands back the file pages it read while starting (ffi/pages.ts) this long after it began to
+ * serve: login, joining and the first announcements are over by then.
+ */
+export const STARTUP_PAGES_MS = 30_000;
 /** A destination whose traffic took the backup pipeline is shown on it ("backup") this long after. */
 export const BACKUP_SHOWN_MS = 2_000;
 /** Bytes the backup pipeline may have published but not yet handed to the Master before sending waits. */

@@ -4,6 +4,7 @@
  * @module
  */
 
+import { dropCleanFilePages } from "../../ffi/pages.ts";
 import {
   configDir,
   configPath,
@@ -21,6 +22,7 @@ import { parseDuration } from "../guardian/rules.ts";
 import { selfCommand, Service, UNIT } from "../service/systemd.ts";
 import { shutdownWebRtc } from "../tether/webrtc.ts";
 import { parseCidr, parseIPv4, parseIPv6 } from "../tun/ip.ts";
+import { STARTUP_PAGES_MS } from "../tuning.ts";
 import { checkInterfaceName } from "../tun/linux_tun.ts";
 import { isTag } from "../wire/certificate.ts";
 import { hostPort, list, parse, UsageError } from "./args.ts";
@@ -289,6 +291,7 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
   const stop = () => abort.abort();
   Deno.addSignalListener("SIGINT", stop);
   Deno.addSignalListener("SIGTERM", stop);
+  let startupPages: ReturnType<typeof setTimeout> | undefined;
   try {
     await using node = await startConflux({
       guardian,
@@ -310,12 +313,23 @@ export async function runCommand(args: string[], io: Output): Promise<number> {
     if (metrics) io.err(`metrics on http://${metricsFlag}/metrics and /healthz`);
     const api = serveLocalApi(node, socketPath(), abort.signal);
     io.err(`local API on ${socketPath()}`);
+    startupPages = setTimeout(() => {
+      try {
+        io.err(
+          `handed back ${(dropCleanFilePages() / 1024).toFixed(0)} MiB of file pages read while starting`,
+        );
+      } catch (error) {
+        io.err(`could not hand back the file pages read while starting: ${(error as Error).message}`);
+      }
+    }, STARTUP_PAGES_MS);
+    Deno.unrefTimer(startupPages);
     // The node may stop on its own (the Guardian revoked or removed it): stop serving, then fail with its reason.
     void node.closed.catch(() => {}).finally(stop);
     await api.finished;
     await metricsServer?.finished;
     await node.closed;
   } finally {
+    clearTimeout(startupPages);
     Deno.removeSignalListener("SIGINT", stop);
     Deno.removeSignalListener("SIGTERM", stop);
     shutdownWebRtc();
