@@ -10,7 +10,7 @@
 
 import { addTo, eventfd } from "../../ffi/eventfd.ts";
 import { LINUX } from "../../ffi/libc.ts";
-import { errno, libc, readKernelFile, SyscallError } from "../../ffi/loader.ts";
+import { errno, libc, readKernelFile, SyscallError, writeKernelFile } from "../../ffi/loader.ts";
 import { addIPv4, addIPv6, createTun, enableOffload, setMtu, setUp } from "../../ffi/tun.ts";
 import { type Cidr, parseCidr } from "./ip.ts";
 import { checkReadBuffers, readBytes, type Tun, TunClosedError, type TunStats } from "./tun.ts";
@@ -61,6 +61,20 @@ async function ipv6Ready(name: string, addresses: Cidr[], timeoutMs = 2_000): Pr
       throw new Error(`IPv6 address(es) on "${name}" not usable after ${timeoutMs} ms (is IPv6 disabled?)`);
     }
     await new Promise((resolve) => setTimeout(resolve, 2));
+  }
+}
+
+/**
+ * Asks the kernel not to give the device an IPv6 link-local address (addr_gen_mode 1, "none"), before it comes up.
+ * The overlay routes by its own addresses; with a link-local one the kernel sends router solicitations into the
+ * device as it comes up, which the node can only drop, and which cut the data-plane worker's warm-up short as if
+ * real traffic waited (src/lane/worker.ts). A host without IPv6 has no such setting: nothing to do.
+ */
+function noLinkLocal(name: string): void {
+  try {
+    writeKernelFile(`/proc/sys/net/ipv6/conf/${name}/addr_gen_mode`, "1");
+  } catch (error) {
+    if (!(error instanceof SyscallError && error.errno === LINUX.ENOENT)) throw error;
   }
 }
 
@@ -130,6 +144,7 @@ export class LinuxTun implements Tun {
         }
       }
       for (const a of addresses) (a.version === 4 ? addIPv4 : addIPv6)(name, a.address, a.prefix);
+      noLinkLocal(name);
       setUp(name);
       await ipv6Ready(name, addresses.filter((a) => a.version === 6));
     } catch (error) {

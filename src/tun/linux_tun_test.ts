@@ -135,6 +135,27 @@ Deno.test({
 });
 
 Deno.test({
+  name: "LinuxTun: the device has no link-local address, and the kernel sends nothing into it as it comes up",
+  ignore,
+  async fn() {
+    await using h = await realHarness("quiet");
+    const shown = (await h.ns.exec("ip", ["-o", "-6", "addr", "show", "dev", "vt0"])).text;
+    assert(!shown.includes("fe80:"), shown);
+    // With a link-local address the kernel sends router solicitations at once, which the node could only drop.
+    const bufs = [new Uint8Array(2048)];
+    const sizes = [0];
+    const read = h.tun.readBatch(bufs, sizes, 0);
+    const quiet = await Promise.race([
+      read.then(() => false),
+      new Promise((r) => setTimeout(() => r(true), 1_500)),
+    ]);
+    assert(quiet, `the device carried a packet of ${sizes[0]} bytes, IP version ${bufs[0]![0]! >> 4}`);
+    await h.tun.close();
+    await read;
+  },
+});
+
+Deno.test({
   name: "LinuxTun: opening a name already in use, or the name of a non-TUN interface, says so",
   ignore,
   async fn() {
