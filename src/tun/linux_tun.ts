@@ -68,13 +68,14 @@ async function ipv6Ready(name: string, addresses: Cidr[], timeoutMs = 2_000): Pr
  * Asks the kernel not to give the device an IPv6 link-local address (addr_gen_mode 1, "none"), before it comes up.
  * The overlay routes by its own addresses; with a link-local one the kernel sends router solicitations into the
  * device as it comes up, which the node can only drop, and which cut the data-plane worker's warm-up short as if
- * real traffic waited (src/lane/worker.ts). A host without IPv6 has no such setting: nothing to do.
+ * real traffic waited (src/lane/worker.ts). Where the setting cannot be written (a host without IPv6, a container's
+ * read-only /proc/sys), the device keeps its link-local address and works as before.
  */
 function noLinkLocal(name: string): void {
   try {
     writeKernelFile(`/proc/sys/net/ipv6/conf/${name}/addr_gen_mode`, "1");
   } catch (error) {
-    if (!(error instanceof SyscallError && error.errno === LINUX.ENOENT)) throw error;
+    if (!(error instanceof SyscallError)) throw error;
   }
 }
 
