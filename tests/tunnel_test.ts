@@ -112,6 +112,19 @@ Deno.test({
     assertEquals((seen as { link?: string }).link, "tcp");
     assert(seen.txBytes > size, `a counted ${seen.txBytes} bytes to b`);
     assert((await peer(b, "a"))!.rxBytes > size);
+
+    // A reset on the way (a middlebox's) takes the direct connection down: the tether carries on over WebRTC, a
+    // new direct connection is made, and the traffic goes back to it.
+    const linkToB = async () => ((await peer(a, "b")) as { link?: string } | undefined)?.link;
+    const reset = ["-K", "-tn", "state", "established", "dst", w.bed.host("b").address];
+    await w.bed.host("a").ns.exec("ss", reset);
+    await waitFor("the reset to be seen", 5_000, async () => await linkToB() === "webrtc");
+    await waitFor("a new direct connection", 15_000, async () => await linkToB() === "tcp");
+    const after = await w.bed.host("a").ns.exec("ping", ["-c", "50", "-i", "0.01", "-W", "2", v4!], {
+      allowFailure: true,
+    });
+    assert(after.text.includes(" 0% packet loss"), `ping after the reset:\n${after.text}${after.errors}`);
+    assertEquals(await linkToB(), "tcp");
   },
 });
 

@@ -101,6 +101,64 @@ test("tethers: once open, data moves to a direct TCP connection when the peers r
   assertEquals(p.received.aa, [Uint8Array.of(7)]);
 });
 
+/** Waits (at most `ms`) until both sides' data goes over a direct TCP connection. */
+function bothDirect(p: ReturnType<typeof pair>, ms: number): Promise<void> {
+  return within(
+    ms,
+    "the direct connection",
+    (async () => {
+      while (p.a.info("bb")?.link !== "tcp" || p.b.info("aa")?.link !== "tcp") {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+    })(),
+  );
+}
+
+/**
+ * Resets this process's established TCP connections (both ends), as a middlebox's reset would; returns how many
+ * ends there were. In this file, only the tethers' direct connections are TCP.
+ */
+async function resetOwnTcp(): Promise<number> {
+  const ss = (args: string[]) => new Deno.Command("ss", { args, stderr: "inherit" }).output();
+  const listed = new TextDecoder().decode((await ss(["-tnpH", "state", "established"])).stdout);
+  const ports = listed.split("\n").filter((line) => line.includes(`pid=${Deno.pid},`))
+    .map((line) => line.trim().split(/\s+/)[2]!.split(":").pop()!);
+  for (const port of ports) {
+    const killed = await ss(["-K", "-tn", "state", "established", `( sport = :${port} )`]);
+    assert(killed.success, `ss -K failed for port ${port}`);
+  }
+  return ports.length;
+}
+
+test("tethers: a direct connection that is reset is made again, and data goes back to it", async () => {
+  await using p = pair();
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  await bothDirect(p, 5_000);
+  assertEquals(await resetOwnTcp(), 2);
+  // Both sides see it gone, and carry on over the data channel meanwhile.
+  await within(
+    2_000,
+    "the reset to be seen",
+    (async () => {
+      while (p.a.info("bb")?.link !== "webrtc" || p.b.info("aa")?.link !== "webrtc") {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+    })(),
+  );
+  assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
+  await p.delivered(5_000, 1, 1);
+  // The answering side offers a new connection (DIRECT_TCP_RETRY_MS later), and data goes over it.
+  await bothDirect(p, 10_000);
+  for (let i = 0; i < 50; i++) assert(p.a.send("bb", new Uint8Array(60_000).fill(i & 0xff)));
+  assert(p.b.send("aa", Uint8Array.of(3)));
+  await p.delivered(10_000, 51, 2);
+  assertEquals(
+    p.received.bb!.slice(1).map((m) => [m.length, m[0]]),
+    Array.from({ length: 50 }, (_, i) => [60_000, i]),
+  );
+  assertEquals(p.received.aa!.map((m) => m[0]), [2, 3]);
+});
+
 test("tethers: both sides forming at once end with one working tether", async () => {
   await using p = pair();
   const [x, y] = await within(10_000, "open", Promise.all([p.a.ensure("bb"), p.b.ensure("aa")]));

@@ -31,7 +31,7 @@ import {
   LINK_BUFFER_LOW_BYTES,
   RTC_RELEASE_MS,
 } from "../tuning.ts";
-import { DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
+import { type DirectEvents, DirectTcp, SECRET_BYTES } from "./direct_tcp.ts";
 import { fromHex, toHex } from "../crypto/identity.ts";
 import { libc } from "../../ffi/loader.ts";
 
@@ -260,7 +260,7 @@ export class WebRtcLink {
     const secret = crypto.getRandomValues(new Uint8Array(SECRET_BYTES));
     let offer;
     try {
-      offer = DirectTcp.listen(host, secret, this.#directEvents(), DIRECT_TCP_TIMEOUT_MS);
+      offer = DirectTcp.listen(host, secret, this.#directEvents(dc), DIRECT_TCP_TIMEOUT_MS);
     } catch {
       return; // the address is gone, or listening is not allowed: WebRTC carries everything
     }
@@ -301,18 +301,28 @@ export class WebRtcLink {
     this.#useDirect(direct);
   }
 
-  #directEvents() {
+  /**
+   * A direct connection's events. When the one in use closes, the data channel carries on, and the answering side
+   * (`offeredOn`, the channel its offers go over) offers a new one: a connection reset or dropped on the way (a
+   * middlebox's idle timeout, a rebooted router) would otherwise leave the tether on WebRTC while it lives.
+   */
+  #directEvents(offeredOn?: Channel): DirectEvents {
     return {
       onMessage: (message: Uint8Array) => this.#events.onMessage(message),
       onClose: () => {
-        this.#direct = undefined; // the data channel carries on
+        if (!this.#direct?.closed) return; // one never used, or turned away (see #useDirect)
+        this.#direct = undefined;
         this.#wake();
+        if (!offeredOn || this.#closed) return;
+        this.#directOffers = 0;
+        clearTimeout(this.#directRetry);
+        this.#directRetry = setTimeout(() => this.#offerDirect(offeredOn), DIRECT_TCP_RETRY_MS);
       },
     };
   }
 
   #useDirect(direct: DirectTcp | undefined): void {
-    if (!direct) return;
+    if (!direct || direct.closed) return;
     if (this.#closed || this.#direct) return direct.close();
     this.#direct = direct;
   }
