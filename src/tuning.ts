@@ -43,6 +43,12 @@ export const DIRECT_TCP_TIMEOUT_MS = 2_000;
  */
 export const DIRECT_TCP_OFFERS = 3;
 export const DIRECT_TCP_RETRY_MS = 2_000;
+/**
+ * A direct connection lost while its tether lives (reset, dropped on the way, stalled) is offered again, this many
+ * times per tether at most: a path that takes a connection but cannot carry it does not make the tether switch
+ * back and forth for as long as it lives.
+ */
+export const DIRECT_TCP_RENEWALS = 3;
 /** SCTP MTU of the data channels. */
 export const TETHER_MTU = 1500;
 /** A tether with no traffic either way for this long is dissolved (re-formed on the next packet). */

@@ -3,6 +3,7 @@ import { within } from "../../tests/tun_conformance.ts";
 import { TetherSignalType } from "../wire/control.ts";
 import { type Signal, TETHER_FORM_TRIES, Tethers } from "./tethers.ts";
 import { filterCandidates, shutdownWebRtc, WebRtcLink } from "./webrtc.ts";
+import { DIRECT_TCP_RENEWALS, DIRECT_TCP_RETRY_MS } from "../tuning.ts";
 
 // libdatachannel calls back from its own threads, even just after a close. This file's isolate must not go away
 // while it still can: the last test releases the library (joining its threads) before the file ends. And this
@@ -114,6 +115,12 @@ function bothDirect(p: ReturnType<typeof pair>, ms: number): Promise<void> {
   );
 }
 
+async function webrtcOnBothSides(p: ReturnType<typeof pair>): Promise<void> {
+  while (p.a.info("bb")?.link !== "webrtc" || p.b.info("aa")?.link !== "webrtc") {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 /**
  * Resets this process's established TCP connections (both ends), as a middlebox's reset would; returns how many
  * ends there were. In this file, only the tethers' direct connections are TCP.
@@ -130,21 +137,13 @@ async function resetOwnTcp(): Promise<number> {
   return ports.length;
 }
 
-test("tethers: a direct connection that is reset is made again, and data goes back to it", async () => {
+test("tethers: a direct connection that is reset is made again (DIRECT_TCP_RENEWALS times), and data goes back to it", async () => {
   await using p = pair();
   assert(await within(10_000, "open", p.a.ensure("bb")));
   await bothDirect(p, 5_000);
   assertEquals(await resetOwnTcp(), 2);
   // Both sides see it gone, and carry on over the data channel meanwhile.
-  await within(
-    2_000,
-    "the reset to be seen",
-    (async () => {
-      while (p.a.info("bb")?.link !== "webrtc" || p.b.info("aa")?.link !== "webrtc") {
-        await new Promise((r) => setTimeout(r, 10));
-      }
-    })(),
-  );
+  await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
   assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
   await p.delivered(5_000, 1, 1);
   // The answering side offers a new connection (DIRECT_TCP_RETRY_MS later), and data goes over it.
@@ -157,6 +156,19 @@ test("tethers: a direct connection that is reset is made again, and data goes ba
     Array.from({ length: 50 }, (_, i) => [60_000, i]),
   );
   assertEquals(p.received.aa!.map((m) => m[0]), [2, 3]);
+  // Made again DIRECT_TCP_RENEWALS times in all; after that the data channel keeps the data (a path that takes a
+  // connection but cannot carry it must not make the tether switch back and forth while it lives).
+  for (let renewal = 2; renewal <= DIRECT_TCP_RENEWALS; renewal++) {
+    assertEquals(await resetOwnTcp(), 2);
+    await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
+    await bothDirect(p, 10_000);
+  }
+  assertEquals(await resetOwnTcp(), 2);
+  await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
+  await new Promise((r) => setTimeout(r, DIRECT_TCP_RETRY_MS + 3_000));
+  assertEquals([p.a.info("bb")?.link, p.b.info("aa")?.link], ["webrtc", "webrtc"]);
+  assert(p.a.send("bb", Uint8Array.of(4)));
+  await p.delivered(5_000, 52, 2);
 });
 
 test("tethers: both sides forming at once end with one working tether", async () => {

@@ -24,6 +24,7 @@
 import ndc from "node-datachannel";
 import {
   DIRECT_TCP_OFFERS,
+  DIRECT_TCP_RENEWALS,
   DIRECT_TCP_RETRY_MS,
   DIRECT_TCP_TIMEOUT_MS,
   GATHER_MAX_MS,
@@ -141,6 +142,8 @@ export class WebRtcLink {
   #direct: DirectTcp | undefined;
   /** Offers of a direct connection made (the answering side), and the timer of the next one. */
   #directOffers = 0;
+  /** Connections offered again after one in use was lost (see DIRECT_TCP_RENEWALS). */
+  #directRenewals = 0;
   #directRetry: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(name: string, config: LinkConfig, events: LinkEvents) {
@@ -303,8 +306,9 @@ export class WebRtcLink {
 
   /**
    * A direct connection's events. When the one in use closes, the data channel carries on, and the answering side
-   * (`offeredOn`, the channel its offers go over) offers a new one: a connection reset or dropped on the way (a
-   * middlebox's idle timeout, a rebooted router) would otherwise leave the tether on WebRTC while it lives.
+   * (`offeredOn`, the channel its offers go over) offers a new one (DIRECT_TCP_RENEWALS times at most): a connection
+   * reset or dropped on the way (a middlebox's idle timeout, a rebooted router) would otherwise leave the tether on
+   * WebRTC while it lives.
    */
   #directEvents(offeredOn?: Channel): DirectEvents {
     return {
@@ -313,7 +317,7 @@ export class WebRtcLink {
         if (!this.#direct?.closed) return; // one never used, or turned away (see #useDirect)
         this.#direct = undefined;
         this.#wake();
-        if (!offeredOn || this.#closed) return;
+        if (!offeredOn || this.#closed || this.#directRenewals++ >= DIRECT_TCP_RENEWALS) return;
         this.#directOffers = 0;
         clearTimeout(this.#directRetry);
         this.#directRetry = setTimeout(() => this.#offerDirect(offeredOn), DIRECT_TCP_RETRY_MS);
