@@ -115,6 +115,7 @@ function bothDirect(p: ReturnType<typeof pair>, ms: number): Promise<void> {
   );
 }
 
+/** Resolves once neither side's data goes over a direct connection (wrap it in `within`). */
 async function webrtcOnBothSides(p: ReturnType<typeof pair>): Promise<void> {
   while (p.a.info("bb")?.link !== "webrtc" || p.b.info("aa")?.link !== "webrtc") {
     await new Promise((r) => setTimeout(r, 10));
