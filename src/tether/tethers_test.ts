@@ -80,18 +80,28 @@ test("tethers: the first packet forms a tether that carries every message both w
   assertEquals(p.a.info("bb")!.txBytes, 1500);
 });
 
-test("tethers: once open, data moves to a direct TCP connection when the peers reach each other over TCP", async () => {
-  await using p = pair();
-  assert(await within(10_000, "open", p.a.ensure("bb")));
+/** Waits (at most `ms`, `what` names it) until both sides' data goes over `link`. */
+async function bothOn(
+  p: ReturnType<typeof pair>,
+  link: "tcp" | "webrtc",
+  ms: number,
+  what: string,
+): Promise<void> {
   await within(
-    5_000,
-    "the direct connection",
+    ms,
+    what,
     (async () => {
-      while (p.a.info("bb")?.link !== "tcp" || p.b.info("aa")?.link !== "tcp") {
-        await new Promise((r) => setTimeout(r, 20));
+      while (p.a.info("bb")?.link !== link || p.b.info("aa")?.link !== link) {
+        await new Promise((r) => setTimeout(r, 10));
       }
     })(),
   );
+}
+
+test("tethers: once open, data moves to a direct TCP connection when the peers reach each other over TCP", async () => {
+  await using p = pair();
+  assert(await within(10_000, "open", p.a.ensure("bb")));
+  await bothOn(p, "tcp", 5_000, "the direct connection");
   for (let i = 0; i < 200; i++) assert(p.a.send("bb", new Uint8Array(60_000).fill(i & 0xff)));
   assert(p.b.send("aa", Uint8Array.of(7)));
   await p.delivered(10_000, 200, 1);
@@ -101,26 +111,6 @@ test("tethers: once open, data moves to a direct TCP connection when the peers r
   );
   assertEquals(p.received.aa, [Uint8Array.of(7)]);
 });
-
-/** Waits (at most `ms`) until both sides' data goes over a direct TCP connection. */
-function bothDirect(p: ReturnType<typeof pair>, ms: number): Promise<void> {
-  return within(
-    ms,
-    "the direct connection",
-    (async () => {
-      while (p.a.info("bb")?.link !== "tcp" || p.b.info("aa")?.link !== "tcp") {
-        await new Promise((r) => setTimeout(r, 20));
-      }
-    })(),
-  );
-}
-
-/** Resolves once neither side's data goes over a direct connection (wrap it in `within`). */
-async function webrtcOnBothSides(p: ReturnType<typeof pair>): Promise<void> {
-  while (p.a.info("bb")?.link !== "webrtc" || p.b.info("aa")?.link !== "webrtc") {
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /**
  * Resets this process's established TCP connections (both ends), as a middlebox's reset would; returns how many
@@ -141,14 +131,14 @@ async function resetOwnTcp(): Promise<number> {
 test("tethers: a direct connection that is reset is made again (DIRECT_TCP_RENEWALS times), and data goes back to it", async () => {
   await using p = pair();
   assert(await within(10_000, "open", p.a.ensure("bb")));
-  await bothDirect(p, 5_000);
+  await bothOn(p, "tcp", 5_000, "the direct connection");
   assertEquals(await resetOwnTcp(), 2);
   // Both sides see it gone, and carry on over the data channel meanwhile.
-  await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
+  await bothOn(p, "webrtc", 2_000, "the reset to be seen");
   assert(p.a.send("bb", Uint8Array.of(1)) && p.b.send("aa", Uint8Array.of(2)));
   await p.delivered(5_000, 1, 1);
   // The answering side offers a new connection (DIRECT_TCP_RETRY_MS later), and data goes over it.
-  await bothDirect(p, 10_000);
+  await bothOn(p, "tcp", 10_000, "the direct connection");
   for (let i = 0; i < 50; i++) assert(p.a.send("bb", new Uint8Array(60_000).fill(i & 0xff)));
   assert(p.b.send("aa", Uint8Array.of(3)));
   await p.delivered(10_000, 51, 2);
@@ -161,11 +151,11 @@ test("tethers: a direct connection that is reset is made again (DIRECT_TCP_RENEW
   // connection but cannot carry it must not make the tether switch back and forth while it lives).
   for (let renewal = 2; renewal <= DIRECT_TCP_RENEWALS; renewal++) {
     assertEquals(await resetOwnTcp(), 2);
-    await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
-    await bothDirect(p, 10_000);
+    await bothOn(p, "webrtc", 2_000, "the reset to be seen");
+    await bothOn(p, "tcp", 10_000, "the direct connection");
   }
   assertEquals(await resetOwnTcp(), 2);
-  await within(2_000, "the reset to be seen", webrtcOnBothSides(p));
+  await bothOn(p, "webrtc", 2_000, "the reset to be seen");
   await new Promise((r) => setTimeout(r, DIRECT_TCP_RETRY_MS + 3_000));
   assertEquals([p.a.info("bb")?.link, p.b.info("aa")?.link], ["webrtc", "webrtc"]);
   assert(p.a.send("bb", Uint8Array.of(4)));
