@@ -109,12 +109,21 @@ function median(values: number[]): number {
   return [...values].sort((x, y) => x - y)[values.length >> 1] ?? NaN;
 }
 
+/** Between two pings through one tunnel (ms). */
+const PING_INTERVAL_MS = 50;
+
 /**
  * The round trip of 100 pings from a to `address`, 50 ms apart (ms): their median, and their mean. The bench took
  * the mean of 20 before, which one 2 ms ping among 0.5 ms ones moves by 15%.
  */
 async function pingMs(bed: Testbed, address: string): Promise<Rtt> {
-  const ping = await bed.host("a").ns.exec("ping", ["-c", "100", "-i", "0.05", address]);
+  const ping = await bed.host("a").ns.exec("ping", [
+    "-c",
+    "100",
+    "-i",
+    String(PING_INTERVAL_MS / 1000),
+    address,
+  ]);
   const times = [...ping.text.matchAll(/time=([\d.]+) ms/g)].map((m) => Number(m[1]));
   return {
     median: median(times),
@@ -466,9 +475,6 @@ async function veilnetBackup(seconds: number): Promise<Measured & { underlay: Rt
   };
 }
 
-/** A tunnel set up anew on its own testbed, a to b: `use` measures it. */
-type Tunnel = <T>(use: (bed: Testbed, address: string) => Promise<T>) => Promise<T>;
-
 /** One set-up's ping medians: on the fresh tunnel, and after 3 s of one TCP stream (see pingRounds). */
 interface PingRound {
   fresh: number;
@@ -501,30 +507,47 @@ async function endsCpu<T>(bed: Testbed, work: () => Promise<T>): Promise<{ value
 }
 
 /**
- * Each tunnel set up `rounds` times, the three in turn and the order rotating each round: pings on the fresh
- * tunnel, 3 s of one TCP stream, pings again. One set-up's median is one draw: veilnet's varied by about ±20% from
- * one realm to the next on the same code, more than the tunnels differ (README, "Figures"), so ratios are taken
- * between medians over the rounds.
+ * `work` for each item, all at once, the starts spread evenly over one ping interval (PING_INTERVAL_MS): pings
+ * from several processes then take turns, and no two round trips overlap.
  */
-async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
-  const tunnels: [string, Tunnel][] = Object.entries({
-    veilnet: onVeilnet,
-    "wireguard-go": onWireguard,
-    nebula: onNebula,
-  });
-  const results: Record<string, PingRound[]> = Object.fromEntries(tunnels.map(([name]) => [name, []]));
+function staggered<I, T>(items: I[], work: (item: I) => Promise<T>): Promise<T[]> {
+  return Promise.all(items.map(async (item, i) => {
+    await new Promise((done) => setTimeout(done, i * PING_INTERVAL_MS / items.length));
+    return await work(item);
+  }));
+}
+
+/**
+ * The three tunnels set up side by side, `rounds` times, each on its own testbed: pings through all three at once
+ * on the fresh tunnels (their round trips taking turns, see staggered), 3 s of one TCP stream through each in turn
+ * (the order rotating each round), pings through all three again. Measured one tunnel after another, set-up
+ * medians varied by about ±20% from minute to minute on the same code, more than the tunnels differ (README,
+ * "Figures"); taking turns within the same seconds, the machine's drift weighs on all three alike, and each
+ * round's ratio of two tunnels' medians is one paired draw.
+ */
+export async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
+  const names = ["veilnet", "wireguard-go", "nebula"];
+  const results: Record<string, PingRound[]> = Object.fromEntries(names.map((name) => [name, []]));
   for (let round = 0; round < rounds; round++) {
-    for (let i = 0; i < tunnels.length; i++) {
-      const [name, on] = tunnels[(round + i) % tunnels.length]!;
-      results[name]!.push(
-        await on(async (bed, address) => {
-          const fresh = (await pingMs(bed, address)).median;
-          await iperf(bed, address, 3, 1);
-          const bulk = await endsCpu(bed, () => pingMs(bed, address));
-          return { fresh, bulk: bulk.value.median, cpu: bulk.cpu };
-        }),
-      );
-    }
+    // veilnet's last: its tether, made just before its first pings, is not left idle while the others start.
+    await onNebula((nbed, naddress) =>
+      onWireguard((wbed, waddress) =>
+        onVeilnet(async (vbed, vaddress) => {
+          const all: [string, Testbed, string][] = [
+            ["veilnet", vbed, vaddress],
+            ["wireguard-go", wbed, waddress],
+            ["nebula", nbed, naddress],
+          ];
+          const up = [...all.slice(round % 3), ...all.slice(0, round % 3)];
+          const fresh = await staggered(up, ([, bed, address]) => pingMs(bed, address));
+          for (const [, bed, address] of up) await iperf(bed, address, 3, 1);
+          const bulk = await staggered(up, ([, bed, address]) => endsCpu(bed, () => pingMs(bed, address)));
+          up.forEach(([name], i) => {
+            results[name]!.push({ fresh: fresh[i]!.median, bulk: bulk[i]!.value.median, cpu: bulk[i]!.cpu });
+          });
+        })
+      )
+    );
   }
   return results;
 }
@@ -604,15 +627,24 @@ export async function tunnelBench(options: { seconds?: number } = {}): Promise<F
         })`,
     })),
     ...["wireguard-go", "nebula"].map((name) => {
-      const ratio = (pick: (x: PingRound) => number) =>
+      // Each round's two medians were taken in the same seconds (see pingRounds): its ratio is one paired draw.
+      const ratios = (pick: (x: PingRound) => number) =>
+        pings.veilnet!.map((x, i) => pick(x) / pick(pings[name]![i]!));
+      const paired = (pick: (x: PingRound) => number) => median(ratios(pick));
+      const each = (pick: (x: PingRound) => number) => ratios(pick).map((r) => r.toFixed(2)).join(" ");
+      const ratioOfMedians = (pick: (x: PingRound) => number) =>
         median(pings.veilnet!.map(pick)) / median(pings[name]!.map(pick));
+      const fresh = `${paired((x) => x.fresh).toFixed(2)}x`;
+      const ofMedians = `${ratioOfMedians((x) => x.bulk).toFixed(2)}x and ${
+        ratioOfMedians((x) => x.fresh).toFixed(2)
+      }x`;
       return {
         name: `veilnet / ${name} ping RTT, over ${over}`,
-        value: ratio((x) => x.bulk),
+        value: paired((x) => x.bulk),
         unit: "x",
-        note: `after bulk traffic; on the fresh tunnel ${
-          ratio((x) => x.fresh).toFixed(2)
-        }x (medians over the set-ups)`,
+        note: `after bulk traffic (${each((x) => x.bulk)}); on the fresh tunnel ${fresh} (${
+          each((x) => x.fresh)
+        }): medians of the rounds' ratios; the ratios of the medians: ${ofMedians}`,
       };
     }),
   ];
