@@ -525,7 +525,7 @@ function staggered<I, T>(items: I[], work: (item: I) => Promise<T>): Promise<T[]
  * "Figures"); taking turns within the same seconds, the machine's drift weighs on all three alike, and each
  * round's ratio of two tunnels' medians is one paired draw.
  */
-export async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
+async function pingRounds(rounds: number): Promise<Record<string, PingRound[]>> {
   const names = ["veilnet", "wireguard-go", "nebula"];
   const results: Record<string, PingRound[]> = Object.fromEntries(names.map((name) => [name, []]));
   for (let round = 0; round < rounds; round++) {
